@@ -1,0 +1,61 @@
+"""Every error eventstore raises on purpose.
+
+Each one is an :class:`EventStoreError`, and also the built-in exception a
+caller would reach for (``ValueError`` for bad names, ``TypeError`` for data
+msgpack cannot carry), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class EventStoreError(Exception):
+    """Base class of every error eventstore raises on purpose."""
+
+
+class InvalidName(EventStoreError, ValueError):
+    """A stream, index or type name is empty, not a str, too long or holds NUL."""
+
+
+class InvalidULID(EventStoreError, ValueError):
+    """A string or value is not a ULID."""
+
+
+class InvalidArgument(EventStoreError, ValueError):
+    """An argument has the right type but an impossible value."""
+
+
+class UnserialisableData(EventStoreError, TypeError):
+    """Event data or metadata holds a value msgpack cannot carry."""
+
+
+class WrongExpectedVersion(EventStoreError):
+    """An append's expected version did not match the stream's version."""
+
+    def __init__(self, stream: str, expected: object, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream!r}: expected version {expected}, actual version {actual}"
+        )
+
+
+class StoreLocked(EventStoreError, OSError):
+    """Another process (or another open handle) holds the store."""
+
+
+class StoreClosed(EventStoreError, RuntimeError):
+    """The store was used after ``close()``, or failed and must be reopened."""
+
+
+class CorruptFile(EventStoreError, ValueError):
+    """A file's bytes are damaged, truncated or hostile.
+
+    The message names the file and the byte offset where the problem was found.
+    """
+
+    def __init__(self, path: str, offset: int, problem: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.problem = problem
+        super().__init__(f"{path}: corrupt at offset {offset}: {problem}")

@@ -1,0 +1,1 @@
+"""ESDB: the immutable cold-tier file format (see docs/FORMAT.md)."""

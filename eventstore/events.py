@@ -1,0 +1,73 @@
+"""The values callers hand in and get back: NewEvent, Event, expected versions."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from ulid import ULID
+
+
+class ExpectedVersion(enum.Enum):
+    """The symbolic expected versions; an ``int`` asks for that exact version."""
+
+    ANY = "any"
+    NO_STREAM = "no_stream"
+    STREAM_EXISTS = "stream_exists"
+
+    def __repr__(self) -> str:
+        return self.name
+
+    __str__ = __repr__
+
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
+
+Expected = ExpectedVersion | int
+
+
+class NewEvent(NamedTuple):
+    """An event to append: its type, data, optional metadata and index entries.
+
+    ``indexes`` maps an index name to the value this event is filed under in
+    its stream's secondary index ``name=value``.
+    """
+
+    type: str
+    data: Any = None
+    metadata: Any = None
+    indexes: Mapping[str, str] | None = None
+
+
+class Event(NamedTuple):
+    """A stored event. Equal in both tiers, forever."""
+
+    id: ULID
+    stream: str
+    version: int
+    seq: int
+    type: str
+    data: Any
+    metadata: Any
+    indexes: dict[str, str]
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the event was appended: the ULID's millisecond time, in UTC."""
+        ms = int.from_bytes(self.id.bytes[:6], "big")
+        return datetime.fromtimestamp(ms / 1000, timezone.utc)
+
+
+class AppendResult(NamedTuple):
+    """What one stream's append wrote."""
+
+    stream: str
+    ids: list[ULID]
+    first_version: int
+    last_version: int
+    first_seq: int
+    last_seq: int

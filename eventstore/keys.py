@@ -1,0 +1,68 @@
+"""The hot tier's key layout (DESIGN.md, "Key layout").
+
+Every key starts with a one-byte namespace tag; names are UTF-8 and end with a
+NUL separator that names can never contain, so no stream's keys are a prefix
+of another stream's keys. ULIDs are 16 raw big-endian bytes: byte order is
+time order.
+"""
+
+from __future__ import annotations
+
+SEP = b"\x00"
+
+EVENT = b"e"
+INDEX = b"i"
+GLOBAL = b"g"
+META = b"m"
+SNAPSHOT = b"s"
+CHECKPOINT = b"c"
+SYSTEM = b"x"
+
+ULID_LEN = 16
+
+
+def stream_prefix(stream: bytes) -> bytes:
+    """Prefix of every ``e`` key of one stream."""
+    return EVENT + stream + SEP
+
+
+def event_key(stream: bytes, id16: bytes) -> bytes:
+    return EVENT + stream + SEP + id16
+
+
+def index_prefix(stream: bytes, name: bytes, value: bytes) -> bytes:
+    """Prefix of every ``i`` key of one stream's index ``name=value``."""
+    return INDEX + stream + SEP + name + SEP + value + SEP
+
+
+def index_key(stream: bytes, name: bytes, value: bytes, id16: bytes) -> bytes:
+    return INDEX + stream + SEP + name + SEP + value + SEP + id16
+
+
+def global_key(id16: bytes) -> bytes:
+    return GLOBAL + id16
+
+
+def meta_key(stream: bytes) -> bytes:
+    return META + stream
+
+
+def snapshot_key(stream: bytes) -> bytes:
+    return SNAPSHOT + stream
+
+
+def checkpoint_key(name: bytes) -> bytes:
+    return CHECKPOINT + name
+
+
+def system_key(name: bytes) -> bytes:
+    return SYSTEM + name
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix``.
+
+    Prefixes here end in a tag or a NUL, never in 0xFF, so a plain increment
+    of the last byte is enough.
+    """
+    return prefix[:-1] + bytes([prefix[-1] + 1])
