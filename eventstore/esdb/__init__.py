@@ -1,1 +1,12 @@
-"""ESDB: the immutable cold-tier file format (see docs/FORMAT.md)."""
+"""ESDB: the immutable cold-tier file format (specified in docs/FORMAT.md).
+
+One file holds a ULID range of many streams: one *space* per stream, events
+in compressed, checksummed blocks, per-space secondary indexes, a space
+index, a ULID index and a fixed footer that finds them all.
+"""
+
+from .format import FORMAT_VERSION, FileMeta, SpaceInfo
+from .reader import ESDBReader
+from .writer import ESDBWriter
+
+__all__ = ["FORMAT_VERSION", "ESDBReader", "ESDBWriter", "FileMeta", "SpaceInfo"]

@@ -1,0 +1,227 @@
+"""ESDB byte layout: constants, struct layouts, chunk framing, codecs.
+
+docs/FORMAT.md is the specification; this module is its executable half.
+Every multi-byte integer is little-endian, except ULIDs (16 raw big-endian
+bytes, so byte order is time order).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import zstandard
+from ulid import ULID
+
+from ..errors import CorruptFile
+from ..ids import ulid_from_bytes
+
+FORMAT_VERSION = 1
+
+HEADER_MAGIC = b"\x89ESDB\r\n\x1a"
+FOOTER_MAGIC = HEADER_MAGIC[::-1]  # reads as the header magic when scanning backwards
+
+# header: magic, format version, reserved, crc32 of the 12 bytes before it
+HEADER = struct.Struct("<8sHHI")
+HEADER_SIZE = HEADER.size  # 16
+
+# chunk header: kind, codec, reserved, stored length, raw length, crc32
+CHUNK = struct.Struct("<BBHIII")
+CHUNK_SIZE = CHUNK.size  # 16
+
+# footer: see FORMAT.md; the last 16 bytes (version, footer size, crc, magic)
+# stay where they are in every future version so a reader can tell "newer"
+# from "damaged".
+FOOTER = struct.Struct("<QQQQQQQQQ16s16sQQQBBHIHHI8s")
+FOOTER_SIZE = FOOTER.size  # 152
+FOOTER_CRC_SPAN = FOOTER_SIZE - 12
+
+# kinds of chunk
+KIND_BLOCK = ord("B")
+KIND_BLOCK_INDEX = ord("K")
+KIND_SPACES = ord("S")
+KIND_SPACE_DIR = ord("D")
+KIND_ULIDS = ord("I")
+KIND_ULID_DIR = ord("U")
+KIND_TYPES = ord("T")
+KIND_SECONDARY = ord("X")
+KIND_POSTINGS = ord("P")
+KIND_NAMES = {
+    KIND_BLOCK: "data block",
+    KIND_BLOCK_INDEX: "block index",
+    KIND_SPACES: "space index chunk",
+    KIND_SPACE_DIR: "space directory",
+    KIND_ULIDS: "ULID index chunk",
+    KIND_ULID_DIR: "ULID directory",
+    KIND_TYPES: "type table",
+    KIND_SECONDARY: "secondary index",
+    KIND_POSTINGS: "postings chunk",
+}
+
+CODEC_NONE = 0
+CODEC_ZLIB = 1
+CODEC_ZSTD = 2
+CODECS = {"none": CODEC_NONE, "zlib": CODEC_ZLIB, "zstd": CODEC_ZSTD}
+CODEC_NAMES = {v: k for k, v in CODECS.items()}
+
+FLAG_INDEX_TYPES = 1
+KNOWN_FLAGS = FLAG_INDEX_TYPES
+
+# No chunk decompresses to more than this: it bounds what hostile bytes can
+# make a reader allocate, and it bounds the largest single event record.
+MAX_RAW = 64 << 20
+MAX_COUNT = (1 << 32) - 1  # events and spaces per file (positions are u32)
+
+DEFAULT_BLOCK_SIZE = 64 << 10
+INDEX_CHUNK_SIZE = 32 << 10  # target raw size of space and ULID index chunks
+POSTINGS_PER_CHUNK = 16384  # u32 postings per P chunk (64 KiB raw)
+
+# space entry, after its u16-length-prefixed name:
+# first_pos, count, first_version, first_id, last_id, index_offset,
+# record_bytes, index_bytes
+SPACE_ENTRY = struct.Struct("<QQQ16s16sQQQ")
+# ULID directory entry: first id, chunk offset, entry count
+ULID_DIR_ENTRY = struct.Struct("<16sQI")
+# space directory entry, before its u16-length-prefixed first stream name
+SPACE_DIR_ENTRY = struct.Struct("<QQ")
+# block index entry: chunk offset, first position
+BLOCK_INDEX_ENTRY = struct.Struct("<QQ")
+# secondary index header: key count, postings-chunk count, total postings
+SECONDARY_HEADER = struct.Struct("<IIQ")
+# secondary key entry tail, after name and value: start, count
+SECONDARY_TAIL = struct.Struct("<QQ")
+
+U16 = struct.Struct("<H")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+
+ZSTD_LEVEL = 3
+
+NO_ID = bytes(16)
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    """What the footer says about one ESDB file."""
+
+    path: str
+    format_version: int
+    codec: str
+    created: datetime
+    event_count: int
+    space_count: int
+    block_count: int
+    first_id: bytes | None
+    last_id: bytes | None
+    first_seq: int
+    last_seq: int
+    index_types: bool
+    file_size: int
+    data_bytes: int  # data blocks and per-space secondary indexes
+    index_bytes: int  # the index region (block, space, type and ULID indexes)
+    record_bytes: int  # sum of the uncompressed event record sizes
+
+    @property
+    def first_ulid(self) -> ULID | None:
+        return None if self.first_id is None else ulid_from_bytes(self.first_id)
+
+    @property
+    def last_ulid(self) -> ULID | None:
+        return None if self.last_id is None else ulid_from_bytes(self.last_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceInfo:
+    """One stream's space in one ESDB file."""
+
+    stream: str
+    count: int
+    first_version: int
+    last_version: int
+    first_id: bytes
+    last_id: bytes
+    number: int  # rank of the space in the file (spaces are sorted by stream)
+    first_pos: int  # file position of its first event
+    index_offset: int  # offset of its secondary index chunk, 0 if none
+    record_bytes: int  # sum of its uncompressed record sizes
+    index_bytes: int  # stored size of its secondary index chunks
+
+    @property
+    def first_ulid(self) -> ULID:
+        return ulid_from_bytes(self.first_id)
+
+    @property
+    def last_ulid(self) -> ULID:
+        return ulid_from_bytes(self.last_id)
+
+
+def created_datetime(created_us: int) -> datetime:
+    return datetime.fromtimestamp(created_us / 1_000_000, UTC)
+
+
+# -- codecs -----------------------------------------------------------------
+
+
+class _Local(threading.local):
+    # zstd contexts are not thread-safe; one pair per thread.
+    def __init__(self) -> None:
+        self.dctx = zstandard.ZstdDecompressor()
+        self.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+
+
+_local = _Local()
+
+
+def compress(codec: int, raw: bytes) -> bytes:
+    if codec == CODEC_ZSTD:
+        out: bytes = _local.cctx.compress(raw)
+        return out
+    if codec == CODEC_ZLIB:
+        return zlib.compress(raw, 6)
+    return raw
+
+
+def frame_chunk(kind: int, codec: int, raw: bytes) -> bytes:
+    """Header and stored payload of one chunk; a payload that does not shrink
+    is stored raw (codec none), so a reader never inflates incompressible data."""
+    stored = compress(codec, raw) if raw else raw
+    if len(stored) >= len(raw):
+        codec, stored = CODEC_NONE, raw
+    head = CHUNK.pack(kind, codec, 0, len(stored), len(raw), 0)[:12]
+    crc = zlib.crc32(stored, zlib.crc32(head))
+    return head + U32.pack(crc) + stored
+
+
+def decompress(
+    codec: int, stored: bytes, raw_len: int, path: str, offset: int
+) -> bytes:
+    """Decompress exactly ``raw_len`` bytes, allocating no more than that."""
+    try:
+        if codec == CODEC_NONE:
+            out = stored
+        elif codec == CODEC_ZSTD:
+            size = zstandard.frame_content_size(stored)
+            if size != raw_len:
+                raise CorruptFile(
+                    path, offset, f"zstd frame declares {size} bytes, chunk header {raw_len}"
+                )
+            out = _local.dctx.decompress(stored, max_output_size=raw_len)
+        elif codec == CODEC_ZLIB:
+            d = zlib.decompressobj()
+            out = d.decompress(stored, raw_len)
+            if d.unconsumed_tail or not d.eof:
+                raise CorruptFile(path, offset, "zlib stream longer than its declared size")
+        else:
+            raise CorruptFile(path, offset, f"unknown codec {codec}")
+    except CorruptFile:
+        raise
+    except (zstandard.ZstdError, zlib.error, MemoryError, ValueError) as exc:
+        raise CorruptFile(path, offset, f"cannot decompress chunk: {exc}") from None
+    if len(out) != raw_len:
+        raise CorruptFile(
+            path, offset, f"chunk decompressed to {len(out)} bytes, header says {raw_len}"
+        )
+    return out

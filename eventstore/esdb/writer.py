@@ -1,0 +1,607 @@
+"""ESDBWriter: stream events in, get one immutable ESDB file out.
+
+Memory stays bounded by the largest single stream: data blocks are written
+as they fill, a stream's secondary index is held only until the stream ends,
+the space index is spooled to an anonymous temporary file, and the ULID index
+is external-sorted (sorted runs spilled to a temporary file, merged at finish).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import struct
+import tempfile
+import time
+import zlib
+from array import array
+from collections.abc import Iterator
+from types import TracebackType
+from typing import IO, Any
+
+import msgpack
+
+from ..errors import InvalidArgument
+from ..records import name_bytes
+from .format import (
+    CODEC_NAMES,
+    CODECS,
+    DEFAULT_BLOCK_SIZE,
+    FLAG_INDEX_TYPES,
+    FOOTER,
+    FOOTER_CRC_SPAN,
+    FOOTER_MAGIC,
+    FOOTER_SIZE,
+    FORMAT_VERSION,
+    HEADER,
+    HEADER_MAGIC,
+    INDEX_CHUNK_SIZE,
+    KIND_BLOCK,
+    KIND_BLOCK_INDEX,
+    KIND_POSTINGS,
+    KIND_SECONDARY,
+    KIND_SPACE_DIR,
+    KIND_SPACES,
+    KIND_TYPES,
+    KIND_ULID_DIR,
+    KIND_ULIDS,
+    MAX_COUNT,
+    MAX_RAW,
+    NO_ID,
+    POSTINGS_PER_CHUNK,
+    SECONDARY_HEADER,
+    SECONDARY_TAIL,
+    SPACE_DIR_ENTRY,
+    SPACE_ENTRY,
+    U16,
+    U32,
+    U64,
+    ULID_DIR_ENTRY,
+    FileMeta,
+    created_datetime,
+    frame_chunk,
+)
+
+_RUN = struct.Struct(">16sIII")  # a ULID-index entry while sorting: id, pos, space, type
+RUN_ENTRIES = 1 << 17  # entries per sorted run (~9 MiB of Python objects)
+_READ_ENTRIES = 2048  # entries read at a time from each run while merging
+_ULID_CHUNK_ENTRIES = INDEX_CHUNK_SIZE // 28
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ESDBWriter:
+    """Write one ESDB file; see the module docstring and docs/FORMAT.md.
+
+    Events come in with :meth:`add`, grouped by stream, streams in UTF-8
+    byte order, ULIDs strictly increasing within a stream and versions
+    contiguous. The file appears at ``path`` only when :meth:`finish` returns.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        index_types: bool = True,
+        codec: str = "zstd",
+        block_size: int = DEFAULT_BLOCK_SIZE,
+    ) -> None:
+        if codec not in CODECS:
+            raise InvalidArgument(f"unknown codec {codec!r}; expected one of {sorted(CODECS)}")
+        if type(block_size) is not int or not 1 <= block_size <= MAX_RAW // 2:
+            raise InvalidArgument(f"block_size must be an int in 1..{MAX_RAW // 2}")
+        self.path = os.fspath(path)
+        if os.path.exists(self.path):
+            raise FileExistsError(f"{self.path!r} already exists; ESDB files are never rewritten")
+        self.tmp_path = self.path + ".tmp"
+        self._dir = os.path.dirname(os.path.abspath(self.path))
+        self._codec = CODECS[codec]
+        self._index_types = bool(index_types)
+        self._block_size = block_size
+        self._f: IO[bytes] = open(self.tmp_path, "wb")  # noqa: SIM115 (closed in finish/abort)
+        self._spaces_spool: IO[bytes] | None = None
+        self._runs: IO[bytes] | None = None
+        self._done = False
+        head = HEADER.pack(HEADER_MAGIC, FORMAT_VERSION, 0, 0)[:12]
+        self._f.write(head + U32.pack(_crc(head)))
+        self._offset = 16
+        # data blocks
+        self._blk_ids: list[bytes] = []
+        self._blk_recs: list[bytes] = []
+        self._blk_raw = 0
+        self._blk_first_pos = 0
+        self._block_index = array("Q")  # offset, first_pos pairs
+        # file-wide
+        self._pos = 0
+        self._space_no = -1
+        self._types: dict[str, int] = {}
+        self._first_seq: int | None = None
+        self._last_seq = 0
+        self._record_bytes = 0
+        self._min_id = b""
+        self._max_id = b""
+        # current space
+        self._stream_b = b""
+        self._stream = ""
+        self._sp_first_pos = 0
+        self._sp_first_version = 0
+        self._sp_next_version = 0
+        self._sp_first_id = b""
+        self._sp_last_id = b""
+        self._sp_record_bytes = 0
+        self._postings: dict[bytes, array[int]] = {}
+        # space index chunks (spooled) and their directory
+        self._sp_entries: list[bytes] = []
+        self._sp_entries_raw = 0
+        self._sp_chunk_first = (0, b"")
+        self._space_dir: list[tuple[int, int, bytes]] = []  # spool offset, first no, name
+        # ULID index runs
+        self._run: list[bytes] = []
+        self._run_bounds: list[tuple[int, int]] = []  # (offset, count) in the runs file
+
+    # -- adding ---------------------------------------------------------------
+
+    def add(self, stream: str, id16: bytes, record: bytes) -> None:
+        """Add one event: its stream, 16-byte ULID and unchanged record bytes.
+
+        Everything is checked before anything changes, so a refused event
+        leaves the writer as it was.
+        """
+        if self._done:
+            raise InvalidArgument("this ESDBWriter has already finished or aborted")
+        if type(id16) is not bytes or len(id16) != 16:
+            raise InvalidArgument(f"id16 must be 16 bytes, got {id16!r}")
+        if type(record) is not bytes:
+            raise InvalidArgument(f"record must be bytes, got {type(record).__name__}")
+        new_space = stream != self._stream or self._space_no < 0
+        if new_space:
+            stream_b = name_bytes(stream, "stream name")
+            if self._space_no >= 0 and stream_b <= self._stream_b:
+                raise InvalidArgument(
+                    f"stream {stream!r} added after {self._stream!r}: streams must come in "
+                    "UTF-8 byte order, each stream's events together"
+                )
+        elif id16 <= self._sp_last_id:
+            raise InvalidArgument(
+                f"stream {stream!r}: ULID {id16.hex()} is not above the previous "
+                f"{self._sp_last_id.hex()}; ULIDs must strictly increase within a stream"
+            )
+        where = f"stream {stream!r}, event {id16.hex()}"
+        try:
+            version, seq, type_, _data, _meta, indexes = msgpack.unpackb(
+                record, raw=False, strict_map_key=False
+            )
+        except Exception:
+            raise InvalidArgument(
+                f"{where}: record is not an event record "
+                "[version, seq, type, data, metadata, indexes]"
+            ) from None
+        if type(version) is not int or type(seq) is not int or type(type_) is not str:
+            raise InvalidArgument(f"{where}: malformed record")
+        if type(indexes) is not dict:
+            raise InvalidArgument(f"{where}: the record's indexes is not a map")
+        for name, value in indexes.items():
+            if type(name) is not str or type(value) is not str:
+                raise InvalidArgument(f"{where}: index entries must map str to str")
+        if not 0 <= version < 1 << 63:
+            raise InvalidArgument(f"{where}: version {version} out of range")
+        if not new_space and version != self._sp_next_version:
+            raise InvalidArgument(
+                f"stream {stream!r}: version {version} follows {self._sp_next_version - 1}; "
+                "versions within a stream must be contiguous"
+            )
+        if not 0 <= seq < 1 << 64:
+            raise InvalidArgument(f"{where}: seq {seq} out of range")
+        if len(record) > MAX_RAW - 64:
+            raise InvalidArgument(f"{where}: record of {len(record)} bytes exceeds the ESDB limit")
+        if self._pos >= MAX_COUNT:
+            raise InvalidArgument("an ESDB file holds fewer than 2**32 events; split the input")
+        if self._blk_ids and self._blk_raw + 24 + len(record) > MAX_RAW - 64:
+            self._flush_block()
+        if new_space:
+            self._start_space(stream, stream_b)
+            self._sp_first_version = version
+            self._sp_first_id = id16
+        pos = self._pos
+        self._sp_next_version = version + 1
+        self._sp_last_id = id16
+        rel = pos - self._sp_first_pos
+        postings = self._postings
+        for name, value in indexes.items():
+            key = name.encode() + b"\0" + value.encode()
+            plist = postings.get(key)
+            if plist is None:
+                postings[key] = plist = array("I")
+            plist.append(rel)
+        if self._index_types:
+            key = b"type\0" + type_.encode()
+            plist = postings.get(key)
+            if plist is None:
+                postings[key] = plist = array("I")
+            if not plist or plist[-1] != rel:
+                plist.append(rel)
+        type_id = self._types.get(type_)
+        if type_id is None:
+            type_id = self._types[type_] = len(self._types)
+        if self._first_seq is None or seq < self._first_seq:
+            self._first_seq = seq
+        if seq > self._last_seq:
+            self._last_seq = seq
+        if not self._min_id or id16 < self._min_id:
+            self._min_id = id16
+        if id16 > self._max_id:
+            self._max_id = id16
+        self._record_bytes += len(record)
+        self._sp_record_bytes += len(record)
+        self._pos = pos + 1
+        self._run.append(_RUN.pack(id16, pos, self._space_no, type_id))
+        if len(self._run) >= RUN_ENTRIES:
+            self._spill_run()
+        self._blk_ids.append(id16)
+        self._blk_recs.append(record)
+        self._blk_raw += 24 + len(record)
+        if self._blk_raw >= self._block_size:
+            self._flush_block()
+
+    def _start_space(self, stream: str, stream_b: bytes) -> None:
+        if self._space_no >= 0:
+            self._end_space()
+        self._space_no += 1
+        self._stream, self._stream_b = stream, stream_b
+        self._sp_first_pos = self._pos
+        self._sp_first_id = b""
+        self._sp_last_id = b""
+        self._sp_record_bytes = 0
+        self._postings = {}
+
+    def _end_space(self) -> None:
+        index_offset, index_bytes = self._write_secondary()
+        count = self._pos - self._sp_first_pos
+        entry = (
+            U16.pack(len(self._stream_b))
+            + self._stream_b
+            + SPACE_ENTRY.pack(
+                self._sp_first_pos,
+                count,
+                self._sp_first_version,
+                self._sp_first_id,
+                self._sp_last_id,
+                index_offset,
+                self._sp_record_bytes,
+                index_bytes,
+            )
+        )
+        if not self._sp_entries:
+            self._sp_chunk_first = (self._space_no, self._stream_b)
+        self._sp_entries.append(entry)
+        self._sp_entries_raw += len(entry) + 4
+        if self._sp_entries_raw >= INDEX_CHUNK_SIZE:
+            self._flush_spaces()
+        self._postings = {}
+
+    def _write_secondary(self) -> tuple[int, int]:
+        """Write the current space's secondary index; (offset, stored bytes)."""
+        if not self._postings:
+            return 0, 0
+        keys = sorted(self._postings)
+        total = sum(len(self._postings[k]) for k in keys)
+        entries: list[bytes] = []
+        start = 0
+        for key in keys:
+            name, _, value = key.partition(b"\0")
+            n = len(self._postings[key])
+            entries.append(
+                U16.pack(len(name)) + name + U16.pack(len(value)) + value
+                + SECONDARY_TAIL.pack(start, n)
+            )
+            start += n
+        all_postings = array("I")
+        for key in keys:
+            all_postings.extend(self._postings[key])
+        if all_postings.itemsize != 4:  # pragma: no cover - exotic platforms
+            raise RuntimeError("array('I') is not 32-bit here")
+        if _BIG_ENDIAN:  # pragma: no cover
+            all_postings.byteswap()
+        written = 0
+        pchunk_offsets: list[int] = []
+        inline = total <= POSTINGS_PER_CHUNK
+        if not inline:
+            # P chunks first, so the X chunk can name them.
+            for i in range(0, total, POSTINGS_PER_CHUNK):
+                part = all_postings[i : i + POSTINGS_PER_CHUNK].tobytes()
+                pchunk_offsets.append(self._offset)
+                written += self._write(frame_chunk(KIND_POSTINGS, self._codec, part))
+        key_offsets = array("I", [0])
+        for e in entries:
+            key_offsets.append(key_offsets[-1] + len(e))
+        if _BIG_ENDIAN:  # pragma: no cover
+            key_offsets.byteswap()
+        raw = b"".join(
+            [
+                SECONDARY_HEADER.pack(len(keys), len(pchunk_offsets), total),
+                b"".join(U64.pack(o) for o in pchunk_offsets),
+                key_offsets.tobytes(),
+                *entries,
+                all_postings.tobytes() if inline else b"",
+            ]
+        )
+        if len(raw) > MAX_RAW:
+            raise InvalidArgument(f"stream {self._stream!r}: secondary index too large")
+        offset = self._offset
+        written += self._write(frame_chunk(KIND_SECONDARY, self._codec, raw))
+        return offset, written
+
+    def _flush_spaces(self) -> None:
+        if not self._sp_entries:
+            return
+        if self._spaces_spool is None:
+            self._spaces_spool = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115
+        offsets = [0]
+        for e in self._sp_entries:
+            offsets.append(offsets[-1] + len(e))
+        raw = b"".join(
+            [
+                U32.pack(len(self._sp_entries)),
+                struct.pack(f"<{len(offsets)}I", *offsets),
+                *self._sp_entries,
+            ]
+        )
+        first_no, first_name = self._sp_chunk_first
+        self._space_dir.append((self._spaces_spool.tell(), first_no, first_name))
+        self._spaces_spool.write(frame_chunk(KIND_SPACES, self._codec, raw))
+        self._sp_entries = []
+        self._sp_entries_raw = 0
+
+    def _flush_block(self) -> None:
+        ids = self._blk_ids
+        if not ids:
+            return
+        recs = self._blk_recs
+        n = len(ids)
+        offsets = [0] * (n + 1)
+        total = 0
+        for i, r in enumerate(recs):
+            total += len(r)
+            offsets[i + 1] = total
+        raw = b"".join(
+            [U32.pack(n), *ids, struct.pack(f"<{n + 1}I", *offsets), *recs]
+        )
+        self._block_index.append(self._offset)
+        self._block_index.append(self._blk_first_pos)
+        self._write(frame_chunk(KIND_BLOCK, self._codec, raw))
+        self._blk_first_pos = self._pos
+        self._blk_ids = []
+        self._blk_recs = []
+        self._blk_raw = 0
+
+    def _spill_run(self) -> None:
+        if not self._run:
+            return
+        if self._runs is None:
+            self._runs = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115
+        self._run.sort()
+        self._run_bounds.append((self._runs.tell(), len(self._run)))
+        self._runs.write(b"".join(self._run))
+        self._run = []
+
+    def _write(self, data: bytes) -> int:
+        self._f.write(data)
+        self._offset += len(data)
+        return len(data)
+
+    # -- finishing ------------------------------------------------------------
+
+    def finish(self) -> FileMeta:
+        """Write the indexes and footer, fsync, rename into place; the file's metadata."""
+        if self._done:
+            raise InvalidArgument("this ESDBWriter has already finished or aborted")
+        try:
+            meta = self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        return meta
+
+    def _finish(self) -> FileMeta:
+        if self._space_no >= 0:
+            self._end_space()
+        self._flush_block()
+        self._flush_spaces()
+        codec = self._codec
+        index_region = self._offset
+        # block index
+        bi = self._block_index
+        if _BIG_ENDIAN:  # pragma: no cover
+            bi.byteswap()
+        if len(bi) * 8 > MAX_RAW:
+            raise InvalidArgument("too many blocks for one ESDB file; split the input")
+        block_index_offset = self._offset
+        self._write(frame_chunk(KIND_BLOCK_INDEX, codec, bi.tobytes()))
+        block_count = len(bi) // 2
+        # space index chunks, copied from the spool, then their directory
+        base = self._offset
+        if self._spaces_spool is not None:
+            spool = self._spaces_spool
+            spool.seek(0)
+            while chunk := spool.read(1 << 20):
+                self._write(chunk)
+        space_dir_offset = self._offset
+        parts = [U32.pack(len(self._space_dir))]
+        for off, first_no, name in self._space_dir:
+            parts.append(SPACE_DIR_ENTRY.pack(base + off, first_no) + U16.pack(len(name)) + name)
+        raw = b"".join(parts)
+        if len(raw) > MAX_RAW:
+            raise InvalidArgument("too many streams for one ESDB file; split the input")
+        self._write(frame_chunk(KIND_SPACE_DIR, codec, raw))
+        # type table
+        type_table_offset = self._offset
+        parts = [U32.pack(len(self._types))]
+        for t in self._types:  # insertion order is type-id order
+            tb = t.encode()
+            parts.append(U16.pack(len(tb)) + tb)
+        raw = b"".join(parts)
+        if len(raw) > MAX_RAW:
+            raise InvalidArgument("too many event types for one ESDB file")
+        self._write(frame_chunk(KIND_TYPES, codec, raw))
+        # ULID index: merge the sorted runs into chunks
+        ulid_dir: list[bytes] = []
+        prev = b""
+        batch: list[bytes] = []
+        for entry in self._merged_runs():
+            id16 = entry[:16]
+            if id16 == prev:
+                raise InvalidArgument(f"ULID {id16.hex()} occurs twice in this file")
+            prev = id16
+            batch.append(entry)
+            if len(batch) == _ULID_CHUNK_ENTRIES:
+                ulid_dir.append(self._write_ulid_chunk(batch))
+                batch = []
+        if batch:
+            ulid_dir.append(self._write_ulid_chunk(batch))
+        ulid_dir_offset = self._offset
+        raw = U32.pack(len(ulid_dir)) + b"".join(ulid_dir)
+        if len(raw) > MAX_RAW:
+            raise InvalidArgument("too many events for one ESDB file; split the input")
+        self._write(frame_chunk(KIND_ULID_DIR, codec, raw))
+        # footer
+        created_us = time.time_ns() // 1000
+        empty = self._pos == 0
+        body = FOOTER.pack(
+            block_index_offset,
+            space_dir_offset,
+            ulid_dir_offset,
+            type_table_offset,
+            self._pos,
+            self._space_no + 1,
+            block_count,
+            0 if empty else self._first_seq,
+            self._last_seq,
+            NO_ID if empty else self._min_id,
+            NO_ID if empty else self._max_id,
+            created_us,
+            self._record_bytes,
+            index_region,
+            codec,
+            FLAG_INDEX_TYPES if self._index_types else 0,
+            0,
+            0,
+            FORMAT_VERSION,
+            FOOTER_SIZE,
+            0,
+            FOOTER_MAGIC,
+        )
+        head = body[:FOOTER_CRC_SPAN]
+        self._write(head + U32.pack(_crc(head)) + FOOTER_MAGIC)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.rename(self.tmp_path, self.path)
+        _fsync_dir(self._dir)
+        self._done = True
+        self._close_spools()
+        return FileMeta(
+            path=self.path,
+            format_version=FORMAT_VERSION,
+            codec=CODEC_NAMES[codec],
+            created=created_datetime(created_us),
+            event_count=self._pos,
+            space_count=self._space_no + 1,
+            block_count=block_count,
+            first_id=None if empty else self._min_id,
+            last_id=None if empty else self._max_id,
+            first_seq=0 if empty else (self._first_seq or 0),
+            last_seq=self._last_seq,
+            index_types=self._index_types,
+            file_size=self._offset,
+            data_bytes=index_region - 16,
+            index_bytes=self._offset - index_region - FOOTER_SIZE,
+            record_bytes=self._record_bytes,
+        )
+
+    def _write_ulid_chunk(self, batch: list[bytes]) -> bytes:
+        n = len(batch)
+        cols = [_RUN.unpack(e) for e in batch]
+        raw = b"".join(
+            [
+                U32.pack(n),
+                *(c[0] for c in cols),
+                struct.pack(f"<{n}I", *(c[1] for c in cols)),
+                struct.pack(f"<{n}I", *(c[2] for c in cols)),
+                struct.pack(f"<{n}I", *(c[3] for c in cols)),
+            ]
+        )
+        offset = self._offset
+        self._write(frame_chunk(KIND_ULIDS, self._codec, raw))
+        return ULID_DIR_ENTRY.pack(batch[0][:16], offset, n)
+
+    def _merged_runs(self) -> Iterator[bytes]:
+        if self._runs is None:
+            self._run.sort()
+            return iter(self._run)
+        self._spill_run()
+        runs = self._runs
+        return heapq.merge(*(_read_run(runs, off, n) for off, n in self._run_bounds))
+
+    def abort(self) -> None:
+        """Drop the temporary file; the target path is left untouched."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._f.close()
+        finally:
+            self._close_spools()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp_path)
+
+    def _close_spools(self) -> None:
+        for spool in (self._spaces_spool, self._runs):
+            if spool is not None:
+                spool.close()
+        self._spaces_spool = self._runs = None
+        self._run = []
+
+    def __enter__(self) -> ESDBWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.finish()
+
+    def __del__(self) -> None:
+        f: Any = getattr(self, "_f", None)
+        if f is not None and not getattr(self, "_done", True):
+            self.abort()
+
+
+def _read_run(f: IO[bytes], offset: int, count: int) -> Iterator[bytes]:
+    """Entries of one sorted run, read a slice at a time (the merge interleaves runs)."""
+    size = _RUN.size
+    done = 0
+    while done < count:
+        n = min(_READ_ENTRIES, count - done)
+        f.seek(offset + done * size)
+        data = f.read(n * size)
+        for i in range(0, n * size, size):
+            yield data[i : i + size]
+        done += n
+
+
+def _crc(data: bytes) -> int:
+    return zlib.crc32(data)
+
+
+_BIG_ENDIAN = array("I", [1]).tobytes() != b"\x01\x00\x00\x00"
