@@ -1,10 +1,212 @@
-"""``eventstore esdb ...``: inspect, dump and verify ESDB files (being written)."""
+"""``eventstore esdb ...``: inspect, dump and verify one ESDB file.
+
+Expected failures (a missing, damaged or hostile file, a bad argument) print
+one line on stderr and exit non-zero, never a traceback.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
 import click
+
+from ..errors import EventStoreError
+from ..esdb import ESDBReader
+from ..events import Event
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _open(path: str) -> ESDBReader:
+    try:
+        return ESDBReader(path)
+    except EventStoreError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}")
+    raise AssertionError("unreachable")
+
+
+def _jsonable(value: Any) -> Any:
+    """msgpack values as JSON: bytes as {"$bytes": base64}, other odd values as repr."""
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return {"$repr": repr(value)}
+
+
+def _event_json(ev: Event) -> dict[str, Any]:
+    return {
+        "id": str(ev.id),
+        "stream": ev.stream,
+        "version": ev.version,
+        "seq": ev.seq,
+        "type": ev.type,
+        "data": _jsonable(ev.data),
+        "metadata": _jsonable(ev.metadata),
+        "indexes": ev.indexes,
+        "timestamp": ev.timestamp.isoformat(),
+    }
+
+
+def _guard(func: F) -> F:
+    """Turn a library error raised mid-command into one stderr line."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EventStoreError as exc:
+            _fail(str(exc))
+        except BrokenPipeError:
+            # The reader of our output (`| head`) went away: not an error.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+        except OSError as exc:
+            _fail(str(exc))
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
 
 
 @click.group()
 def esdb() -> None:
     """Work with one ESDB file."""
+
+
+@esdb.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_guard
+def inspect(file: str, as_json: bool) -> None:
+    """Show a file's metadata, its spaces and their sizes."""
+    with _open(file) as r:
+        m = r.meta
+        ratio = m.record_bytes / m.file_size if m.file_size else 0.0
+        summary: dict[str, Any] = {
+            "kind": "file",
+            "path": m.path,
+            "format_version": m.format_version,
+            "codec": m.codec,
+            "created": m.created.isoformat(),
+            "events": m.event_count,
+            "spaces": m.space_count,
+            "blocks": m.block_count,
+            "first_id": None if m.first_ulid is None else str(m.first_ulid),
+            "last_id": None if m.last_ulid is None else str(m.last_ulid),
+            "first_seq": m.first_seq,
+            "last_seq": m.last_seq,
+            "index_types": m.index_types,
+            "file_bytes": m.file_size,
+            "data_bytes": m.data_bytes,
+            "index_bytes": m.index_bytes,
+            "record_bytes": m.record_bytes,
+            "compression_ratio": round(ratio, 3),
+        }
+        spaces = list(_space_rows(r))
+        if as_json:
+            click.echo(json.dumps(summary))
+            for row in spaces:
+                click.echo(json.dumps(row))
+            return
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            if key != "kind":
+                click.echo(f"{key:<{width}}  {value}")
+        if not spaces:
+            return
+        click.echo("")
+        heads = ["stream", "events", "versions", "first_id", "last_id", "record_bytes",
+                 "index_bytes"]
+        rows = [
+            [
+                s["stream"], str(s["events"]), f"{s['first_version']}..{s['last_version']}",
+                s["first_id"], s["last_id"], str(s["record_bytes"]), str(s["index_bytes"]),
+            ]
+            for s in spaces
+        ]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
+        numeric = {1, 5, 6}
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(
+                c.rjust(w) if i in numeric else c.ljust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+
+        click.echo(line(heads))
+        for row in rows:
+            click.echo(line(row))
+
+
+def _space_rows(r: ESDBReader) -> Iterator[dict[str, Any]]:
+    for s in r.spaces():
+        yield {
+            "kind": "space",
+            "stream": s.stream,
+            "events": s.count,
+            "first_version": s.first_version,
+            "last_version": s.last_version,
+            "first_id": str(s.first_ulid),
+            "last_id": str(s.last_ulid),
+            "record_bytes": s.record_bytes,
+            "index_bytes": s.index_bytes,
+        }
+
+
+@esdb.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--stream", "-s", help="Only this stream.")
+@click.option("--index", "index", metavar="NAME=VALUE", help="Only events under this index.")
+@click.option("--reverse", is_flag=True, help="Newest first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_guard
+def dump(file: str, stream: str | None, index: str | None, reverse: bool, as_json: bool) -> None:
+    """Print events: the whole file in ULID order, one stream, or one index."""
+    if index is not None:
+        if stream is None:
+            _fail("--index needs --stream (indexes are per stream)")
+        name, sep, value = index.partition("=")
+        if not sep or not name or not value:
+            _fail(f"--index wants NAME=VALUE, got {index!r}")
+    with _open(file) as r:
+        if stream is None:
+            events = r.read_all(backwards=reverse)
+        elif index is not None:
+            events = r.read_index(stream, name, value, backwards=reverse)
+        else:
+            events = r.read_stream(stream, backwards=reverse)
+        for ev in events:
+            if as_json:
+                click.echo(json.dumps(_event_json(ev), ensure_ascii=False))
+            else:
+                data = json.dumps(_jsonable(ev.data), ensure_ascii=False, sort_keys=True)
+                click.echo(f"{ev.id}  {ev.stream}@{ev.version}  #{ev.seq}  {ev.type}  {data}")
+
+
+@esdb.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_guard
+def verify(file: str) -> None:
+    """Check every checksum and structural invariant of a file."""
+    with _open(file) as r:
+        r.verify()
+        m = r.meta
+        click.echo(f"OK {file}: {m.event_count} events in {m.space_count} streams, "
+                   f"{m.block_count} blocks, format {m.format_version}")

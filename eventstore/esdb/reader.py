@@ -76,6 +76,7 @@ _ULID_NEW = ULID.__new__
 _ARRAY32 = struct.Struct(">BI")
 
 DEFAULT_CACHE_BYTES = 32 << 20
+_BATCH = 32  # records per msgpack call when scanning
 
 
 class Block(NamedTuple):
@@ -540,42 +541,49 @@ class ESDBReader:
         bi = bisect_right(bpos, p) - 1
         step = -1 if backwards else 1
         new, tnew = _ULID_NEW, _TUPLE_NEW
+        io_step = 16 * step
         while lo <= p < hi:
             blk = self._block(bi)
             b0 = bpos[bi]
             payload = blk.payload
+            # Decode a few dozen records per msgpack call: one call per record
+            # costs more, and a whole block at once keeps so many young
+            # objects alive that the garbage collector's passes get dearer.
             if backwards:
                 a = max(lo, b0) - b0
                 b = p - b0 + 1
+                batches = [(max(a, e - _BATCH), e) for e in range(b, a, -_BATCH)]
             else:
                 a = p - b0
                 b = min(hi, bpos[bi + 1]) - b0
-            recs = self._decode_range(blk, a, b, bi)
-            if backwards:
-                recs.reverse()
-                io = 4 + 16 * (b - 1)
-            else:
-                io = 4 + 16 * a
-            io_step = 16 * step
-            try:
-                for rec in recs:
-                    ver, seq, type_, data, meta, indexes = rec
-                    if ver != version:
-                        raise self._corrupt(
-                            self._boff[bi] if self._boff else 0,
-                            f"stream {stream!r}: record holds version {ver}, expected {version}",
-                        )
-                    u = new(ULID)
-                    u.bytes = payload[io : io + 16]
-                    io += io_step
-                    version += step
-                    yield tnew(Event, (u, stream, ver, seq, type_, data, meta, indexes))
-            except CorruptFile:
-                raise
-            except (ValueError, TypeError):
-                at = self._boff[bi] if self._boff else 0
-                raise self._corrupt(at, f"malformed record in stream {stream!r}") from None
-            p += step * len(recs)
+                batches = [(s, min(b, s + _BATCH)) for s in range(a, b, _BATCH)]
+            for s, e in batches:
+                recs = self._decode_range(blk, s, e, bi)
+                if backwards:
+                    recs.reverse()
+                    io = 4 + 16 * (e - 1)
+                else:
+                    io = 4 + 16 * s
+                try:
+                    for rec in recs:
+                        ver, seq, type_, data, meta, indexes = rec
+                        if ver != version:
+                            raise self._corrupt(
+                                self._boff[bi] if self._boff else 0,
+                                f"stream {stream!r}: record holds version {ver}, "
+                                f"expected {version}",
+                            )
+                        u = new(ULID)
+                        u.bytes = payload[io : io + 16]
+                        io += io_step
+                        version += step
+                        yield tnew(Event, (u, stream, ver, seq, type_, data, meta, indexes))
+                except CorruptFile:
+                    raise
+                except (ValueError, TypeError):
+                    at = self._boff[bi] if self._boff else 0
+                    raise self._corrupt(at, f"malformed record in stream {stream!r}") from None
+            p += step * (b - a)
             bi += step
 
     def _decode_range(self, blk: Block, a: int, b: int, bi: int) -> list[Any]:
