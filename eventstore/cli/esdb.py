@@ -151,8 +151,8 @@ def inspect(file: str, as_json: bool) -> None:
             ).rstrip()
 
         click.echo(line(heads))
-        for row in rows:
-            click.echo(line(row))
+        for cells in rows:
+            click.echo(line(cells))
 
 
 def _space_rows(r: ESDBReader) -> Iterator[dict[str, Any]]:
