@@ -280,7 +280,8 @@ def test_big_stream_chunked_postings(tmp_path: Any) -> None:
         assert [e.version for e in ts] == list(range(0, n, 2))
         back = list(r.read_index("big", "type", "U", backwards=True, limit=3))
         assert [e.version for e in back] == [n - 1, n - 3, n - 5]
-        assert [e.version for e in r.read_stream("big", 20_001, limit=3)] == [20_001, 20_002, 20_003]
+        got = [e.version for e in r.read_stream("big", 20_001, limit=3)]
+        assert got == [20_001, 20_002, 20_003]
         assert [e.version for e in r.read_stream("big", 20_001, True, limit=2)] == [20_001, 20_000]
         assert sum(1 for _ in r.read_stream("big", backwards=True)) == n
 

@@ -249,6 +249,10 @@ class ESDBReader:
             raise self._corrupt(fstart + 128, f"unknown codec {codec}")
         if flags & ~KNOWN_FLAGS:
             raise self._corrupt(fstart + 129, f"unknown flags {flags:#x}")
+        try:
+            created = created_datetime(created_us)
+        except (ValueError, OverflowError, OSError):
+            raise self._corrupt(fstart + 104, f"creation time {created_us} out of range") from None
         self._k_off, self._d_off, self._u_off, self._t_off = k_off, d_off, u_off, t_off
         self._index_region = index_region
         self._events = events
@@ -260,7 +264,7 @@ class ESDBReader:
             path=self.path,
             format_version=version,
             codec=CODEC_NAMES[codec],
-            created=created_datetime(created_us),
+            created=created,
             event_count=events,
             space_count=spaces,
             block_count=blocks,
