@@ -7,6 +7,7 @@ from .errors import (
     WrongExpectedVersion,
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Event, NewEvent
+from .store import EventStore
 
 __all__ = [
     "ANY",
@@ -15,6 +16,7 @@ __all__ = [
     "AppendResult",
     "CorruptFile",
     "Event",
+    "EventStore",
     "EventStoreError",
     "NewEvent",
     "StoreLocked",

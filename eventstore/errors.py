@@ -16,6 +16,14 @@ class InvalidName(EventStoreError, ValueError):
     """A stream, index or type name is empty, not a str, too long or holds NUL."""
 
 
+class InvalidNameType(InvalidName, TypeError):
+    """A name is not a str at all."""
+
+
+class InvalidType(EventStoreError, TypeError):
+    """An argument has the wrong type (say, an event that is not a ``NewEvent``)."""
+
+
 class InvalidULID(EventStoreError, ValueError):
     """A string or value is not a ULID."""
 

@@ -43,16 +43,18 @@ def global_key(id16: bytes) -> bytes:
     return GLOBAL + id16
 
 
+# The per-stream point keys end in the separator too, so that even these never
+# prefix another stream's keys (DESIGN.md asks that of every key of a stream).
 def meta_key(stream: bytes) -> bytes:
-    return META + stream
+    return META + stream + SEP
 
 
 def snapshot_key(stream: bytes) -> bytes:
-    return SNAPSHOT + stream
+    return SNAPSHOT + stream + SEP
 
 
 def checkpoint_key(name: bytes) -> bytes:
-    return CHECKPOINT + name
+    return CHECKPOINT + name + SEP
 
 
 def system_key(name: bytes) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import CorruptFile, InvalidName, UnserialisableData
+from .errors import CorruptFile, InvalidName, InvalidNameType, InvalidType, UnserialisableData
 
 MAX_NAME_BYTES = 1024
 TYPE_INDEX = "type"
@@ -24,7 +24,7 @@ Record = tuple[int, int, str, Any, Any, dict[str, str]]
 def name_bytes(value: object, what: str) -> bytes:
     """UTF-8 bytes of a stream, index or type name, or :class:`InvalidName`."""
     if not isinstance(value, str):
-        raise InvalidName(f"{what} must be a str, got {type(value).__name__}")
+        raise InvalidNameType(f"{what} must be a str, got {type(value).__name__}")
     if not value:
         raise InvalidName(f"{what} must not be empty")
     if "\x00" in value:
@@ -43,7 +43,7 @@ def check_indexes(indexes: object, index_types: bool) -> dict[str, str]:
     if indexes is None:
         return {}
     if not isinstance(indexes, Mapping):
-        raise InvalidName(f"indexes must be a mapping of str to str, got {type(indexes).__name__}")
+        raise InvalidType(f"indexes must be a mapping of str to str, got {type(indexes).__name__}")
     checked: dict[str, str] = {}
     for name, value in indexes.items():
         name_bytes(name, "index name")

@@ -1,0 +1,269 @@
+"""The hot tier: events in LevelDB (plyvel) under the key layout of keys.py.
+
+:class:`HotTier` owns the database handle and applies write batches;
+:class:`HotView` answers reads against one LevelDB snapshot, so a read that
+touches several keys (an index entry and its record, a global entry and its
+record) sees one consistent moment. Keys below the watermark belong to the
+cold tier (they are garbage awaiting deletion) and every read here skips them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import plyvel
+
+from . import keys
+from .errors import CorruptFile, StoreLocked
+from .events import Event
+from .ids import ulid_from_bytes
+from .records import record_version
+
+_NO_ID = bytes(16)
+_TUPLE_NEW = tuple.__new__
+
+
+def make_event(id16: bytes, stream: str, raw: bytes, where: str = "hot tier") -> Event:
+    """An :class:`Event` from its id, stream and record bytes."""
+    try:
+        version, seq, type_, data, metadata, indexes = msgpack.unpackb(
+            raw, raw=False, strict_map_key=False
+        )
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise CorruptFile(where, 0, f"undecodable record of event {id16.hex()}: {exc}") from None
+    event: Event = _TUPLE_NEW(
+        Event, (ulid_from_bytes(id16), stream, version, seq, type_, data, metadata, indexes)
+    )
+    return event
+
+
+def open_leveldb(path: str) -> Any:
+    try:
+        return plyvel.DB(path, create_if_missing=True, write_buffer_size=16 << 20)
+    except plyvel.IOError as exc:
+        if b"lock" in str(exc).encode() or "lock" in str(exc):
+            raise StoreLocked(
+                f"store {path!r} is already open in another process or handle ({exc})"
+            ) from None
+        raise
+
+
+class HotView:
+    """Reads of the hot tier against one LevelDB snapshot.
+
+    ``floor`` is the watermark: keys of events with smaller ids are ignored.
+    """
+
+    __slots__ = ("_floor", "_snap")
+
+    def __init__(self, snapshot: Any, floor: bytes = _NO_ID) -> None:
+        self._snap = snapshot
+        self._floor = floor
+
+    # -- single keys ---------------------------------------------------------
+
+    def get_raw(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._snap.get(key)
+        return value
+
+    def stream_version(self, stream_b: bytes) -> int:
+        raw = self._snap.get(keys.meta_key(stream_b))
+        return -1 if raw is None else int(msgpack.unpackb(raw)[0])
+
+    def get(self, id16: bytes) -> Event | None:
+        if id16 < self._floor:
+            return None
+        entry = self._snap.get(keys.GLOBAL + id16)
+        if entry is None:
+            return None
+        stream, _type, _seq = msgpack.unpackb(entry, raw=False)
+        raw = self._snap.get(keys.event_key(stream.encode(), id16))
+        if raw is None:
+            raise CorruptFile("hot tier", 0, f"global entry {id16.hex()} has no event record")
+        return make_event(id16, stream, raw)
+
+    def last_global(self) -> tuple[bytes, int] | None:
+        """Id and seq of the newest event in the global log, or None."""
+        it = self._snap.iterator(prefix=keys.GLOBAL, reverse=True)
+        try:
+            key, value = next(it)
+        except StopIteration:
+            return None
+        finally:
+            it.close()
+        return key[1:], int(msgpack.unpackb(value, raw=False)[2])
+
+    def first_version(self, stream_b: bytes) -> int | None:
+        """Version of the oldest hot event of a stream, or None if none is hot."""
+        prefix = keys.stream_prefix(stream_b)
+        it = self._snap.iterator(start=prefix + self._floor, stop=keys.prefix_end(prefix))
+        try:
+            _key, raw = next(it)
+        except StopIteration:
+            return None
+        finally:
+            it.close()
+        return record_version(raw)
+
+    # -- streams -------------------------------------------------------------
+
+    def read_stream(
+        self, stream: str, stream_b: bytes, from_version: int | None, backwards: bool
+    ) -> Iterator[Event]:
+        """A stream's hot events from ``from_version`` (None: from the start or end)."""
+        prefix = keys.stream_prefix(stream_b)
+        start = prefix + self._floor
+        stop = keys.prefix_end(prefix)
+        if from_version is not None:
+            key = self._seek_version(start, stop, from_version, backwards)
+            if key is None:
+                return iter(())
+            if backwards:
+                stop = key
+            else:
+                start = key
+        cut = len(prefix)
+        it = self._snap.iterator(
+            start=start, stop=stop, include_stop=from_version is not None and backwards,
+            reverse=backwards,
+        )
+        return (make_event(k[cut:], stream, v) for k, v in it)
+
+    def _seek_version(
+        self, start: bytes, stop: bytes, version: int, backwards: bool
+    ) -> bytes | None:
+        """Key of the event with ``version`` in [start, stop), or the nearest in the
+        reading direction; None if the direction runs out of events.
+
+        Versions grow with ids, so an interpolation search over the id space,
+        alternating with plain bisection to bound the worst case, finds the key
+        in a few seeks however long the stream is.
+        """
+        it = self._snap.iterator(start=start, stop=stop)
+        try:
+            try:
+                lo_key, lo_raw = next(it)
+            except StopIteration:
+                return None
+            lo_v = record_version(lo_raw)
+            if version <= lo_v:
+                return None if backwards and version < lo_v else lo_key
+            it.seek_to_stop()
+            hi_key, hi_raw = it.prev()
+            hi_v = record_version(hi_raw)
+            if version >= hi_v:
+                return None if not backwards and version > hi_v else hi_key
+            cut = len(start) - 16
+            lo_id = int.from_bytes(lo_key[cut:], "big")
+            hi_id = int.from_bytes(hi_key[cut:], "big")
+            cap = hi_id - 1  # no id above cap can hold `version`
+            bisect = False
+            # Invariant: lo_v < version < hi_v, the target id lies in (lo_id, cap].
+            while hi_v - lo_v > 1 and lo_id < cap:
+                if bisect:
+                    probe = (lo_id + 1 + cap) // 2
+                else:
+                    probe = lo_id + (hi_id - lo_id) * (version - lo_v) // (hi_v - lo_v)
+                    probe = min(max(probe, lo_id + 1), cap)
+                bisect = not bisect
+                it.seek(start[:cut] + probe.to_bytes(16, "big"))
+                key, raw = next(it)
+                v = record_version(raw)
+                if v == version:
+                    return bytes(key)
+                if v < version:
+                    lo_id, lo_v, lo_key = int.from_bytes(key[cut:], "big"), v, key
+                else:
+                    # `key` is the first at or above probe, so the target is below probe.
+                    hi_id, hi_v, hi_key = int.from_bytes(key[cut:], "big"), v, key
+                    cap = probe - 1
+            # Only reachable if versions have a hole: give the nearest neighbour.
+            return bytes(lo_key if backwards else hi_key)
+        finally:
+            it.close()
+
+    # -- secondary indexes ---------------------------------------------------
+
+    def read_index(
+        self, stream: str, stream_b: bytes, name_b: bytes, value_b: bytes, backwards: bool
+    ) -> Iterator[Event]:
+        prefix = keys.index_prefix(stream_b, name_b, value_b)
+        event_prefix = keys.stream_prefix(stream_b)
+        cut = len(prefix)
+        snap_get = self._snap.get
+        it = self._snap.iterator(
+            start=prefix + self._floor,
+            stop=keys.prefix_end(prefix),
+            include_value=False,
+            reverse=backwards,
+        )
+        for key in it:
+            id16 = key[cut:]
+            raw = snap_get(event_prefix + id16)
+            if raw is None:
+                raise CorruptFile("hot tier", 0, f"index entry {key!r} has no event record")
+            yield make_event(id16, stream, raw)
+
+    # -- the global log ------------------------------------------------------
+
+    def read_all(
+        self,
+        after: bytes | None,
+        backwards: bool,
+        types: frozenset[str] | None,
+        stream_prefix: str | None,
+    ) -> Iterator[Event]:
+        """The global log from ``after`` (exclusive), filtering on the global
+        entry alone so rejected events' records are never fetched."""
+        start = keys.GLOBAL + self._floor
+        stop = keys.prefix_end(keys.GLOBAL)
+        if after is not None:
+            if backwards:
+                stop = keys.GLOBAL + after
+            else:
+                start = keys.GLOBAL + max(after, self._floor)
+        it = self._snap.iterator(start=start, stop=stop, reverse=backwards)
+        snap_get = self._snap.get
+        unpackb = msgpack.unpackb
+        for key, entry in it:
+            id16 = key[1:]
+            if not backwards and id16 == after:
+                continue
+            stream, type_, _seq = unpackb(entry, raw=False)
+            if types is not None and type_ not in types:
+                continue
+            if stream_prefix is not None and not stream.startswith(stream_prefix):
+                continue
+            raw = snap_get(keys.EVENT + stream.encode() + keys.SEP + id16)
+            if raw is None:
+                raise CorruptFile("hot tier", 0, f"global entry {id16.hex()} has no event record")
+            yield make_event(id16, stream, raw)
+
+    def iter_stream_raw(self, stream_b: bytes, below: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(id16, record) of a stream's hot events with ids below ``below``."""
+        prefix = keys.stream_prefix(stream_b)
+        cut = len(prefix)
+        it = self._snap.iterator(start=prefix + self._floor, stop=prefix + below)
+        for key, raw in it:
+            yield key[cut:], raw
+
+
+class HotTier:
+    """The LevelDB database of one store."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.db: Any = open_leveldb(path)
+
+    def view(self, floor: bytes = _NO_ID) -> HotView:
+        return HotView(self.db.snapshot(), floor)
+
+    def get_system(self, name: bytes) -> Any:
+        raw = self.db.get(keys.system_key(name))
+        return None if raw is None else msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()

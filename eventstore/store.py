@@ -1,0 +1,452 @@
+"""EventStore: one object over the hot tier (LevelDB) and the cold tier (ESDB files).
+
+Writes always go to the hot tier. Expected versions are checked, ids and
+``seq`` assigned, and the batch queued under one writer lock, so id order =
+``seq`` order = commit order. Queued batches are written by whichever
+appender gets the commit lock first, all of them in one LevelDB write: with
+``sync=True`` that is group commit, many appends sharing one fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import msgpack
+from ulid import ULID
+
+from . import keys
+from .errors import (
+    EventStoreError,
+    InvalidArgument,
+    InvalidName,
+    InvalidNameType,
+    InvalidType,
+    StoreClosed,
+    WrongExpectedVersion,
+)
+from .events import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Event, ExpectedVersion, NewEvent
+from .hot import HotTier, HotView
+from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
+from .records import TYPE_INDEX, check_indexes, check_serialisable, name_bytes
+
+LAYOUT_VERSION = 1
+_HOT_DIR = "hot"
+
+_packb = msgpack.packb
+
+
+class IncompatibleStore(EventStoreError):
+    """The store on disk was written by a newer eventstore, or with other options."""
+
+
+class _Prepared:
+    """One stream's part of an append, validated and serialised outside the lock."""
+
+    __slots__ = ("events", "expected", "index_keys", "stream", "stream_b", "tails")
+
+    def __init__(self, stream: str, events: Sequence[NewEvent], expected: Any, index_types: bool):
+        self.stream = stream
+        self.stream_b = name_bytes(stream, "stream name")
+        _check_expected(expected)
+        self.expected = expected
+        if isinstance(events, (NewEvent, str, bytes)) or not isinstance(events, Sequence):
+            raise InvalidType(
+                f"events for stream {stream!r} must be a list of NewEvent, "
+                f"got {type(events).__name__}"
+            )
+        if not events:
+            raise InvalidArgument(f"append to stream {stream!r} has no events")
+        self.events = events
+        # Per event: the packed tail of its record after [version, seq, and its
+        # index key prefixes; only version and seq are left for the lock.
+        self.tails: list[tuple[bytes, bytes]] = []
+        self.index_keys: list[list[bytes]] = []
+        for n, event in enumerate(events):
+            if not isinstance(event, NewEvent):
+                raise InvalidType(
+                    f"event {n} of stream {stream!r} must be a NewEvent, got {type(event).__name__}"
+                )
+            type_b = name_bytes(event.type, "event type")
+            indexes = check_indexes(event.indexes, index_types)
+            where = f"event {n} ({event.type!r}) of stream {stream!r}"
+            tail = (
+                _packb(event.type)
+                + check_serialisable(event.data, f"data of {where}")
+                + check_serialisable(event.metadata, f"metadata of {where}")
+                + _packb(indexes)
+            )
+            prefixes = []
+            if index_types:
+                prefixes.append(keys.index_prefix(self.stream_b, TYPE_INDEX.encode(), type_b))
+            for name, value in indexes.items():
+                prefixes.append(keys.index_prefix(self.stream_b, name.encode(), value.encode()))
+            self.tails.append((_packb([self.stream, event.type]), tail))
+            self.index_keys.append(prefixes)
+
+
+def _check_expected(expected: Any) -> None:
+    if isinstance(expected, ExpectedVersion):
+        return
+    if type(expected) is not int:
+        raise InvalidType(
+            f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int, got {expected!r}"
+        )
+    if expected < -1:
+        raise InvalidArgument(f"expected_version {expected} is below -1")
+
+
+def _version_matches(expected: Any, current: int) -> bool:
+    if expected is ANY:
+        return True
+    if expected is NO_STREAM:
+        return current == -1
+    if expected is STREAM_EXISTS:
+        return current >= 0
+    return bool(expected == current)
+
+
+class _Pending:
+    """A batch waiting for the commit lock."""
+
+    __slots__ = ("batch", "done", "error", "versions")
+
+    def __init__(self, batch: Any, versions: list[tuple[bytes, int]]) -> None:
+        self.batch = batch
+        self.versions = versions
+        self.done = False
+        self.error: BaseException | None = None
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise InvalidArgument(f"limit must be a non-negative int or None, got {limit!r}")
+
+
+def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
+    if limit is None:
+        yield from events
+        return
+    if limit == 0:
+        return
+    for n, event in enumerate(events, 1):
+        yield event
+        if n == limit:
+            return
+
+
+class EventStore:
+    """An embedded event store. Open it with :meth:`open`; close it or use ``with``."""
+
+    def __init__(self, path: str, *, sync: bool = False, index_types: bool | None = None) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgument(f"path must be a str or path-like, got {type(path).__name__}")
+        self.path = os.fspath(path)
+        self.sync = bool(sync)
+        os.makedirs(self.path, exist_ok=True)
+        self._hot = HotTier(os.path.join(self.path, _HOT_DIR))
+        try:
+            self._index_types = self._load_config(index_types)
+            view = self._hot.view()
+            last = view.last_global()
+            high = self._hot.get_system(b"idhigh")
+            floor = max(
+                int.from_bytes(last[0], "big") if last else 0,
+                int(high[0]) if high else 0,
+            )
+            seq_high = self._hot.get_system(b"seqhigh")
+            self._seq = max(last[1] if last else 0, int(seq_high[0]) if seq_high else 0)
+        except BaseException:
+            self._hot.close()
+            raise
+        self._ids = MonotonicULIDs(floor)
+        self._watermark = bytes(16)
+        self._lock = threading.Lock()  # versions, ids, seq and queue order
+        self._commit_lock = threading.Lock()  # one LevelDB write at a time
+        self._queue: list[_Pending] = []
+        self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
+        self._closed = False
+        self._failed: BaseException | None = None
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, sync: bool = False, index_types: bool | None = None
+    ) -> EventStore:
+        """Open (creating if needed) the store in folder ``path``.
+
+        ``sync=True`` makes every append durable before it returns.
+        ``index_types`` (fixed when the store is created, default True) files
+        every event under ``type=<its type>`` in its stream's indexes.
+        Raises :class:`StoreLocked` if another process has the store open.
+        """
+        return cls(os.fspath(path), sync=sync, index_types=index_types)
+
+    def _load_config(self, index_types: bool | None) -> bool:
+        config = self._hot.get_system(b"config")
+        if config is None:
+            chosen = True if index_types is None else bool(index_types)
+            self._hot.db.put(
+                keys.system_key(b"config"),
+                _packb({"layout": LAYOUT_VERSION, "index_types": chosen}),
+                sync=True,
+            )
+            return chosen
+        if not isinstance(config, dict) or not isinstance(config.get("layout"), int):
+            raise IncompatibleStore(f"store {self.path!r} has an unreadable configuration")
+        if config["layout"] > LAYOUT_VERSION:
+            raise IncompatibleStore(
+                f"store {self.path!r} has layout version {config['layout']}; "
+                f"this eventstore reads up to {LAYOUT_VERSION}"
+            )
+        stored = bool(config.get("index_types", True))
+        if index_types is not None and bool(index_types) != stored:
+            raise IncompatibleStore(
+                f"store {self.path!r} was created with index_types={stored}; "
+                "it cannot be reopened with a different setting"
+            )
+        return stored
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store. Later calls raise :class:`StoreClosed`; closing twice is fine."""
+        with self._commit_lock, self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._hot.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"store {self.path!r} is closed")
+        if self._failed is not None:
+            raise StoreClosed(
+                f"store {self.path!r} failed to write ({self._failed}); close and reopen it"
+            )
+
+    # -- writes --------------------------------------------------------------
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Any = ANY
+    ) -> AppendResult:
+        """Append ``events`` to ``stream`` atomically, if its version is as expected.
+
+        ``expected_version`` is ANY, NO_STREAM, STREAM_EXISTS or the exact
+        version of the stream's last event (-1 for a new stream). Raises
+        :class:`WrongExpectedVersion` otherwise, writing nothing.
+        """
+        return self.append_many([(stream, events, expected_version)])[0]
+
+    def append_many(
+        self, appends: Iterable[tuple[str, Sequence[NewEvent], Any]]
+    ) -> list[AppendResult]:
+        """Append to several streams in one atomic write: all of it lands or none.
+
+        A stream may appear more than once; each part's expected version is
+        checked against the stream as the earlier parts leave it.
+        """
+        parts = []
+        for item in appends:
+            if not isinstance(item, tuple) or len(item) != 3:
+                raise InvalidType(
+                    "append_many takes (stream, events, expected_version) tuples, "
+                    f"got {item!r:.80}"
+                )
+            parts.append(_Prepared(item[0], item[1], item[2], self._index_types))
+        if not parts:
+            raise InvalidArgument("append_many was given no appends")
+        with self._lock:
+            self._check_open()
+            batch, results, versions = self._assign(parts)
+            pending = _Pending(batch, versions)
+            self._queue.append(pending)
+        self._commit(pending)
+        return results
+
+    def _assign(self, parts: list[_Prepared]) -> tuple[Any, list[AppendResult], list[tuple[bytes, int]]]:
+        """Check versions, assign ids and seqs, build the batch. Under the writer lock."""
+        current: dict[bytes, int] = {}
+        starts = []
+        for part in parts:
+            version = current.get(part.stream_b)
+            if version is None:
+                version = self._current_version(part.stream_b)
+            if not _version_matches(part.expected, version):
+                raise WrongExpectedVersion(part.stream, part.expected, version)
+            starts.append(version)
+            current[part.stream_b] = version + len(part.events)
+        ids = self._ids.next_ints(sum(len(p.events) for p in parts))
+        seq = self._seq
+        batch = self._hot.db.write_batch(sync=self.sync)
+        put = batch.put
+        results = []
+        n = 0
+        for part, version in zip(parts, starts, strict=True):
+            first_version, first_seq = version + 1, seq + 1
+            ev_prefix = keys.stream_prefix(part.stream_b)
+            id_list = []
+            for (g_tail, tail), index_prefixes in zip(part.tails, part.index_keys, strict=True):
+                version += 1
+                seq += 1
+                id16 = ids[n].to_bytes(16, "big")
+                n += 1
+                id_list.append(ulid_from_bytes(id16))
+                put(ev_prefix + id16, b"\x96" + _packb(version) + _packb(seq) + tail)
+                # g value = [stream, type, seq]; g_tail is the packed [stream, type].
+                put(keys.GLOBAL + id16, b"\x93" + g_tail[1:] + _packb(seq))
+                for prefix in index_prefixes:
+                    put(prefix + id16, b"")
+            results.append(
+                AppendResult(part.stream, id_list, first_version, version, first_seq, seq)
+            )
+        versions = list(current.items())
+        for stream_b, version in versions:
+            put(keys.meta_key(stream_b), _packb([version]))
+            self._reserved[stream_b] = version
+        self._seq = seq
+        return batch, results, versions
+
+    def _current_version(self, stream_b: bytes) -> int:
+        version = self._reserved.get(stream_b)
+        if version is not None:
+            return version
+        raw = self._hot.db.get(keys.meta_key(stream_b))
+        return -1 if raw is None else int(msgpack.unpackb(raw)[0])
+
+    def _commit(self, pending: _Pending) -> None:
+        with self._commit_lock:
+            if not pending.done:
+                with self._lock:
+                    group, self._queue = self._queue, []
+                batch = group[0].batch
+                for other in group[1:]:
+                    batch.append(other.batch)
+                try:
+                    batch.write()
+                except BaseException as exc:
+                    # Ids, seqs and versions of the whole group were handed out;
+                    # continuing would leave gaps, so the store stops here.
+                    self._failed = exc
+                    for item in group:
+                        item.error = exc
+                with self._lock:
+                    for item in group:
+                        item.done = True
+                        for stream_b, version in item.versions:
+                            if self._reserved.get(stream_b) == version:
+                                del self._reserved[stream_b]
+        if pending.error is not None:
+            raise StoreClosed(f"append to {self.path!r} failed: {pending.error}") from pending.error
+
+    # -- reads ---------------------------------------------------------------
+
+    def _view(self) -> HotView:
+        self._check_open()
+        return self._hot.view(self._watermark)
+
+    def stream_version(self, stream: str) -> int:
+        """Version of the stream's last committed event; -1 if the stream does not exist."""
+        stream_b = name_bytes(stream, "stream name")
+        return self._view().stream_version(stream_b)
+
+    def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Event]:
+        """A stream's events in order, from ``from_version`` on (or down, backwards).
+
+        ``from_version=None`` starts at the first event, or the last when
+        reading backwards. The view is taken when this is called.
+        """
+        stream_b = name_bytes(stream, "stream name")
+        if from_version is not None and (type(from_version) is not int or from_version < 0):
+            raise InvalidArgument(f"from_version must be a non-negative int, got {from_version!r}")
+        _check_limit(limit)
+        view = self._view()
+        return _limited(view.read_stream(stream, stream_b, from_version, backwards), limit)
+
+    def read_index(
+        self,
+        stream: str,
+        name: str,
+        value: str,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Event]:
+        """The events of ``stream`` filed under index ``name=value``, in order."""
+        stream_b = name_bytes(stream, "stream name")
+        name_b = name_bytes(name, "index name")
+        value_b = name_bytes(value, "index value")
+        _check_limit(limit)
+        view = self._view()
+        return _limited(view.read_index(stream, stream_b, name_b, value_b, backwards), limit)
+
+    def get(self, event_id: ULID | str | bytes) -> Event | None:
+        """The event with this id, or None. A malformed id raises ``InvalidULID``."""
+        id16 = to_ulid_bytes(event_id)
+        return self._view().get(id16)
+
+    def read_all(
+        self,
+        after: ULID | str | bytes | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+        types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Iterator[Event]:
+        """The global log in commit order, strictly after position ``after``.
+
+        Backwards, it yields the events before ``after`` (or from the newest),
+        newest first. ``types`` and ``stream_prefix`` filter on the global
+        entry, so rejected events' records are never read.
+        """
+        after16 = None if after is None else to_ulid_bytes(after)
+        type_set = _check_types(types)
+        if stream_prefix is not None and not isinstance(stream_prefix, str):
+            raise InvalidNameType(f"stream_prefix must be a str, got {type(stream_prefix).__name__}")
+        _check_limit(limit)
+        view = self._view()
+        return _limited(view.read_all(after16, backwards, type_set, stream_prefix), limit)
+
+    @property
+    def last_seq(self) -> int:
+        """``seq`` of the newest committed event (0 for an empty store)."""
+        last = self._view().last_global()
+        return self._committed_seq() if last is None else last[1]
+
+    def _committed_seq(self) -> int:
+        high = self._hot.get_system(b"seqhigh")
+        return int(high[0]) if high else 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<EventStore {self.path!r} {state}>"
+
+
+def _check_types(types: Iterable[str] | None) -> frozenset[str] | None:
+    if types is None:
+        return None
+    if isinstance(types, str):
+        types = [types]
+    checked = frozenset(types)
+    for type_ in checked:
+        name_bytes(type_, "event type")
+    return checked
+
+
+__all__ = ["EventStore", "IncompatibleStore", "ulid_from_bytes"]

@@ -1,0 +1,253 @@
+"""The store's API one behaviour at a time: seeks, errors, options, locking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from ulid import ULID
+
+from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event, EventStore, NewEvent
+from eventstore.errors import (
+    EventStoreError,
+    InvalidArgument,
+    InvalidName,
+    InvalidULID,
+    StoreClosed,
+    StoreLocked,
+    UnserialisableData,
+    WrongExpectedVersion,
+)
+from eventstore.store import IncompatibleStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EventStore:
+    s = EventStore.open(tmp_path / "store")
+    yield s
+    s.close()
+
+
+def versions(events: object) -> list[int]:
+    return [e.version for e in events]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 7, 64, 257])
+def test_read_from_every_version_in_both_directions(store: EventStore, length: int) -> None:
+    # Interleave another stream so the stream's keys are not the whole table.
+    for n in range(length):
+        store.append("s", [NewEvent("T", n)])
+        store.append("other", [NewEvent("T", n)])
+    for v in range(length + 2):
+        assert versions(store.read_stream("s", v)) == list(range(v, length))
+        assert versions(store.read_stream("s", v, backwards=True)) == list(
+            range(min(v, length - 1), -1, -1)
+        )
+
+
+def test_read_from_a_version_in_a_bursty_stream(store: EventStore) -> None:
+    # Ids cluster in bursts separated by pauses: interpolation alone would be
+    # slow here, the search must still land exactly.
+    for burst in range(6):
+        store.append("s", [NewEvent("T", n) for n in range(200)])
+        for _ in range(burst * 3):
+            store.append("s", [NewEvent("T")])
+        time.sleep(0.003)
+    last = store.stream_version("s")
+    for v in [0, 1, 199, 200, 201, 433, 650, last - 1, last]:
+        assert next(store.read_stream("s", v)).version == v
+        assert next(store.read_stream("s", v, backwards=True)).version == v
+
+
+def test_limit_and_empty_reads(store: EventStore) -> None:
+    store.append("s", [NewEvent("T", n) for n in range(5)])
+    assert versions(store.read_stream("s", limit=2)) == [0, 1]
+    assert versions(store.read_stream("s", backwards=True, limit=2)) == [4, 3]
+    assert list(store.read_stream("s", limit=0)) == []
+    assert list(store.read_stream("missing")) == []
+    assert list(store.read_index("missing", "type", "T")) == []
+    assert list(store.read_all(limit=0)) == []
+    with pytest.raises(InvalidArgument):
+        store.read_stream("s", limit=-1)
+    with pytest.raises(InvalidArgument):
+        store.read_stream("s", from_version=-1)
+
+
+def test_expected_versions(store: EventStore) -> None:
+    with pytest.raises(WrongExpectedVersion):
+        store.append("s", [NewEvent("T")], expected_version=STREAM_EXISTS)
+    store.append("s", [NewEvent("T")], expected_version=NO_STREAM)
+    with pytest.raises(WrongExpectedVersion) as info:
+        store.append("s", [NewEvent("T")], expected_version=NO_STREAM)
+    assert "expected version NO_STREAM" in str(info.value)
+    assert "actual version 0" in str(info.value)
+    r = store.append("s", [NewEvent("T"), NewEvent("T")], expected_version=0)
+    assert (r.first_version, r.last_version) == (1, 2)
+    with pytest.raises(WrongExpectedVersion) as info:
+        store.append("s", [NewEvent("T")], expected_version=1)
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    store.append("s", [NewEvent("T")], expected_version=STREAM_EXISTS)
+    store.append("s", [NewEvent("T")], expected_version=ANY)
+    assert store.stream_version("s") == 4
+    with pytest.raises(TypeError):
+        store.append("s", [NewEvent("T")], expected_version="3")
+    with pytest.raises(ValueError):
+        store.append("s", [NewEvent("T")], expected_version=-2)
+
+
+def test_append_many_is_all_or_nothing(store: EventStore) -> None:
+    store.append("a", [NewEvent("T")])
+    with pytest.raises(WrongExpectedVersion):
+        store.append_many([("b", [NewEvent("T")], NO_STREAM), ("a", [NewEvent("T")], 5)])
+    assert store.stream_version("b") == -1
+    assert len(list(store.read_all())) == 1
+    results = store.append_many(
+        [("b", [NewEvent("T")], NO_STREAM), ("a", [NewEvent("T")], 0), ("b", [NewEvent("U")], 0)]
+    )
+    assert [(r.stream, r.first_version, r.first_seq) for r in results] == [
+        ("b", 0, 2),
+        ("a", 1, 3),
+        ("b", 1, 4),
+    ]
+
+
+def test_unserialisable_data_names_the_field_and_type(store: EventStore) -> None:
+    with pytest.raises(UnserialisableData) as info:
+        store.append("s", [NewEvent("T", {"when": datetime.now()})])
+    assert isinstance(info.value, TypeError)
+    assert "data" in str(info.value) and "datetime" in str(info.value)
+    with pytest.raises(UnserialisableData) as info:
+        store.append("s", [NewEvent("T", 1, metadata=[{1, 2}])])
+    assert "metadata" in str(info.value) and "set" in str(info.value)
+    assert store.stream_version("s") == -1
+
+
+@pytest.mark.parametrize("bad", ["", "a\x00", 5, None, "\ud800", "x" * 2000])
+def test_bad_names_everywhere(store: EventStore, bad: object) -> None:
+    for call in (
+        lambda: store.append(bad, [NewEvent("T")]),  # type: ignore[arg-type]
+        lambda: store.append("s", [NewEvent(bad)]),  # type: ignore[arg-type]
+        lambda: store.append("s", [NewEvent("T", indexes={"k": bad})]),  # type: ignore[dict-item]
+        lambda: store.append("s", [NewEvent("T", indexes={bad: "v"})]),  # type: ignore[dict-item]
+        lambda: store.read_stream(bad),  # type: ignore[arg-type]
+        lambda: store.read_index("s", bad, "v"),  # type: ignore[arg-type]
+        lambda: store.stream_version(bad),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidName) as info:
+            call()
+        assert isinstance(info.value, ValueError)
+        assert isinstance(info.value, EventStoreError)
+    assert list(store.read_all()) == []
+
+
+def test_get_by_ulid_string_and_bytes(store: EventStore) -> None:
+    r = store.append("s", [NewEvent("T", "x")])
+    event = store.get(r.ids[0])
+    assert isinstance(event, Event)
+    assert store.get(str(r.ids[0])) == event == store.get(r.ids[0].bytes)
+    assert store.get(ULID()) is None
+    with pytest.raises(InvalidULID):
+        store.get("not-a-ulid")
+    with pytest.raises(ValueError):
+        store.get("01ARZ3NDEKTSV4RRFFQ69G5FA!")
+
+
+def test_event_fields(store: EventStore) -> None:
+    before = datetime.now(timezone.utc)
+    r = store.append(
+        "order-42",
+        [NewEvent("OrderPlaced", {"total": 42.99}, metadata={"user": "u1"}, indexes={"c": "c7"})],
+    )
+    (event,) = store.read_stream("order-42")
+    assert event.id == r.ids[0] and isinstance(event.id, ULID)
+    assert (event.stream, event.version, event.seq, event.type) == ("order-42", 0, 1, "OrderPlaced")
+    assert event.data == {"total": 42.99} and event.metadata == {"user": "u1"}
+    assert event.indexes == {"c": "c7"}
+    assert event.timestamp.tzinfo is timezone.utc
+    assert abs((event.timestamp - before).total_seconds()) < 5
+    assert event.timestamp == event.id.datetime
+
+
+def test_bytes_stay_bytes(store: EventStore) -> None:
+    store.append("s", [NewEvent("T", {"blob": b"\x00\xff", "text": "\x00"}, metadata=b"m")])
+    (event,) = store.read_stream("s")
+    assert event.data == {"blob": b"\x00\xff", "text": "\x00"}
+    assert event.metadata == b"m"
+
+
+def test_type_index_can_be_turned_off(tmp_path: Path) -> None:
+    with EventStore.open(tmp_path / "s", index_types=False) as store:
+        store.append("s", [NewEvent("T", indexes={"type": "custom"})])
+        assert list(store.read_index("s", "type", "T")) == []
+        assert len(list(store.read_index("s", "type", "custom"))) == 1
+    with pytest.raises(IncompatibleStore):
+        EventStore.open(tmp_path / "s", index_types=True)
+    with EventStore.open(tmp_path / "s") as store:  # the stored choice is kept
+        store.append("s", [NewEvent("T")])
+        assert list(store.read_index("s", "type", "T")) == []
+
+
+def test_closed_store_refuses_everything(tmp_path: Path) -> None:
+    store = EventStore.open(tmp_path / "s")
+    store.close()
+    store.close()
+    with pytest.raises(StoreClosed):
+        store.append("s", [NewEvent("T")])
+    with pytest.raises(StoreClosed):
+        store.read_stream("s")
+    with pytest.raises(StoreClosed):
+        store.get(ULID())
+
+
+def test_second_open_in_the_same_process_is_locked(tmp_path: Path) -> None:
+    with EventStore.open(tmp_path / "s"), pytest.raises(StoreLocked) as info:
+        EventStore.open(tmp_path / "s")
+    assert str(tmp_path / "s") in str(info.value)
+
+
+def test_second_process_gets_store_locked(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with EventStore.open(path):
+        code = (
+            "import sys\n"
+            "from eventstore import EventStore\n"
+            "from eventstore.errors import StoreLocked\n"
+            "try:\n"
+            f"    EventStore.open({str(path)!r})\n"
+            "except StoreLocked as exc:\n"
+            "    print(exc)\n"
+            "    sys.exit(3)\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert str(path) in proc.stdout
+    with EventStore.open(path):  # free again once the holder closed it
+        pass
+
+
+def test_ids_and_seq_resume_after_reopen(tmp_path: Path) -> None:
+    with EventStore.open(tmp_path / "s") as store:
+        first = store.append("s", [NewEvent("T")] * 3)
+    with EventStore.open(tmp_path / "s") as store:
+        second = store.append("s", [NewEvent("T")])
+        assert second.ids[0] > first.ids[-1]
+        assert second.first_seq == 4
+        assert [e.seq for e in store.read_all()] == [1, 2, 3, 4]
+
+
+def test_read_all_positions_and_filters(store: EventStore) -> None:
+    a = store.append("order-1", [NewEvent("Placed"), NewEvent("Paid")])
+    b = store.append("cart-1", [NewEvent("Placed")])
+    all_ids = a.ids + b.ids
+    assert [e.id for e in store.read_all()] == all_ids
+    assert [e.id for e in store.read_all(after=all_ids[0])] == all_ids[1:]
+    assert [e.id for e in store.read_all(after=str(all_ids[1]))] == all_ids[2:]
+    assert [e.id for e in store.read_all(backwards=True)] == all_ids[::-1]
+    assert [e.id for e in store.read_all(after=all_ids[2], backwards=True)] == all_ids[1::-1]
+    assert [e.type for e in store.read_all(types=["Placed"])] == ["Placed", "Placed"]
+    assert [e.stream for e in store.read_all(types="Paid")] == ["order-1"]
+    assert [e.stream for e in store.read_all(stream_prefix="cart")] == ["cart-1"]

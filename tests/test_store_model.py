@@ -1,0 +1,244 @@
+"""The backbone: the store held against a plain in-memory model.
+
+Random appends (single and multi-stream, right and wrong expected versions,
+bad input), reads of every kind in both directions, and reopens. After every
+step the store and the model must agree; ids, seqs and versions must never
+change once returned.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+from ulid import ULID
+
+from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event, EventStore, NewEvent
+from eventstore.errors import EventStoreError, WrongExpectedVersion
+
+from .model import Model
+from .strategies import event_types, new_events
+
+STREAMS = ["order-1", "order-10", "cart-1", "ç/x"]
+
+
+def expected_versions(model: Model) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.sampled_from([ANY, NO_STREAM, STREAM_EXISTS]),
+        st.integers(min_value=-1, max_value=12),
+    )
+
+
+# (stream, events, the built-in the error must also be)
+bad_appends = st.sampled_from(
+    [
+        ("", [NewEvent("T")], ValueError),
+        ("a\x00b", [NewEvent("T")], ValueError),
+        (7, [NewEvent("T")], TypeError),
+        ("s", [NewEvent("T", {1, 2})], TypeError),
+        ("s", [NewEvent("T", metadata=object())], TypeError),
+        ("s", [NewEvent("T", 2**70)], TypeError),
+        ("s", [NewEvent("")], ValueError),
+        ("s", [NewEvent("T", indexes={"k": ""})], ValueError),
+        ("s", [NewEvent("T", indexes={"k\x00": "v"})], ValueError),
+        ("s", [NewEvent("T", indexes={"type": "v"})], ValueError),
+        ("s", [], ValueError),
+        ("s", [("T", 1)], TypeError),
+        ("s", NewEvent("T"), TypeError),
+    ]
+)
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Subclasses add rules (compaction, merges) that must not change any answer."""
+
+    ids = Bundle("ids")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="es-model-")
+        self.path = f"{self.dir}/store"
+        self.store = EventStore.open(self.path)
+        self.model = Model()
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _expect(self, stream: str, events: list[NewEvent], result: Any) -> list[Event]:
+        first = self.model.version(stream) + 1
+        base_seq = len(self.model.log)
+        return [
+            Event(
+                result.ids[n],
+                stream,
+                first + n,
+                base_seq + n + 1,
+                e.type,
+                e.data,
+                e.metadata,
+                dict(e.indexes or {}),
+            )
+            for n, e in enumerate(events)
+        ]
+
+    @rule(target=ids, stream=st.sampled_from(STREAMS), events=new_events(), data=st.data())
+    def append(self, stream: str, events: list[NewEvent], data: st.DataObject) -> Any:
+        expected = data.draw(expected_versions(self.model))
+        if self.model.accepts(stream, expected):
+            result = self.store.append(stream, events, expected_version=expected)
+            assert result.first_version == self.model.version(stream) + 1
+            assert result.last_version == result.first_version + len(events) - 1
+            assert result.first_seq == len(self.model.log) + 1
+            self.model.record(self._expect(stream, events, result))
+            return result.ids[0]
+        try:
+            self.store.append(stream, events, expected_version=expected)
+        except WrongExpectedVersion as exc:
+            assert exc.actual == self.model.version(stream)
+        else:
+            raise AssertionError(f"append with expected {expected} should have failed")
+        return ULID.from_int(0)
+
+    @rule(
+        stream=st.sampled_from(STREAMS),
+        count=st.integers(min_value=10, max_value=150),
+        types=st.lists(event_types, min_size=1, max_size=3),
+    )
+    def append_bulk(self, stream: str, count: int, types: list[str]) -> None:
+        # Long streams, so reads from a version must really search.
+        events = [NewEvent(types[n % len(types)], n) for n in range(count)]
+        result = self.store.append(stream, events)
+        self.model.record(self._expect(stream, events, result))
+
+    @rule(
+        parts=st.lists(
+            st.tuples(st.sampled_from(STREAMS), new_events(max_size=3), st.booleans()),
+            min_size=1,
+            max_size=3,
+        ),
+        spoil=st.booleans(),
+    )
+    def append_many(self, parts: list[tuple[str, list[NewEvent], bool]], spoil: bool) -> None:
+        # Expected versions right for each part as earlier parts leave the stream;
+        # `spoil` makes the last part's wrong, and then nothing at all may land.
+        versions = {s: self.model.version(s) for s, _, _ in parts}
+        requests = []
+        for n, (stream, events, exact) in enumerate(parts):
+            expected: Any = versions[stream] if exact else ANY
+            if spoil and n == len(parts) - 1:
+                expected = versions[stream] + 5
+            requests.append((stream, events, expected))
+            versions[stream] += len(events)
+        if spoil:
+            try:
+                self.store.append_many(requests)
+            except WrongExpectedVersion:
+                return
+            raise AssertionError("a spoiled append_many landed")
+        results = self.store.append_many(requests)
+        for (stream, events, _), result in zip(requests, results, strict=True):
+            self.model.record(self._expect(stream, events, result))
+
+    @rule(bad=bad_appends, via_many=st.booleans())
+    def bad_append(self, bad: tuple[Any, Any, type], via_many: bool) -> None:
+        # Bad input fails with a specific error, and nothing is written (the
+        # invariant compares the whole log with the model after this step).
+        stream, events, builtin = bad
+        try:
+            if via_many:
+                self.store.append_many([("order-1", [NewEvent("Fine")], ANY), (stream, events, ANY)])
+            else:
+                self.store.append(stream, events)
+        except EventStoreError as exc:
+            assert isinstance(exc, builtin), repr(exc)
+        else:
+            raise AssertionError(f"bad append {bad!r} was accepted")
+
+    @rule(
+        stream=st.sampled_from(STREAMS),
+        from_version=st.one_of(
+            st.none(), st.integers(min_value=0, max_value=14), st.integers(min_value=0, max_value=400)
+        ),
+        backwards=st.booleans(),
+        limit=st.one_of(st.none(), st.integers(min_value=0, max_value=5)),
+    )
+    def read_stream(
+        self, stream: str, from_version: int | None, backwards: bool, limit: int | None
+    ) -> None:
+        got = list(self.store.read_stream(stream, from_version, backwards, limit))
+        assert got == self.model.read_stream(stream, from_version, backwards, limit)
+
+    @rule(
+        stream=st.sampled_from(STREAMS),
+        index=st.one_of(
+            st.tuples(st.just("type"), event_types),
+            st.tuples(st.sampled_from(["customer", "region"]), st.sampled_from(["c1", "c2", "eu"])),
+        ),
+        backwards=st.booleans(),
+        limit=st.one_of(st.none(), st.integers(min_value=0, max_value=5)),
+    )
+    def read_index(
+        self, stream: str, index: tuple[str, str], backwards: bool, limit: int | None
+    ) -> None:
+        name, value = index
+        got = list(self.store.read_index(stream, name, value, backwards, limit))
+        assert got == self.model.read_index(stream, name, value, backwards, limit)
+
+    @rule(event_id=ids)
+    def get_known(self, event_id: ULID) -> None:
+        assert self.store.get(event_id) == self.model.get(event_id)
+        assert self.store.get(str(event_id)) == self.model.get(event_id)
+
+    @rule(raw=st.binary(min_size=16, max_size=16))
+    def get_unknown(self, raw: bytes) -> None:
+        assert self.store.get(ULID(raw)) == self.model.get(ULID(raw))
+
+    @rule(
+        after=st.one_of(st.none(), ids),
+        backwards=st.booleans(),
+        limit=st.one_of(st.none(), st.integers(min_value=0, max_value=8)),
+        types=st.one_of(st.none(), st.lists(event_types, max_size=2)),
+        prefix=st.one_of(st.none(), st.sampled_from(["order-", "order-1", "c", "zzz"])),
+    )
+    def read_all(
+        self,
+        after: ULID | None,
+        backwards: bool,
+        limit: int | None,
+        types: list[str] | None,
+        prefix: str | None,
+    ) -> None:
+        got = list(self.store.read_all(after, backwards, limit, types, prefix))
+        assert got == self.model.read_all(after, backwards, limit, types, prefix)
+
+    @rule(stream=st.sampled_from(STREAMS))
+    def stream_version(self, stream: str) -> None:
+        assert self.store.stream_version(stream) == self.model.version(stream)
+
+    @rule()
+    def reopen(self) -> None:
+        self.store.close()
+        self.store = EventStore.open(self.path)
+
+    @invariant()
+    def log_is_ordered_and_gap_free(self) -> None:
+        log = list(self.store.read_all())
+        assert log == self.model.log
+        assert [e.seq for e in log] == list(range(1, len(log) + 1))
+        assert all(a.id < b.id for a, b in zip(log, log[1:]))
+
+
+StoreMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=50, deadline=None)
+TestStoreMachine = StoreMachine.TestCase
