@@ -1,0 +1,355 @@
+"""eventstore benchmarks, side by side with the baselines a user would pick.
+
+Every workload runs through eventstore and, in the same process and run,
+through raw plyvel (the same events, one key each: the floor LevelDB itself
+sets) and through the ``eventsourcing`` library's SQLite recorder. It prints
+events per second and the ratios, because these machines are shared and
+noisy: only ratios taken side by side are stable. Each figure is the median
+of ``--runs`` runs.
+
+    python scripts/bench.py                 # the full set, 3 runs each
+    python scripts/bench.py --quick         # small sizes, 1 run (a smoke test)
+    python scripts/bench.py --only append_batched,replay --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import plyvel
+
+from eventstore import EventStore, NewEvent
+from eventstore.ids import MonotonicULIDs
+
+try:  # the eventsourcing baseline is optional: pip install eventstore[bench]
+    from eventsourcing.persistence import StoredEvent
+    from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+except ImportError:  # pragma: no cover
+    SQLiteDatastore = None
+
+TYPES = ["OrderPlaced", "ItemAdded", "ItemRemoved", "OrderPaid", "OrderShipped"]
+
+
+def make_events(n: int, seed: int = 7) -> list[NewEvent]:
+    rnd = random.Random(seed)
+    return [
+        NewEvent(
+            TYPES[i % len(TYPES)],
+            {
+                "sku": f"SKU-{rnd.randrange(10_000):05d}",
+                "qty": rnd.randrange(1, 10),
+                "price": round(rnd.uniform(1, 500), 2),
+                "note": "gift wrap" if rnd.random() < 0.1 else "",
+            },
+            metadata={"user": f"u{rnd.randrange(1000)}", "ip": "10.0.0.1"},
+            indexes={"customer": f"c{rnd.randrange(50)}"},
+        )
+        for i in range(n)
+    ]
+
+
+class Workspace:
+    """A temporary folder per measurement, removed afterwards."""
+
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="es-bench-")
+
+    def fresh(self, name: str) -> str:
+        path = os.path.join(self.root, name)
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# -- the three contenders ------------------------------------------------------
+
+
+class Contender:
+    name = ""
+
+    def open(self, path: str, sync: bool = False) -> None: ...
+    def append(self, stream: str, events: list[NewEvent]) -> Any: ...
+    def replay(self, stream: str) -> int: ...
+    def get(self, key: Any) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Store(Contender):
+    name = "eventstore"
+
+    def open(self, path: str, sync: bool = False) -> None:
+        self.store = EventStore.open(path, sync=sync)
+        self.streams: dict[str, list[Any]] = {}
+
+    def append(self, stream: str, events: list[NewEvent]) -> Any:
+        return self.store.append(stream, events).ids
+
+    def replay(self, stream: str) -> int:
+        n = 0
+        for _ in self.store.read_stream(stream):
+            n += 1
+        return n
+
+    def get(self, key: Any) -> Any:
+        return self.store.get(key)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class RawPlyvel(Contender):
+    """One key per event (stream, NUL, 16-byte id) holding the msgpack record."""
+
+    name = "plyvel"
+
+    def open(self, path: str, sync: bool = False) -> None:
+        self.db = plyvel.DB(path, create_if_missing=True, write_buffer_size=16 << 20)
+        self.sync = sync
+        self.ids = MonotonicULIDs()
+        self.versions: dict[str, int] = {}
+        self.seq = 0
+        self.lock = threading.Lock()
+
+    def append(self, stream: str, events: list[NewEvent]) -> Any:
+        packb = msgpack.packb
+        prefix = stream.encode() + b"\x00"
+        with self.lock:
+            version = self.versions.get(stream, -1)
+            keys = []
+            batch = self.db.write_batch(sync=self.sync)
+            for event in events:
+                version += 1
+                self.seq += 1
+                key = prefix + self.ids.next_int().to_bytes(16, "big")
+                batch.put(key, packb([version, self.seq, event.type, event.data,
+                                      event.metadata, event.indexes], use_bin_type=True))
+                keys.append(key)
+            self.versions[stream] = version
+            batch.write()
+        return keys
+
+    def replay(self, stream: str) -> int:
+        unpackb = msgpack.unpackb
+        n = 0
+        prefix = stream.encode() + b"\x00"
+        for _key, value in self.db.iterator(prefix=prefix):
+            unpackb(value, raw=False)
+            n += 1
+        return n
+
+    def get(self, key: Any) -> Any:
+        return msgpack.unpackb(self.db.get(key), raw=False)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class SQLite(Contender):
+    """The eventsourcing library's SQLite application recorder, default settings."""
+
+    name = "eventsourcing-sqlite"
+
+    def open(self, path: str, sync: bool = False) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.datastore = SQLiteDatastore(os.path.join(path, "events.sqlite"))
+        self.recorder = SQLiteApplicationRecorder(self.datastore)
+        self.recorder.create_table()
+        self.versions: dict[str, int] = {}
+        self.uuids: dict[str, uuid.UUID] = {}
+        self.lock = threading.Lock()
+
+    def append(self, stream: str, events: list[NewEvent]) -> Any:
+        originator = self.uuids.setdefault(stream, uuid.uuid5(uuid.NAMESPACE_URL, stream))
+        with self.lock:  # versions are the caller's job in eventsourcing
+            version = self.versions.get(stream, -1)
+            stored = []
+            for event in events:
+                version += 1
+                state = msgpack.packb([event.data, event.metadata], use_bin_type=True)
+                stored.append(StoredEvent(originator, version, event.type, state))
+            self.versions[stream] = version
+        return self.recorder.insert_events(stored)
+
+    def replay(self, stream: str) -> int:
+        n = 0
+        for stored in self.recorder.select_events(self.uuids[stream]):
+            msgpack.unpackb(stored.state, raw=False)
+            n += 1
+        return n
+
+    def get(self, key: Any) -> Any:
+        (notification,) = self.recorder.select_notifications(key, 1)
+        return msgpack.unpackb(notification.state, raw=False)
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+def contenders() -> list[type[Contender]]:
+    out: list[type[Contender]] = [Store, RawPlyvel]
+    if SQLiteDatastore is not None:
+        out.append(SQLite)
+    return out
+
+
+# -- workloads -------------------------------------------------------------------
+# Each returns events per second for one contender.
+
+
+def fill(c: Contender, events: list[NewEvent], streams: int, per_append: int) -> list[Any]:
+    keys: list[Any] = []
+    for start in range(0, len(events), per_append):
+        stream = f"order-{(start // per_append) % streams:05d}"
+        got = c.append(stream, events[start : start + per_append])
+        if isinstance(got, list):
+            keys.extend(got)
+    return keys
+
+
+def w_append(per_append: int, n: int) -> Callable[[type[Contender], Workspace], float]:
+    def run(cls: type[Contender], ws: Workspace) -> float:
+        events = make_events(n)
+        c = cls()
+        c.open(ws.fresh(cls.name))
+        t = time.perf_counter()
+        fill(c, events, streams=100, per_append=per_append)
+        elapsed = time.perf_counter() - t
+        c.close()
+        return n / elapsed
+
+    return run
+
+
+def w_replay(n: int) -> Callable[[type[Contender], Workspace], float]:
+    def run(cls: type[Contender], ws: Workspace) -> float:
+        c = cls()
+        c.open(ws.fresh(cls.name))
+        fill(c, make_events(n), streams=50, per_append=100)
+        t = time.perf_counter()
+        total = sum(c.replay(f"order-{s:05d}") for s in range(50))
+        elapsed = time.perf_counter() - t
+        c.close()
+        assert total == n, (cls.name, total)
+        return n / elapsed
+
+    return run
+
+
+def w_get(n: int, lookups: int) -> Callable[[type[Contender], Workspace], float]:
+    def run(cls: type[Contender], ws: Workspace) -> float:
+        c = cls()
+        c.open(ws.fresh(cls.name))
+        keys = fill(c, make_events(n), streams=50, per_append=100)
+        if cls is SQLite:
+            keys = list(range(1, n + 1))
+        rnd = random.Random(3)
+        sample = [keys[rnd.randrange(len(keys))] for _ in range(lookups)]
+        t = time.perf_counter()
+        for key in sample:
+            c.get(key)
+        elapsed = time.perf_counter() - t
+        c.close()
+        return lookups / elapsed
+
+    return run
+
+
+def w_durable(threads: int, per_thread: int) -> Callable[[type[Contender], Workspace], float]:
+    def run(cls: type[Contender], ws: Workspace) -> float:
+        c = cls()
+        c.open(ws.fresh(cls.name), sync=True)
+        events = make_events(per_thread * threads)
+
+        def work(k: int) -> None:
+            for i in range(per_thread):
+                c.append(f"t-{k}", [events[k * per_thread + i]])
+
+        pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        t = time.perf_counter()
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        elapsed = time.perf_counter() - t
+        c.close()
+        return threads * per_thread / elapsed
+
+    return run
+
+
+def workloads(quick: bool) -> dict[str, tuple[str, Callable[[type[Contender], Workspace], float]]]:
+    k = 10 if quick else 1
+    return {
+        "append_batched": ("appends of 100 events", w_append(100, 200_000 // k)),
+        "append_single": ("appends of 1 event", w_append(1, 30_000 // k)),
+        "replay": ("read_stream, 50 streams", w_replay(200_000 // k)),
+        "get": ("get by id, random", w_get(100_000 // k, 30_000 // k)),
+        "durable_1": ("sync=True appends, 1 thread", w_durable(1, 1000 // k)),
+        "durable_16": ("sync=True appends, 16 threads", w_durable(16, 300 // k)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run")
+    parser.add_argument("--only", default="", help="comma-separated workload names")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--no-esdb", action="store_true", help="skip the ESDB file section")
+    args = parser.parse_args()
+    runs = 1 if args.quick else args.runs
+    chosen = workloads(args.quick)
+    if args.only:
+        chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+    ws = Workspace()
+    results: dict[str, dict[str, float]] = {}
+    names = [cls.name for cls in contenders()]
+    print(f"{'workload':<34}" + "".join(f"{n:>22}" for n in names) + f"{'vs plyvel':>11}"
+          + f"{'vs sqlite':>11}")
+    try:
+        for key, (label, fn) in chosen.items():
+            figures: dict[str, float] = {}
+            for cls in contenders():
+                # Runs interleave by contender inside one workload, so all
+                # three see the same machine load.
+                figures[cls.name] = statistics.median(fn(cls, ws) for _ in range(runs))
+            results[key] = figures
+            es = figures["eventstore"]
+            line = f"{label:<34}" + "".join(f"{figures[n]:>18,.0f} e/s" for n in names)
+            line += f"{es / figures['plyvel']:>11.2f}"
+            if "eventsourcing-sqlite" in figures:
+                line += f"{es / figures['eventsourcing-sqlite']:>11.2f}"
+            print(line, flush=True)
+        if "durable_1" in results and "durable_16" in results:
+            gain = results["durable_16"]["eventstore"] / results["durable_1"]["eventstore"]
+            print(f"group commit: 16 threads / 1 thread = {gain:.1f}x")
+            results["group_commit_gain"] = {"eventstore": gain}
+        if not args.no_esdb and not args.only:
+            sys.path.insert(0, os.path.dirname(__file__))
+            from bench_tiers import bench_tiers
+
+            results.update(bench_tiers(ws, quick=args.quick, runs=runs))
+    finally:
+        ws.close()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
