@@ -71,3 +71,11 @@ class AppendResult(NamedTuple):
     last_version: int
     first_seq: int
     last_seq: int
+
+
+class Snapshot(NamedTuple):
+    """An aggregate's state as of ``version`` of its stream."""
+
+    stream: str
+    version: int
+    state: Any

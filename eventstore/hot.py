@@ -9,7 +9,7 @@ cold tier (they are garbage awaiting deletion) and every read here skips them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -48,6 +48,10 @@ def open_leveldb(path: str) -> Any:
                 f"store {path!r} is already open in another process or handle ({exc})"
             ) from None
         raise
+
+
+def _global_seq(entry: bytes) -> int:
+    return int(msgpack.unpackb(entry, raw=False)[2])
 
 
 class HotView:
@@ -117,7 +121,7 @@ class HotView:
         start = prefix + self._floor
         stop = keys.prefix_end(prefix)
         if from_version is not None:
-            key = self._seek_version(start, stop, from_version, backwards)
+            key = self._seek(start, stop, from_version, backwards, record_version)
             if key is None:
                 return iter(())
             if backwards:
@@ -131,15 +135,22 @@ class HotView:
         )
         return (make_event(k[cut:], stream, v) for k, v in it)
 
-    def _seek_version(
-        self, start: bytes, stop: bytes, version: int, backwards: bool
+    def _seek(
+        self,
+        start: bytes,
+        stop: bytes,
+        version: int,
+        backwards: bool,
+        number_of: Callable[[bytes], int],
     ) -> bytes | None:
-        """Key of the event with ``version`` in [start, stop), or the nearest in the
-        reading direction; None if the direction runs out of events.
+        """Key of the entry numbered ``version`` in [start, stop), or the nearest in
+        the reading direction; None if the direction runs out of entries.
 
-        Versions grow with ids, so an interpolation search over the id space,
-        alternating with plain bisection to bound the worst case, finds the key
-        in a few seeks however long the stream is.
+        Keys end in ids, and the number read from each value (a stream version,
+        or a global seq) grows with the id and has no holes. So an
+        interpolation search over the id space, alternating with plain bisection
+        to bound the worst case, finds the key in a few seeks however many
+        entries the range holds.
         """
         it = self._snap.iterator(start=start, stop=stop)
         try:
@@ -147,12 +158,12 @@ class HotView:
                 lo_key, lo_raw = next(it)
             except StopIteration:
                 return None
-            lo_v = record_version(lo_raw)
+            lo_v = number_of(lo_raw)
             if version <= lo_v:
                 return None if backwards and version < lo_v else lo_key
             it.seek_to_stop()
             hi_key, hi_raw = it.prev()
-            hi_v = record_version(hi_raw)
+            hi_v = number_of(hi_raw)
             if version >= hi_v:
                 return None if not backwards and version > hi_v else hi_key
             cut = len(start) - 16
@@ -170,7 +181,7 @@ class HotView:
                 bisect = not bisect
                 it.seek(start[:cut] + probe.to_bytes(16, "big"))
                 key, raw = next(it)
-                v = record_version(raw)
+                v = number_of(raw)
                 if v == version:
                     return bytes(key)
                 if v < version:
@@ -214,12 +225,22 @@ class HotView:
         backwards: bool,
         types: frozenset[str] | None,
         stream_prefix: str | None,
+        from_seq: int | None = None,
     ) -> Iterator[Event]:
-        """The global log from ``after`` (exclusive), filtering on the global
-        entry alone so rejected events' records are never fetched."""
+        """The global log from ``after`` (exclusive) or from ``from_seq``
+        (inclusive), filtering on the global entry alone so rejected events'
+        records are never fetched."""
         start = keys.GLOBAL + self._floor
         stop = keys.prefix_end(keys.GLOBAL)
-        if after is not None:
+        if from_seq is not None:
+            key = self._seek(start, stop, from_seq, backwards, _global_seq)
+            if key is None:
+                return
+            if backwards:
+                stop = key + b"\x00"  # just above key: include it
+            else:
+                start = key
+        elif after is not None:
             if backwards:
                 stop = keys.GLOBAL + after
             else:

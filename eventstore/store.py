@@ -27,10 +27,19 @@ from .errors import (
     StoreClosed,
     WrongExpectedVersion,
 )
-from .events import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Event, ExpectedVersion, NewEvent
+from .events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    Event,
+    ExpectedVersion,
+    NewEvent,
+    Snapshot,
+)
 from .hot import HotTier, HotView
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
-from .records import TYPE_INDEX, check_indexes, check_serialisable, name_bytes
+from .records import check_indexes, check_serialisable, name_bytes, unpack
 
 LAYOUT_VERSION = 1
 _HOT_DIR = "hot"
@@ -147,11 +156,12 @@ def _version_matches(expected: Any, current: int) -> bool:
 class _Pending:
     """A batch waiting for the commit lock."""
 
-    __slots__ = ("batch", "done", "error", "versions")
+    __slots__ = ("batch", "done", "error", "last_seq", "versions")
 
-    def __init__(self, batch: Any, versions: list[tuple[bytes, int]]) -> None:
+    def __init__(self, batch: Any, versions: list[tuple[bytes, int]], last_seq: int) -> None:
         self.batch = batch
         self.versions = versions
+        self.last_seq = last_seq
         self.done = False
         self.error: BaseException | None = None
 
@@ -206,6 +216,9 @@ class EventStore:
         self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
         self._closed = False
         self._failed: BaseException | None = None
+        # Woken after every commit: live subscribers wait here, not on a timer.
+        self._committed = threading.Condition(threading.Lock())
+        self._committed_seq = self._seq
 
     @classmethod
     def open(
@@ -260,6 +273,61 @@ class EventStore:
                 return
             self._closed = True
             self._hot.close()
+        with self._committed:
+            self._committed.notify_all()
+
+    def wait_for_commit(self, after_seq: int, timeout: float | None = None) -> int:
+        """Block until an event with ``seq > after_seq`` is committed (and readable),
+        the store closes, or ``timeout`` seconds pass. Returns the committed seq.
+
+        Appends wake waiters directly; nothing polls.
+        """
+        with self._committed:
+            self._committed.wait_for(
+                lambda: self._committed_seq > after_seq or self._closed, timeout
+            )
+            return self._committed_seq
+
+    # -- snapshots and checkpoints -------------------------------------------
+
+    def save_snapshot(self, stream: str, version: int, state: Any) -> None:
+        """Store ``state`` as the stream's state after event ``version`` (the latest
+        snapshot replaces the previous one)."""
+        stream_b = name_bytes(stream, "stream name")
+        if type(version) is not int or version < 0:
+            raise InvalidArgument(f"snapshot version must be a non-negative int, got {version!r}")
+        value = check_serialisable([version, state], f"snapshot state of stream {stream!r}")
+        with self._lock:
+            self._check_open()
+            current = self._current_version(stream_b)
+            if version > current:
+                raise InvalidArgument(
+                    f"snapshot of stream {stream!r} at version {version}, "
+                    f"but the stream is at version {current}"
+                )
+            self._hot.db.put(keys.snapshot_key(stream_b), value, sync=self.sync)
+
+    def load_snapshot(self, stream: str) -> Snapshot | None:
+        """The stream's latest snapshot, or None."""
+        stream_b = name_bytes(stream, "stream name")
+        raw = self._view().get_raw(keys.snapshot_key(stream_b))
+        if raw is None:
+            return None
+        version, state = unpack(raw)
+        return Snapshot(stream, version, state)
+
+    def get_checkpoint(self, name: str) -> Any:
+        """The value stored for checkpoint ``name``, or None."""
+        raw = self._view().get_raw(keys.checkpoint_key(name_bytes(name, "checkpoint name")))
+        return None if raw is None else unpack(raw)
+
+    def set_checkpoint(self, name: str, value: Any) -> None:
+        """Store ``value`` (a position, or a projection's state with its position)
+        under ``name``, atomically."""
+        key, packed = _checkpoint_put(name, value)
+        with self._lock:
+            self._check_open()
+            self._hot.db.put(key, packed, sync=self.sync)
 
     @property
     def closed(self) -> bool:
@@ -287,12 +355,18 @@ class EventStore:
         return self.append_many([(stream, events, expected_version)])[0]
 
     def append_many(
-        self, appends: Iterable[tuple[str, Sequence[NewEvent], Any]]
+        self,
+        appends: Iterable[tuple[str, Sequence[NewEvent], Any]],
+        *,
+        checkpoint: tuple[str, Any] | None = None,
     ) -> list[AppendResult]:
         """Append to several streams in one atomic write: all of it lands or none.
 
         A stream may appear more than once; each part's expected version is
         checked against the stream as the earlier parts leave it.
+        ``checkpoint=(name, value)`` stores a checkpoint in the same write, so
+        a process manager records the events it emits and the position it
+        consumed atomically.
         """
         parts = []
         for item in appends:
@@ -304,10 +378,13 @@ class EventStore:
             parts.append(_Prepared(item[0], item[1], item[2], self._index_types))
         if not parts:
             raise InvalidArgument("append_many was given no appends")
+        extra = [] if checkpoint is None else [_checkpoint_put(*checkpoint)]
         with self._lock:
             self._check_open()
             batch, results, versions = self._assign(parts)
-            pending = _Pending(batch, versions)
+            for key, value in extra:
+                batch.put(key, value)
+            pending = _Pending(batch, versions, self._seq)
             self._queue.append(pending)
         self._commit(pending)
         return results
@@ -387,6 +464,9 @@ class EventStore:
                         for stream_b, version in item.versions:
                             if self._reserved.get(stream_b) == version:
                                 del self._reserved[stream_b]
+                with self._committed:
+                    self._committed_seq = group[-1].last_seq
+                    self._committed.notify_all()
         if pending.error is not None:
             raise StoreClosed(f"append to {self.path!r} failed: {pending.error}") from pending.error
 
@@ -448,34 +528,47 @@ class EventStore:
         limit: int | None = None,
         types: Iterable[str] | None = None,
         stream_prefix: str | None = None,
+        *,
+        from_seq: int | None = None,
     ) -> Iterator[Event]:
         """The global log in commit order, strictly after position ``after``.
 
         Backwards, it yields the events before ``after`` (or from the newest),
-        newest first. ``types`` and ``stream_prefix`` filter on the global
-        entry, so rejected events' records are never read.
+        newest first. ``from_seq`` starts at that global sequence number
+        instead (inclusive; downwards from it when backwards). ``types`` and
+        ``stream_prefix`` filter on the global entry, so rejected events'
+        records are never read.
         """
         after16 = None if after is None else to_ulid_bytes(after)
+        if from_seq is not None:
+            if type(from_seq) is not int or from_seq < 0:
+                raise InvalidArgument(f"from_seq must be a non-negative int, got {from_seq!r}")
+            if after is not None:
+                raise InvalidArgument("give read_all either after or from_seq, not both")
         type_set = _check_types(types)
         if stream_prefix is not None and not isinstance(stream_prefix, str):
             raise InvalidNameType(f"stream_prefix must be a str, got {type(stream_prefix).__name__}")
         _check_limit(limit)
         view = self._view()
-        return _limited(view.read_all(after16, backwards, type_set, stream_prefix), limit)
+        return _limited(
+            view.read_all(after16, backwards, type_set, stream_prefix, from_seq), limit
+        )
 
     @property
     def last_seq(self) -> int:
         """``seq`` of the newest committed event (0 for an empty store)."""
-        last = self._view().last_global()
-        return self._committed_seq() if last is None else last[1]
-
-    def _committed_seq(self) -> int:
-        high = self._hot.get_system(b"seqhigh")
-        return int(high[0]) if high else 0
+        self._check_open()
+        with self._committed:
+            return self._committed_seq
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<EventStore {self.path!r} {state}>"
+
+
+def _checkpoint_put(name: str, value: Any) -> tuple[bytes, bytes]:
+    key = keys.checkpoint_key(name_bytes(name, "checkpoint name"))
+    return key, check_serialisable(value, f"checkpoint {name!r}")
 
 
 def _check_types(types: Iterable[str] | None) -> frozenset[str] | None:

@@ -223,6 +223,25 @@ class StoreMachine(RuleBasedStateMachine):
         got = list(self.store.read_all(after, backwards, limit, types, prefix))
         assert got == self.model.read_all(after, backwards, limit, types, prefix)
 
+    @rule(
+        from_seq=st.integers(min_value=0, max_value=600),
+        backwards=st.booleans(),
+        limit=st.one_of(st.none(), st.integers(min_value=0, max_value=8)),
+        types=st.one_of(st.none(), st.lists(event_types, max_size=2)),
+    )
+    def read_all_from_seq(
+        self, from_seq: int, backwards: bool, limit: int | None, types: list[str] | None
+    ) -> None:
+        got = list(self.store.read_all(None, backwards, limit, types, from_seq=from_seq))
+        log = self.model.log
+        if backwards:
+            want = [e for e in reversed(log) if e.seq <= from_seq]
+        else:
+            want = [e for e in log if e.seq >= from_seq]
+        if types is not None:
+            want = [e for e in want if e.type in types]
+        assert got == (want if limit is None else want[:limit])
+
     @rule(stream=st.sampled_from(STREAMS))
     def stream_version(self, stream: str) -> None:
         assert self.store.stream_version(stream) == self.model.version(stream)
