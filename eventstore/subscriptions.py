@@ -1,0 +1,416 @@
+"""Subscriptions to the global log: catch up, then follow it live.
+
+A :class:`Subscription` reads the global log (``$all``) in commit order from a
+position, through both tiers, a bounded page at a time, and then waits for
+new commits. It pulls from the store and holds at most one page, so a slow
+subscriber never blocks appends and never holds unbounded memory.
+
+No gaps, no duplicates (DESIGN.md, guarantee 8): commit order = id order =
+seq order, and a commit is readable before ``wait_for_commit`` reports it.
+So a reader that notes the committed seq, then reads everything after its
+position, has seen every event up to that seq; waiting for a later seq and
+reading again after the last event it saw can neither skip nor repeat one.
+
+Waking: the store's ``wait_for_commit`` cannot be interrupted by anything but
+a commit or the store closing, yet :meth:`Subscription.close` must wake a
+consumer blocked in :meth:`Subscription.get` at once, from any thread. So one
+thread per store (started on demand, gone once the store closes or no
+subscription is left) waits on ``wait_for_commit`` and passes each commit on
+to a condition that subscribers wait on and that ``close`` can also notify.
+Nothing polls on a timer.
+
+Persistent subscriptions store their position under a checkpoint name, as
+``{"position": "<ULID>"}``; :class:`Projection` stores its state in the same
+value, ``{"position": ..., "state": ...}``, one atomic write, so after a crash
+the read model and its position always agree: no event is applied twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ulid import ULID
+
+from .errors import InvalidArgument, StoreClosed
+from .events import Event
+from .ids import to_ulid_bytes, ulid_from_bytes
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+__all__ = ["DEFAULT_PAGE_SIZE", "Projection", "Subscription"]
+
+DEFAULT_PAGE_SIZE = 1000
+
+S = TypeVar("S")
+
+
+class _CommitHub:
+    """Passes the store's commits on to this module's waiters (one per store).
+
+    Its thread blocks in ``store.wait_for_commit`` (woken by every commit and
+    by the store closing) and notifies ``cond``; a subscriber waits on
+    ``cond``, which its own ``close()`` can notify too.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = weakref.ref(store)
+        self.cond = threading.Condition(threading.Lock())
+        self.seq = 0  # the newest commit the thread has passed on
+        self.running = False
+        self.subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+
+    def wait(
+        self,
+        store: EventStore,
+        after_seq: int,
+        stop: Callable[[], bool],
+        timeout: float | None,
+    ) -> None:
+        """Block until a commit past ``after_seq``, ``stop()``, the store closing,
+        or ``timeout``. The caller re-reads the log whatever woke it."""
+        with self.cond:
+            if not self.running:
+                if store.closed:
+                    return
+                self.seq = store.last_seq
+                self.running = True
+                threading.Thread(
+                    target=self._run, args=(store, self.seq), name="eventstore-commits", daemon=True
+                ).start()
+            self.cond.wait_for(
+                lambda: self.seq > after_seq or stop() or store.closed, timeout
+            )
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def _run(self, store: EventStore, seq: int) -> None:
+        while True:
+            seq = store.wait_for_commit(seq)
+            closed = store.closed
+            with self.cond:
+                self.seq = seq
+                self.cond.notify_all()
+                if closed or not self.subscriptions:
+                    self.running = False
+                    return
+
+
+_hubs: weakref.WeakKeyDictionary[EventStore, _CommitHub] = weakref.WeakKeyDictionary()
+_hubs_lock = threading.Lock()
+
+
+def _hub(store: EventStore) -> _CommitHub:
+    with _hubs_lock:
+        hub = _hubs.get(store)
+        if hub is None:
+            hub = _hubs[store] = _CommitHub(store)
+        return hub
+
+
+def _parse_checkpoint(name: str, value: Any) -> tuple[ULID | None, Any, bool]:
+    """(position, state, has_state) from a stored checkpoint value."""
+    state: Any = None
+    has_state = False
+    position = value
+    if isinstance(value, dict) and "position" in value:
+        position = value["position"]
+        has_state = "state" in value
+        state = value.get("state")
+    if position is None:
+        return None, state, has_state
+    if isinstance(position, (str, bytes, ULID)):
+        return ulid_from_bytes(to_ulid_bytes(position)), state, has_state
+    raise InvalidArgument(f"checkpoint {name!r} holds {value!r:.80}, which is not a position")
+
+
+class Subscription:
+    """The global log from a position on: first what is stored, then live.
+
+    Iterate over it (iteration ends when it is closed), or call
+    :meth:`get`. ``after`` is an exclusive position (an event id; None for
+    the beginning of the log). ``types`` and ``stream_prefix`` filter as in
+    :meth:`EventStore.read_all`. With ``name``, the subscription is
+    persistent: it starts after the position stored under that checkpoint
+    name (``after`` must then be None), and :meth:`checkpoint` stores
+    progress there.
+
+    One consumer at a time reads a subscription; :meth:`close` may be called
+    from any thread and wakes the consumer at once. Closing the store closes
+    its subscriptions. Every event is delivered exactly once, in commit
+    order, with no gaps, whatever other threads append meanwhile and
+    whatever compaction runs.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        after: ULID | str | bytes | None = None,
+        types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+        name: str | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        if type(page_size) is not int or page_size < 1:
+            raise InvalidArgument(f"page_size must be a positive int, got {page_size!r}")
+        self._store = store
+        self._types = None if types is None else [types] if isinstance(types, str) else list(types)
+        self._stream_prefix = stream_prefix
+        self._page_size = page_size
+        self.name = name
+        self.resumed_state: Any = None
+        self.resumed_with_state = False
+        if name is not None:
+            if after is not None:
+                raise InvalidArgument(
+                    f"subscription {name!r} resumes from its checkpoint: "
+                    "give name or after, not both"
+                )
+            after, self.resumed_state, self.resumed_with_state = _parse_checkpoint(
+                name, store.get_checkpoint(name)
+            )
+        # Validates after, types and stream_prefix now, not at the first read.
+        store.read_all(after=after, limit=0, types=self._types, stream_prefix=stream_prefix)
+        self._position: ULID | None = (
+            None if after is None else ulid_from_bytes(to_ulid_bytes(after))
+        )
+        self._read_after: ULID | None = self._position  # after the last event read
+        self._next_seq: int | None = None  # read from this seq instead (filtered skips)
+        self._scanned = 0  # every event up to this seq has been read
+        self._page: list[Event] = []
+        self._at = 0
+        self._closed = False
+        self._consumer = threading.Lock()
+        self._hub = _hub(store)
+        with self._hub.cond:
+            self._hub.subscriptions.add(self)
+
+    # -- reading ---------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> Event | None:
+        """The next event; None once the subscription is closed, or when
+        ``timeout`` seconds pass with nothing new (``timeout=0``: never block)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        with self._consumer:
+            while not self._closed:
+                if self._at < len(self._page):
+                    event = self._page[self._at]
+                    self._at += 1
+                    self._position = event.id
+                    return event
+                if self._fetch():
+                    continue
+                if self._closed:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._hub.wait(self._store, self._scanned, self._is_closed, remaining)
+            return None
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        event = self.get()
+        if event is None:
+            raise StopIteration
+        return event
+
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    def _fetch(self) -> bool:
+        """Read the next page. On a short page, every event committed before
+        the read began has been seen: ``_scanned`` says up to which seq."""
+        store = self._store
+        self._page, self._at = [], 0  # drop the old page before reading the next
+        try:
+            seen = store.last_seq
+            if self._next_seq is not None:
+                events = store.read_all(
+                    from_seq=self._next_seq, limit=self._page_size,
+                    types=self._types, stream_prefix=self._stream_prefix,
+                )
+            else:
+                events = store.read_all(
+                    after=self._read_after, limit=self._page_size,
+                    types=self._types, stream_prefix=self._stream_prefix,
+                )
+            page = list(events)
+        except StoreClosed:
+            if not store.closed:
+                raise  # the store failed: say so
+            self._close()
+            return False
+        scanned = self._scanned
+        if page:
+            last = page[-1]
+            self._read_after = last.id
+            self._next_seq = None
+            scanned = max(scanned, last.seq)
+        if len(page) < self._page_size and seen > scanned:
+            # Filtered out: the events up to `seen` need not be read again.
+            scanned = seen
+            self._next_seq = seen + 1
+        self._scanned = scanned
+        self._page = page
+        return bool(page)
+
+    # -- progress ----------------------------------------------------------------
+
+    @property
+    def position(self) -> ULID | None:
+        """Id of the last event delivered (or the starting position)."""
+        return self._position
+
+    def checkpoint(self, event: Event | None = None, *, state: Any = ...) -> None:
+        """Store the position of ``event`` (default: the last delivered) under
+        this subscription's name, with ``state`` beside it if given, in one
+        atomic write. A later ``Subscription(store, name=...)`` starts after it."""
+        if self.name is None:
+            raise InvalidArgument("checkpoint() needs a subscription opened with name=...")
+        position = self._position if event is None else event.id
+        value: dict[str, Any] = {"position": None if position is None else str(position)}
+        if state is not ...:
+            value["state"] = state
+        self._store.set_checkpoint(self.name, value)
+
+    # -- ending --------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._store.closed
+
+    def close(self) -> None:
+        """End the subscription; a consumer waiting in :meth:`get` or a ``for``
+        loop returns at once. Safe from any thread, and more than once."""
+        self._close()
+        self._hub.wake()
+
+    def _close(self) -> None:
+        self._closed = True
+        with self._hub.cond:
+            self._hub.subscriptions.discard(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "closed" if self.closed else f"after {self._position}"
+        label = f" {self.name!r}" if self.name is not None else ""
+        return f"<Subscription{label} {where}>"
+
+
+class Projection(Generic[S]):
+    """A read model folded from the global log, kept by a persistent subscription.
+
+    ``apply(state, event)`` returns the new state (it may change ``state`` in
+    place and return it). ``initial()`` makes the state of an empty log. The
+    state and the position of the last event applied to it are saved
+    together, in one atomic write under checkpoint ``name``, every
+    ``save_every`` events and whenever the projection catches up; on restart
+    both are loaded together, so however the process dies, no event is ever
+    applied twice and none is missed. The state must be msgpack-serialisable
+    (dicts, lists, str, int, float, bytes, bool, None: tuples come back as lists).
+
+    If ``apply`` raises, the projection closes without saving that event;
+    a new ``Projection`` with the same name resumes from the last save.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        name: str,
+        apply: Callable[[S, Event], S],
+        initial: Callable[[], S],
+        *,
+        types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+        save_every: int = 100,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        if type(save_every) is not int or save_every < 1:
+            raise InvalidArgument(f"save_every must be a positive int, got {save_every!r}")
+        self._sub = Subscription(
+            store, types=types, stream_prefix=stream_prefix, name=name, page_size=page_size
+        )
+        self._store = store
+        self.name = name
+        self._apply = apply
+        self._save_every = save_every
+        self.state: S = self._sub.resumed_state if self._sub.resumed_with_state else initial()
+        self._unsaved = 0
+        self._last: Event | None = None
+
+    @property
+    def position(self) -> ULID | None:
+        """Id of the last event applied to :attr:`state`."""
+        return self._sub.position
+
+    def _handle(self, event: Event) -> None:
+        try:
+            self.state = self._apply(self.state, event)
+        except BaseException:
+            self._unsaved = 0  # the state may be half changed: never save it
+            self._sub.close()
+            raise
+        self._last = event
+        self._unsaved += 1
+        if self._unsaved >= self._save_every:
+            self.save()
+
+    def save(self) -> None:
+        """Write the state and its position now (a no-op when nothing is new)."""
+        if self._unsaved and self._last is not None:
+            self._sub.checkpoint(self._last, state=self.state)
+            self._unsaved = 0
+
+    def catch_up(self) -> int:
+        """Apply every event committed so far, save, and return how many were applied."""
+        n = 0
+        while (event := self._sub.get(timeout=0)) is not None:
+            self._handle(event)
+            n += 1
+        self.save()
+        return n
+
+    def run(self) -> None:
+        """Apply events as they come, saving whenever it catches up, until
+        :meth:`close` (from another thread) or the store closes."""
+        while True:
+            event = self._sub.get(timeout=0)
+            if event is None:
+                if not self._sub.closed:
+                    self.save()
+                event = self._sub.get()
+                if event is None:  # closed
+                    if not self._store.closed:
+                        self.save()
+                    return
+            self._handle(event)
+
+    @property
+    def closed(self) -> bool:
+        return self._sub.closed
+
+    def close(self) -> None:
+        """Stop :meth:`run` (from any thread). Saving is up to the caller of
+        :meth:`run`, which saves before it returns."""
+        self._sub.close()
+
+    def __enter__(self) -> Projection[S]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
