@@ -499,3 +499,41 @@ class TestSubscriptionAfterCompaction(StoreFolder, unittest.TestCase):
         with recorder.subscribe(gt=5) as subscription:
             ids = [n.id for _, n in zip(range(first + later - 5), subscription, strict=False)]
         assert ids == list(range(6, first + later + 1))
+
+
+def test_closing_while_other_threads_read_does_not_crash(tmp_path: Any) -> None:
+    """eventsourcing's concurrency tests leave reader threads running past the
+    test; closing the factory must wait for reads in progress (a LevelDB
+    iterator used after close would crash the process), and later calls must
+    fail cleanly."""
+    for n in range(15):
+        env = Environment(env={"EVENTSTORE_PATH": str(tmp_path / f"s{n}")})
+        factory = EventStoreFactory(env)
+        recorder = app_recorder(factory)
+        oid = uuid4()
+        recorder.insert_events([stored(oid, v) for v in range(1, 300)])
+        outcomes: list[BaseException] = []
+        running = threading.Barrier(5)
+
+        def read(outcomes: list[BaseException], running: Any, recorder: Any, oid: UUID) -> None:
+            running.wait()
+            try:
+                while True:
+                    recorder.select_notifications(None, 300)
+                    recorder.select_events(oid, gt=5, lte=250)
+            except BaseException as exc:
+                outcomes.append(exc)
+
+        threads = [
+            threading.Thread(target=read, args=(outcomes, running, recorder, oid))
+            for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        running.wait()
+        time.sleep(0.01 + n / 1000)  # let the readers get going
+        factory.close()
+        for t in threads:
+            t.join(5)
+        assert len(outcomes) == 4
+        assert all(isinstance(e, InterfaceError) for e in outcomes), outcomes
