@@ -4,6 +4,7 @@ and the example application run as a program."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -110,3 +111,19 @@ def test_example_program(tmp_path: Path) -> None:
     assert "snapshot of Fido at version 4" in out
     assert "subscription read 12 notifications, last: __main__:Dog.TrickAdded" in out
     assert "max notification id after reopening: 12" in out
+
+
+def test_bench_runs_both_modules_side_by_side() -> None:
+    """A smoke test of scripts/bench_contrib.py (speed itself is the script's job)."""
+    path = ROOT / "scripts" / "bench_contrib.py"
+    spec = importlib.util.spec_from_file_location("bench_contrib", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    # eventsourcing resolves the workload's event classes by module name.
+    sys.modules.setdefault("bench_contrib", bench)
+    spec.loader.exec_module(bench)
+    result = bench.bench_eventsourcing(quick=True)
+    assert set(result["rates"]) == {"eventsourcing-sqlite", "eventstore", "eventstore-sync"}
+    assert set(result["ratios"]) == {"eventstore", "eventstore-sync"}
+    assert all(rate > 0 for rates in result["rates"].values() for rate in rates.values())
+    assert "ratio to sqlite" in bench.report(result)

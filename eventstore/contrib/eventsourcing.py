@@ -41,6 +41,7 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from functools import lru_cache
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
@@ -236,14 +237,20 @@ def _originator_version(event: Event) -> int:
     return event.version  # an event not written through this module
 
 
+@lru_cache(maxsize=16384)
+def _uuid_or_str(stream: str) -> UUID | str:
+    """The UUID a stream is named after (parsing one costs more than the lookup)."""
+    try:
+        return UUID(stream)
+    except ValueError:
+        return stream
+
+
 def _originator_id(event: Event) -> UUID | str:
     meta = event.metadata
     if isinstance(meta, dict) and meta.get(ID_TYPE_KEY) == "str":
         return event.stream
-    try:
-        return UUID(event.stream)
-    except ValueError:
-        return event.stream
+    return _uuid_or_str(event.stream)
 
 
 def _state(event: Event) -> bytes:
