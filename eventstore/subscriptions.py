@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_PAGE_SIZE", "Projection", "Subscription"]
 
-DEFAULT_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 256  # events read from one view of the store
+MAX_PAGE_SECONDS = 1.0  # a slow consumer does not keep a view open longer
 
 S = TypeVar("S")
 
@@ -178,14 +179,17 @@ class Subscription:
             )
         # Validates after, types and stream_prefix now, not at the first read.
         store.read_all(after=after, limit=0, types=self._types, stream_prefix=stream_prefix)
-        self._position: ULID | None = (
-            None if after is None else ulid_from_bytes(to_ulid_bytes(after))
-        )
-        self._read_after: ULID | None = self._position  # after the last event read
-        self._next_seq: int | None = None  # read from this seq instead (filtered skips)
+        self._start: ULID | None = None if after is None else ulid_from_bytes(to_ulid_bytes(after))
+        self._next_seq: int | None = None  # read from this seq, not after the position
         self._scanned = 0  # every event up to this seq has been read
-        self._page: list[Event] = []
-        self._at = 0
+        # The page being read: an iterator over a view (lazily, so the events a
+        # consumer has had can be freed at once), the events it may still
+        # give, when it was opened, and the committed seq before it was.
+        self._page: Iterator[Event] | None = None
+        self._left = 0
+        self._opened = 0.0
+        self._seen = 0
+        self._last: Event | None = None  # the last event read
         self._closed = False
         self._consumer = threading.Lock()
         self._hub = _hub(store)
@@ -197,79 +201,111 @@ class Subscription:
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event; None once the subscription is closed, or when
         ``timeout`` seconds pass with nothing new (``timeout=0``: never block)."""
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         with self._consumer:
-            while not self._closed:
-                if self._at < len(self._page):
-                    event = self._page[self._at]
-                    self._at += 1
-                    self._position = event.id
-                    return event
-                if self._fetch():
-                    continue
-                if self._closed:
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._hub.wait(self._store, self._scanned, self._is_closed, remaining)
-            return None
+            return self._next(timeout)
 
     def __iter__(self) -> Iterator[Event]:
         return self
 
     def __next__(self) -> Event:
-        event = self.get()
+        with self._consumer:
+            event = self._next(None)
         if event is None:
             raise StopIteration
         return event
 
+    def _next(self, timeout: float | None) -> Event | None:
+        deadline: float | None = None
+        while not self._closed:
+            page = self._page
+            if page is None:
+                self._open_page()
+                continue
+            try:
+                event = next(page, None)
+            except Exception:
+                if not self._store.closed:
+                    raise
+                self._close()  # the store closed under the read
+                break
+            if event is not None:
+                left = self._left = self._left - 1
+                self._last = event
+                if not left or (
+                    not left & 15 and time.monotonic() - self._opened > MAX_PAGE_SECONDS
+                ):
+                    self._end_page(False)
+                return event
+            self._end_page(True)
+            # The page's view may be older than the latest commits: read again
+            # before waiting, if any came in since it was opened.
+            if self._committed() > self._scanned:
+                continue
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + max(timeout, 0.0)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._hub.wait(self._store, self._scanned, self._is_closed, remaining)
+        return None
+
     def _is_closed(self) -> bool:
         return self._closed
 
-    def _fetch(self) -> bool:
-        """Read the next page. On a short page, every event committed before
-        the read began has been seen: ``_scanned`` says up to which seq."""
-        store = self._store
-        self._page, self._at = [], 0  # drop the old page before reading the next
+    def _committed(self) -> int:
         try:
-            seen = store.last_seq
+            return self._store.last_seq
+        except StoreClosed:
+            if not self._store.closed:
+                raise  # the store failed: say so
+            self._close()
+            return -1
+
+    def _open_page(self) -> None:
+        store = self._store
+        try:
+            self._seen = store.last_seq  # before the view: it holds all up to here
             if self._next_seq is not None:
                 events = store.read_all(
-                    from_seq=self._next_seq, limit=self._page_size,
-                    types=self._types, stream_prefix=self._stream_prefix,
+                    from_seq=self._next_seq, types=self._types, stream_prefix=self._stream_prefix
                 )
             else:
+                after = None if self._last is None else self._last.id
+                if after is None:
+                    after = self._start
                 events = store.read_all(
-                    after=self._read_after, limit=self._page_size,
-                    types=self._types, stream_prefix=self._stream_prefix,
+                    after=after, types=self._types, stream_prefix=self._stream_prefix
                 )
-            page = list(events)
         except StoreClosed:
             if not store.closed:
                 raise  # the store failed: say so
             self._close()
-            return False
-        scanned = self._scanned
-        if page:
-            last = page[-1]
-            self._read_after = last.id
+            return
+        self._page = events
+        self._left = self._page_size
+        self._opened = time.monotonic()
+
+    def _end_page(self, exhausted: bool) -> None:
+        """Drop the page's view: it ran out (``exhausted``), or was cut short by
+        the page size or its age, and the next page starts where it stopped."""
+        self._page = None
+        read = self._page_size - self._left
+        if read:
+            assert self._last is not None
             self._next_seq = None
-            scanned = max(scanned, last.seq)
-        if len(page) < self._page_size and seen > scanned:
-            # Filtered out: the events up to `seen` need not be read again.
-            scanned = seen
-            self._next_seq = seen + 1
-        self._scanned = scanned
-        self._page = page
-        return bool(page)
+            self._scanned = max(self._scanned, self._last.seq)
+        if exhausted and self._seen > self._scanned:
+            # Every event committed before the page was opened has been read,
+            # the rest filtered out: they need not be read again.
+            self._scanned = self._seen
+            self._next_seq = self._seen + 1
 
     # -- progress ----------------------------------------------------------------
 
     @property
     def position(self) -> ULID | None:
         """Id of the last event delivered (or the starting position)."""
-        return self._position
+        return self._start if self._last is None else self._last.id
 
     def checkpoint(self, event: Event | None = None, *, state: Any = ...) -> None:
         """Store the position of ``event`` (default: the last delivered) under
@@ -277,7 +313,7 @@ class Subscription:
         atomic write. A later ``Subscription(store, name=...)`` starts after it."""
         if self.name is None:
             raise InvalidArgument("checkpoint() needs a subscription opened with name=...")
-        position = self._position if event is None else event.id
+        position = self.position if event is None else event.id
         value: dict[str, Any] = {"position": None if position is None else str(position)}
         if state is not ...:
             value["state"] = state
@@ -307,7 +343,7 @@ class Subscription:
         self.close()
 
     def __repr__(self) -> str:
-        where = "closed" if self.closed else f"after {self._position}"
+        where = "closed" if self.closed else f"after {self.position}"
         label = f" {self.name!r}" if self.name is not None else ""
         return f"<Subscription{label} {where}>"
 

@@ -183,6 +183,8 @@ def main(path: str) -> None:
         n = proj.catch_up()
         print(f"revenue after catching up on {n} payments: {money(proj.state['cents'])}")
         proj.close()
+        trade(orders, rnd, 200, 10)  # the projection is now behind: it resumes in the cold tier
+        print("placed 10 more orders while the projection was stopped")
 
         if hasattr(store, "compact"):
             done = store.compact(before=datetime.now(UTC))
