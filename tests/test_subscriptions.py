@@ -193,6 +193,16 @@ def test_closing_the_store_ends_its_subscriptions(tmp_path: Path) -> None:
         Subscription(store)
 
 
+def test_closing_the_store_in_the_middle_of_a_page(tmp_path: Path) -> None:
+    store = EventStore.open(tmp_path / "s")
+    store.append("a", [NewEvent("T", n) for n in range(600)])
+    sub = Subscription(store)
+    assert sub.get(timeout=0) is not None  # a page (a view of the store) is open
+    store.close()
+    assert sub.get(timeout=0) is None and sub.closed
+    assert list(sub) == []
+
+
 def test_a_slow_subscriber_never_blocks_appends(store: EventStore) -> None:
     sub = Subscription(store, page_size=10)
     store.append("s", [NewEvent("T", n) for n in range(5)])
