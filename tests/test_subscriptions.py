@@ -448,7 +448,7 @@ class SubscriptionModel(RuleBasedStateMachine):
             self.dir.cleanup()
 
 
-SubscriptionModel.TestCase.settings = settings(max_examples=40, stateful_step_count=30)
+SubscriptionModel.TestCase.settings = settings(max_examples=100, stateful_step_count=40)
 test_subscription_model = SubscriptionModel.TestCase
 
 
