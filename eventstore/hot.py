@@ -10,6 +10,7 @@ cold tier (they are garbage awaiting deletion) and every read here skips them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import takewhile
 from typing import Any
 
 import msgpack
@@ -129,11 +130,34 @@ class HotView:
             else:
                 start = key
         cut = len(prefix)
-        it = self._snap.iterator(
-            start=start, stop=stop, include_stop=from_version is not None and backwards,
-            reverse=backwards,
-        )
+        it = self._range(start, stop, backwards, from_version is not None and backwards)
         return (make_event(k[cut:], stream, v) for k, v in it)
+
+    def _range(
+        self,
+        start: bytes,
+        stop: bytes,
+        backwards: bool,
+        include_stop: bool = False,
+        include_value: bool = True,
+    ) -> Iterator[Any]:
+        """Keys (and values) in [start, stop) (or [start, stop]), either way.
+
+        plyvel 1.5 ends a reverse iteration early when the first key it would
+        yield equals ``start`` (and ``prev()`` after ``seek_to_stop()`` does the
+        same), so backwards the start bound is applied here instead.
+        """
+        if not backwards:
+            it: Iterator[Any] = self._snap.iterator(
+                start=start, stop=stop, include_stop=include_stop, include_value=include_value
+            )
+            return it
+        it = self._snap.iterator(
+            stop=stop, include_stop=include_stop, include_value=include_value, reverse=True
+        )
+        if include_value:
+            return takewhile(lambda item: item[0] >= start, it)
+        return takewhile(lambda key: key >= start, it)
 
     def _seek(
         self,
@@ -161,8 +185,7 @@ class HotView:
             lo_v = number_of(lo_raw)
             if version <= lo_v:
                 return None if backwards and version < lo_v else lo_key
-            it.seek_to_stop()
-            hi_key, hi_raw = it.prev()
+            hi_key, hi_raw = next(self._range(start, stop, backwards=True))
             hi_v = number_of(hi_raw)
             if version >= hi_v:
                 return None if not backwards and version > hi_v else hi_key
@@ -204,11 +227,8 @@ class HotView:
         event_prefix = keys.stream_prefix(stream_b)
         cut = len(prefix)
         snap_get = self._snap.get
-        it = self._snap.iterator(
-            start=prefix + self._floor,
-            stop=keys.prefix_end(prefix),
-            include_value=False,
-            reverse=backwards,
+        it = self._range(
+            prefix + self._floor, keys.prefix_end(prefix), backwards, include_value=False
         )
         for key in it:
             id16 = key[cut:]
@@ -225,27 +245,17 @@ class HotView:
         backwards: bool,
         types: frozenset[str] | None,
         stream_prefix: str | None,
-        from_seq: int | None = None,
     ) -> Iterator[Event]:
-        """The global log from ``after`` (exclusive) or from ``from_seq``
-        (inclusive), filtering on the global entry alone so rejected events'
-        records are never fetched."""
+        """The global log from ``after`` (exclusive), filtering on the global
+        entry alone so rejected events' records are never fetched."""
         start = keys.GLOBAL + self._floor
         stop = keys.prefix_end(keys.GLOBAL)
-        if from_seq is not None:
-            key = self._seek(start, stop, from_seq, backwards, _global_seq)
-            if key is None:
-                return
-            if backwards:
-                stop = key + b"\x00"  # just above key: include it
-            else:
-                start = key
-        elif after is not None:
+        if after is not None:
             if backwards:
                 stop = keys.GLOBAL + after
             else:
                 start = keys.GLOBAL + max(after, self._floor)
-        it = self._snap.iterator(start=start, stop=stop, reverse=backwards)
+        it = self._range(start, stop, backwards)
         snap_get = self._snap.get
         unpackb = msgpack.unpackb
         for key, entry in it:
@@ -262,13 +272,17 @@ class HotView:
                 raise CorruptFile("hot tier", 0, f"global entry {id16.hex()} has no event record")
             yield make_event(id16, stream, raw)
 
-    def iter_stream_raw(self, stream_b: bytes, below: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(id16, record) of a stream's hot events with ids below ``below``."""
-        prefix = keys.stream_prefix(stream_b)
-        cut = len(prefix)
-        it = self._snap.iterator(start=prefix + self._floor, stop=prefix + below)
-        for key, raw in it:
-            yield key[cut:], raw
+    def seek_seq(self, seq: int, backwards: bool) -> bytes | None:
+        """Id of the hot event with ``seq``, or the nearest in the reading
+        direction; None if there is none that way."""
+        start = keys.GLOBAL + self._floor
+        key = self._seek(start, keys.prefix_end(keys.GLOBAL), seq, backwards, _global_seq)
+        return None if key is None else key[1:]
+
+    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of every key starting with ``prefix``, in key order."""
+        it: Iterator[tuple[bytes, bytes]] = self._snap.iterator(prefix=prefix)
+        return it
 
 
 class HotTier:

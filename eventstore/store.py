@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import msgpack
 from ulid import ULID
 
 from . import keys
+from .archive import ARCHIVE_DIR, ArchiveFile, open_files, remove_orphans
+from .compaction import Segments, compact_range, merge_files, split_range
 from .errors import (
     EventStoreError,
     InvalidArgument,
-    InvalidName,
     InvalidNameType,
     InvalidType,
     StoreClosed,
@@ -37,9 +40,10 @@ from .events import (
     NewEvent,
     Snapshot,
 )
-from .hot import HotTier, HotView
+from .hot import HotTier
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
 from .records import check_indexes, check_serialisable, name_bytes, unpack
+from .view import View
 
 LAYOUT_VERSION = 1
 _HOT_DIR = "hot"
@@ -61,6 +65,26 @@ def _packer() -> Any:
     except AttributeError:
         _local.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         return _local.packer
+
+
+DEFAULT_FILE_EVENTS = 4_000_000
+DEFAULT_MERGED_EVENTS = 16_000_000
+
+
+class CompactResult(NamedTuple):
+    """What a compaction or merge did."""
+
+    files: list[str]
+    events: int
+    bytes: int
+    seconds: float
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 class _Prepared:
@@ -193,22 +217,33 @@ class EventStore:
         self.sync = bool(sync)
         os.makedirs(self.path, exist_ok=True)
         self._hot = HotTier(os.path.join(self.path, _HOT_DIR))
+        self._archive_dir = os.path.join(self.path, ARCHIVE_DIR)
+        self._files: tuple[ArchiveFile, ...] = ()
         try:
             self._index_types = self._load_config(index_types)
-            view = self._hot.view()
-            last = view.last_global()
-            high = self._hot.get_system(b"idhigh")
-            floor = max(
-                int.from_bytes(last[0], "big") if last else 0,
-                int(high[0]) if high else 0,
+            os.makedirs(self._archive_dir, exist_ok=True)
+            raw_watermark = self._hot.db.get(keys.WATERMARK)
+            self._watermark = bytes(16) if raw_watermark is None else raw_watermark
+            manifest = self._hot.get_system(b"manifest") or {"next": 1, "files": []}
+            self._next_file = int(manifest["next"])
+            self.orphans_removed = remove_orphans(
+                self._archive_dir, {entry[1] for entry in manifest["files"]}
             )
-            seq_high = self._hot.get_system(b"seqhigh")
-            self._seq = max(last[1] if last else 0, int(seq_high[0]) if seq_high else 0)
+            self._files = tuple(open_files(self._archive_dir, manifest["files"]))
+            last = self._hot.view().last_global()
+            floor = int.from_bytes(last[0], "big") if last else 0
+            self._seq = last[1] if last else 0
+            if self._files:  # when every event is cold, the files hold the highs
+                floor = max(floor, int.from_bytes(self._files[-1].last_id, "big"))
+                self._seq = max(self._seq, self._files[-1].last_seq)
         except BaseException:
             self._hot.close()
             raise
         self._ids = MonotonicULIDs(floor)
-        self._watermark = bytes(16)
+        # Guards the (files, watermark) pair: a view takes both and a LevelDB
+        # snapshot under it; a compaction commits and swaps both under it.
+        self._tier_lock = threading.Lock()
+        self._maintenance = threading.Lock()  # one compaction, merge or cleanup at a time
         self._lock = threading.Lock()  # versions, ids, seq and queue order
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # under _lock only
         self._commit_lock = threading.Lock()  # one LevelDB write at a time
@@ -219,6 +254,11 @@ class EventStore:
         # Woken after every commit: live subscribers wait here, not on a timer.
         self._committed = threading.Condition(threading.Lock())
         self._committed_seq = self._seq
+        try:  # finish deleting what an interrupted compaction archived
+            self._collect_garbage()
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def open(
@@ -268,11 +308,13 @@ class EventStore:
 
     def close(self) -> None:
         """Close the store. Later calls raise :class:`StoreClosed`; closing twice is fine."""
-        with self._commit_lock, self._lock:
+        with self._maintenance, self._commit_lock, self._lock:
             if self._closed:
                 return
             self._closed = True
             self._hot.close()
+            for f in self._files:
+                f.reader.close()
         with self._committed:
             self._committed.notify_all()
 
@@ -287,6 +329,191 @@ class EventStore:
                 lambda: self._committed_seq > after_seq or self._closed, timeout
             )
             return self._committed_seq
+
+    # -- the cold tier --------------------------------------------------------
+
+    def compact(
+        self,
+        before: datetime | ULID | str | None = None,
+        *,
+        older_than: timedelta | None = None,
+        max_file_events: int = DEFAULT_FILE_EVENTS,
+        progress: Callable[[int], None] | None = None,
+    ) -> CompactResult:
+        """Move every event with an id in [watermark, cutoff) into new ESDB files.
+
+        The cutoff is ``before`` (a datetime, or a ULID: events with smaller
+        ids move) or now minus ``older_than``. A cutoff at or below the
+        watermark is a no-op; one in the future is an :class:`InvalidArgument`.
+        Above ``max_file_events`` the range is split into several files.
+        ``progress`` is called with counts of events written. Reads and
+        appends go on meanwhile and answer the same throughout.
+        """
+        started = time.perf_counter()
+        cutoff = self._cutoff(before, older_than)
+        if type(max_file_events) is not int or max_file_events < 1:
+            raise InvalidArgument(f"max_file_events must be a positive int, got {max_file_events!r}")
+        with self._maintenance:
+            self._check_open()
+            low = self._watermark
+            if cutoff <= low:
+                return CompactResult([], 0, 0, time.perf_counter() - started)
+            # Later appends get ids at or above the cutoff; wait for the ones
+            # already queued, so the snapshot holds every id below it.
+            with self._lock:
+                self._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
+                last = self._queue[-1] if self._queue else None
+            if last is not None:
+                self._commit(last)
+            snap = self._hot.db.snapshot()
+            made: list[tuple[ArchiveFile, Segments]] = []
+            try:
+                for lo, hi in split_range(snap, low, cutoff, max_file_events):
+                    number = self._take_file_number()
+                    result = compact_range(
+                        snap, self._archive_dir, number, lo, hi, self._index_types, progress
+                    )
+                    if result is not None:
+                        made.append(result)
+                self._commit_files(
+                    added=[f for f, _ in made], removed=[], segments=made, watermark=cutoff
+                )
+            except BaseException:
+                for f, _ in made:
+                    f.reader.close()
+                    _remove_quietly(os.path.join(self._archive_dir, f.name))
+                raise
+            self._collect_garbage()
+        return CompactResult(
+            [os.path.join(self._archive_dir, f.name) for f, _ in made],
+            sum(f.events for f, _ in made),
+            sum(f.size for f, _ in made),
+            time.perf_counter() - started,
+        )
+
+    def merge_archives(
+        self, *, max_events: int = DEFAULT_MERGED_EVENTS, min_files: int = 2
+    ) -> CompactResult:
+        """Fold runs of adjacent archive files into single files of at most
+        ``max_events`` events each, so years of daily compactions do not leave
+        thousands of files. Readers holding the old files keep reading them."""
+        started = time.perf_counter()
+        if type(max_events) is not int or max_events < 1:
+            raise InvalidArgument(f"max_events must be a positive int, got {max_events!r}")
+        made: list[ArchiveFile] = []
+        with self._maintenance:
+            self._check_open()
+            runs: list[list[ArchiveFile]] = [[]]
+            for f in self._files:
+                if runs[-1] and sum(g.events for g in runs[-1]) + f.events > max_events:
+                    runs.append([])
+                runs[-1].append(f)
+            for run in runs:
+                if len(run) < max(min_files, 2):
+                    continue
+                number = self._take_file_number()
+                merged, segments = merge_files(self._archive_dir, number, run, self._index_types)
+                try:
+                    self._commit_files(
+                        added=[merged], removed=run, segments=[(merged, segments)],
+                        watermark=self._watermark,
+                    )
+                except BaseException:
+                    merged.reader.close()
+                    _remove_quietly(os.path.join(self._archive_dir, merged.name))
+                    raise
+                made.append(merged)
+                for old in run:  # open views keep their own mapping of the file
+                    _remove_quietly(os.path.join(self._archive_dir, old.name))
+        return CompactResult(
+            [os.path.join(self._archive_dir, f.name) for f in made],
+            sum(f.events for f in made),
+            sum(f.size for f in made),
+            time.perf_counter() - started,
+        )
+
+    def _cutoff(self, before: Any, older_than: timedelta | None) -> bytes:
+        if (before is None) == (older_than is None):
+            raise InvalidArgument("give compact() exactly one of before= or older_than=")
+        now_ms = time.time_ns() // 1_000_000
+        if older_than is not None:
+            if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+                raise InvalidArgument(f"older_than must be a non-negative timedelta, got {older_than!r}")
+            ms = now_ms - int(older_than / timedelta(milliseconds=1))
+            return (max(ms, 0) << 80).to_bytes(16, "big")
+        if isinstance(before, datetime):
+            if before.tzinfo is None:
+                raise InvalidArgument("before= needs an aware datetime (say, with tzinfo=timezone.utc)")
+            ms = int(before.timestamp() * 1000)
+            if ms > now_ms:
+                raise InvalidArgument(f"cutoff {before.isoformat()} is in the future")
+            return (max(ms, 0) << 80).to_bytes(16, "big")
+        cutoff = to_ulid_bytes(before)
+        if int.from_bytes(cutoff[:6], "big") > now_ms:
+            raise InvalidArgument(f"cutoff {ulid_from_bytes(cutoff)} is in the future")
+        return cutoff
+
+    def _take_file_number(self) -> int:
+        number = self._next_file
+        self._next_file += 1
+        return number
+
+    def _commit_files(
+        self,
+        added: list[ArchiveFile],
+        removed: list[ArchiveFile],
+        segments: list[tuple[ArchiveFile, Segments]],
+        watermark: bytes,
+    ) -> None:
+        """The commit point: one synced batch names the new files in the
+        manifest, moves the watermark and files each stream's segments."""
+        gone = {f.number for f in removed}
+        files = sorted([f for f in self._files if f.number not in gone] + added,
+                       key=lambda f: f.first_id)
+        batch = self._hot.db.write_batch(sync=True)
+        for f in removed:
+            for sp in f.reader.spaces():
+                batch.delete(keys.segment_key(sp.stream.encode(), f.first_id))
+        for f, segs in segments:
+            for stream_b, first_version, last_version in segs:
+                batch.put(keys.segment_key(stream_b, f.first_id),
+                          _packb([f.number, first_version, last_version]))
+        batch.put(keys.MANIFEST, _packb({"next": self._next_file,
+                                         "files": [f.entry() for f in files]}))
+        batch.put(keys.WATERMARK, watermark)
+        with self._tier_lock:
+            batch.write()
+            self._files = tuple(files)
+            self._watermark = watermark
+
+    def _collect_garbage(self, chunk: int = 4096) -> int:
+        """Delete hot keys below the watermark (copies of archived events), a
+        bounded batch at a time. Safe to stop anywhere: what is left is found
+        again from the global log and deleted at the next open or compaction."""
+        deleted = 0
+        while True:
+            snap = self._hot.db.snapshot()
+            batch = self._hot.db.write_batch()
+            n = 0
+            for key, entry in snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._watermark):
+                stream, type_, _seq = unpack(entry)
+                stream_b, id16 = stream.encode(), key[1:]
+                event_key = keys.event_key(stream_b, id16)
+                raw = snap.get(event_key)
+                batch.delete(key)
+                batch.delete(event_key)
+                if self._index_types:
+                    batch.delete(keys.index_key(stream_b, b"type", type_.encode(), id16))
+                if raw is not None:
+                    for name, value in unpack(raw)[5].items():
+                        batch.delete(keys.index_key(stream_b, name.encode(), value.encode(), id16))
+                n += 1
+                if n == chunk:
+                    break
+            if n == 0:
+                return deleted
+            batch.write()
+            deleted += n
 
     # -- snapshots and checkpoints -------------------------------------------
 
@@ -310,7 +537,7 @@ class EventStore:
     def load_snapshot(self, stream: str) -> Snapshot | None:
         """The stream's latest snapshot, or None."""
         stream_b = name_bytes(stream, "stream name")
-        raw = self._view().get_raw(keys.snapshot_key(stream_b))
+        raw = self._view().hot.get_raw(keys.snapshot_key(stream_b))
         if raw is None:
             return None
         version, state = unpack(raw)
@@ -318,7 +545,7 @@ class EventStore:
 
     def get_checkpoint(self, name: str) -> Any:
         """The value stored for checkpoint ``name``, or None."""
-        raw = self._view().get_raw(keys.checkpoint_key(name_bytes(name, "checkpoint name")))
+        raw = self._view().hot.get_raw(keys.checkpoint_key(name_bytes(name, "checkpoint name")))
         return None if raw is None else unpack(raw)
 
     def set_checkpoint(self, name: str, value: Any) -> None:
@@ -472,14 +699,15 @@ class EventStore:
 
     # -- reads ---------------------------------------------------------------
 
-    def _view(self) -> HotView:
+    def _view(self) -> View:
         self._check_open()
-        return self._hot.view(self._watermark)
+        with self._tier_lock:
+            return View(self._hot.view(self._watermark), self._files, self._watermark)
 
     def stream_version(self, stream: str) -> int:
         """Version of the stream's last committed event; -1 if the stream does not exist."""
         stream_b = name_bytes(stream, "stream name")
-        return self._view().stream_version(stream_b)
+        return self._view().hot.stream_version(stream_b)
 
     def read_stream(
         self,
@@ -550,9 +778,14 @@ class EventStore:
             raise InvalidNameType(f"stream_prefix must be a str, got {type(stream_prefix).__name__}")
         _check_limit(limit)
         view = self._view()
-        return _limited(
-            view.read_all(after16, backwards, type_set, stream_prefix, from_seq), limit
-        )
+        if from_seq is not None:
+            # Seq and id grow together: start from the id at that seq, inclusive.
+            found = view.id_of_seq(from_seq, backwards)
+            if found is None:
+                return iter(())
+            at = int.from_bytes(found, "big") + (1 if backwards else -1)
+            after16 = at.to_bytes(16, "big")
+        return _limited(view.read_all(after16, backwards, type_set, stream_prefix), limit)
 
     @property
     def last_seq(self) -> int:

@@ -251,3 +251,17 @@ def test_read_all_positions_and_filters(store: EventStore) -> None:
     assert [e.type for e in store.read_all(types=["Placed"])] == ["Placed", "Placed"]
     assert [e.stream for e in store.read_all(types="Paid")] == ["order-1"]
     assert [e.stream for e in store.read_all(stream_prefix="cart")] == ["cart-1"]
+
+
+def test_backward_reads_when_the_watermark_equals_an_event_id(store: EventStore) -> None:
+    # compact(before=id) leaves the event with exactly that id hot, its keys
+    # equal to the hot tier's lower bound; plyvel's reverse iterators used to
+    # drop such a key (the model test found this).
+    first = store.append("s", [NewEvent("T", 0)]).ids[0]
+    store.compact(before=first)
+    (event,) = store.read_stream("s")
+    assert list(store.read_stream("s", backwards=True)) == [event]
+    assert list(store.read_stream("s", 0, backwards=True)) == [event]
+    assert list(store.read_index("s", "type", "T", backwards=True)) == [event]
+    assert list(store.read_all(backwards=True)) == [event]
+    assert list(store.read_all(from_seq=1, backwards=True)) == [event]

@@ -950,6 +950,21 @@ class ESDBReader:
             k = None
             after = None
 
+    def id_at(self, rank: int) -> bytes:
+        """Id of the event at ``rank`` (0-based) in the file's ULID order.
+
+        A file holds a gap-free seq range in ULID order, so the event with seq
+        ``s`` is at rank ``s - meta.first_seq``.
+        """
+        if type(rank) is not int or not 0 <= rank < self._events:
+            raise InvalidArgument(f"rank {rank!r} outside 0..{self._events - 1}")
+        _, _, dcounts = self._dir_of_ulids()
+        ci = 0
+        while rank >= dcounts[ci]:
+            rank -= dcounts[ci]
+            ci += 1
+        return self._ulid_chunk(ci).ids[rank]
+
     # -- raw access for merging files -----------------------------------------
 
     def iter_raw(self, stream: str) -> Iterator[tuple[bytes, bytes]]:

@@ -1,0 +1,155 @@
+"""Moving events from the hot tier into ESDB files, and folding files together.
+
+These functions only read (a LevelDB snapshot, existing files) and write new
+ESDB files; the store commits their result (manifest, watermark, segment
+keys) in one synced batch, and deletes the hot copies afterwards.
+
+Hot keys come out of LevelDB grouped by stream and in id order, which is the
+order an ESDB file wants, so a compaction streams: its memory is one stream's
+secondary index postings (inside the writer) plus one small segment entry per
+stream in the range.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import keys
+from .archive import ArchiveFile, file_name, from_meta
+from .esdb import ESDBWriter
+from .records import record_version
+
+Progress = Callable[[int], None]
+# (stream, first version, last version) of each stream in a new file
+Segments = list[tuple[bytes, int, int]]
+
+
+def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tuple[bytes, bytes]]:
+    """Cut the ids in [low, high) into consecutive ranges of at most
+    ``max_events`` events each, counting global log keys (no values read)."""
+    bounds = [low]
+    count = 0
+    it = snap.iterator(start=keys.GLOBAL + low, stop=keys.GLOBAL + high, include_value=False)
+    for key in it:
+        if count == max_events:
+            bounds.append(key[1:])
+            count = 0
+        count += 1
+    if count == 0:
+        return []
+    bounds.append(high)
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(stream, id16, record) of every hot event with an id in [low, high),
+    grouped by stream in key order, ids ascending: one seek per stream."""
+    it = snap.iterator(start=keys.EVENT, stop=keys.prefix_end(keys.EVENT))
+    it.seek(keys.EVENT)
+    while True:
+        try:
+            key, _ = next(it)
+        except StopIteration:
+            return
+        stream_b = key[1 : key.index(keys.SEP, 1)]
+        prefix = keys.stream_prefix(stream_b)
+        cut = len(prefix)
+        it.seek(prefix + low)
+        stop = prefix + high
+        for key, value in it:
+            if key >= stop or not key.startswith(prefix):
+                break
+            yield stream_b, key[cut:], value
+        it.seek(keys.prefix_end(prefix))
+
+
+def write_file(
+    folder: str,
+    number: int,
+    events: Iterator[tuple[bytes, bytes, bytes]],
+    index_types: bool,
+    progress: Progress | None = None,
+) -> tuple[ArchiveFile, Segments] | None:
+    """Write ``events`` (grouped by stream, in writer order) as archive file
+    ``number``; None if there were none. Returns the file and each stream's
+    version range in it. The writer fsyncs the file, renames it into place
+    and fsyncs the folder."""
+    writer = ESDBWriter(os.path.join(folder, file_name(number)), index_types=index_types)
+    segments: Segments = []
+    n = 0
+    try:
+        current = b""
+        first_v = -1
+        last_raw = b""
+        for stream_b, id16, raw in events:
+            if stream_b != current:
+                if first_v >= 0:
+                    segments.append((current, first_v, record_version(last_raw)))
+                current, first_v = stream_b, record_version(raw)
+            writer.add(stream_b.decode(), id16, raw)
+            last_raw = raw
+            n += 1
+            if progress is not None and n % 4096 == 0:
+                progress(4096)
+        if n == 0:
+            writer.abort()
+            return None
+        segments.append((current, first_v, record_version(last_raw)))
+        meta = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    if progress is not None:
+        progress(n % 4096)
+    return from_meta(folder, number, meta), segments
+
+
+def compact_range(
+    snap: Any,
+    folder: str,
+    number: int,
+    low: bytes,
+    high: bytes,
+    index_types: bool,
+    progress: Progress | None = None,
+) -> tuple[ArchiveFile, Segments] | None:
+    """One archive file holding every hot event with an id in [low, high)."""
+    return write_file(folder, number, _hot_events(snap, low, high), index_types, progress)
+
+
+def _spaces_of(n: int, f: ArchiveFile) -> Iterator[tuple[bytes, int, str]]:
+    for sp in f.reader.spaces():
+        yield sp.stream.encode(), n, sp.stream
+
+
+def _merged_events(files: list[ArchiveFile]) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """Every event of adjacent files, grouped by stream: streams in byte order,
+    and within a stream file by file (files hold disjoint, ordered id ranges)."""
+    spaces = heapq.merge(*[_spaces_of(n, f) for n, f in enumerate(files)])
+    for stream_b, n, stream in spaces:
+        for id16, raw in files[n].reader.iter_raw(stream):
+            yield stream_b, id16, raw
+
+
+def merge_files(
+    folder: str,
+    number: int,
+    files: list[ArchiveFile],
+    index_types: bool,
+    progress: Progress | None = None,
+) -> tuple[ArchiveFile, Segments]:
+    """One archive file with every event of ``files`` (adjacent, in id order)."""
+    result = write_file(folder, number, _merged_events(files), index_types, progress)
+    assert result is not None, "merging files with events gives a file with events"
+    return result
+
+
+def fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

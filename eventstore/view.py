@@ -1,0 +1,134 @@
+"""A consistent view of both tiers: one LevelDB snapshot, plus the archive files
+and watermark of that same moment.
+
+Events with ids below the watermark are read from the archive files, the rest
+from the hot tier, so every event is seen exactly once, whatever compaction or
+merge runs meanwhile. A stream's archive files are found through its segment
+keys, so replaying it never touches files that do not hold it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterator
+
+import msgpack
+
+from . import keys
+from .archive import ArchiveFile
+from .events import Event
+from .hot import HotView
+
+Segment = tuple[ArchiveFile, int, int]  # file, first and last version of the stream in it
+
+
+class View:
+    __slots__ = ("by_number", "files", "firsts", "hot", "watermark")
+
+    def __init__(self, hot: HotView, files: tuple[ArchiveFile, ...], watermark: bytes) -> None:
+        self.hot = hot
+        self.files = files
+        self.watermark = watermark
+        self.firsts = [f.first_id for f in files]
+        self.by_number = {f.number: f for f in files}
+
+    def segments(self, stream_b: bytes) -> list[Segment]:
+        """The archive files holding part of a stream, oldest first."""
+        out = []
+        for _key, value in self.hot.items(keys.segment_prefix(stream_b)):
+            number, first_version, last_version = msgpack.unpackb(value)
+            out.append((self.by_number[number], first_version, last_version))
+        return out
+
+    def read_stream(
+        self, stream: str, stream_b: bytes, from_version: int | None, backwards: bool
+    ) -> Iterator[Event]:
+        segments = self.segments(stream_b) if self.files else []
+        if not segments:
+            return self.hot.read_stream(stream, stream_b, from_version, backwards)
+        return self._read_stream(stream, stream_b, from_version, backwards, segments)
+
+    def _read_stream(
+        self,
+        stream: str,
+        stream_b: bytes,
+        v: int | None,
+        backwards: bool,
+        segments: list[Segment],
+    ) -> Iterator[Event]:
+        if backwards:
+            yield from self.hot.read_stream(stream, stream_b, v, True)
+            for f, first, _last in reversed(segments):
+                if v is None or first <= v:
+                    yield from f.reader.read_stream(stream, v, True)
+        else:
+            for f, _first, last in segments:
+                if v is None or last >= v:
+                    yield from f.reader.read_stream(stream, v, False)
+            yield from self.hot.read_stream(stream, stream_b, v, False)
+
+    def read_index(
+        self, stream: str, stream_b: bytes, name_b: bytes, value_b: bytes, backwards: bool
+    ) -> Iterator[Event]:
+        segments = self.segments(stream_b) if self.files else []
+        hot = self.hot.read_index(stream, stream_b, name_b, value_b, backwards)
+        if not segments:
+            return hot
+        name, value = name_b.decode(), value_b.decode()
+        files = [f for f, _, _ in segments]
+
+        def both() -> Iterator[Event]:
+            if backwards:
+                yield from hot
+            for f in reversed(files) if backwards else files:
+                yield from f.reader.read_index(stream, name, value, backwards)
+            if not backwards:
+                yield from hot
+
+        return both()
+
+    def get(self, id16: bytes) -> Event | None:
+        if id16 >= self.watermark:
+            return self.hot.get(id16)
+        n = bisect_right(self.firsts, id16) - 1
+        if n < 0 or id16 > self.files[n].last_id:
+            return None
+        return self.files[n].reader.get(id16)
+
+    def read_all(
+        self,
+        after: bytes | None,
+        backwards: bool,
+        types: frozenset[str] | None,
+        stream_prefix: str | None,
+    ) -> Iterator[Event]:
+        if not self.files:
+            yield from self.hot.read_all(after, backwards, types, stream_prefix)
+            return
+        if backwards:
+            yield from self.hot.read_all(after, True, types, stream_prefix)
+            for f in reversed(self.files):
+                if after is None or f.first_id < after:
+                    yield from f.reader.read_all(after, True, types, stream_prefix)
+        else:
+            for f in self.files:
+                if after is None or f.last_id > after:
+                    yield from f.reader.read_all(after, False, types, stream_prefix)
+            yield from self.hot.read_all(after, False, types, stream_prefix)
+
+    def id_of_seq(self, seq: int, backwards: bool) -> bytes | None:
+        """Id of the event with ``seq``, or the nearest one in the reading
+        direction; None if there is none that way. Each file holds a gap-free
+        seq range in id order, so inside a file this is arithmetic."""
+        if backwards:
+            found = self.hot.seek_seq(seq, True)
+            if found is not None:
+                return found
+            for f in reversed(self.files):
+                if seq >= f.first_seq:
+                    return f.reader.id_at(min(seq, f.last_seq) - f.first_seq)
+            return None
+        for f in self.files:
+            if seq <= f.last_seq:
+                return f.reader.id_at(max(seq - f.first_seq, 0))
+        return self.hot.seek_seq(seq, False)
