@@ -1,24 +1,45 @@
 """eventstore: an embedded event-sourcing store (LevelDB hot tier, ESDB cold tier)."""
 
+from .aggregates import (
+    Aggregate,
+    AggregateNotFound,
+    Repository,
+    UnknownEventType,
+    applies,
+    retry_on_conflict,
+    with_retries,
+)
 from .errors import (
     CorruptFile,
     EventStoreError,
     StoreLocked,
     WrongExpectedVersion,
 )
-from .events import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Event, NewEvent
-from .store import EventStore
+from .events import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Event, NewEvent, Snapshot
+from .store import CompactResult, EventStore
+from .subscriptions import Projection, Subscription
 
 __all__ = [
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "Aggregate",
+    "AggregateNotFound",
     "AppendResult",
+    "CompactResult",
     "CorruptFile",
     "Event",
     "EventStore",
     "EventStoreError",
     "NewEvent",
+    "Projection",
+    "Repository",
+    "Snapshot",
     "StoreLocked",
+    "Subscription",
+    "UnknownEventType",
     "WrongExpectedVersion",
+    "applies",
+    "retry_on_conflict",
+    "with_retries",
 ]

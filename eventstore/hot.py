@@ -9,15 +9,16 @@ cold tier (they are garbage awaiting deletion) and every read here skips them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from itertools import takewhile
+from itertools import islice, takewhile
 from typing import Any
 
 import msgpack
 import plyvel
 
 from . import keys
-from .errors import CorruptFile, StoreLocked
+from .errors import CorruptFile, StoreClosed, StoreLocked
 from .events import Event
 from .ids import ulid_from_bytes
 from .records import record_version
@@ -51,6 +52,37 @@ def open_leveldb(path: str) -> Any:
         raise
 
 
+class Gate:
+    """Lets reads into LevelDB while the store is open, and lets ``close()`` wait
+    until none is inside: plyvel frees the database under a running call
+    otherwise, which crashes the process. Reads pass it once per chunk of
+    events, not per event."""
+
+    __slots__ = ("_active", "_closed", "_cond")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._closed = False
+
+    def __enter__(self) -> None:
+        with self._cond:
+            if self._closed:
+                raise StoreClosed("the store is closed")
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0 and self._closed:
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.wait_for(lambda: self._active == 0)
+
+
 def _global_seq(entry: bytes) -> int:
     return int(msgpack.unpackb(entry, raw=False)[2])
 
@@ -61,56 +93,62 @@ class HotView:
     ``floor`` is the watermark: keys of events with smaller ids are ignored.
     """
 
-    __slots__ = ("_floor", "_snap")
+    __slots__ = ("_floor", "_gate", "_snap")
 
-    def __init__(self, snapshot: Any, floor: bytes = _NO_ID) -> None:
+    def __init__(self, snapshot: Any, floor: bytes, gate: Gate) -> None:
         self._snap = snapshot
         self._floor = floor
+        self._gate = gate
+
+    def _chunks(self, step: Callable[[int], tuple[list[Event], bool]]) -> Iterator[Event]:
+        """Events from ``step(n)`` (up to n events and whether more may follow),
+        each call inside the gate; chunks grow so short reads stay cheap."""
+        n = 16
+        while True:
+            with self._gate:
+                events, more = step(n)
+            yield from events
+            if not more:
+                return
+            if n < 512:
+                n *= 2
 
     # -- single keys ---------------------------------------------------------
 
     def get_raw(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._snap.get(key)
+        with self._gate:
+            value: bytes | None = self._snap.get(key)
         return value
 
     def stream_version(self, stream_b: bytes) -> int:
-        raw = self._snap.get(keys.meta_key(stream_b))
+        with self._gate:
+            raw = self._snap.get(keys.meta_key(stream_b))
         return -1 if raw is None else int(msgpack.unpackb(raw)[0])
 
     def get(self, id16: bytes) -> Event | None:
         if id16 < self._floor:
             return None
-        entry = self._snap.get(keys.GLOBAL + id16)
-        if entry is None:
-            return None
-        stream, _type, _seq = msgpack.unpackb(entry, raw=False)
-        raw = self._snap.get(keys.event_key(stream.encode(), id16))
+        with self._gate:
+            entry = self._snap.get(keys.GLOBAL + id16)
+            if entry is None:
+                return None
+            stream, _type, _seq = msgpack.unpackb(entry, raw=False)
+            raw = self._snap.get(keys.event_key(stream.encode(), id16))
         if raw is None:
             raise CorruptFile("hot tier", 0, f"global entry {id16.hex()} has no event record")
         return make_event(id16, stream, raw)
 
     def last_global(self) -> tuple[bytes, int] | None:
         """Id and seq of the newest event in the global log, or None."""
-        it = self._snap.iterator(prefix=keys.GLOBAL, reverse=True)
-        try:
-            key, value = next(it)
-        except StopIteration:
-            return None
-        finally:
-            it.close()
+        with self._gate:
+            it = self._snap.iterator(prefix=keys.GLOBAL, reverse=True)
+            try:
+                key, value = next(it)
+            except StopIteration:
+                return None
+            finally:
+                it.close()
         return key[1:], int(msgpack.unpackb(value, raw=False)[2])
-
-    def first_version(self, stream_b: bytes) -> int | None:
-        """Version of the oldest hot event of a stream, or None if none is hot."""
-        prefix = keys.stream_prefix(stream_b)
-        it = self._snap.iterator(start=prefix + self._floor, stop=keys.prefix_end(prefix))
-        try:
-            _key, raw = next(it)
-        except StopIteration:
-            return None
-        finally:
-            it.close()
-        return record_version(raw)
 
     # -- streams -------------------------------------------------------------
 
@@ -122,7 +160,8 @@ class HotView:
         start = prefix + self._floor
         stop = keys.prefix_end(prefix)
         if from_version is not None:
-            key = self._seek(start, stop, from_version, backwards, record_version)
+            with self._gate:
+                key = self._seek(start, stop, from_version, backwards, record_version)
             if key is None:
                 return iter(())
             if backwards:
@@ -130,8 +169,14 @@ class HotView:
             else:
                 start = key
         cut = len(prefix)
-        it = self._range(start, stop, backwards, from_version is not None and backwards)
-        return (make_event(k[cut:], stream, v) for k, v in it)
+        with self._gate:
+            it = self._range(start, stop, backwards, from_version is not None and backwards)
+
+        def step(n: int) -> tuple[list[Event], bool]:
+            chunk = [make_event(k[cut:], stream, v) for k, v in islice(it, n)]
+            return chunk, len(chunk) == n
+
+        return self._chunks(step)
 
     def _range(
         self,
@@ -227,15 +272,22 @@ class HotView:
         event_prefix = keys.stream_prefix(stream_b)
         cut = len(prefix)
         snap_get = self._snap.get
-        it = self._range(
-            prefix + self._floor, keys.prefix_end(prefix), backwards, include_value=False
-        )
-        for key in it:
-            id16 = key[cut:]
-            raw = snap_get(event_prefix + id16)
-            if raw is None:
-                raise CorruptFile("hot tier", 0, f"index entry {key!r} has no event record")
-            yield make_event(id16, stream, raw)
+        with self._gate:
+            it = self._range(
+                prefix + self._floor, keys.prefix_end(prefix), backwards, include_value=False
+            )
+
+        def step(n: int) -> tuple[list[Event], bool]:
+            chunk = []
+            for key in islice(it, n):
+                id16 = key[cut:]
+                raw = snap_get(event_prefix + id16)
+                if raw is None:
+                    raise CorruptFile("hot tier", 0, f"index entry {key!r} has no event record")
+                chunk.append(make_event(id16, stream, raw))
+            return chunk, len(chunk) == n
+
+        return self._chunks(step)
 
     # -- the global log ------------------------------------------------------
 
@@ -255,34 +307,46 @@ class HotView:
                 stop = keys.GLOBAL + after
             else:
                 start = keys.GLOBAL + max(after, self._floor)
-        it = self._range(start, stop, backwards)
+        with self._gate:
+            it = self._range(start, stop, backwards)
         snap_get = self._snap.get
         unpackb = msgpack.unpackb
-        for key, entry in it:
-            id16 = key[1:]
-            if not backwards and id16 == after:
-                continue
-            stream, type_, _seq = unpackb(entry, raw=False)
-            if types is not None and type_ not in types:
-                continue
-            if stream_prefix is not None and not stream.startswith(stream_prefix):
-                continue
-            raw = snap_get(keys.EVENT + stream.encode() + keys.SEP + id16)
-            if raw is None:
-                raise CorruptFile("hot tier", 0, f"global entry {id16.hex()} has no event record")
-            yield make_event(id16, stream, raw)
+
+        def step(n: int) -> tuple[list[Event], bool]:
+            chunk = []
+            scanned = 0
+            for key, entry in islice(it, n):
+                scanned += 1
+                id16 = key[1:]
+                if id16 == after and not backwards:
+                    continue
+                stream, type_, _seq = unpackb(entry, raw=False)
+                if types is not None and type_ not in types:
+                    continue
+                if stream_prefix is not None and not stream.startswith(stream_prefix):
+                    continue
+                raw = snap_get(keys.EVENT + stream.encode() + keys.SEP + id16)
+                if raw is None:
+                    raise CorruptFile(
+                        "hot tier", 0, f"global entry {id16.hex()} has no event record"
+                    )
+                chunk.append(make_event(id16, stream, raw))
+            return chunk, scanned == n
+
+        return self._chunks(step)
 
     def seek_seq(self, seq: int, backwards: bool) -> bytes | None:
         """Id of the hot event with ``seq``, or the nearest in the reading
         direction; None if there is none that way."""
         start = keys.GLOBAL + self._floor
-        key = self._seek(start, keys.prefix_end(keys.GLOBAL), seq, backwards, _global_seq)
+        with self._gate:
+            key = self._seek(start, keys.prefix_end(keys.GLOBAL), seq, backwards, _global_seq)
         return None if key is None else key[1:]
 
-    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """(key, value) of every key starting with ``prefix``, in key order."""
-        it: Iterator[tuple[bytes, bytes]] = self._snap.iterator(prefix=prefix)
-        return it
+        with self._gate:
+            return list(self._snap.iterator(prefix=prefix))
 
 
 class HotTier:
@@ -291,14 +355,17 @@ class HotTier:
     def __init__(self, path: str) -> None:
         self.path = path
         self.db: Any = open_leveldb(path)
+        self.gate = Gate()
 
     def view(self, floor: bytes = _NO_ID) -> HotView:
-        return HotView(self.db.snapshot(), floor)
+        with self.gate:
+            return HotView(self.db.snapshot(), floor, self.gate)
 
     def get_system(self, name: bytes) -> Any:
         raw = self.db.get(keys.system_key(name))
         return None if raw is None else msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
     def close(self) -> None:
+        self.gate.close()
         if not self.db.closed:
             self.db.close()

@@ -43,6 +43,7 @@ from .events import (
 from .hot import HotTier
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
 from .records import check_indexes, check_serialisable, name_bytes, unpack
+from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
 from .view import View
 
 LAYOUT_VERSION = 1
@@ -318,17 +319,46 @@ class EventStore:
         with self._committed:
             self._committed.notify_all()
 
-    def wait_for_commit(self, after_seq: int, timeout: float | None = None) -> int:
+    def wait_for_commit(
+        self,
+        after_seq: int,
+        timeout: float | None = None,
+        *,
+        until: Callable[[], bool] | None = None,
+    ) -> int:
         """Block until an event with ``seq > after_seq`` is committed (and readable),
-        the store closes, or ``timeout`` seconds pass. Returns the committed seq.
+        the store closes, ``until()`` turns true (checked whenever waiters are
+        woken), or ``timeout`` seconds pass. Returns the committed seq.
 
         Appends wake waiters directly; nothing polls.
         """
         with self._committed:
             self._committed.wait_for(
-                lambda: self._committed_seq > after_seq or self._closed, timeout
+                lambda: self._committed_seq > after_seq
+                or self._closed
+                or (until is not None and until()),
+                timeout,
             )
             return self._committed_seq
+
+    def wake_waiters(self) -> None:
+        """Wake every :meth:`wait_for_commit` so it re-checks its ``until``."""
+        with self._committed:
+            self._committed.notify_all()
+
+    def subscribe(
+        self,
+        after: ULID | str | bytes | None = None,
+        types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+        *,
+        name: str | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> Subscription:
+        """Follow the global log after ``after`` (or from the checkpoint stored
+        under ``name``): catch up, then deliver new events live as they commit.
+        See :class:`eventstore.subscriptions.Subscription`."""
+        return Subscription(self, after, types, stream_prefix, name, page_size=page_size)
 
     # -- the cold tier --------------------------------------------------------
 

@@ -217,6 +217,9 @@ class Subscription:
     def _next(self, timeout: float | None) -> Event | None:
         deadline: float | None = None
         while not self._closed:
+            if self._store.closed:  # reads run ahead in chunks: stop delivering at once
+                self._close()
+                break
             page = self._page
             if page is None:
                 self._open_page()

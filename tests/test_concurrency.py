@@ -83,3 +83,49 @@ def test_ids_seq_and_commit_order_agree_under_many_writers(tmp_path: Path, sync:
             assert ids == sorted(ids)
         shared = list(store.read_stream("shared"))
         assert [e.version for e in shared] == list(range(len(shared)))
+
+
+CLOSE_WHILE_READING = """
+import sys, threading
+from eventstore import EventStore, NewEvent
+from eventstore.errors import StoreClosed
+store = EventStore.open(sys.argv[1])
+for n in range(20):
+    store.append(f"s-{n % 4}", [NewEvent("T", i) for i in range(100)])
+stop = threading.Event()
+errors = []
+def reader(k):
+    while not stop.is_set():
+        try:
+            for kind in range(4):
+                if kind == 0: sum(1 for _ in store.read_all())
+                elif kind == 1: sum(1 for _ in store.read_stream(f"s-{k % 4}", backwards=True))
+                elif kind == 2: sum(1 for _ in store.read_index(f"s-{k % 4}", "type", "T"))
+                else: store.get(next(store.read_all()).id)
+        except StoreClosed:
+            return
+        except Exception as exc:
+            errors.append(repr(exc)); return
+threads = [threading.Thread(target=reader, args=(k,)) for k in range(6)]
+for t in threads: t.start()
+import time; time.sleep(0.2)
+store.close()
+stop.set()
+for t in threads: t.join()
+print("errors", errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_closing_while_other_threads_read_never_crashes(tmp_path: Path) -> None:
+    # plyvel frees the database under a running call; the store must make
+    # close() wait for reads inside LevelDB and turn later ones into StoreClosed.
+    import subprocess
+    import sys
+
+    for n in range(3):
+        proc = subprocess.run(
+            [sys.executable, "-c", CLOSE_WHILE_READING, str(tmp_path / f"s{n}")],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
