@@ -10,6 +10,7 @@ cold tier (they are garbage awaiting deletion) and every read here skips them.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from itertools import islice, takewhile
 from typing import Any
@@ -41,6 +42,27 @@ def make_event(id16: bytes, stream: str, raw: bytes, where: str = "hot tier") ->
     return event
 
 
+def make_events(items: list[tuple[bytes, str, bytes]], where: str = "hot tier") -> list[Event]:
+    """Events from (id16, stream, record) triples, decoding all records in one
+    msgpack call (a record is one msgpack value, so their concatenation behind
+    an array header is one array): far cheaper than a call per record."""
+    if not items:
+        return []
+    try:
+        recs = msgpack.unpackb(
+            b"\xdd" + len(items).to_bytes(4, "big") + b"".join([raw for _, _, raw in items]),
+            raw=False,
+            strict_map_key=False,
+        )
+        return [
+            _TUPLE_NEW(Event, (ulid_from_bytes(id16), stream, *rec))
+            for (id16, stream, _), rec in zip(items, recs, strict=True)
+        ]
+    except Exception:
+        # Find the culprit one record at a time, for a precise error.
+        return [make_event(id16, stream, raw, where) for id16, stream, raw in items]
+
+
 def open_leveldb(path: str) -> Any:
     try:
         return plyvel.DB(path, create_if_missing=True, write_buffer_size=16 << 20)
@@ -56,31 +78,95 @@ class Gate:
     """Lets reads into LevelDB while the store is open, and lets ``close()`` wait
     until none is inside: plyvel frees the database under a running call
     otherwise, which crashes the process. Reads pass it once per chunk of
-    events, not per event."""
+    events, not per event, and it is a plain lock: cheap to pass."""
 
-    __slots__ = ("_active", "_closed", "_cond")
+    __slots__ = ("_active", "_closed", "_lock")
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._active = 0
         self._closed = False
 
     def __enter__(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise StoreClosed("the store is closed")
             self._active += 1
 
     def __exit__(self, *exc: object) -> None:
-        with self._cond:
+        with self._lock:
             self._active -= 1
-            if self._active == 0 and self._closed:
-                self._cond.notify_all()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.wait_for(lambda: self._active == 0)
+        # Reads inside hold the gate for one chunk (microseconds): poll them out.
+        while True:
+            with self._lock:
+                if self._active == 0:
+                    return
+            time.sleep(0.0005)
+
+
+class Resources:
+    """The plyvel snapshots and iterators of open views, released explicitly.
+
+    Freeing a plyvel iterator or snapshot after (or while) its database
+    closes crashes the process, and a view dropped in another thread is
+    freed whenever its last reference goes. So the objects are held here,
+    released by their view's finaliser while the store is open, and all at
+    once by ``close()`` before the database goes.
+    """
+
+    __slots__ = ("_closed", "_entries", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # a finaliser may run inside a locked block
+        self._entries: dict[int, list[Any]] = {}
+        self._closed = False
+
+    def track(self, owner: int, obj: Any) -> None:
+        with self._lock:
+            if self._closed:
+                obj.close()
+                raise StoreClosed("the store is closed")
+            self._entries.setdefault(owner, []).append(obj)
+
+    def release(self, owner: int) -> None:
+        with self._lock:
+            for obj in reversed(self._entries.pop(owner, ())):  # iterators, then the snapshot
+                obj.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for objs in self._entries.values():
+                for obj in reversed(objs):
+                    obj.close()
+            self._entries.clear()
+
+
+class Snapshot:
+    """A LevelDB snapshot whose iterators and self are released through :class:`Resources`."""
+
+    __slots__ = ("__weakref__", "_resources", "_snap")
+
+    def __init__(self, db: Any, resources: Resources) -> None:
+        self._resources = resources
+        self._snap = db.snapshot()
+        resources.track(id(self), self._snap)
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._snap.get(key)
+        return value
+
+    def iterator(self, **options: Any) -> Any:
+        it = self._snap.iterator(**options)
+        self._resources.track(id(self), it)
+        return it
+
+    def __del__(self) -> None:
+        self._resources.release(id(self))
 
 
 def _global_seq(entry: bytes) -> int:
@@ -173,7 +259,7 @@ class HotView:
             it = self._range(start, stop, backwards, from_version is not None and backwards)
 
         def step(n: int) -> tuple[list[Event], bool]:
-            chunk = [make_event(k[cut:], stream, v) for k, v in islice(it, n)]
+            chunk = make_events([(k[cut:], stream, v) for k, v in islice(it, n)])
             return chunk, len(chunk) == n
 
         return self._chunks(step)
@@ -284,8 +370,8 @@ class HotView:
                 raw = snap_get(event_prefix + id16)
                 if raw is None:
                     raise CorruptFile("hot tier", 0, f"index entry {key!r} has no event record")
-                chunk.append(make_event(id16, stream, raw))
-            return chunk, len(chunk) == n
+                chunk.append((id16, stream, raw))
+            return make_events(chunk), len(chunk) == n
 
         return self._chunks(step)
 
@@ -330,8 +416,8 @@ class HotView:
                     raise CorruptFile(
                         "hot tier", 0, f"global entry {id16.hex()} has no event record"
                     )
-                chunk.append(make_event(id16, stream, raw))
-            return chunk, scanned == n
+                chunk.append((id16, stream, raw))
+            return make_events(chunk), scanned == n
 
         return self._chunks(step)
 
@@ -356,10 +442,11 @@ class HotTier:
         self.path = path
         self.db: Any = open_leveldb(path)
         self.gate = Gate()
+        self.resources = Resources()
 
     def view(self, floor: bytes = _NO_ID) -> HotView:
         with self.gate:
-            return HotView(self.db.snapshot(), floor, self.gate)
+            return HotView(Snapshot(self.db, self.resources), floor, self.gate)
 
     def get_system(self, name: bytes) -> Any:
         raw = self.db.get(keys.system_key(name))
@@ -367,5 +454,6 @@ class HotTier:
 
     def close(self) -> None:
         self.gate.close()
+        self.resources.close()
         if not self.db.closed:
             self.db.close()

@@ -123,7 +123,7 @@ def test_closing_while_other_threads_read_never_crashes(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    for n in range(3):
+    for n in range(8):
         proc = subprocess.run(
             [sys.executable, "-c", CLOSE_WHILE_READING, str(tmp_path / f"s{n}")],
             capture_output=True, text=True, timeout=60,
