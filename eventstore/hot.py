@@ -448,6 +448,21 @@ class HotTier:
         with self.gate:
             return HotView(Snapshot(self.db, self.resources), floor, self.gate)
 
+    def get_event(self, id16: bytes) -> Event | None | bool:
+        """The hot event with this id, None if there is none, or False if its
+        global entry and its record disagree (a compaction deleted one between
+        the two reads: the caller retries on a consistent view)."""
+        db = self.db
+        with self.gate:
+            entry = db.get(keys.GLOBAL + id16)
+            if entry is None:
+                return None
+            stream = msgpack.unpackb(entry, raw=False)[0]
+            raw = db.get(keys.EVENT + stream.encode() + keys.SEP + id16)
+        if raw is None:
+            return False
+        return make_event(id16, stream, raw)
+
     def get_system(self, name: bytes) -> Any:
         raw = self.db.get(keys.system_key(name))
         return None if raw is None else msgpack.unpackb(raw, raw=False, strict_map_key=False)

@@ -44,7 +44,7 @@ from .hot import HotTier
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
 from .records import check_indexes, check_serialisable, name_bytes, unpack
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
-from .view import View
+from .view import Tiers, View
 
 LAYOUT_VERSION = 1
 _HOT_DIR = "hot"
@@ -241,13 +241,14 @@ class EventStore:
             self._hot.close()
             raise
         self._ids = MonotonicULIDs(floor)
+        self._tiers = Tiers(self._files, self._watermark)
         # Guards the (files, watermark) pair: a view takes both and a LevelDB
         # snapshot under it; a compaction commits and swaps both under it.
         self._tier_lock = threading.Lock()
         self._maintenance = threading.Lock()  # one compaction, merge or cleanup at a time
         self._lock = threading.Lock()  # versions, ids, seq and queue order
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # under _lock only
-        self._commit_lock = threading.Lock()  # one LevelDB write at a time
+        self._written = threading.Condition(self._lock)  # a queued group was written
         self._queue: list[_Pending] = []
         self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
         self._closed = False
@@ -309,7 +310,9 @@ class EventStore:
 
     def close(self) -> None:
         """Close the store. Later calls raise :class:`StoreClosed`; closing twice is fine."""
-        with self._maintenance, self._commit_lock, self._lock:
+        with self._maintenance, self._lock:
+            while self._queue:  # let queued appends finish
+                self._written.wait()
             if self._closed:
                 return
             self._closed = True
@@ -388,13 +391,15 @@ class EventStore:
             low = self._watermark
             if cutoff <= low:
                 return CompactResult([], 0, 0, time.perf_counter() - started)
-            # Later appends get ids at or above the cutoff; wait for the ones
-            # already queued, so the snapshot holds every id below it.
+            # Later appends get ids at or above the cutoff; wait until the ones
+            # queued or being written are written, so the snapshot holds every
+            # id below it (a batch leaves the queue only once it is written).
             with self._lock:
                 self._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
-                last = self._queue[-1] if self._queue else None
-            if last is not None:
-                self._commit(last)
+                if self._queue:
+                    last = self._queue[-1]
+                    while not last.done:
+                        self._written.wait()
             snap = self._hot.db.snapshot()
             made: list[tuple[ArchiveFile, Segments]] = []
             try:
@@ -515,6 +520,7 @@ class EventStore:
             batch.write()
             self._files = tuple(files)
             self._watermark = watermark
+            self._tiers = Tiers(self._files, watermark)
 
     def _collect_garbage(self, chunk: int = 4096) -> int:
         """Delete hot keys below the watermark (copies of archived events), a
@@ -700,30 +706,40 @@ class EventStore:
         return -1 if raw is None else int(msgpack.unpackb(raw)[0])
 
     def _commit(self, pending: _Pending) -> None:
-        with self._commit_lock:
-            if not pending.done:
-                with self._lock:
-                    group, self._queue = self._queue, []
-                batch = group[0].batch
-                for other in group[1:]:
-                    batch.append(other.batch)
-                try:
-                    batch.write()
-                except BaseException as exc:
-                    # Ids, seqs and versions of the whole group were handed out;
-                    # continuing would leave gaps, so the store stops here.
-                    self._failed = exc
-                    for item in group:
-                        item.error = exc
-                with self._lock:
-                    for item in group:
-                        item.done = True
-                        for stream_b, version in item.versions:
-                            if self._reserved.get(stream_b) == version:
-                                del self._reserved[stream_b]
-                with self._committed:
-                    self._committed_seq = group[-1].last_seq
-                    self._committed.notify_all()
+        """Wait until ``pending`` is written. The appender at the head of the
+        queue leads: it writes every queued batch in one LevelDB write (one
+        fsync with ``sync=True``) while later appenders queue up behind it;
+        they wake to find their batch written, or to lead the next group."""
+        with self._lock:
+            while not pending.done and self._queue[0] is not pending:
+                self._written.wait()
+            if pending.done:
+                group: list[_Pending] = []
+            else:
+                group = list(self._queue)
+        if group:
+            batch = group[0].batch
+            for other in group[1:]:
+                batch.append(other.batch)
+            try:
+                batch.write()
+            except BaseException as exc:
+                # Ids, seqs and versions of the whole group were handed out;
+                # continuing would leave gaps, so the store stops here.
+                self._failed = exc
+                for item in group:
+                    item.error = exc
+            with self._lock:
+                del self._queue[: len(group)]
+                for item in group:
+                    item.done = True
+                    for stream_b, version in item.versions:
+                        if self._reserved.get(stream_b) == version:
+                            del self._reserved[stream_b]
+                self._written.notify_all()
+            with self._committed:
+                self._committed_seq = group[-1].last_seq
+                self._committed.notify_all()
         if pending.error is not None:
             raise StoreClosed(f"append to {self.path!r} failed: {pending.error}") from pending.error
 
@@ -732,7 +748,8 @@ class EventStore:
     def _view(self) -> View:
         self._check_open()
         with self._tier_lock:
-            return View(self._hot.view(self._watermark), self._files, self._watermark)
+            tiers = self._tiers
+            return View(self._hot.view(tiers.watermark), tiers)
 
     def stream_version(self, stream: str) -> int:
         """Version of the stream's last committed event; -1 if the stream does not exist."""
@@ -777,6 +794,15 @@ class EventStore:
     def get(self, event_id: ULID | str | bytes) -> Event | None:
         """The event with this id, or None. A malformed id raises ``InvalidULID``."""
         id16 = to_ulid_bytes(event_id)
+        self._check_open()
+        tiers = self._tiers
+        if id16 >= tiers.watermark:
+            # Hot: two point reads without a snapshot. Events never change, so
+            # only a compaction racing us (moving the event cold, deleting its
+            # hot keys) can make them disagree, and then the tiers differ.
+            found = self._hot.get_event(id16)
+            if found is not False and self._tiers is tiers:
+                return found  # type: ignore[return-value]
         return self._view().get(id16)
 
     def read_all(

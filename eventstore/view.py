@@ -22,15 +22,27 @@ from .hot import HotView
 Segment = tuple[ArchiveFile, int, int]  # file, first and last version of the stream in it
 
 
-class View:
-    __slots__ = ("by_number", "files", "firsts", "hot", "watermark")
+class Tiers:
+    """The archive files and watermark of one moment, with their lookup tables."""
 
-    def __init__(self, hot: HotView, files: tuple[ArchiveFile, ...], watermark: bytes) -> None:
-        self.hot = hot
+    __slots__ = ("by_number", "files", "firsts", "watermark")
+
+    def __init__(self, files: tuple[ArchiveFile, ...], watermark: bytes) -> None:
         self.files = files
         self.watermark = watermark
         self.firsts = [f.first_id for f in files]
         self.by_number = {f.number: f for f in files}
+
+
+class View:
+    __slots__ = ("by_number", "files", "firsts", "hot", "watermark")
+
+    def __init__(self, hot: HotView, tiers: Tiers) -> None:
+        self.hot = hot
+        self.files = tiers.files
+        self.watermark = tiers.watermark
+        self.firsts = tiers.firsts
+        self.by_number = tiers.by_number
 
     def segments(self, stream_b: bytes) -> list[Segment]:
         """The archive files holding part of a stream, oldest first."""
