@@ -42,7 +42,7 @@ from .events import (
 )
 from .hot import HotTier
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
-from .records import check_indexes, check_serialisable, name_bytes, unpack
+from .records import TYPE_INDEX, check_indexes, check_serialisable, name_bytes, unpack
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
 from .view import Tiers, View
 
@@ -135,11 +135,19 @@ class _Prepared:
                 by_type[type_] = known
             indexes = event.indexes
             if indexes:
-                indexes = check_indexes(indexes, index_types)
-                prefixes = known[1] + [
-                    index_prefix + name.encode() + keys.SEP + value.encode() + keys.SEP
-                    for name, value in indexes.items()
-                ]
+                if type(indexes) is not dict:
+                    indexes = check_indexes(indexes, index_types)
+                prefixes = known[1][:]
+                for entry in indexes.items():
+                    # Validated index entries are remembered (a bounded cache):
+                    # the same few names and values recur in every append.
+                    try:
+                        tail_b = _INDEX_TAILS.get(entry)
+                    except TypeError:  # unhashable: certainly not a str
+                        tail_b = None
+                    if tail_b is None:
+                        tail_b = _index_tail(entry, index_types)
+                    prefixes.append(index_prefix + tail_b)
             else:
                 if indexes is not None and not isinstance(indexes, Mapping):
                     check_indexes(indexes, index_types)  # raises the type error
@@ -155,6 +163,22 @@ class _Prepared:
             self.tails.append(packed[1:])
             self.globals_.append(known[0])
             self.index_keys.append(prefixes)
+
+
+_INDEX_TAILS: dict[tuple[str, str], bytes] = {}
+
+
+def _index_tail(entry: tuple[str, str], index_types: bool) -> bytes:
+    """``name NUL value NUL`` of a valid index entry, or the error for a bad one."""
+    name, value = entry
+    check_indexes({name: value}, index_types)
+    tail_b = name.encode() + keys.SEP + value.encode() + keys.SEP
+    if not index_types and name == TYPE_INDEX:
+        return tail_b  # valid here, but not under index_types=True: do not cache
+    if len(_INDEX_TAILS) >= 4096:
+        _INDEX_TAILS.clear()
+    _INDEX_TAILS[entry] = tail_b
+    return tail_b
 
 
 def _check_expected(expected: Any) -> None:

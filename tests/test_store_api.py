@@ -126,7 +126,7 @@ def test_unserialisable_data_names_the_field_and_type(store: EventStore) -> None
     assert store.stream_version("s") == -1
 
 
-@pytest.mark.parametrize("bad", ["", "a\x00", 5, None, "\ud800", "x" * 2000])
+@pytest.mark.parametrize("bad", ["", "a\x00", 5, None, "\ud800", "x" * 2000, b"v"])
 def test_bad_names_everywhere(store: EventStore, bad: object) -> None:
     for call in (
         lambda: store.append(bad, [NewEvent("T")]),  # type: ignore[arg-type]
@@ -142,6 +142,12 @@ def test_bad_names_everywhere(store: EventStore, bad: object) -> None:
         assert isinstance(info.value, ValueError)
         assert isinstance(info.value, EventStoreError)
     assert list(store.read_all()) == []
+
+
+def test_unhashable_index_value_is_a_type_error(store: EventStore) -> None:
+    with pytest.raises(InvalidName) as info:
+        store.append("s", [NewEvent("T", indexes={"k": ["v"]})])  # type: ignore[dict-item]
+    assert isinstance(info.value, TypeError)
 
 
 def test_get_by_ulid_string_and_bytes(store: EventStore) -> None:
