@@ -6,25 +6,18 @@ one line on stderr and exit non-zero, never a traceback.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import sys
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
 from ..errors import EventStoreError
 from ..esdb import ESDBReader
-from ..events import Event
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+from .output import event_json as _event_json
+from .output import fail as _fail
+from .output import guard as _guard
+from .output import to_json as _jsonable
 
 
 def _open(path: str) -> ESDBReader:
@@ -35,54 +28,6 @@ def _open(path: str) -> ESDBReader:
     except OSError as exc:
         _fail(f"{path}: {exc.strerror or exc}")
     raise AssertionError("unreachable")
-
-
-def _jsonable(value: Any) -> Any:
-    """msgpack values as JSON: bytes as {"$bytes": base64}, other odd values as repr."""
-    if isinstance(value, bytes):
-        return {"$bytes": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, dict):
-        return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return {"$repr": repr(value)}
-
-
-def _event_json(ev: Event) -> dict[str, Any]:
-    return {
-        "id": str(ev.id),
-        "stream": ev.stream,
-        "version": ev.version,
-        "seq": ev.seq,
-        "type": ev.type,
-        "data": _jsonable(ev.data),
-        "metadata": _jsonable(ev.metadata),
-        "indexes": ev.indexes,
-        "timestamp": ev.timestamp.isoformat(),
-    }
-
-
-def _guard(func: F) -> F:
-    """Turn a library error raised mid-command into one stderr line."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except EventStoreError as exc:
-            _fail(str(exc))
-        except BrokenPipeError:
-            # The reader of our output (`| head`) went away: not an error.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(0)
-        except OSError as exc:
-            _fail(str(exc))
-
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group()

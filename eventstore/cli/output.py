@@ -1,0 +1,298 @@
+"""What every ``eventstore`` command shares: failing with one line, the JSON
+encoding of event values, aligned tables and progress bars.
+
+The JSON encoding is lossless for everything msgpack can carry, so that
+``all --json``, ``esdb dump --json`` and ``export`` write the same lines and
+``import`` reads them back byte for byte:
+
+=============================  =============================================
+msgpack value                  JSON
+=============================  =============================================
+nil, bool, int, str, array     themselves
+finite float                   itself
+NaN, +inf, -inf                ``{"$float": "nan" | "inf" | "-inf"}``
+bin (bytes)                    ``{"$bytes": "<base64>"}``
+map, all keys str, none        an object
+starting with ``$``
+any other map                  ``{"$map": [[key, value], ...]}``
+ext (incl. timestamps)         ``{"$ext": [code, "<base64>"]}``
+=============================  =============================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+import click
+import msgpack
+
+from ..errors import EventStoreError
+from ..events import Event
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BadJSON(EventStoreError, ValueError):
+    """A JSON value that does not decode to an event value."""
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def guard(func: F) -> F:
+    """Turn a library error raised mid-command into one stderr line, no traceback."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EventStoreError as exc:
+            fail(str(exc))
+        except BrokenPipeError:
+            # The reader of our output (`| head`) went away: not an error.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+        except OSError as exc:
+            fail(str(exc))
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+# -- the lossless JSON encoding ------------------------------------------------
+
+
+def to_json(value: Any) -> Any:
+    """A msgpack value as a JSON value (see the module docstring)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return {"$float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("$") for k in value):
+            return {k: to_json(v) for k, v in value.items()}
+        return {"$map": [[to_json(k), to_json(v)] for k, v in value.items()]}
+    if isinstance(value, msgpack.ExtType):  # a namedtuple: before the tuples
+        return {"$ext": [value.code, base64.b64encode(value.data).decode("ascii")]}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, msgpack.Timestamp):
+        return {"$ext": [-1, base64.b64encode(value.to_bytes()).decode("ascii")]}
+    return {"$repr": repr(value)}  # never made by msgpack; refused by from_json
+
+
+def _b64(text: Any, tag: str) -> bytes:
+    if not isinstance(text, str):
+        raise BadJSON(f"{tag} wants a base64 string, got {json.dumps(text)[:40]}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadJSON(f"{tag} holds invalid base64: {text[:40]!r}") from None
+
+
+def from_json(value: Any) -> Any:
+    """The msgpack value that :func:`to_json` made ``value`` from."""
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((tag, inner),) = value.items()
+        if tag.startswith("$"):
+            return _tagged(tag, inner)
+    for k in value:
+        if k.startswith("$"):
+            raise BadJSON(f"object key {k!r} starts with '$': write such maps as {{\"$map\": ...}}")
+    return {k: from_json(v) for k, v in value.items()}
+
+
+def _tagged(tag: str, inner: Any) -> Any:
+    if tag == "$bytes":
+        return _b64(inner, tag)
+    if tag == "$map":
+        if not isinstance(inner, list) or not all(
+            isinstance(p, list) and len(p) == 2 for p in inner
+        ):
+            raise BadJSON("$map wants a list of [key, value] pairs")
+        out: dict[Any, Any] = {}
+        for k, v in inner:
+            key = from_json(k)
+            if isinstance(key, (list, dict)):
+                raise BadJSON("$map keys must be scalars")
+            out[key] = from_json(v)
+        return out
+    if tag == "$float":
+        table = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+        if inner not in table:
+            raise BadJSON(f"$float wants 'nan', 'inf' or '-inf', got {inner!r}")
+        return table[inner]
+    if tag == "$ext":
+        if not (isinstance(inner, list) and len(inner) == 2 and type(inner[0]) is int
+                and -128 <= inner[0] <= 127):
+            raise BadJSON("$ext wants [code (-128..127), base64]")
+        return msgpack.ExtType(inner[0], _b64(inner[1], tag))
+    if tag == "$repr":
+        raise BadJSON(f"a $repr value cannot be read back: {str(inner)[:60]}")
+    raise BadJSON(f"unknown tag {tag!r}")
+
+
+def parse_json(text: str, what: str) -> Any:
+    """A value given on the command line as JSON (``--data``), decoded."""
+    try:
+        return from_json(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise BadJSON(f"{what} is not valid JSON: {exc}") from None
+    except BadJSON as exc:
+        raise BadJSON(f"{what}: {exc}") from None
+
+
+def event_json(ev: Event) -> dict[str, Any]:
+    """One event as a JSON object: the line format of every ``--json`` output and of
+    ``export``."""
+    return {
+        "id": str(ev.id),
+        "stream": ev.stream,
+        "version": ev.version,
+        "seq": ev.seq,
+        "type": ev.type,
+        "data": to_json(ev.data),
+        "metadata": to_json(ev.metadata),
+        "indexes": to_json(ev.indexes),
+        "timestamp": ev.timestamp.isoformat(),
+    }
+
+
+def compact_json(value: Any) -> str:
+    """Event data for a human table: one line, non-ASCII kept."""
+    return json.dumps(to_json(value), ensure_ascii=False, separators=(", ", ": "))
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False))
+
+
+# -- human output ---------------------------------------------------------------
+
+
+def human_time(ev: Event) -> str:
+    return ev.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
+    """``name  value`` lines with the values aligned."""
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+class Table:
+    """Rows printed as aligned columns, streaming.
+
+    The first ``buffer`` rows are held back to size the columns; after that
+    rows print at once and a column only ever widens (``min_widths`` keeps
+    that rare when rows arrive one by one). The last column is never padded.
+    """
+
+    def __init__(self, heads: Sequence[str], numeric: set[int] | None = None,
+                 buffer: int = 200, min_widths: Sequence[int] = ()) -> None:
+        self.heads = list(heads)
+        self.numeric = numeric or set()
+        self.widths = [max(len(h), w) for h, w in zip(heads, [*min_widths, *[0] * len(heads)],
+                                                      strict=False)]
+        self.buffer = buffer
+        self.held: list[list[str]] | None = []
+        if buffer == 0:
+            self._flush()
+
+    def _line(self, cells: Sequence[str]) -> str:
+        for i, cell in enumerate(cells[:-1]):
+            self.widths[i] = max(self.widths[i], len(cell))
+        parts = [
+            c.rjust(self.widths[i]) if i in self.numeric else c.ljust(self.widths[i])
+            for i, c in enumerate(cells[:-1])
+        ]
+        parts.append(cells[-1])
+        return "  ".join(parts).rstrip()
+
+    def _flush(self) -> None:
+        held, self.held = self.held or [], None
+        for row in held:
+            for i, cell in enumerate(row[:-1]):
+                self.widths[i] = max(self.widths[i], len(cell))
+        click.echo(self._line(self.heads))
+        for row in held:
+            click.echo(self._line(row))
+
+    def row(self, cells: Sequence[str]) -> None:
+        if self.held is None:
+            click.echo(self._line(cells))
+            return
+        self.held.append(list(cells))
+        if len(self.held) >= self.buffer:
+            self._flush()
+
+    def flush(self) -> None:
+        """Print what is held back (the header alone if there were no rows); later
+        rows print at once."""
+        if self.held is not None:
+            self._flush()
+
+
+# -- progress bars --------------------------------------------------------------
+
+
+def on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal, nothing when piped.
+
+    Yields ``advance(n)``; redraws at most ten times a second, so calling it
+    per event costs little.
+    """
+    if not on_terminal() or length <= 0:
+        yield lambda n: None
+        return
+    pending = 0
+    last = 0.0
+    with click.progressbar(length=length, label=label, file=sys.stderr,
+                           show_pos=True, show_percent=True) as bar:
+
+        def advance(n: int) -> None:
+            nonlocal pending, last
+            pending += n
+            now = time.monotonic()
+            if now - last >= 0.1:
+                bar.update(pending)
+                pending, last = 0, now
+
+        yield advance
+        bar.update(pending)
