@@ -261,6 +261,9 @@ class EventStore:
             if self._files:  # when every event is cold, the files hold the highs
                 floor = max(floor, int.from_bytes(self._files[-1].last_id, "big"))
                 self._seq = max(self._seq, self._files[-1].last_seq)
+            # Ids below the watermark belong to the archive: never hand one out,
+            # even if the clock now reads earlier than the last cutoff.
+            floor = max(floor, int.from_bytes(self._watermark, "big") - 1)
         except BaseException:
             self._hot.close()
             raise
@@ -280,11 +283,9 @@ class EventStore:
         # Woken after every commit: live subscribers wait here, not on a timer.
         self._committed = threading.Condition(threading.Lock())
         self._committed_seq = self._seq
-        try:  # finish deleting what an interrupted compaction archived
-            self._collect_garbage()
-        except BaseException:
-            self.close()
-            raise
+        self._cleaner: threading.Thread | None = None
+        if self._watermark != bytes(16):  # finish what an interrupted cleanup left
+            self._start_cleanup()
 
     @classmethod
     def open(
@@ -442,7 +443,8 @@ class EventStore:
                     f.reader.close()
                     _remove_quietly(os.path.join(self._archive_dir, f.name))
                 raise
-            self._collect_garbage()
+            del snap
+            self._start_cleanup()
         return CompactResult(
             [os.path.join(self._archive_dir, f.name) for f, _ in made],
             sum(f.events for f, _ in made),
@@ -546,34 +548,66 @@ class EventStore:
             self._watermark = watermark
             self._tiers = Tiers(self._files, watermark)
 
-    def _collect_garbage(self, chunk: int = 4096) -> int:
-        """Delete hot keys below the watermark (copies of archived events), a
-        bounded batch at a time. Safe to stop anywhere: what is left is found
-        again from the global log and deleted at the next open or compaction."""
+    def cleanup(self) -> int:
+        """Delete, now, the hot copies of archived events that a compaction left
+        behind (normally a background thread does it after each compaction,
+        a bounded batch at a time). Returns how many events' keys it deleted."""
         deleted = 0
         while True:
-            snap = self._hot.db.snapshot()
-            batch = self._hot.db.write_batch()
-            n = 0
-            for key, entry in snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._watermark):
-                stream, type_, _seq = unpack(entry)
-                stream_b, id16 = stream.encode(), key[1:]
-                event_key = keys.event_key(stream_b, id16)
-                raw = snap.get(event_key)
-                batch.delete(key)
-                batch.delete(event_key)
-                if self._index_types:
-                    batch.delete(keys.index_key(stream_b, b"type", type_.encode(), id16))
-                if raw is not None:
-                    for name, value in unpack(raw)[5].items():
-                        batch.delete(keys.index_key(stream_b, name.encode(), value.encode(), id16))
-                n += 1
-                if n == chunk:
-                    break
-            if n == 0:
-                return deleted
-            batch.write()
+            with self._maintenance:
+                self._check_open()
+                n = self._delete_garbage()
+                if n == 0:
+                    if deleted:
+                        self._compact_tombstones()
+                    return deleted
             deleted += n
+
+    def _start_cleanup(self) -> None:
+        thread = self._cleaner
+        if thread is None or not thread.is_alive():
+            self._cleaner = threading.Thread(
+                target=self._cleanup_quietly, name="eventstore-cleanup", daemon=True
+            )
+            self._cleaner.start()
+
+    def _cleanup_quietly(self) -> None:
+        try:
+            self.cleanup()
+        except StoreClosed:
+            pass  # resumed at the next open
+
+    def _delete_garbage(self, chunk: int = 4096) -> int:
+        """Delete the hot keys of up to ``chunk`` events below the watermark.
+        Safe to stop anywhere: what is left is found again from the global log."""
+        snap = self._hot.db.snapshot()
+        batch = self._hot.db.write_batch()
+        n = 0
+        for key, entry in snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._watermark):
+            stream, type_, _seq = unpack(entry)
+            stream_b, id16 = stream.encode(), key[1:]
+            event_key = keys.event_key(stream_b, id16)
+            raw = snap.get(event_key)
+            batch.delete(key)
+            batch.delete(event_key)
+            if self._index_types:
+                batch.delete(keys.index_key(stream_b, b"type", type_.encode(), id16))
+            if raw is not None:
+                for name, value in unpack(raw)[5].items():
+                    batch.delete(keys.index_key(stream_b, name.encode(), value.encode(), id16))
+            n += 1
+            if n == chunk:
+                break
+        del snap  # a live snapshot would keep the deleted keys alive
+        if n:
+            batch.write()
+        return n
+
+    def _compact_tombstones(self) -> None:
+        # Deleted keys stay as tombstones until LevelDB compacts them away,
+        # and every seek into the event and index namespaces would have to
+        # skip over them: compact those namespaces once the deletion is done.
+        self._hot.db.compact_range(start=keys.EVENT, stop=keys.prefix_end(keys.INDEX))
 
     # -- snapshots and checkpoints -------------------------------------------
 

@@ -341,9 +341,11 @@ def main() -> None:
             results["group_commit_gain"] = {"eventstore": gain}
         if not args.no_esdb and not args.only:
             sys.path.insert(0, os.path.dirname(__file__))
-            from bench_tiers import bench_tiers
+            import bench_tiers
 
-            results.update(bench_tiers(ws, quick=args.quick, runs=runs))
+            tiers = bench_tiers.bench_tiers(ws, quick=args.quick, runs=runs)
+            bench_tiers.report(tiers)
+            results["tiers"] = tiers
     finally:
         ws.close()
     if args.json:

@@ -271,3 +271,20 @@ def test_backward_reads_when_the_watermark_equals_an_event_id(store: EventStore)
     assert list(store.read_index("s", "type", "T", backwards=True)) == [event]
     assert list(store.read_all(backwards=True)) == [event]
     assert list(store.read_all(from_seq=1, backwards=True)) == [event]
+
+
+def test_ids_stay_above_the_watermark_after_reopen(tmp_path: Path) -> None:
+    # A compaction at a cutoff ahead of every event, then a clock that reads
+    # earlier after a restart: new ids must still land above the watermark,
+    # or reads would ignore those events and cleanup would delete them.
+    from eventstore import keys
+
+    with EventStore.open(tmp_path / "s") as store:
+        store.append("s", [NewEvent("T")])
+        ahead = ULID.from_int(int(ULID()) + (60_000 << 80))  # a minute ahead of the clock
+        store._hot.db.put(keys.WATERMARK, ahead.bytes)  # as such a compaction leaves it
+    with EventStore.open(tmp_path / "s") as store:
+        r = store.append("s", [NewEvent("U")])
+        assert r.ids[0].bytes >= ahead.bytes
+        event = store.get(r.ids[0])
+        assert event is not None and event.type == "U"
