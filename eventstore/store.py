@@ -10,19 +10,23 @@ appender gets the commit lock first, all of them in one LevelDB write: with
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any, NamedTuple
 
 import msgpack
+import plyvel
 from ulid import ULID
 
 from . import keys
 from .archive import ARCHIVE_DIR, ArchiveFile, open_files, remove_orphans
-from .compaction import Segments, compact_range, merge_files, split_range
+from .compaction import Segments, compact_range, fsync_folder, merge_files, split_range
 from .errors import (
+    CorruptFile,
     EventStoreError,
     InvalidArgument,
     InvalidNameType,
@@ -40,9 +44,16 @@ from .events import (
     NewEvent,
     Snapshot,
 )
-from .hot import HotTier
-from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
-from .records import TYPE_INDEX, check_indexes, check_serialisable, name_bytes, unpack
+from .hot import HotTier, HotView
+from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes, ulid_from_int
+from .records import (
+    TYPE_INDEX,
+    check_indexes,
+    check_serialisable,
+    encode_record,
+    name_bytes,
+    unpack,
+)
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
 from .view import Tiers, View
 
@@ -79,6 +90,29 @@ class CompactResult(NamedTuple):
     events: int
     bytes: int
     seconds: float
+
+
+class BackupResult(NamedTuple):
+    """What a backup wrote."""
+
+    path: str
+    events: int
+    files: int
+    linked: int
+    bytes: int
+    seconds: float
+
+
+class ArchiveInfo(NamedTuple):
+    """One archive file, as :meth:`EventStore.archive_files` lists it."""
+
+    path: str
+    first_id: ULID
+    last_id: ULID
+    first_seq: int
+    last_seq: int
+    events: int
+    bytes: int
 
 
 def _remove_quietly(path: str) -> None:
@@ -608,6 +642,180 @@ class EventStore:
         # and every seek into the event and index namespaces would have to
         # skip over them: compact those namespaces once the deletion is done.
         self._hot.db.compact_range(start=keys.EVENT, stop=keys.prefix_end(keys.INDEX))
+
+    # -- moving whole stores -----------------------------------------------------
+
+    def import_events(
+        self,
+        events: Iterable[Event],
+        *,
+        batch_size: int = 4096,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Append existing events keeping their ids, versions and seqs (an
+        export's round trip). Each id must lie above every id the store holds,
+        each seq continue the log without a gap, each version continue its
+        stream; a violation raises :class:`InvalidArgument` before its batch
+        (of ``batch_size`` events, each written atomically) is written."""
+        it = iter(events)
+        total = 0
+        while chunk := list(islice(it, batch_size)):
+            with self._lock:
+                self._check_open()
+                batch = self._hot.db.write_batch(sync=self.sync)
+                last_id, seq = self._ids.last, self._seq
+                versions: dict[bytes, int] = {}
+                for event in chunk:
+                    id16 = to_ulid_bytes(event.id)
+                    id_int = int.from_bytes(id16, "big")
+                    if id_int <= last_id or id16 < self._watermark:
+                        raise InvalidArgument(
+                            f"event {event.id} is not above the store's newest id "
+                            f"{ulid_from_int(last_id)}: imports only extend a store"
+                        )
+                    if event.seq != seq + 1:
+                        raise InvalidArgument(f"event {event.id} has seq {event.seq}, expected {seq + 1}")
+                    stream_b = name_bytes(event.stream, "stream name")
+                    type_b = name_bytes(event.type, "event type")
+                    current = versions.get(stream_b)
+                    if current is None:
+                        current = self._current_version(stream_b)
+                    if event.version != current + 1:
+                        raise InvalidArgument(
+                            f"event {event.id} of stream {event.stream!r} has version "
+                            f"{event.version}, expected {current + 1}"
+                        )
+                    indexes = check_indexes(event.indexes, self._index_types)
+                    record = encode_record(event.version, event.seq, event.type, event.data,
+                                           event.metadata, indexes)
+                    batch.put(keys.event_key(stream_b, id16), record)
+                    batch.put(keys.GLOBAL + id16, _packb([event.stream, event.type, event.seq]))
+                    if self._index_types:
+                        batch.put(keys.index_key(stream_b, b"type", type_b, id16), b"")
+                    for name, value in indexes.items():
+                        batch.put(keys.index_key(stream_b, name.encode(), value.encode(), id16), b"")
+                    versions[stream_b] = event.version
+                    last_id, seq = id_int, event.seq
+                for stream_b, version in versions.items():
+                    batch.put(keys.meta_key(stream_b), _packb([version]))
+                    self._reserved[stream_b] = version
+                self._ids.raise_floor(last_id)
+                self._seq = seq
+                pending = _Pending(batch, list(versions.items()), seq)
+                self._queue.append(pending)
+            self._commit(pending)
+            total += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return total
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
+        """A consistent online backup into the new folder ``dest``: a LevelDB
+        snapshot copied into a new LevelDB, plus the archive files the manifest
+        names (hard-linked where the filesystem allows: they never change).
+        Appends and reads go on meanwhile; the backup is a store that opens."""
+        started = time.perf_counter()
+        dest = os.fspath(dest)
+        if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+            raise InvalidArgument(f"backup destination {dest!r} exists and is not an empty folder")
+        tmp = dest.rstrip("/") + ".partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(os.path.join(tmp, ARCHIVE_DIR))
+        with self._maintenance:  # no compaction or merge swaps files meanwhile
+            self._check_open()
+            with self._tier_lock:
+                snap = self._hot.db.snapshot()
+                tiers = self._tiers
+            linked = size = 0
+            for f in tiers.files:
+                source = os.path.join(self._archive_dir, f.name)
+                target = os.path.join(tmp, ARCHIVE_DIR, f.name)
+                try:
+                    os.link(source, target)
+                    linked += 1
+                except OSError:
+                    shutil.copyfile(source, target)
+                size += f.size
+            copy = plyvel.DB(os.path.join(tmp, _HOT_DIR), create_if_missing=True,
+                             error_if_exists=True)
+            try:
+                batch = copy.write_batch()
+                n = 0
+                for key, value in snap.iterator():
+                    batch.put(key, value)
+                    size += len(key) + len(value)
+                    n += 1
+                    if n % 10_000 == 0:
+                        batch.write()
+                        batch = copy.write_batch()
+                batch.write()
+                copy.put(keys.system_key(b"backup"), _packb(time.time()), sync=True)
+                last = HotView(snap, tiers.watermark, self._hot.gate).last_global()
+            finally:
+                copy.close()
+                del snap
+        events = max(last[1] if last else 0, tiers.files[-1].last_seq if tiers.files else 0)
+        fsync_folder(os.path.join(tmp, ARCHIVE_DIR))
+        fsync_folder(tmp)
+        if os.path.isdir(dest):
+            os.rmdir(dest)
+        os.rename(tmp, dest)
+        fsync_folder(os.path.dirname(os.path.abspath(dest)))
+        return BackupResult(dest, events, len(tiers.files), linked, size,
+                            time.perf_counter() - started)
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> None:
+        """Check the store end to end; :class:`CorruptFile` on the first problem.
+
+        Every archive file's checksums and structure, the manifest against the
+        files, and the log: ids increasing, seq gap-free from 1, every global
+        entry with its record, versions dense per stream and equal to each
+        stream's recorded version."""
+        view = self._view()
+        for f in view.files:
+            path = os.path.join(self._archive_dir, f.name)
+            if not os.path.exists(path):
+                raise CorruptFile(path, 0, "named by the manifest but missing")
+            f.reader.verify()
+            meta = f.reader.meta
+            if (meta.first_id, meta.last_id, meta.first_seq, meta.last_seq, meta.event_count) != (
+                f.first_id, f.last_id, f.first_seq, f.last_seq, f.events
+            ):
+                raise CorruptFile(path, 0, "does not hold what the manifest says")
+        seq, last_id = 0, b""
+        versions: dict[str, int] = {}
+        for n, event in enumerate(view.read_all(None, False, None, None), 1):
+            where = f"{self.path} (event {event.id})"
+            if event.seq != seq + 1:
+                raise CorruptFile(where, 0, f"seq {event.seq} after {seq}: the log has a gap")
+            if event.id.bytes <= last_id:
+                raise CorruptFile(where, 0, "ids out of order")
+            expected = versions.get(event.stream, -1) + 1
+            if event.version != expected:
+                raise CorruptFile(where, 0, f"version {event.version}, expected {expected}")
+            versions[event.stream] = event.version
+            seq, last_id = event.seq, event.id.bytes
+            if progress is not None and n % 4096 == 0:
+                progress(4096)
+        for stream, version in versions.items():
+            recorded = view.hot.stream_version(stream.encode())
+            if recorded != version:
+                raise CorruptFile(self.path, 0, f"stream {stream!r} records version {recorded}, "
+                                                f"its events end at {version}")
+
+    @property
+    def watermark(self) -> ULID | None:
+        """Events with smaller ids live in archive files (None: nothing archived yet)."""
+        w = self._tiers.watermark
+        return None if w == bytes(16) else ulid_from_bytes(w)
+
+    def archive_files(self) -> list[ArchiveInfo]:
+        """The archive files the manifest names, oldest first."""
+        return [
+            ArchiveInfo(os.path.join(self._archive_dir, f.name), ulid_from_bytes(f.first_id),
+                        ulid_from_bytes(f.last_id), f.first_seq, f.last_seq, f.events, f.size)
+            for f in self._tiers.files
+        ]
 
     # -- snapshots and checkpoints -------------------------------------------
 
