@@ -122,7 +122,7 @@ class Aggregate:
                 if isinstance(marked, str):
                     appliers[marked] = attr
                 elif attr.startswith("apply_") and callable(value):
-                    appliers[attr[len("apply_"):]] = attr
+                    appliers[attr[len("apply_") :]] = attr
         cls._appliers = appliers
 
     def __init__(self, id: str) -> None:
@@ -169,8 +169,11 @@ class Aggregate:
 
     def snapshot_state(self) -> Any:
         """The state a snapshot stores (msgpack-serialisable)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")
-                and k not in ("id", "version")}
+        return {
+            k: v
+            for k, v in vars(self).items()
+            if not k.startswith("_") and k not in ("id", "version")
+        }
 
     def restore_state(self, state: Any) -> None:
         """Set the state from :meth:`snapshot_state`'s value."""
@@ -190,9 +193,7 @@ class Repository(Generic[A]):
     the latest snapshot and reads only the events after it.
     """
 
-    def __init__(
-        self, store: EventStore, cls: type[A], snapshot_every: int | None = None
-    ) -> None:
+    def __init__(self, store: EventStore, cls: type[A], snapshot_every: int | None = None) -> None:
         if not (isinstance(cls, type) and issubclass(cls, Aggregate)):
             raise InvalidArgument(f"Repository needs an Aggregate subclass, got {cls!r}")
         if snapshot_every is not None and (type(snapshot_every) is not int or snapshot_every < 1):
@@ -255,8 +256,9 @@ class Repository(Generic[A]):
         if not pending:
             return None
         if metadata is not None:
-            pending = [e if e.metadata is not None else e._replace(metadata=metadata)
-                       for e in pending]
+            pending = [
+                e if e.metadata is not None else e._replace(metadata=metadata) for e in pending
+            ]
         old = aggregate.version
         result = self.store.append(aggregate.stream, pending, expected_version=old)
         aggregate.version = result.last_version
@@ -311,9 +313,7 @@ class Repository(Generic[A]):
         return retry_on_conflict(once, attempts=attempts)
 
 
-def retry_on_conflict(
-    fn: Callable[[], T], *, attempts: int = 5, backoff: float = 0.0
-) -> T:
+def retry_on_conflict(fn: Callable[[], T], *, attempts: int = 5, backoff: float = 0.0) -> T:
     """Call ``fn`` until it does not raise :class:`WrongExpectedVersion`, at most
     ``attempts`` times; then the last conflict propagates. Any other error
     propagates at once. ``fn`` must load what it changes afresh on every
@@ -352,4 +352,3 @@ def with_retries(
         return wrapper
 
     return decorate
-

@@ -35,8 +35,16 @@ class ArchiveFile:
 
     def entry(self) -> list[Any]:
         """The file's manifest entry."""
-        return [self.number, self.name, self.first_id, self.last_id, self.first_seq,
-                self.last_seq, self.events, self.size]
+        return [
+            self.number,
+            self.name,
+            self.first_id,
+            self.last_id,
+            self.first_seq,
+            self.last_seq,
+            self.events,
+            self.size,
+        ]
 
 
 def file_name(number: int) -> str:
@@ -47,9 +55,17 @@ def file_name(number: int) -> str:
 def from_meta(folder: str, number: int, meta: FileMeta) -> ArchiveFile:
     assert meta.first_id is not None and meta.last_id is not None
     name = os.path.basename(meta.path)
-    return ArchiveFile(number, name, meta.first_id, meta.last_id, meta.first_seq,
-                       meta.last_seq, meta.event_count, meta.file_size,
-                       ESDBReader(os.path.join(folder, name)))
+    return ArchiveFile(
+        number,
+        name,
+        meta.first_id,
+        meta.last_id,
+        meta.first_seq,
+        meta.last_seq,
+        meta.event_count,
+        meta.file_size,
+        ESDBReader(os.path.join(folder, name)),
+    )
 
 
 def open_files(folder: str, entries: list[list[Any]]) -> list[ArchiveFile]:
@@ -57,8 +73,9 @@ def open_files(folder: str, entries: list[list[Any]]) -> list[ArchiveFile]:
     files = []
     for number, name, first_id, last_id, first_seq, last_seq, events, size in entries:
         reader = ESDBReader(os.path.join(folder, name))
-        files.append(ArchiveFile(number, name, first_id, last_id, first_seq, last_seq,
-                                 events, size, reader))
+        files.append(
+            ArchiveFile(number, name, first_id, last_id, first_seq, last_seq, events, size, reader)
+        )
     return files
 
 

@@ -13,6 +13,7 @@ stream in the range.
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,7 +42,7 @@ def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tup
     if count == 0:
         return []
     bounds.append(high)
-    return list(zip(bounds, bounds[1:], strict=False))
+    return list(itertools.pairwise(bounds))
 
 
 def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:

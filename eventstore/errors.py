@@ -43,9 +43,7 @@ class WrongExpectedVersion(EventStoreError):
         self.stream = stream
         self.expected = expected
         self.actual = actual
-        super().__init__(
-            f"stream {stream!r}: expected version {expected}, actual version {actual}"
-        )
+        super().__init__(f"stream {stream!r}: expected version {expected}, actual version {actual}")
 
 
 class StoreLocked(EventStoreError, OSError):

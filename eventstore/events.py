@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from ulid import ULID
@@ -59,7 +59,7 @@ class Event(NamedTuple):
     def timestamp(self) -> datetime:
         """When the event was appended: the ULID's millisecond time, in UTC."""
         ms = int.from_bytes(self.id.bytes[:6], "big")
-        return datetime.fromtimestamp(ms / 1000, timezone.utc)
+        return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class AppendResult(NamedTuple):

@@ -448,7 +448,7 @@ class HotTier:
         with self.gate:
             return HotView(Snapshot(self.db, self.resources), floor, self.gate)
 
-    def get_event(self, id16: bytes) -> Event | None | bool:
+    def get_event(self, id16: bytes) -> Event | bool | None:
         """The hot event with this id, None if there is none, or False if its
         global entry and its record disagree (a compaction deleted one between
         the two reads: the caller retries on a consistent view)."""

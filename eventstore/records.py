@@ -61,7 +61,10 @@ def encode_record(
     version: int, seq: int, type_: str, data: Any, metadata: Any, indexes: dict[str, str]
 ) -> bytes:
     try:
-        return msgpack.packb([version, seq, type_, data, metadata, indexes], use_bin_type=True)
+        packed: bytes = msgpack.packb(
+            [version, seq, type_, data, metadata, indexes], use_bin_type=True
+        )
+        return packed
     except (TypeError, ValueError, OverflowError):
         for field, value in (("data", data), ("metadata", metadata)):
             try:
@@ -95,7 +98,8 @@ def _culprit(value: Any) -> str:
 def check_serialisable(value: Any, field: str) -> bytes:
     """msgpack bytes of ``value``, or :class:`UnserialisableData` naming ``field``."""
     try:
-        return msgpack.packb(value, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise UnserialisableData(
             f"{field} cannot be stored: {exc} (offending value type: {_culprit(value)})"

@@ -9,6 +9,7 @@ appender gets the commit lock first, all of them in one LevelDB write: with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -116,10 +117,8 @@ class ArchiveInfo(NamedTuple):
 
 
 def _remove_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 class _Prepared:
@@ -396,9 +395,11 @@ class EventStore:
         """
         with self._committed:
             self._committed.wait_for(
-                lambda: self._committed_seq > after_seq
-                or self._closed
-                or (until is not None and until()),
+                lambda: (
+                    self._committed_seq > after_seq
+                    or self._closed
+                    or (until is not None and until())
+                ),
                 timeout,
             )
             return self._committed_seq
@@ -444,7 +445,9 @@ class EventStore:
         started = time.perf_counter()
         cutoff = self._cutoff(before, older_than)
         if type(max_file_events) is not int or max_file_events < 1:
-            raise InvalidArgument(f"max_file_events must be a positive int, got {max_file_events!r}")
+            raise InvalidArgument(
+                f"max_file_events must be a positive int, got {max_file_events!r}"
+            )
         with self._maintenance:
             self._check_open()
             low = self._watermark
@@ -510,7 +513,9 @@ class EventStore:
                 merged, segments = merge_files(self._archive_dir, number, run, self._index_types)
                 try:
                     self._commit_files(
-                        added=[merged], removed=run, segments=[(merged, segments)],
+                        added=[merged],
+                        removed=run,
+                        segments=[(merged, segments)],
                         watermark=self._watermark,
                     )
                 except BaseException:
@@ -533,12 +538,16 @@ class EventStore:
         now_ms = time.time_ns() // 1_000_000
         if older_than is not None:
             if not isinstance(older_than, timedelta) or older_than < timedelta(0):
-                raise InvalidArgument(f"older_than must be a non-negative timedelta, got {older_than!r}")
+                raise InvalidArgument(
+                    f"older_than must be a non-negative timedelta, got {older_than!r}"
+                )
             ms = now_ms - int(older_than / timedelta(milliseconds=1))
             return (max(ms, 0) << 80).to_bytes(16, "big")
         if isinstance(before, datetime):
             if before.tzinfo is None:
-                raise InvalidArgument("before= needs an aware datetime (say, with tzinfo=timezone.utc)")
+                raise InvalidArgument(
+                    "before= needs an aware datetime (say, with tzinfo=timezone.utc)"
+                )
             ms = int(before.timestamp() * 1000)
             if ms > now_ms:
                 raise InvalidArgument(f"cutoff {before.isoformat()} is in the future")
@@ -563,18 +572,22 @@ class EventStore:
         """The commit point: one synced batch names the new files in the
         manifest, moves the watermark and files each stream's segments."""
         gone = {f.number for f in removed}
-        files = sorted([f for f in self._files if f.number not in gone] + added,
-                       key=lambda f: f.first_id)
+        files = sorted(
+            [f for f in self._files if f.number not in gone] + added, key=lambda f: f.first_id
+        )
         batch = self._hot.db.write_batch(sync=True)
         for f in removed:
             for sp in f.reader.spaces():
                 batch.delete(keys.segment_key(sp.stream.encode(), f.first_id))
         for f, segs in segments:
             for stream_b, first_version, last_version in segs:
-                batch.put(keys.segment_key(stream_b, f.first_id),
-                          _packb([f.number, first_version, last_version]))
-        batch.put(keys.MANIFEST, _packb({"next": self._next_file,
-                                         "files": [f.entry() for f in files]}))
+                batch.put(
+                    keys.segment_key(stream_b, f.first_id),
+                    _packb([f.number, first_version, last_version]),
+                )
+        batch.put(
+            keys.MANIFEST, _packb({"next": self._next_file, "files": [f.entry() for f in files]})
+        )
         batch.put(keys.WATERMARK, watermark)
         with self._tier_lock:
             batch.write()
@@ -606,10 +619,8 @@ class EventStore:
             self._cleaner.start()
 
     def _cleanup_quietly(self) -> None:
-        try:
+        with contextlib.suppress(StoreClosed):  # resumed at the next open
             self.cleanup()
-        except StoreClosed:
-            pass  # resumed at the next open
 
     def _delete_garbage(self, chunk: int = 4096) -> int:
         """Delete the hot keys of up to ``chunk`` events below the watermark.
@@ -674,7 +685,9 @@ class EventStore:
                             f"{ulid_from_int(last_id)}: imports only extend a store"
                         )
                     if event.seq != seq + 1:
-                        raise InvalidArgument(f"event {event.id} has seq {event.seq}, expected {seq + 1}")
+                        raise InvalidArgument(
+                            f"event {event.id} has seq {event.seq}, expected {seq + 1}"
+                        )
                     stream_b = name_bytes(event.stream, "stream name")
                     type_b = name_bytes(event.type, "event type")
                     current = versions.get(stream_b)
@@ -686,14 +699,17 @@ class EventStore:
                             f"{event.version}, expected {current + 1}"
                         )
                     indexes = check_indexes(event.indexes, self._index_types)
-                    record = encode_record(event.version, event.seq, event.type, event.data,
-                                           event.metadata, indexes)
+                    record = encode_record(
+                        event.version, event.seq, event.type, event.data, event.metadata, indexes
+                    )
                     batch.put(keys.event_key(stream_b, id16), record)
                     batch.put(keys.GLOBAL + id16, _packb([event.stream, event.type, event.seq]))
                     if self._index_types:
                         batch.put(keys.index_key(stream_b, b"type", type_b, id16), b"")
                     for name, value in indexes.items():
-                        batch.put(keys.index_key(stream_b, name.encode(), value.encode(), id16), b"")
+                        batch.put(
+                            keys.index_key(stream_b, name.encode(), value.encode(), id16), b""
+                        )
                     versions[stream_b] = event.version
                     last_id, seq = id_int, event.seq
                 for stream_b, version in versions.items():
@@ -736,15 +752,14 @@ class EventStore:
                 except OSError:
                     shutil.copyfile(source, target)
                 size += f.size
-            copy = plyvel.DB(os.path.join(tmp, _HOT_DIR), create_if_missing=True,
-                             error_if_exists=True)
+            copy = plyvel.DB(
+                os.path.join(tmp, _HOT_DIR), create_if_missing=True, error_if_exists=True
+            )
             try:
                 batch = copy.write_batch()
-                n = 0
-                for key, value in snap.iterator():
+                for n, (key, value) in enumerate(snap.iterator(), 1):
                     batch.put(key, value)
                     size += len(key) + len(value)
-                    n += 1
                     if n % 10_000 == 0:
                         batch.write()
                         batch = copy.write_batch()
@@ -761,8 +776,9 @@ class EventStore:
             os.rmdir(dest)
         os.rename(tmp, dest)
         fsync_folder(os.path.dirname(os.path.abspath(dest)))
-        return BackupResult(dest, events, len(tiers.files), linked, size,
-                            time.perf_counter() - started)
+        return BackupResult(
+            dest, events, len(tiers.files), linked, size, time.perf_counter() - started
+        )
 
     def verify(self, progress: Callable[[int], None] | None = None) -> None:
         """Check the store end to end; :class:`CorruptFile` on the first problem.
@@ -779,7 +795,11 @@ class EventStore:
             f.reader.verify()
             meta = f.reader.meta
             if (meta.first_id, meta.last_id, meta.first_seq, meta.last_seq, meta.event_count) != (
-                f.first_id, f.last_id, f.first_seq, f.last_seq, f.events
+                f.first_id,
+                f.last_id,
+                f.first_seq,
+                f.last_seq,
+                f.events,
             ):
                 raise CorruptFile(path, 0, "does not hold what the manifest says")
         seq, last_id = 0, b""
@@ -800,8 +820,11 @@ class EventStore:
         for stream, version in versions.items():
             recorded = view.hot.stream_version(stream.encode())
             if recorded != version:
-                raise CorruptFile(self.path, 0, f"stream {stream!r} records version {recorded}, "
-                                                f"its events end at {version}")
+                raise CorruptFile(
+                    self.path,
+                    0,
+                    f"stream {stream!r} records version {recorded}, its events end at {version}",
+                )
 
     @property
     def watermark(self) -> ULID | None:
@@ -812,8 +835,15 @@ class EventStore:
     def archive_files(self) -> list[ArchiveInfo]:
         """The archive files the manifest names, oldest first."""
         return [
-            ArchiveInfo(os.path.join(self._archive_dir, f.name), ulid_from_bytes(f.first_id),
-                        ulid_from_bytes(f.last_id), f.first_seq, f.last_seq, f.events, f.size)
+            ArchiveInfo(
+                os.path.join(self._archive_dir, f.name),
+                ulid_from_bytes(f.first_id),
+                ulid_from_bytes(f.last_id),
+                f.first_seq,
+                f.last_seq,
+                f.events,
+                f.size,
+            )
             for f in self._tiers.files
         ]
 
@@ -901,8 +931,7 @@ class EventStore:
         for item in appends:
             if not isinstance(item, tuple) or len(item) != 3:
                 raise InvalidType(
-                    "append_many takes (stream, events, expected_version) tuples, "
-                    f"got {item!r:.80}"
+                    f"append_many takes (stream, events, expected_version) tuples, got {item!r:.80}"
                 )
             parts.append(_Prepared(item[0], item[1], item[2], self._index_types))
         if not parts:
@@ -918,7 +947,9 @@ class EventStore:
         self._commit(pending)
         return results
 
-    def _assign(self, parts: list[_Prepared]) -> tuple[Any, list[AppendResult], list[tuple[bytes, int]]]:
+    def _assign(
+        self, parts: list[_Prepared]
+    ) -> tuple[Any, list[AppendResult], list[tuple[bytes, int]]]:
         """Check versions, assign ids and seqs, build the batch. Under the writer lock."""
         current: dict[bytes, int] = {}
         starts = []
@@ -1097,7 +1128,9 @@ class EventStore:
                 raise InvalidArgument("give read_all either after or from_seq, not both")
         type_set = _check_types(types)
         if stream_prefix is not None and not isinstance(stream_prefix, str):
-            raise InvalidNameType(f"stream_prefix must be a str, got {type(stream_prefix).__name__}")
+            raise InvalidNameType(
+                f"stream_prefix must be a str, got {type(stream_prefix).__name__}"
+            )
         _check_limit(limit)
         view = self._view()
         if from_seq is not None:

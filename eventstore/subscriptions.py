@@ -83,9 +83,7 @@ class _CommitHub:
                 threading.Thread(
                     target=self._run, args=(store, self.seq), name="eventstore-commits", daemon=True
                 ).start()
-            self.cond.wait_for(
-                lambda: self.seq > after_seq or stop() or store.closed, timeout
-            )
+            self.cond.wait_for(lambda: self.seq > after_seq or stop() or store.closed, timeout)
 
     def wake(self) -> None:
         with self.cond:

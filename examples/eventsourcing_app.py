@@ -96,7 +96,8 @@ def main(folder: str) -> None:
     school.add_trick(lassie, "rescue")
 
     ids = [n.id for n in school.notification_log.select(start=1, limit=10)] + [
-        n.id for n in school.notification_log.select(start=11, limit=10)]
+        n.id for n in school.notification_log.select(start=11, limit=10)
+    ]
     assert ids == list(range(1, len(ids) + 1)), ids
     print(f"notification ids 1..{ids[-1]}, gap-free")
 

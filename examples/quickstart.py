@@ -21,17 +21,24 @@ def main(folder: str) -> None:
         result = store.append(
             "order-42",
             [
-                NewEvent("OrderPlaced", {"total": 42.99}, metadata={"user": "u1"},
-                         indexes={"customer": "c7"}),
+                NewEvent(
+                    "OrderPlaced",
+                    {"total": 42.99},
+                    metadata={"user": "u1"},
+                    indexes={"customer": "c7"},
+                ),
                 NewEvent("ItemAdded", {"sku": "book", "price": 12.5}),
                 NewEvent("OrderPaid", {"amount": 55.49}),
             ],
             expected_version=NO_STREAM,
         )
-        print(f"appended versions {result.first_version}..{result.last_version} "
-              f"to order-42, ids {result.ids[0]}..{result.ids[-1]}")
-        store.append("order-43", [NewEvent("OrderPlaced", {"total": 7.0},
-                                           indexes={"customer": "c7"})])
+        print(
+            f"appended versions {result.first_version}..{result.last_version} "
+            f"to order-42, ids {result.ids[0]}..{result.ids[-1]}"
+        )
+        store.append(
+            "order-43", [NewEvent("OrderPlaced", {"total": 7.0}, indexes={"customer": "c7"})]
+        )
 
         try:
             store.append("order-42", [NewEvent("OrderPaid", {})], expected_version=0)
@@ -44,8 +51,10 @@ def main(folder: str) -> None:
 
         event = store.get(str(result.ids[1]))
         assert event is not None
-        print(f"lookup by ULID {event.id}: {event.type} in {event.stream} "
-              f"at {event.timestamp.isoformat()}")
+        print(
+            f"lookup by ULID {event.id}: {event.type} in {event.stream} "
+            f"at {event.timestamp.isoformat()}"
+        )
 
         print("order-42's payments, through the type index:")
         for event in store.read_index("order-42", "type", "OrderPaid"):

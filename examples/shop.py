@@ -67,9 +67,7 @@ class Order(Aggregate):
         if not self.items:
             raise OrderError(f"order {self.id} is empty: nothing to pay")
         if amount_cents != self.total_cents:
-            raise OrderError(
-                f"order {self.id} costs {self.total_cents} cents, not {amount_cents}"
-            )
+            raise OrderError(f"order {self.id} costs {self.total_cents} cents, not {amount_cents}")
         self.record("OrderPaid", {"customer": self.customer, "amount_cents": amount_cents})
 
     def ship(self) -> None:
@@ -218,15 +216,20 @@ def main(path: str) -> None:
         expected = revenue_empty()
         for event in store.read_all(types=["OrderPaid"]):
             expected = revenue_apply(expected, event)
-        print(f"revenue live after 30 more orders: {money(proj.state['cents'])} "
-              f"from {proj.state['orders']} payments")
+        print(
+            f"revenue live after 30 more orders: {money(proj.state['cents'])} "
+            f"from {proj.state['orders']} payments"
+        )
         print(f"projection exact: {proj.state == expected}")
         print(f"saved with its position: {store.get_checkpoint('revenue')['state'] == expected}")
-        print("by customer: " + ", ".join(
-            f"{c} {money(v)}" for c, v in sorted(expected["by_customer"].items())))
+        print(
+            "by customer: "
+            + ", ".join(f"{c} {money(v)}" for c, v in sorted(expected["by_customer"].items()))
+        )
         first = orders.get("0001")
-        print(f"order 0001 (cold tier): {first.status}, "
-              f"{money(first.total_cents)}, v{first.version}")
+        print(
+            f"order 0001 (cold tier): {first.status}, {money(first.total_cents)}, v{first.version}"
+        )
 
 
 def refuse(what: str, command: Callable[[], object]) -> None:

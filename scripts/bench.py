@@ -136,8 +136,13 @@ class RawPlyvel(Contender):
                 version += 1
                 self.seq += 1
                 key = prefix + self.ids.next_int().to_bytes(16, "big")
-                batch.put(key, packb([version, self.seq, event.type, event.data,
-                                      event.metadata, event.indexes], use_bin_type=True))
+                batch.put(
+                    key,
+                    packb(
+                        [version, self.seq, event.type, event.data, event.metadata, event.indexes],
+                        use_bin_type=True,
+                    ),
+                )
                 keys.append(key)
             self.versions[stream] = version
             batch.write()
@@ -319,8 +324,12 @@ def main() -> None:
     ws = Workspace()
     results: dict[str, dict[str, float]] = {}
     names = [cls.name for cls in contenders()]
-    print(f"{'workload':<34}" + "".join(f"{n:>22}" for n in names) + f"{'vs plyvel':>11}"
-          + f"{'vs sqlite':>11}")
+    print(
+        f"{'workload':<34}"
+        + "".join(f"{n:>22}" for n in names)
+        + f"{'vs plyvel':>11}"
+        + f"{'vs sqlite':>11}"
+    )
     try:
         for key, (label, fn) in chosen.items():
             figures: dict[str, float] = {}

@@ -163,9 +163,7 @@ def bench_eventsourcing(
     """
     if quick:
         accounts, updates, runs = 48, 2, 1
-    samples: dict[str, dict[str, list[float]]] = {
-        c: {p: [] for p in PHASES} for c in contenders
-    }
+    samples: dict[str, dict[str, list[float]]] = {c: {p: [] for p in PHASES} for c in contenders}
     for _ in range(runs):
         for contender in contenders:
             for phase, rate in run_once(contender, accounts, updates).items():
@@ -176,9 +174,7 @@ def bench_eventsourcing(
     ratios: dict[str, dict[str, float]] = {}
     if BASELINE in rates:
         base = rates[BASELINE]
-        ratios = {
-            c: {p: r[p] / base[p] for p in PHASES} for c, r in rates.items() if c != BASELINE
-        }
+        ratios = {c: {p: r[p] / base[p] for p in PHASES} for c, r in rates.items() if c != BASELINE}
     return {
         "workload": {
             "application": "eventsourcing Application, one Account aggregate per account",
@@ -206,9 +202,7 @@ def report(result: dict[str, Any]) -> str:
         line = f"{phase:<18}"
         for contender in result["rates"]:
             line += f"{result['rates'][contender][phase]:>20.0f}/s"
-        line += "   " + "  ".join(
-            f"{c}: {r[phase]:.2f}x" for c, r in result["ratios"].items()
-        )
+        line += "   " + "  ".join(f"{c}: {r[phase]:.2f}x" for c, r in result["ratios"].items())
         lines.append(line)
     return "\n".join(lines)
 

@@ -187,7 +187,9 @@ def bench_aggregates(n_events: int = 10_000, tail: int = 100, runs: int = 7) -> 
             full = without.get("c1")
             quick = with_snap.get("c1")
             assert (quick.lines, quick.events, quick.version) == (
-                full.lines, full.events, full.version
+                full.lines,
+                full.events,
+                full.version,
             )
 
             def tail_only() -> None:
@@ -225,19 +227,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps({"subscriptions": subs, "aggregates": aggs}, indent=2))
         return
-    print(f"catch-up over {subs['events']:,} events: {subs['catch_up_eps']:,} ev/s, "
-          f"read_all {subs['read_all_eps']:,} ev/s: {subs['catch_up_vs_read_all']:.0%} of read_all")
+    print(
+        f"catch-up over {subs['events']:,} events: {subs['catch_up_eps']:,} ev/s, "
+        f"read_all {subs['read_all_eps']:,} ev/s: {subs['catch_up_vs_read_all']:.0%} of read_all"
+    )
     for key in sorted(k for k in subs if k.startswith("live_")):
         live = subs[key]
-        print(f"live delivery, {key[5:]} subscriber(s): p50 {live['p50_us']} us, "
-              f"p99 {live['p99_us']} us from the start of the append "
-              f"(append itself p50 {live['append_p50_us']} us)")
-    print(f"aggregate of {aggs['events']:,} events: {aggs['load_without_snapshot_ms']} ms "
-          f"without a snapshot, {aggs['load_with_snapshot_ms']} ms with one "
-          f"{aggs['after_snapshot']} events from the end "
-          f"(replaying just those: {aggs['replay_tail_only_ms']} ms; "
-          f"x{aggs['with_snapshot_vs_tail_only']}); snapshot speedup "
-          f"x{aggs['speedup_from_snapshot']}")
+        print(
+            f"live delivery, {key[5:]} subscriber(s): p50 {live['p50_us']} us, "
+            f"p99 {live['p99_us']} us from the start of the append "
+            f"(append itself p50 {live['append_p50_us']} us)"
+        )
+    print(
+        f"aggregate of {aggs['events']:,} events: {aggs['load_without_snapshot_ms']} ms "
+        f"without a snapshot, {aggs['load_with_snapshot_ms']} ms with one "
+        f"{aggs['after_snapshot']} events from the end "
+        f"(replaying just those: {aggs['replay_tail_only_ms']} ms; "
+        f"x{aggs['with_snapshot_vs_tail_only']}); snapshot speedup "
+        f"x{aggs['speedup_from_snapshot']}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ from eventstore.ids import MonotonicULIDs
 from eventstore.records import encode_record
 
 
-def make_events(
-    n_events: int, n_streams: int, seed: int = 42
-) -> list[tuple[str, bytes, bytes]]:
+def make_events(n_events: int, n_streams: int, seed: int = 42) -> list[tuple[str, bytes, bytes]]:
     """(stream, id16, record) in writer order: streams sorted, ids increasing.
 
     Ids are assigned in global order and streams interleave at random, as in a

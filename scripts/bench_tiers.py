@@ -41,7 +41,9 @@ def _timed(fn: Any, runs: int) -> float:
     return statistics.median(times)
 
 
-def bench_tiers(ws: Any, quick: bool = False, runs: int = 3, events: int | None = None) -> dict[str, Any]:
+def bench_tiers(
+    ws: Any, quick: bool = False, runs: int = 3, events: int | None = None
+) -> dict[str, Any]:
     import bench  # the shared event generator of scripts/bench.py
 
     n = events or (20_000 if quick else 200_000)
@@ -57,7 +59,9 @@ def bench_tiers(ws: Any, quick: bool = False, runs: int = 3, events: int | None 
         t = time.perf_counter()
         ids = []
         for start in range(0, n, 100):
-            ids.extend(store.append(streams[(start // 100) % STREAMS], new_events[start : start + 100]).ids)
+            ids.extend(
+                store.append(streams[(start // 100) % STREAMS], new_events[start : start + 100]).ids
+            )
         out["append_batched"] = n / (time.perf_counter() - t)
         sample = random.Random(5).sample(ids, min(20_000, n))
 
@@ -95,17 +99,27 @@ def bench_tiers(ws: Any, quick: bool = False, runs: int = 3, events: int | None 
 
 def report(out: dict[str, Any]) -> None:
     print(f"\ntiers ({out['events']:,} events, 100 streams, one store):")
-    print(f"  replay      hot {out['replay_hot']:>12,.0f} e/s   cold {out['replay_cold']:>12,.0f} e/s"
-          f"   cold/hot {out['replay_cold'] / out['replay_hot']:.2f}")
-    print(f"  replay      half cold, half hot {out['replay_mixed']:>12,.0f} e/s"
-          f"   (sum of parts / mixed time = {out['mixed_vs_parts']:.2f}; >= 1 is no dearer)")
-    print(f"  get         hot {out['get_hot']:>12,.0f} /s    cold {out['get_cold']:>12,.0f} /s"
-          f"    cold/hot {out['get_cold'] / out['get_hot']:.2f}")
-    print(f"  compaction  {out['compaction']:>12,.0f} e/s   "
-          f"vs batched appends {out['append_batched']:>10,.0f} e/s"
-          f"   ratio {out['compaction'] / out['append_batched']:.2f}")
-    print(f"  bytes/event raw records {out['raw_bytes_per_event']:.1f}   hot LevelDB "
-          f"{out['hot_bytes_per_event']:.1f}   ESDB {out['cold_bytes_per_event']:.1f}")
+    print(
+        f"  replay      hot {out['replay_hot']:>12,.0f} e/s   cold {out['replay_cold']:>12,.0f} e/s"
+        f"   cold/hot {out['replay_cold'] / out['replay_hot']:.2f}"
+    )
+    print(
+        f"  replay      half cold, half hot {out['replay_mixed']:>12,.0f} e/s"
+        f"   (sum of parts / mixed time = {out['mixed_vs_parts']:.2f}; >= 1 is no dearer)"
+    )
+    print(
+        f"  get         hot {out['get_hot']:>12,.0f} /s    cold {out['get_cold']:>12,.0f} /s"
+        f"    cold/hot {out['get_cold'] / out['get_hot']:.2f}"
+    )
+    print(
+        f"  compaction  {out['compaction']:>12,.0f} e/s   "
+        f"vs batched appends {out['append_batched']:>10,.0f} e/s"
+        f"   ratio {out['compaction'] / out['append_batched']:.2f}"
+    )
+    print(
+        f"  bytes/event raw records {out['raw_bytes_per_event']:.1f}   hot LevelDB "
+        f"{out['hot_bytes_per_event']:.1f}   ESDB {out['cold_bytes_per_event']:.1f}"
+    )
 
 
 def main() -> None:

@@ -196,10 +196,11 @@ def child_main(path: str, seed: int, round_no: int, first_batch: int) -> None:
                 seqs = [e.seq for e in store.read_all(backwards=True, limit=300)]
                 want = list(range(seqs[0], seqs[0] - len(seqs), -1)) if seqs else []
                 if seqs != want:
-                    at = next(i for i, (a, b) in enumerate(zip(seqs, want, strict=True))
-                              if a != b)
-                    raise Violation(f"one view of $all, read backwards from seq {seqs[0]}, "
-                                    f"has seqs {seqs[max(at - 3, 0) : at + 5]} at {at}")
+                    at = next(i for i, (a, b) in enumerate(zip(seqs, want, strict=True)) if a != b)
+                    raise Violation(
+                        f"one view of $all, read backwards from seq {seqs[0]}, "
+                        f"has seqs {seqs[max(at - 3, 0) : at + 5]} at {at}"
+                    )
                 stream = rng.choice(STREAMS)
                 vs = [e.version for e in store.read_stream(stream)]
                 if vs != list(range(len(vs))):
@@ -219,8 +220,9 @@ def child_main(path: str, seed: int, round_no: int, first_batch: int) -> None:
             appends = []
             for part in parts:
                 expected = planned[part.stream] if part.exact else ANY
-                events = [NewEvent(s.type, s.data, s.metadata, s.indexes or None)
-                          for s in part.specs]
+                events = [
+                    NewEvent(s.type, s.data, s.metadata, s.indexes or None) for s in part.specs
+                ]
                 appends.append((part.stream, events, expected))
                 planned[part.stream] += len(part.specs)
             if len(appends) == 1 and rng.random() < 0.5:
@@ -231,8 +233,15 @@ def child_main(path: str, seed: int, round_no: int, first_batch: int) -> None:
             acked = []
             for part, result in zip(parts, results, strict=True):
                 for n, (spec, id_) in enumerate(zip(part.specs, result.ids, strict=True)):
-                    acked.append([str(id_), result.stream, result.first_version + n,
-                                  result.first_seq + n, digest(spec)])
+                    acked.append(
+                        [
+                            str(id_),
+                            result.stream,
+                            result.first_version + n,
+                            result.first_seq + n,
+                            digest(spec),
+                        ]
+                    )
             emit("A " + json.dumps({"b": batch, "e": acked}))
             recent.append(str(results[-1].ids[-1]))
             batch += 1
@@ -266,8 +275,9 @@ def brief(rows: Sequence[Row]) -> str:
     for r in rows:
         tag = r[5].get("b") if isinstance(r[5], dict) else None
         payload = hashlib.sha256(repr(r[5:]).encode()).hexdigest()[:8]
-        out.append(f"(id={r[0].hex()} {r[1]!r} v{r[2]} seq={r[3]} {r[4]} batch={tag} "
-                   f"payload#{payload})")
+        out.append(
+            f"(id={r[0].hex()} {r[1]!r} v{r[2]} seq={r[3]} {r[4]} batch={tag} payload#{payload})"
+        )
     return "[" + ", ".join(out) + "]"
 
 
@@ -305,10 +315,21 @@ def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def run_child(store: str, seed: int, round_no: int, first_batch: int,
-              rng: random.Random) -> ChildRun:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", store, "--seed", str(seed),
-           "--child-round", str(round_no), "--first-batch", str(first_batch)]
+def run_child(
+    store: str, seed: int, round_no: int, first_batch: int, rng: random.Random
+) -> ChildRun:
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        store,
+        "--seed",
+        str(seed),
+        "--child-round",
+        str(round_no),
+        "--first-batch",
+        str(first_batch),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, encoding="utf-8")
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
@@ -378,8 +399,9 @@ def run_child(store: str, seed: int, round_no: int, first_batch: int,
             compactions += tag == "c"
             merges += tag == "m"
             moved += int(rest.split()[2]) if tag == "c" else 0
-    return ChildRun(acks, mode, killed_after, compactions, merges, moved,
-                    errors[0] if errors else None)
+    return ChildRun(
+        acks, mode, killed_after, compactions, merges, moved, errors[0] if errors else None
+    )
 
 
 # -- the parent: checking the store -------------------------------------------
@@ -398,9 +420,11 @@ def raw_state(store: str) -> Raw:
     try:
         watermark = db.get(K.WATERMARK) or bytes(16)
         raw_manifest = db.get(K.MANIFEST)
-        manifest = [] if raw_manifest is None else [
-            entry[1] for entry in msgpack.unpackb(raw_manifest, raw=False)["files"]
-        ]
+        manifest = (
+            []
+            if raw_manifest is None
+            else [entry[1] for entry in msgpack.unpackb(raw_manifest, raw=False)["files"]]
+        )
         live, below = [], 0
         for key in db.iterator(prefix=K.GLOBAL, include_value=False):
             if key[1:] >= watermark:
@@ -429,8 +453,10 @@ def expected_rows(history: History, events: list[Event], acks: dict[int, list[Ac
     check(len(events) >= n_old, f"the log shrank: {len(events)} events, had {n_old}")
     for mine, e in zip(old, events, strict=False):
         if row(e) != mine:
-            raise Violation(f"event changed or lost since the last round: had "
-                            f"{brief([mine])}, now {brief([row(e)])}")
+            raise Violation(
+                f"event changed or lost since the last round: had "
+                f"{brief([mine])}, now {brief([row(e)])}"
+            )
     versions: dict[str, int] = {}
     for r in old:
         versions[r[1]] = r[2]
@@ -442,25 +468,40 @@ def expected_rows(history: History, events: list[Event], acks: dict[int, list[Ac
         tags = [e.data.get("b") if isinstance(e.data, dict) else None for e in got]
         if tags[0] != b:
             said = "acknowledged" if b in acks else "not acknowledged in this round"
-            raise Violation(f"batch {b} ({said}) missing: the event at seq {got[0].seq} "
-                            f"(id {got[0].id}) belongs to "
-                            f"batch {tags[0]} (acknowledged batches: "
-                            f"{min(acks, default=None)}..{max(acks, default=None)})")
+            raise Violation(
+                f"batch {b} ({said}) missing: the event at seq {got[0].seq} "
+                f"(id {got[0].id}) belongs to "
+                f"batch {tags[0]} (acknowledged batches: "
+                f"{min(acks, default=None)}..{max(acks, default=None)})"
+            )
         if tags != [b] * len(specs):
-            raise Violation(f"partial append: batch {b} has {tags.count(b)} of its "
-                            f"{len(specs)} events (seqs from {got[0].seq})")
+            raise Violation(
+                f"partial append: batch {b} has {tags.count(b)} of its "
+                f"{len(specs)} events (seqs from {got[0].seq})"
+            )
         ack_list = acks.get(b)
         if ack_list is not None and len(ack_list) != len(specs):
-            raise Violation(f"batch {b} acknowledged with {len(ack_list)} events, "
-                            f"it has {len(specs)}")
+            raise Violation(
+                f"batch {b} acknowledged with {len(ack_list)} events, it has {len(specs)}"
+            )
         for i, (spec, e) in enumerate(zip(specs, got, strict=True)):
             version = versions.get(spec.stream, -1) + 1
             versions[spec.stream] = version
-            want = (e.id.bytes, spec.stream, version, at + 1, spec.type, spec.data,
-                    spec.metadata, spec.indexes)
+            want = (
+                e.id.bytes,
+                spec.stream,
+                version,
+                at + 1,
+                spec.type,
+                spec.data,
+                spec.metadata,
+                spec.indexes,
+            )
             if row(e) != want:
-                raise Violation(f"batch {b}: event at seq {at + 1} is {brief([row(e)])}, "
-                                f"expected {brief([want])}")
+                raise Violation(
+                    f"batch {b}: event at seq {at + 1} is {brief([row(e)])}, "
+                    f"expected {brief([want])}"
+                )
             if ack_list is not None:
                 ack = ack_list[i]
                 got_ack = Ack(str(e.id), e.stream, e.version, e.seq, digest(spec))
@@ -471,12 +512,17 @@ def expected_rows(history: History, events: list[Event], acks: dict[int, list[Ac
         b += 1
     for batch in acks:
         if batch >= b:
-            raise Violation(f"acknowledged batch {batch} lost (log ends with batch {b - 1}, "
-                            f"{len(events)} events)")
+            raise Violation(
+                f"acknowledged batch {batch} lost (log ends with batch {b - 1}, "
+                f"{len(events)} events)"
+            )
     last_acked = max(acks, default=history.next_batch - 1)
     unacked = b - 1 - last_acked
-    check(unacked <= 1, f"{unacked} unacknowledged batches at the tail (one writer thread "
-                        "has at most one append in flight)")
+    check(
+        unacked <= 1,
+        f"{unacked} unacknowledged batches at the tail (one writer thread "
+        "has at most one append in flight)",
+    )
     missing = [x for x in range(history.next_batch, last_acked + 1) if x not in acks]
     check(not missing, f"batches {missing[:5]} present but never acknowledged before later ones")
     history.rows.extend(rows)
@@ -502,14 +548,18 @@ def check_files(store: str, raw: Raw, events: list[Event]) -> tuple[int, int, li
                 check(id16 < raw.watermark, f"{name} holds {e.id}, above the watermark")
                 cold.add(id16)
                 mine = by_id.get(id16)
-                check(mine is not None and row(mine) == row(e),
-                      f"{name}: {brief([row(e)])} differs from the store's read "
-                      f"{brief([row(mine)] if mine else [])}")
+                check(
+                    mine is not None and row(mine) == row(e),
+                    f"{name}: {brief([row(e)])} differs from the store's read "
+                    f"{brief([row(mine)] if mine else [])}",
+                )
     live = set(raw.live)
     both = cold & live
     check(not both, f"{len(both)} events in both tiers, e.g. {sorted(both)[:1]}")
-    check(cold | live == set(by_id), "files + hot tier != read_all: "
-          f"{len(cold)} cold + {len(live)} hot vs {len(by_id)} read")
+    check(
+        cold | live == set(by_id),
+        f"files + hot tier != read_all: {len(cold)} cold + {len(live)} hot vs {len(by_id)} read",
+    )
     if cold and live:
         check(max(cold) < min(live), "an archived id is above a hot one")
     metas.sort()
@@ -522,25 +572,29 @@ def check_files(store: str, raw: Raw, events: list[Event]) -> tuple[int, int, li
     return len(cold), len(raw.manifest), [*boundaries, expect]
 
 
-def check_reads(s: EventStore, events: list[Event], boundaries: list[int],
-                rng: random.Random) -> None:
+def check_reads(
+    s: EventStore, events: list[Event], boundaries: list[int], rng: random.Random
+) -> None:
     """Every read against the log; ``boundaries`` are seqs where tiers or files meet."""
     rows = [row(e) for e in events]
     n = len(rows)
     check([e.seq for e in events] == list(range(1, n + 1)), "seq is not gap-free 1..N")
     ids = [e.id.bytes for e in events]
-    check(all(a < b for a, b in itertools.pairwise(ids)),
-          "read_all ids not strictly increasing")
+    check(all(a < b for a, b in itertools.pairwise(ids)), "read_all ids not strictly increasing")
     check(s.last_seq == n, f"last_seq {s.last_seq}, log has {n}")
 
     def same(what: str, got: Iterator[Event], want: Sequence[Row]) -> None:
         got_rows = [row(e) for e in got]
         if got_rows != list(want):
-            first = next((i for i, (a, b) in enumerate(zip(got_rows, want, strict=False))
-                          if a != b), min(len(got_rows), len(want)))
-            raise Violation(f"{what}: {len(got_rows)} events, expected {len(want)}; first "
-                            f"difference at {first}: got {brief(got_rows[first:first + 1])}, "
-                            f"expected {brief(want[first:first + 1])}")
+            first = next(
+                (i for i, (a, b) in enumerate(zip(got_rows, want, strict=False)) if a != b),
+                min(len(got_rows), len(want)),
+            )
+            raise Violation(
+                f"{what}: {len(got_rows)} events, expected {len(want)}; first "
+                f"difference at {first}: got {brief(got_rows[first : first + 1])}, "
+                f"expected {brief(want[first : first + 1])}"
+            )
 
     same("read_all(backwards=True)", s.read_all(backwards=True), rows[::-1])
     for stream in STREAMS:
@@ -548,58 +602,83 @@ def check_reads(s: EventStore, events: list[Event], boundaries: list[int],
         check(s.stream_version(stream) == len(mine) - 1, f"stream_version({stream!r})")
         check([r[2] for r in mine] == list(range(len(mine))), f"versions of {stream!r} not dense")
         same(f"read_stream({stream!r})", s.read_stream(stream), mine)
-        same(f"read_stream({stream!r}, backwards)", s.read_stream(stream, backwards=True),
-             mine[::-1])
+        same(
+            f"read_stream({stream!r}, backwards)", s.read_stream(stream, backwards=True), mine[::-1]
+        )
         if mine:
             v = rng.randrange(len(mine))
-            same(f"read_stream({stream!r}, from_version={v})",
-                 s.read_stream(stream, from_version=v), mine[v:])
-            same(f"read_stream({stream!r}, from_version={v}, backwards)",
-                 s.read_stream(stream, from_version=v, backwards=True), mine[: v + 1][::-1])
+            same(
+                f"read_stream({stream!r}, from_version={v})",
+                s.read_stream(stream, from_version=v),
+                mine[v:],
+            )
+            same(
+                f"read_stream({stream!r}, from_version={v}, backwards)",
+                s.read_stream(stream, from_version=v, backwards=True),
+                mine[: v + 1][::-1],
+            )
             same(f"read_stream({stream!r}, limit=3)", s.read_stream(stream, limit=3), mine[:3])
-        for name, value in [("type", t) for t in TYPES] + [("parity", "even"),
-                                                           ("parity", "odd")]:
+        for name, value in [("type", t) for t in TYPES] + [("parity", "even"), ("parity", "odd")]:
             if name == "type":
                 hits = [r for r in mine if r[4] == value]
             else:
                 hits = [r for r in mine if r[7].get(name) == value]
-            same(f"read_index({stream!r}, {name}={value})",
-                 s.read_index(stream, name, value), hits)
-            same(f"read_index({stream!r}, {name}={value}, backwards)",
-                 s.read_index(stream, name, value, backwards=True), hits[::-1])
+            same(f"read_index({stream!r}, {name}={value})", s.read_index(stream, name, value), hits)
+            same(
+                f"read_index({stream!r}, {name}={value}, backwards)",
+                s.read_index(stream, name, value, backwards=True),
+                hits[::-1],
+            )
     # Reads from a position: one in full each way, the others (the ends and the
     # seqs where archive files and the hot tier meet) 40 events each way.
     whole = rng.randint(1, n + 1)
     edges = sorted({1, n, n + 1, *rng.sample(boundaries, min(len(boundaries), 8))})
     for k in [whole, *edges]:
         lim = None if k == whole else 40
-        same(f"read_all(from_seq={k}, limit={lim})", s.read_all(from_seq=k, limit=lim),
-             rows[k - 1 :][:lim])
-        same(f"read_all(from_seq={k}, backwards, limit={lim})",
-             s.read_all(from_seq=k, backwards=True, limit=lim), rows[:k][::-1][:lim])
+        same(
+            f"read_all(from_seq={k}, limit={lim})",
+            s.read_all(from_seq=k, limit=lim),
+            rows[k - 1 :][:lim],
+        )
+        same(
+            f"read_all(from_seq={k}, backwards, limit={lim})",
+            s.read_all(from_seq=k, backwards=True, limit=lim),
+            rows[:k][::-1][:lim],
+        )
     if n:
         whole = rng.randrange(n)
         edges = sorted({0, n - 1, *(k - 1 for k in boundaries if 0 < k <= n)})
         for i in [whole, *rng.sample(edges, min(len(edges), 6))]:
             after = events[i].id
             lim = None if i == whole else 40
-            same(f"read_all(after=#{i}, limit={lim})", s.read_all(after=after, limit=lim),
-                 rows[i + 1 :][:lim])
-            same(f"read_all(after=#{i}, backwards, limit={lim})",
-                 s.read_all(after=after, backwards=True, limit=lim), rows[:i][::-1][:lim])
+            same(
+                f"read_all(after=#{i}, limit={lim})",
+                s.read_all(after=after, limit=lim),
+                rows[i + 1 :][:lim],
+            )
+            same(
+                f"read_all(after=#{i}, backwards, limit={lim})",
+                s.read_all(after=after, backwards=True, limit=lim),
+                rows[:i][::-1][:lim],
+            )
     type_ = rng.choice(TYPES)
-    same(f"read_all(types=[{type_}])", s.read_all(types=[type_]),
-         [r for r in rows if r[4] == type_])
+    same(
+        f"read_all(types=[{type_}])", s.read_all(types=[type_]), [r for r in rows if r[4] == type_]
+    )
     prefix = rng.choice(PREFIXES)
-    same(f"read_all(stream_prefix={prefix!r}, backwards)",
-         s.read_all(stream_prefix=prefix, backwards=True),
-         [r for r in rows[::-1] if r[1].startswith(prefix)])
+    same(
+        f"read_all(stream_prefix={prefix!r}, backwards)",
+        s.read_all(stream_prefix=prefix, backwards=True),
+        [r for r in rows[::-1] if r[1].startswith(prefix)],
+    )
     sample = rng.sample(range(n), min(n, 60)) + ([0, n - 1] if n else [])
     for i in sample:
         got = s.get(events[i].id)
-        check(got is not None and row(got) == rows[i],
-              f"get({events[i].id}) = {brief([row(got)] if got else [])}, "
-              f"expected {brief(rows[i : i + 1])}")
+        check(
+            got is not None and row(got) == rows[i],
+            f"get({events[i].id}) = {brief([row(got)] if got else [])}, "
+            f"expected {brief(rows[i : i + 1])}",
+        )
     id_set = set(ids)
     for i in rng.sample(range(n), min(n, 5)):
         other = (int.from_bytes(ids[i], "big") + 7).to_bytes(16, "big")
@@ -614,8 +693,13 @@ def append_after_reopen(s: EventStore, history: History, events: list[Event]) ->
     versions = {st: s.stream_version(st) for st in STREAMS}
     appends = []
     for part in history.batch(b):
-        appends.append((part.stream, [NewEvent(x.type, x.data, x.metadata, x.indexes or None)
-                                      for x in part.specs], versions[part.stream]))
+        appends.append(
+            (
+                part.stream,
+                [NewEvent(x.type, x.data, x.metadata, x.indexes or None) for x in part.specs],
+                versions[part.stream],
+            )
+        )
         versions[part.stream] += len(part.specs)
     results = s.append_many(appends)
     seq = len(events)
@@ -627,10 +711,22 @@ def append_after_reopen(s: EventStore, history: History, events: list[Event]) ->
         seq = result.last_seq
     fresh = [e for r in results for e in map(s.get, r.ids) if e is not None]
     check(len(fresh) == sum(len(r.ids) for r in results), "append after reopen not readable")
-    expected_rows(history, events + fresh, {b: [Ack(str(e.id), e.stream, e.version, e.seq,
-                                                    digest(Spec(e.stream, e.type, e.data,
-                                                                e.metadata, e.indexes)))
-                                                for e in fresh]})
+    expected_rows(
+        history,
+        events + fresh,
+        {
+            b: [
+                Ack(
+                    str(e.id),
+                    e.stream,
+                    e.version,
+                    e.seq,
+                    digest(Spec(e.stream, e.type, e.data, e.metadata, e.indexes)),
+                )
+                for e in fresh
+            ]
+        },
+    )
 
 
 class RoundStats(NamedTuple):
@@ -642,8 +738,9 @@ class RoundStats(NamedTuple):
     garbage: int
 
 
-def verify(store: str, history: History, acks: dict[int, list[Ack]],
-           rng: random.Random) -> RoundStats:
+def verify(
+    store: str, history: History, acks: dict[int, list[Ack]], rng: random.Random
+) -> RoundStats:
     raw = raw_state(store)
     folder = os.path.join(store, "archive")
     on_disk = set(os.listdir(folder)) if os.path.isdir(folder) else set()
@@ -651,19 +748,26 @@ def verify(store: str, history: History, acks: dict[int, list[Ack]],
     check(not missing, f"files named by the manifest are missing: {sorted(missing)}")
     with EventStore.open(store) as s:
         orphans = set(s.orphans_removed)
-        check(orphans == on_disk - set(raw.manifest),
-              f"orphans removed {sorted(orphans)}, expected {sorted(on_disk - set(raw.manifest))}")
+        check(
+            orphans == on_disk - set(raw.manifest),
+            f"orphans removed {sorted(orphans)}, expected {sorted(on_disk - set(raw.manifest))}",
+        )
         left = set(os.listdir(folder))
-        check(left == set(raw.manifest), f"archive folder after open holds {sorted(left)}, "
-                                         f"the manifest names {sorted(raw.manifest)}")
+        check(
+            left == set(raw.manifest),
+            f"archive folder after open holds {sorted(left)}, "
+            f"the manifest names {sorted(raw.manifest)}",
+        )
         events = list(s.read_all())
         unacked = expected_rows(history, events, acks)
         cold, files, boundaries = check_files(store, raw, events)
         check_reads(s, events, boundaries, rng)
     after = raw_state(store)
     check(after.below == 0, f"{after.below} hot keys below the watermark after open")
-    check(after.watermark == raw.watermark and after.manifest == raw.manifest,
-          "opening and reading changed the watermark or the manifest")
+    check(
+        after.watermark == raw.watermark and after.manifest == raw.manifest,
+        "opening and reading changed the watermark or the manifest",
+    )
     with EventStore.open(store, sync=True) as s:
         append_after_reopen(s, history, events)
     return RoundStats(len(events), cold, files, len(orphans), unacked, raw.below)
@@ -678,8 +782,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed for everything but timing")
     p.add_argument("--path", help="folder for the stores (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the store when a round fails")
-    p.add_argument("--rounds-per-store", type=int, default=20,
-                   help="start a fresh store after this many rounds (0: never; default 20)")
+    p.add_argument(
+        "--rounds-per-store",
+        type=int,
+        default=20,
+        help="start a fresh store after this many rounds (0: never; default 20)",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-round", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--first-batch", type=int, default=0, help=argparse.SUPPRESS)
@@ -736,17 +844,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         totals["acked"] += len(run.acks)
         totals["compactions"] += run.compactions
         totals["merges"] += run.merges
-        print(f"round {round_no}/{args.rounds} store {epoch} kill={run.mode}@"
-              f"{run.killed_after:.3f}s acked={len(run.acks)} unacked={stats.unacked} "
-              f"compactions={run.compactions} merges={run.merges} events={stats.events} "
-              f"cold={stats.cold} files={stats.files} orphans={stats.orphans} "
-              f"garbage={stats.garbage} ok ({time.monotonic() - t0:.2f}s)", flush=True)
+        print(
+            f"round {round_no}/{args.rounds} store {epoch} kill={run.mode}@"
+            f"{run.killed_after:.3f}s acked={len(run.acks)} unacked={stats.unacked} "
+            f"compactions={run.compactions} merges={run.merges} events={stats.events} "
+            f"cold={stats.cold} files={stats.files} orphans={stats.orphans} "
+            f"garbage={stats.garbage} ok ({time.monotonic() - t0:.2f}s)",
+            flush=True,
+        )
     shutil.rmtree(store, ignore_errors=True)
     if not args.path:
         shutil.rmtree(base, ignore_errors=True)
-    print(f"PASS {args.rounds} rounds, seed {args.seed}: {totals['acked']} acknowledged "
-          f"appends, {totals['compactions']} compactions and {totals['merges']} merges "
-          f"completed in killed processes, {time.monotonic() - started:.0f}s", flush=True)
+    print(
+        f"PASS {args.rounds} rounds, seed {args.seed}: {totals['acked']} acknowledged "
+        f"appends, {totals['compactions']} compactions and {totals['merges']} merges "
+        f"completed in killed processes, {time.monotonic() - started:.0f}s",
+        flush=True,
+    )
     return 0
 
 

@@ -106,7 +106,9 @@ def test_commands_record_apply_and_save(store: EventStore) -> None:
     assert acc.version == 2 and acc.pending_events == []
     assert repo.save(acc) is None  # nothing pending
     assert [e.type for e in store.read_stream("account-a1")] == [
-        "Opened", "Deposited", "account.withdrawn",
+        "Opened",
+        "Deposited",
+        "account.withdrawn",
     ]
     assert list(store.read_stream("account-a1"))[1].metadata == {"why": "test"}
     loaded = repo.get("a1")

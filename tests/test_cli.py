@@ -22,11 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # -- helpers (the other test_cli_* files import these) ---------------------------
 
 
-def cli(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "eventstore.cli", *args], capture_output=True, text=True,
-        timeout=timeout, cwd=ROOT, input=input,
+        [sys.executable, "-m", "eventstore.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        input=input,
         env=None if env is None else {**os.environ, **env},
     )
 
@@ -63,12 +68,17 @@ def fill(path: Path, n: int = 60) -> list[Event]:
     streams = ["order-1", "order-2", "cust-1", "cust-2", "Ωmega"]
     with EventStore.open(path) as store:
         for i in range(n):
-            store.append(streams[i % 5], [NewEvent(
-                ["Placed", "Paid", "Shipped"][i % 3],
-                {"i": i, "raw": b"\x00\xff", "text": "é"},
-                metadata={"user": f"u{i % 2}"} if i % 4 == 0 else None,
-                indexes={"region": "eu" if i % 2 else "us"},
-            )])
+            store.append(
+                streams[i % 5],
+                [
+                    NewEvent(
+                        ["Placed", "Paid", "Shipped"][i % 3],
+                        {"i": i, "raw": b"\x00\xff", "text": "é"},
+                        metadata={"user": f"u{i % 2}"} if i % 4 == 0 else None,
+                        indexes={"region": "eu" if i % 2 else "us"},
+                    )
+                ],
+            )
         return list(store.read_all())
 
 
@@ -83,10 +93,22 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[Event]]:
 
 def test_append_creates_the_store_and_keeps_every_value(tmp_path: Path) -> None:
     path = str(tmp_path / "new")
-    out = ok("append", path, "order-9", "Placed", "--data",
-             '{"total": 42.5, "blob": {"$bytes": "AP8="}, "n": null}',
-             "--metadata", '{"user": "u1"}', "-e", "no_stream", "--index", "customer=c7",
-             "--index", "region=eu")
+    out = ok(
+        "append",
+        path,
+        "order-9",
+        "Placed",
+        "--data",
+        '{"total": 42.5, "blob": {"$bytes": "AP8="}, "n": null}',
+        "--metadata",
+        '{"user": "u1"}',
+        "-e",
+        "no_stream",
+        "--index",
+        "customer=c7",
+        "--index",
+        "region=eu",
+    )
     assert out.startswith("appended Placed to order-9 at version 0 (seq 1, id ")
     row = json_lines(ok("append", path, "order-9", "Paid", "--json", "-e", "0"))[0]
     assert (row["stream"], row["version"], row["seq"]) == ("order-9", 1, 2)
@@ -121,8 +143,12 @@ def test_append_failures_are_one_line_and_write_nothing(tmp_path: Path) -> None:
 
 
 def test_missing_store_and_folders_that_are_not_stores(tmp_path: Path) -> None:
-    for command in (["read", "x"], ["get", "0" * 26], ["compact", "--older-than", "1d"],
-                    ["tail"]):  # the check every command shares
+    for command in (
+        ["read", "x"],
+        ["get", "0" * 26],
+        ["compact", "--older-than", "1d"],
+        ["tail"],
+    ):  # the check every command shares
         fails(command[0], str(tmp_path / "nope"), *command[1:], message="no store at")
     assert not (tmp_path / "nope").exists()
     (tmp_path / "docs").mkdir()
@@ -135,10 +161,21 @@ def test_missing_store_and_folders_that_are_not_stores(tmp_path: Path) -> None:
 def test_a_store_open_elsewhere_is_one_clear_line(tmp_path: Path) -> None:
     path = tmp_path / "held"
     with EventStore.open(path):  # this process holds the LevelDB lock
-        fails("--lock-timeout", "0.1", "append", str(path), "a", "T",
-              message="is open in another process")
-        fails("all", str(path), env={"EVENTSTORE_LOCK_TIMEOUT": "0"},
-              message="is open in another process")
+        fails(
+            "--lock-timeout",
+            "0.1",
+            "append",
+            str(path),
+            "a",
+            "T",
+            message="is open in another process",
+        )
+        fails(
+            "all",
+            str(path),
+            env={"EVENTSTORE_LOCK_TIMEOUT": "0"},
+            message="is open in another process",
+        )
 
 
 def test_usage_errors_are_one_line_too(shop: tuple[str, list[Event]]) -> None:
@@ -163,8 +200,21 @@ def test_read_a_stream_with_options(shop: tuple[str, list[Event]]) -> None:
     eu = [e for e in mine if e.indexes["region"] == "eu"]
     got = json_lines(ok("read", path, "order-2", "--index", "region=eu", "--json"))
     assert got == as_json(eu)
-    got = json_lines(ok("read", path, "order-2", "--index", "region=eu", "--backwards",
-                        "--from", "6", "--limit", "2", "--json"))
+    got = json_lines(
+        ok(
+            "read",
+            path,
+            "order-2",
+            "--index",
+            "region=eu",
+            "--backwards",
+            "--from",
+            "6",
+            "--limit",
+            "2",
+            "--json",
+        )
+    )
     assert got == as_json([e for e in eu if e.version <= 6][::-1][:2])
     got = json_lines(ok("read", path, "order-2", "--index", "type=Paid", "--json"))
     assert got == as_json([e for e in mine if e.type == "Paid"])
@@ -200,10 +250,12 @@ def test_get(shop: tuple[str, list[Event]]) -> None:
 def test_all_with_filters(shop: tuple[str, list[Event]]) -> None:
     path, events = shop
     assert json_lines(ok("all", path, "--json")) == as_json(events)
-    got = json_lines(ok("all", path, "--type", "Paid", "--type", "Shipped", "--prefix",
-                        "order-", "--json"))
-    assert got == as_json([e for e in events if e.type != "Placed"
-                           and e.stream.startswith("order-")])
+    got = json_lines(
+        ok("all", path, "--type", "Paid", "--type", "Shipped", "--prefix", "order-", "--json")
+    )
+    assert got == as_json(
+        [e for e in events if e.type != "Placed" and e.stream.startswith("order-")]
+    )
     got = json_lines(ok("all", path, "--after", str(events[9].id), "--limit", "5", "--json"))
     assert got == as_json(events[10:15])
     got = json_lines(ok("all", path, "--after", str(events[9].id), "--backwards", "--json"))
@@ -211,8 +263,15 @@ def test_all_with_filters(shop: tuple[str, list[Event]]) -> None:
     got = json_lines(ok("all", path, "--from-seq", "58", "--json"))
     assert got == as_json(events[57:])
     fails("all", path, "--after", "01HZZZ", message="--after: '01HZZZ' is not a ULID")
-    fails("all", path, "--after", str(events[0].id), "--from-seq", "3",
-          message="either after or from_seq")
+    fails(
+        "all",
+        path,
+        "--after",
+        str(events[0].id),
+        "--from-seq",
+        "3",
+        message="either after or from_seq",
+    )
 
 
 # -- stats, compact, merge --------------------------------------------------------------
@@ -224,14 +283,27 @@ def test_stats_compact_merge(tmp_path: Path) -> None:
     head = json_lines(ok("stats", str(path), "--json"))[0]
     assert head["kind"] == "store"
     assert (head["events"], head["hot_events"], head["cold_events"], head["streams"]) == (
-        40, 40, 0, 5)
+        40,
+        40,
+        0,
+        5,
+    )
     assert head["hot_bytes"] > 0 and head["archive_bytes"] == 0
 
     out = ok("compact", str(path), "--before", str(events[10].id))
     assert out.startswith("compacted 10 events (seq 1..10) into 1 file,")
     assert out.rstrip().endswith("30 events stay hot")
-    row = json_lines(ok("compact", str(path), "--before", str(events[25].id), "--json",
-                        "--max-file-events", "10"))[0]
+    row = json_lines(
+        ok(
+            "compact",
+            str(path),
+            "--before",
+            str(events[25].id),
+            "--json",
+            "--max-file-events",
+            "10",
+        )
+    )[0]
     assert (row["events"], row["first_seq"], row["last_seq"], row["hot_events"]) == (15, 11, 25, 15)
     assert len(row["files"]) == 2 and all(f.endswith(".esdb") for f in row["files"])
     assert ok("compact", str(path), "--before", "2001-01-01").startswith("nothing to compact")

@@ -13,9 +13,15 @@ from hypothesis import strategies as st
 
 from eventstore.cli.output import BadJSON, from_json, parse_json, to_json
 
-scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-           | st.text() | st.binary()
-           | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=20)))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text()
+    | st.binary()
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=20))
+)
 keys = st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5) | st.binary(max_size=3)
 values = st.recursive(
     scalars,
@@ -45,18 +51,21 @@ def test_the_encoding_is_readable() -> None:
     assert to_json(msgpack.ExtType(3, b"z")) == {"$ext": [3, "eg=="]}
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"$bytes": 5}', "base64 string"),
-    ('{"$bytes": "***"}', "invalid base64"),
-    ('{"$map": [1]}', "[key, value] pairs"),
-    ('{"$map": [[[1], 2]]}', "keys must be scalars"),
-    ('{"$float": "big"}', "'nan', 'inf' or '-inf'"),
-    ('{"$ext": [300, ""]}', "-128..127"),
-    ('{"$repr": "<object>"}', "cannot be read back"),
-    ('{"$nope": 1}', "unknown tag '$nope'"),
-    ('{"a": 1, "$b": 2}', "starts with '$'"),
-    ("{", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"$bytes": 5}', "base64 string"),
+        ('{"$bytes": "***"}', "invalid base64"),
+        ('{"$map": [1]}', "[key, value] pairs"),
+        ('{"$map": [[[1], 2]]}', "keys must be scalars"),
+        ('{"$float": "big"}', "'nan', 'inf' or '-inf'"),
+        ('{"$ext": [300, ""]}', "-128..127"),
+        ('{"$repr": "<object>"}', "cannot be read back"),
+        ('{"$nope": 1}', "unknown tag '$nope'"),
+        ('{"a": 1, "$b": 2}', "starts with '$'"),
+        ("{", "not valid JSON"),
+    ],
+)
 def test_bad_input_names_the_problem(text: str, message: str) -> None:
     with pytest.raises(BadJSON, match=None) as info:
         parse_json(text, "--data")

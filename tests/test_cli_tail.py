@@ -24,7 +24,10 @@ class Tail:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "eventstore.cli", "tail", *args, "--interval", "0.05"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None

@@ -19,10 +19,12 @@ from eventstore import Event, EventStore, NewEvent
 
 from .test_cli import ROOT, as_json, fails, fill, json_lines, ok
 
-needs_import = pytest.mark.skipif(not hasattr(EventStore, "import_events"),
-                                  reason="EventStore.import_events() is not there yet")
-needs_backup = pytest.mark.skipif(not hasattr(EventStore, "backup"),
-                                  reason="EventStore.backup() is not there yet")
+needs_import = pytest.mark.skipif(
+    not hasattr(EventStore, "import_events"), reason="EventStore.import_events() is not there yet"
+)
+needs_backup = pytest.mark.skipif(
+    not hasattr(EventStore, "backup"), reason="EventStore.backup() is not there yet"
+)
 
 ODD_VALUES: list[Any] = [
     {"raw": b"\x00\xff", "empty": b""},
@@ -40,10 +42,17 @@ def odd_store(path: Path) -> list[Event]:
     """Every kind of value msgpack carries, half of it compacted into an archive file."""
     with EventStore.open(path) as store:
         for i, value in enumerate(ODD_VALUES * 3):
-            store.append(f"s-{i % 4}", [NewEvent(
-                "T" if i % 2 else "Ü", value, metadata=ODD_VALUES[(i + 3) % len(ODD_VALUES)],
-                indexes={"k": str(i % 3)} if i % 2 else {"$k": "v"},
-            )])
+            store.append(
+                f"s-{i % 4}",
+                [
+                    NewEvent(
+                        "T" if i % 2 else "Ü",
+                        value,
+                        metadata=ODD_VALUES[(i + 3) % len(ODD_VALUES)],
+                        indexes={"k": str(i % 3)} if i % 2 else {"$k": "v"},
+                    )
+                ],
+            )
         events = list(store.read_all())
         store.compact(before=events[len(events) // 2].id)
         return events
@@ -54,7 +63,13 @@ def same_events(a: list[Event], b: list[Event]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
         assert (x.id, x.stream, x.version, x.seq, x.type, x.indexes) == (
-            y.id, y.stream, y.version, y.seq, y.type, y.indexes)
+            y.id,
+            y.stream,
+            y.version,
+            y.seq,
+            y.type,
+            y.indexes,
+        )
         assert msgpack.packb([x.data, x.metadata]) == msgpack.packb([y.data, y.metadata])
 
 
@@ -110,8 +125,9 @@ def test_incremental_import_continues_a_copy(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     events = fill(a, 12)
     ok("export", str(a), str(tmp_path / "1.jsonl"), "--after", str(events[0].id))
-    fails("import", str(b), str(tmp_path / "1.jsonl"),
-          message="starts at seq 2, but the next seq of")
+    fails(
+        "import", str(b), str(tmp_path / "1.jsonl"), message="starts at seq 2, but the next seq of"
+    )
     ok("export", str(a), str(tmp_path / "1.jsonl"), "--force")
     ok("import", str(b), str(tmp_path / "1.jsonl"))
     ok("append", str(a), "order-1", "Late", "--data", '{"b": {"$bytes": "AA=="}}')
@@ -171,8 +187,10 @@ def test_verify_passes_a_sound_store_and_names_a_damaged_file(tmp_path: Path) ->
     with EventStore.open(path) as store:
         store.compact(before=events[20].id)
     out = ok("verify", str(path))
-    assert out.strip() == (f"OK {path}: 30 events in 5 streams (hot 10, cold 20 in 1 file); "
-                           "seq gap-free, ids increasing, versions dense, checksums good")
+    assert out.strip() == (
+        f"OK {path}: 30 events in 5 streams (hot 10, cold 20 in 1 file); "
+        "seq gap-free, ids increasing, versions dense, checksums good"
+    )
     assert json_lines(ok("verify", str(path), "--json"))[0]["cold_events"] == 20
     (file,) = (path / "archive").glob("*.esdb")
     data = bytearray(file.read_bytes())
@@ -193,8 +211,12 @@ def test_verify_passes_a_sound_store_and_names_a_damaged_file(tmp_path: Path) ->
 def on_a_terminal(*args: str) -> tuple[int, str]:
     """Run the CLI with stderr on a pseudo-terminal; return its code and what it drew."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "eventstore.cli", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventstore.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+    )
     os.close(slave)
     drawn = b""
     while True:
@@ -214,8 +236,19 @@ def test_progress_bars_on_a_terminal_and_none_when_piped(tmp_path: Path) -> None
     fill(path, 50)
     code, drawn = on_a_terminal("export", str(path), str(tmp_path / "e.jsonl"))
     assert code == 0 and "exporting" in drawn and "100%" in drawn and "50/50" in drawn
-    res = subprocess.run([sys.executable, "-m", "eventstore.cli", "export", str(path),
-                          str(tmp_path / "e.jsonl"), "--force"], capture_output=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eventstore.cli",
+            "export",
+            str(path),
+            str(tmp_path / "e.jsonl"),
+            "--force",
+        ],
+        capture_output=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0 and res.stderr == b""
     code, drawn = on_a_terminal("compact", str(path), "--older-than", "0s")
     assert code == 0 and "compacting" in drawn and "100%" in drawn

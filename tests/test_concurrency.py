@@ -126,6 +126,8 @@ def test_closing_while_other_threads_read_never_crashes(tmp_path: Path) -> None:
     for n in range(8):
         proc = subprocess.run(
             [sys.executable, "-c", CLOSE_WHILE_READING, str(tmp_path / f"s{n}")],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])

@@ -72,9 +72,7 @@ class StoreFolder:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def make_factory(self, **env: str) -> EventStoreFactory:
-        factory = EventStoreFactory(
-            Environment(env={"EVENTSTORE_PATH": self.folder, **env})
-        )
+        factory = EventStoreFactory(Environment(env={"EVENTSTORE_PATH": self.folder, **env}))
         self.factories.append(factory)
         return factory
 
@@ -205,8 +203,7 @@ def test_select_events_ranges_with_sparse_versions(factory: EventStoreFactory) -
             for desc in (False, True):
                 for limit in (None, 1, 2, 100):
                     want = [
-                        v for v in versions
-                        if (gt is None or v > gt) and (lte is None or v <= lte)
+                        v for v in versions if (gt is None or v > gt) and (lte is None or v <= lte)
                     ]
                     if desc:
                         want.reverse()
@@ -223,7 +220,10 @@ def test_interleaved_originators_in_one_call_keep_their_order(factory: EventStor
     assert ids == [1, 2, 3, 4]
     notes = recorder.select_notifications(None, 10)
     assert [(n.originator_id, n.originator_version) for n in notes] == [
-        (a, 1), (b, 1), (a, 2), (b, 2)
+        (a, 1),
+        (b, 1),
+        (a, 2),
+        (b, 2),
     ]
     # A conflict in any originator rejects the whole call.
     with pytest.raises(IntegrityError):
@@ -241,7 +241,9 @@ def test_str_and_uuid_ids_come_back_as_they_went_in(factory: EventStoreFactory) 
     assert recorder.select_events(looks_like_uuid)[0].originator_id == looks_like_uuid
     assert isinstance(recorder.select_events(looks_like_uuid)[0].originator_id, str)
     assert [n.originator_id for n in recorder.select_notifications(None, 5)] == [
-        uid, looks_like_uuid, "plain"
+        uid,
+        looks_like_uuid,
+        "plain",
     ]
 
 
@@ -525,8 +527,7 @@ def test_closing_while_other_threads_read_does_not_crash(tmp_path: Any) -> None:
                 outcomes.append(exc)
 
         threads = [
-            threading.Thread(target=read, args=(outcomes, running, recorder, oid))
-            for _ in range(4)
+            threading.Thread(target=read, args=(outcomes, running, recorder, oid)) for _ in range(4)
         ]
         for t in threads:
             t.start()

@@ -76,16 +76,15 @@ class TestApplication(OnEventStore, application_tests.ApplicationTestCase):
             events = list(store.read_stream(str(aggregate.id)))
         assert [e.seq for e in events] == [1, 2]
         assert [e.metadata for e in events] == [
-            {"originator_version": 1}, {"originator_version": 2}
+            {"originator_version": 1},
+            {"originator_version": 2},
         ]
         assert events[0].type == "eventsourcing.domain:Aggregate.Created"
 
 
 if HAVE_PROJECTION_TESTS:
 
-    class TestEventSourcedProjection(
-        OnEventStore, projection_tests.EventSourcedProjectionTestCase
-    ):
+    class TestEventSourcedProjection(OnEventStore, projection_tests.EventSourcedProjectionTestCase):
         """The projection is an application too, so it needs its own store:
         ``COUNTERS_EVENTSTORE_PATH`` (its name, as eventsourcing prefixes keys)."""
 

@@ -36,9 +36,21 @@ def _load_script() -> ModuleType:
 
 def test_crash_test_script_short_run(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rounds", "8", "--seed", "7",
-         "--path", str(tmp_path), "--keep"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--rounds",
+            "8",
+            "--seed",
+            "7",
+            "--path",
+            str(tmp_path),
+            "--keep",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "PASS 8 rounds" in proc.stdout

@@ -26,7 +26,10 @@ EVENTS = sample_events(60, 4)
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "eventstore.cli", "esdb", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
 
 
@@ -49,9 +52,15 @@ def expect_json(ev: Any) -> dict[str, Any]:
 
     e = ev.event()
     return {
-        "id": str(e.id), "stream": e.stream, "version": e.version, "seq": e.seq,
-        "type": e.type, "data": enc(e.data), "metadata": enc(e.metadata),
-        "indexes": e.indexes, "timestamp": e.timestamp.isoformat(),
+        "id": str(e.id),
+        "stream": e.stream,
+        "version": e.version,
+        "seq": e.seq,
+        "type": e.type,
+        "data": enc(e.data),
+        "metadata": enc(e.metadata),
+        "indexes": e.indexes,
+        "timestamp": e.timestamp.isoformat(),
     }
 
 
@@ -97,8 +106,9 @@ def test_dump_stream_and_index(esdb_file: str) -> None:
     res = cli("dump", esdb_file, "--stream", "a", "--json")
     assert lines_json(res.stdout) == [expect_json(e) for e in m_stream(EVENTS, "a", None, False)]
     some = next(e for e in EVENTS if e.indexes.get("customer") == "c2")
-    res = cli("dump", esdb_file, "--stream", some.stream, "--index", "customer=c2", "--reverse",
-              "--json")
+    res = cli(
+        "dump", esdb_file, "--stream", some.stream, "--index", "customer=c2", "--reverse", "--json"
+    )
     want = m_index(EVENTS, some.stream, "customer", "c2", True, True)
     assert want and lines_json(res.stdout) == [expect_json(e) for e in want]
     res = cli("dump", esdb_file, "--stream", "a")
@@ -155,8 +165,11 @@ def test_missing_and_non_esdb_files(tmp_path: Path, command: str) -> None:
 def test_dump_bytes_as_base64(tmp_path: Path) -> None:
     path = str(tmp_path / "b.esdb")
     with ESDBWriter(path) as w:
-        w.add("s", MonotonicULIDs().next_int().to_bytes(16, "big"),
-              encode_record(0, 1, "Blob", {"raw": b"\x00\xffhi"}, b"\x01", {}))
+        w.add(
+            "s",
+            MonotonicULIDs().next_int().to_bytes(16, "big"),
+            encode_record(0, 1, "Blob", {"raw": b"\x00\xffhi"}, b"\x01", {}),
+        )
     res = cli("dump", path, "--json")
     row = json.loads(res.stdout)
     assert row["data"] == {"raw": {"$bytes": base64.b64encode(b"\x00\xffhi").decode()}}
@@ -188,7 +201,9 @@ def test_go_example_prints_what_the_go_program_prints(tmp_path: Path) -> None:
     target = tmp_path / "activity.esdb"
     res = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "esdb_file.py"), str(target)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout == GO_OUTPUT

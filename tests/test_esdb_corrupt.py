@@ -60,26 +60,44 @@ def exercise(path: str, events: list[Ev] | None) -> None:
     with ESDBReader(path) as r:
         steps: list[tuple[Callable[[], Any], Callable[[], Any] | None]] = [
             (lambda: list(r.spaces()), None),
-            (lambda: list(r.iter_all_raw()),
-             lambda: [(e.stream, e.id16, e.record()) for e in
-                      sorted(events or [], key=lambda e: (e.stream.encode(), e.id16))]),
-            (lambda: list(r.read_all()),
-             lambda: [e.event() for e in m_all(events or [], None, False, None, None)]),
-            (lambda: list(r.read_all(backwards=True, types=["Paid"], stream_prefix="a")),
-             lambda: [e.event() for e in m_all(events or [], None, True, {"Paid"}, "a")]),
+            (
+                lambda: list(r.iter_all_raw()),
+                lambda: [
+                    (e.stream, e.id16, e.record())
+                    for e in sorted(events or [], key=lambda e: (e.stream.encode(), e.id16))
+                ],
+            ),
+            (
+                lambda: list(r.read_all()),
+                lambda: [e.event() for e in m_all(events or [], None, False, None, None)],
+            ),
+            (
+                lambda: list(r.read_all(backwards=True, types=["Paid"], stream_prefix="a")),
+                lambda: [e.event() for e in m_all(events or [], None, True, {"Paid"}, "a")],
+            ),
         ]
         for s in [*STREAMS, "zz"]:
             steps += [
-                (lambda s=s: list(r.read_stream(s)),
-                 lambda s=s: [e.event() for e in m_stream(events or [], s, None, False)]),
-                (lambda s=s: list(r.read_stream(s, 3, True)),
-                 lambda s=s: [e.event() for e in m_stream(events or [], s, 3, True)]),
-                (lambda s=s: list(r.read_index(s, "customer", "c1")),
-                 lambda s=s: [e.event() for e in
-                              m_index(events or [], s, "customer", "c1", False, True)]),
-                (lambda s=s: list(r.read_index(s, "type", "Paid", backwards=True)),
-                 lambda s=s: [e.event() for e in
-                              m_index(events or [], s, "type", "Paid", True, True)]),
+                (
+                    lambda s=s: list(r.read_stream(s)),
+                    lambda s=s: [e.event() for e in m_stream(events or [], s, None, False)],
+                ),
+                (
+                    lambda s=s: list(r.read_stream(s, 3, True)),
+                    lambda s=s: [e.event() for e in m_stream(events or [], s, 3, True)],
+                ),
+                (
+                    lambda s=s: list(r.read_index(s, "customer", "c1")),
+                    lambda s=s: [
+                        e.event() for e in m_index(events or [], s, "customer", "c1", False, True)
+                    ],
+                ),
+                (
+                    lambda s=s: list(r.read_index(s, "type", "Paid", backwards=True)),
+                    lambda s=s: [
+                        e.event() for e in m_index(events or [], s, "type", "Paid", True, True)
+                    ],
+                ),
                 (lambda s=s: list(r.iter_raw(s)), None),
             ]
         for e in EVENTS[::7]:
@@ -140,12 +158,17 @@ def test_truncation(tmp_path_factory: pytest.TempPathFactory, cut: float, codec:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)),
-                   min_size=1, max_size=3, unique_by=lambda f: f[0]),
+    flips=st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda f: f[0],
+    ),
     codec=st.sampled_from(["zstd", "none"]),
 )
-def test_byte_flips_are_detected(tmp_path_factory: pytest.TempPathFactory,
-                                 flips: list[tuple[float, int]], codec: str) -> None:
+def test_byte_flips_are_detected(
+    tmp_path_factory: pytest.TempPathFactory, flips: list[tuple[float, int]], codec: str
+) -> None:
     data = bytearray(_files()[codec])
     spots = {int(len(data) * where): mask for where, mask in flips}
     for spot, mask in spots.items():
@@ -162,12 +185,14 @@ def test_byte_flips_are_detected(tmp_path_factory: pytest.TempPathFactory,
 
 @settings(max_examples=60, deadline=None)
 @given(
-    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)),
-                   min_size=1, max_size=4),
+    flips=st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4
+    ),
     codec=st.sampled_from(["zstd", "none"]),
 )
-def test_hostile_bytes_with_valid_checksums(tmp_path_factory: pytest.TempPathFactory,
-                                            flips: list[tuple[float, int]], codec: str) -> None:
+def test_hostile_bytes_with_valid_checksums(
+    tmp_path_factory: pytest.TempPathFactory, flips: list[tuple[float, int]], codec: str
+) -> None:
     """Bytes changed and every checksum recomputed: only structure checks remain.
     Reads may return nonsense, but must raise nothing other than CorruptFile."""
     data = bytearray(_files()[codec])
@@ -185,12 +210,14 @@ def test_hostile_bytes_with_valid_checksums(tmp_path_factory: pytest.TempPathFac
 
 @settings(max_examples=60, deadline=None)
 @given(
-    changes=st.lists(st.tuples(st.integers(0, FOOTER_SIZE - 17), st.integers(0, 255)),
-                     min_size=1, max_size=3),
+    changes=st.lists(
+        st.tuples(st.integers(0, FOOTER_SIZE - 17), st.integers(0, 255)), min_size=1, max_size=3
+    ),
     codec=st.sampled_from(["zstd", "none"]),
 )
-def test_hostile_footer_with_valid_checksum(tmp_path_factory: pytest.TempPathFactory,
-                                            changes: list[tuple[int, int]], codec: str) -> None:
+def test_hostile_footer_with_valid_checksum(
+    tmp_path_factory: pytest.TempPathFactory, changes: list[tuple[int, int]], codec: str
+) -> None:
     data = bytearray(_files()[codec])
     fstart = len(data) - FOOTER_SIZE
     for at, value in changes:
@@ -245,8 +272,9 @@ def test_newer_format_version_is_refused_clearly(tmp_path: Any, files: dict[str,
         (40, "<Q", 3, "space"),
     ],
 )
-def test_lying_footer(tmp_path: Any, files: dict[str, bytes], offset: int, fmt: str,
-                      value: int, match: str) -> None:
+def test_lying_footer(
+    tmp_path: Any, files: dict[str, bytes], offset: int, fmt: str, value: int, match: str
+) -> None:
     data = bytearray(files["zstd"])
     footer_field(data, offset, fmt, value)
     open_fails(tmp_path, data, match)
@@ -283,8 +311,9 @@ def test_bad_header(tmp_path: Any, files: dict[str, bytes]) -> None:
     ],
 )
 @pytest.mark.parametrize("codec", ["zstd", "none"])
-def test_lying_chunk_headers(tmp_path: Any, files: dict[str, bytes], field: int, value: int,
-                             match: str, codec: str) -> None:
+def test_lying_chunk_headers(
+    tmp_path: Any, files: dict[str, bytes], field: int, value: int, match: str, codec: str
+) -> None:
     data = bytearray(files[codec])
     offsets = chunk_offsets(files[codec])
     for off in offsets:  # every chunk, one file each: blocks, indexes, directories

@@ -25,8 +25,10 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md"
 def test_worked_example_is_what_the_writer_writes(tmp_path: Path) -> None:
     path = str(tmp_path / "tiny.esdb")
     ids = [bytes.fromhex("0190a0b0c0d0" + "00" * 9 + f"0{i}") for i in (1, 2)]
-    with mock.patch("time.time_ns", return_value=1_720_000_000_000_000_000), \
-            ESDBWriter(path, codec="none") as w:
+    with (
+        mock.patch("time.time_ns", return_value=1_720_000_000_000_000_000),
+        ESDBWriter(path, codec="none") as w,
+    ):
         w.add("c1", ids[0], encode_record(0, 1, "page", {"url": "/"}, None, {}))
         w.add("c1", ids[1], encode_record(1, 2, "buy", {"total": "9.99"}, None, {"sku": "x1"}))
     data = Path(path).read_bytes()
@@ -63,8 +65,11 @@ class SpecReader:
         assert chr(k) == kind
         stored = self.d[off + 16 : off + 16 + s]
         assert zlib.crc32(stored, zlib.crc32(self.d[off : off + 12])) == crc
-        raw = {0: lambda b: b, 1: zlib.decompress,
-               2: lambda b: zstandard.ZstdDecompressor().decompress(b)}[codec](stored)
+        raw = {
+            0: lambda b: b,
+            1: zlib.decompress,
+            2: lambda b: zstandard.ZstdDecompressor().decompress(b),
+        }[codec](stored)
         assert len(raw) == r
         return bytes(raw)
 
@@ -87,8 +92,9 @@ class SpecReader:
             for i in range(m):
                 stream, q = self.name(s, 8 + 4 * m + offs[i])
                 fp, cnt, fv, _fid, _lid, x, _rb, _ib = struct.unpack_from("<QQQ16s16sQQQ", s, q)
-                out.append(dict(stream=stream.decode(), first_pos=fp, count=cnt,
-                                first_version=fv, x=x))
+                out.append(
+                    dict(stream=stream.decode(), first_pos=fp, count=cnt, first_version=fv, x=x)
+                )
         return out
 
     def record_at(self, pos: int) -> tuple[bytes, bytes]:
@@ -113,8 +119,11 @@ class SpecReader:
         if q == 0:
             postings = list(struct.unpack_from(f"<{t}I", x, base + koffs[k]))
         else:
-            postings = [p for off in pch for p in struct.unpack(
-                f"<{len(self.chunk(off, 'P')) // 4}I", self.chunk(off, "P"))]
+            postings = [
+                p
+                for off in pch
+                for p in struct.unpack(f"<{len(self.chunk(off, 'P')) // 4}I", self.chunk(off, "P"))
+            ]
         for i in range(k):
             kn, p = self.name(x, base + koffs[i])
             kv, p = self.name(x, p)

@@ -48,8 +48,14 @@ class Ev:
 
     def event(self) -> Event:
         return Event(
-            ulid_from_bytes(self.id16), self.stream, self.version, self.seq, self.type,
-            self.data, self.metadata, self.indexes,
+            ulid_from_bytes(self.id16),
+            self.stream,
+            self.version,
+            self.seq,
+            self.type,
+            self.data,
+            self.metadata,
+            self.indexes,
         )
 
 
@@ -64,8 +70,13 @@ def write_file(path: str, events: list[Ev], **kwargs: Any) -> None:
 
 
 def make_events(
-    streams: list[str], picks: list[int], types: list[str], first_versions: dict[str, int],
-    data: list[Any], indexes: list[dict[str, str]], seq0: int = 1,
+    streams: list[str],
+    picks: list[int],
+    types: list[str],
+    first_versions: dict[str, int],
+    data: list[Any],
+    indexes: list[dict[str, str]],
+    seq0: int = 1,
 ) -> list[Ev]:
     """Events in global (ULID) order; event i goes to streams[picks[i]]."""
     ids = MonotonicULIDs().next_ints(len(picks))
@@ -76,8 +87,16 @@ def make_events(
         v = next_version.get(s, 0)
         next_version[s] = v + 1
         out.append(
-            Ev(s, ids[i].to_bytes(16, "big"), v, seq0 + i, types[i % len(types)],
-               data[i % len(data)], {"n": i} if i % 3 else None, indexes[i % len(indexes)])
+            Ev(
+                s,
+                ids[i].to_bytes(16, "big"),
+                v,
+                seq0 + i,
+                types[i % len(types)],
+                data[i % len(data)],
+                {"n": i} if i % 3 else None,
+                indexes[i % len(indexes)],
+            )
         )
     return out
 
@@ -86,7 +105,10 @@ def sample_events(n: int = 500, n_streams: int = 7) -> list[Ev]:
     streams = ["a", "a/b", "ab", "b", "z", "Ωmega", "b\u00e9"][:n_streams]
     picks = [(i * 7 + i // 3) % n_streams for i in range(n)]
     return make_events(
-        streams, picks, ["Created", "Paid", "Shipped"], {"ab": 10},
+        streams,
+        picks,
+        ["Created", "Paid", "Shipped"],
+        {"ab": 10},
         [{"i": 1, "b": b"\x00\xff"}, [1, 2.5, None], "text", None],
         [{}, {"customer": "c1"}, {"customer": "c2", "region": "eu"}],
     )
@@ -121,7 +143,8 @@ def m_index(
     events: list[Ev], stream: str, name: str, value: str, backwards: bool, index_types: bool
 ) -> list[Ev]:
     out = [
-        e for e in writer_order(events)
+        e
+        for e in writer_order(events)
         if e.stream == stream
         and (e.indexes.get(name) == value or (index_types and name == "type" and e.type == value))
     ]
@@ -129,8 +152,11 @@ def m_index(
 
 
 def m_all(
-    events: list[Ev], after: bytes | None, backwards: bool,
-    types: set[str] | None, prefix: str | None,
+    events: list[Ev],
+    after: bytes | None,
+    backwards: bool,
+    types: set[str] | None,
+    prefix: str | None,
 ) -> list[Ev]:
     out = sorted(events, key=lambda e: e.id16)
     if backwards:
@@ -170,7 +196,9 @@ def check_everything(path: str, events: list[Ev], index_types: bool = True) -> N
         for s in infos:
             mine = [e for e in ordered if e.stream == s.stream]
             assert (s.count, s.first_version, s.last_version) == (
-                len(mine), mine[0].version, mine[-1].version
+                len(mine),
+                mine[0].version,
+                mine[-1].version,
             )
             assert (s.first_id, s.last_id) == (mine[0].id16, mine[-1].id16)
             assert r.space(s.stream) == s
@@ -181,7 +209,11 @@ def check_everything(path: str, events: list[Ev], index_types: bool = True) -> N
         for s in infos:
             for backwards in (False, True):
                 starts: list[int | None] = [
-                    None, 0, s.first_version, s.last_version, s.last_version + 1,
+                    None,
+                    0,
+                    s.first_version,
+                    s.last_version,
+                    s.last_version + 1,
                     (s.first_version + s.last_version) // 2,
                 ]
                 for fv in starts:
@@ -296,18 +328,29 @@ _stream_names = st.sampled_from(["a", "a/b", "ab", "b", "\u00e9", "\u00e9t\u00e9
     first=st.dictionaries(_stream_names, st.integers(0, 2**40), max_size=3),
     data=st.lists(payloads, min_size=1, max_size=5),
     indexes=st.lists(
-        st.dictionaries(st.sampled_from(["customer", "region", "r\u00e9gion"]),
-                        st.sampled_from(["c1", "c2", "eu", "\u00fc"]), max_size=2),
-        min_size=1, max_size=4,
+        st.dictionaries(
+            st.sampled_from(["customer", "region", "r\u00e9gion"]),
+            st.sampled_from(["c1", "c2", "eu", "\u00fc"]),
+            max_size=2,
+        ),
+        min_size=1,
+        max_size=4,
     ),
     block_size=st.sampled_from([1, 64, 300, 4096]),
     codec=st.sampled_from(["zstd", "zlib", "none"]),
     index_types=st.booleans(),
 )
 def test_roundtrip_property(
-    tmp_path_factory: pytest.TempPathFactory, small_chunks: None,
-    streams: list[str], picks: list[int], first: dict[str, int], data: list[Any],
-    indexes: list[dict[str, str]], block_size: int, codec: str, index_types: bool,
+    tmp_path_factory: pytest.TempPathFactory,
+    small_chunks: None,
+    streams: list[str],
+    picks: list[int],
+    first: dict[str, int],
+    data: list[Any],
+    indexes: list[dict[str, str]],
+    block_size: int,
+    codec: str,
+    index_types: bool,
 ) -> None:
     events = make_events(streams, picks, ["Created", "Paid", "Ünï"], first, data, indexes, 7)
     path = str(tmp_path_factory.mktemp("rt") / "f.esdb")

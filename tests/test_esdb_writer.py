@@ -93,8 +93,12 @@ def test_refusal_leaves_the_writer_usable(tmp_path: Any) -> None:
     path = str(tmp_path / "f.esdb")
     w = ESDBWriter(path)
     w.add("a", uid(1), rec(0))
-    for bad in (("a", uid(1), rec(1)), ("a", uid(2), rec(5)), ("0", uid(3), rec(0)),
-                ("b", uid(4), b"junk")):
+    for bad in (
+        ("a", uid(1), rec(1)),
+        ("a", uid(2), rec(5)),
+        ("0", uid(3), rec(0)),
+        ("b", uid(4), b"junk"),
+    ):
         with pytest.raises(InvalidArgument):
             w.add(*bad)
     w.add("a", uid(2), rec(1))

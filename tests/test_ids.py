@@ -3,6 +3,7 @@ steps backwards, across threads, and above a floor."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -51,7 +52,7 @@ def test_ids_increase_while_the_clock_stands_still() -> None:
     values = [gen.next_int() for _ in range(1000)]
     assert values == sorted(set(values))
     assert all(v >> 80 == clock.ms for v in values)
-    assert all(b - a == 1 for a, b in zip(values, values[1:]))
+    assert all(b - a == 1 for a, b in itertools.pairwise(values))
 
 
 def test_ids_stay_above_the_last_when_the_clock_steps_back() -> None:

@@ -16,7 +16,10 @@ def test_shop_example(tmp_path: Path) -> None:
     data = tmp_path / "shop"
     proc = subprocess.run(
         [sys.executable, "examples/shop.py", str(data)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -163,7 +163,7 @@ def test_get_by_ulid_string_and_bytes(store: EventStore) -> None:
 
 
 def test_event_fields(store: EventStore) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     r = store.append(
         "order-42",
         [NewEvent("OrderPlaced", {"total": 42.99}, metadata={"user": "u1"}, indexes={"c": "c7"})],
@@ -173,7 +173,7 @@ def test_event_fields(store: EventStore) -> None:
     assert (event.stream, event.version, event.seq, event.type) == ("order-42", 0, 1, "OrderPlaced")
     assert event.data == {"total": 42.99} and event.metadata == {"user": "u1"}
     assert event.indexes == {"c": "c7"}
-    assert event.timestamp.tzinfo is timezone.utc
+    assert event.timestamp.tzinfo is UTC
     assert abs((event.timestamp - before).total_seconds()) < 5
     assert event.timestamp == event.id.datetime
 

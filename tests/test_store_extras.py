@@ -55,7 +55,9 @@ def test_read_all_from_seq(store: EventStore) -> None:
     assert [e.seq for e in store.read_all(from_seq=1)] == list(range(1, 301))
     assert [e.seq for e in store.read_all(from_seq=0, limit=3)] == [1, 2, 3]
     for s in [2, 150, 299, 300]:
-        assert [e.seq for e in store.read_all(from_seq=s, limit=2)] == list(range(s, min(s + 2, 301)))
+        assert [e.seq for e in store.read_all(from_seq=s, limit=2)] == list(
+            range(s, min(s + 2, 301))
+        )
         assert [e.seq for e in store.read_all(from_seq=s, backwards=True, limit=2)] == [s, s - 1]
     assert list(store.read_all(from_seq=301)) == []
     assert [e.seq for e in store.read_all(from_seq=999, backwards=True, limit=1)] == [300]

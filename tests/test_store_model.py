@@ -8,6 +8,7 @@ change once returned.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from typing import Any
@@ -17,7 +18,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
-    initialize,
     invariant,
     precondition,
     rule,
@@ -159,7 +159,9 @@ class StoreMachine(RuleBasedStateMachine):
         stream, events, builtin = bad
         try:
             if via_many:
-                self.store.append_many([("order-1", [NewEvent("Fine")], ANY), (stream, events, ANY)])
+                self.store.append_many(
+                    [("order-1", [NewEvent("Fine")], ANY), (stream, events, ANY)]
+                )
             else:
                 self.store.append(stream, events)
         except EventStoreError as exc:
@@ -170,7 +172,9 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(
         stream=st.sampled_from(STREAMS),
         from_version=st.one_of(
-            st.none(), st.integers(min_value=0, max_value=14), st.integers(min_value=0, max_value=400)
+            st.none(),
+            st.integers(min_value=0, max_value=14),
+            st.integers(min_value=0, max_value=400),
         ),
         backwards=st.booleans(),
         limit=st.one_of(st.none(), st.integers(min_value=0, max_value=5)),
@@ -280,7 +284,7 @@ class StoreMachine(RuleBasedStateMachine):
         log = list(self.store.read_all())
         assert log == self.model.log
         assert [e.seq for e in log] == list(range(1, len(log) + 1))
-        assert all(a.id < b.id for a, b in zip(log, log[1:]))
+        assert all(a.id < b.id for a, b in itertools.pairwise(log))
 
     @invariant()
     def every_read_agrees_at_sample_points(self) -> None:
@@ -295,8 +299,11 @@ class StoreMachine(RuleBasedStateMachine):
                 got = list(self.store.read_all(event.id, backwards, 5))
                 assert got == self.model.read_all(event.id, backwards, 5, None, None)
                 got = list(self.store.read_all(None, backwards, 3, None, None, from_seq=event.seq))
-                want = [e for e in (reversed(log) if backwards else log)
-                        if (e.seq <= event.seq if backwards else e.seq >= event.seq)][:3]
+                want = [
+                    e
+                    for e in (reversed(log) if backwards else log)
+                    if (e.seq <= event.seq if backwards else e.seq >= event.seq)
+                ][:3]
                 assert got == want
         for stream in STREAMS:
             events = self.model.streams.get(stream, [])
@@ -305,8 +312,9 @@ class StoreMachine(RuleBasedStateMachine):
             assert list(self.store.read_stream(stream, backwards=True)) == events[::-1]
             middle = len(events) // 2
             assert list(self.store.read_stream(stream, middle, limit=3)) == events[middle:][:3]
-            assert list(self.store.read_stream(stream, middle, backwards=True, limit=3)) == (
-                events[: middle + 1][::-1][:3]
+            assert (
+                list(self.store.read_stream(stream, middle, backwards=True, limit=3))
+                == (events[: middle + 1][::-1][:3])
             )
             if events:
                 assert list(self.store.read_index(stream, "type", events[0].type)) == (

@@ -41,9 +41,8 @@ def test_backup_while_appending_is_a_consistent_store(tmp_path: Path) -> None:
         assert log == source_log[: len(log)]  # a prefix: the moment of the snapshot
         assert len(log) == result.events
         assert copy.watermark is not None and len(copy.archive_files()) == 1
-    with pytest.raises(InvalidArgument):
-        with EventStore.open(tmp_path / "src") as store:
-            store.backup(tmp_path / "dst")  # not empty
+    with pytest.raises(InvalidArgument), EventStore.open(tmp_path / "src") as store:
+        store.backup(tmp_path / "dst")  # not empty
 
 
 def test_verify_finds_a_damaged_archive_file(tmp_path: Path) -> None:

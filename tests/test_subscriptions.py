@@ -393,15 +393,16 @@ class SubscriptionModel(RuleBasedStateMachine):
         return [e for e in self.log if self.types is None or e[1] in self.types]
 
     @rule(
-        batch=st.lists(st.tuples(st.sampled_from(STREAMS), st.sampled_from(TYPES)), min_size=1,
-                       max_size=4)
+        batch=st.lists(
+            st.tuples(st.sampled_from(STREAMS), st.sampled_from(TYPES)), min_size=1, max_size=4
+        )
     )
     def append(self, batch: list[tuple[str, str]]) -> None:
         assert self.store is not None
         for stream, type_ in batch:
             self.log.append((stream, type_, len(self.log)))
         self.store.append_many(
-            [(s, [NewEvent(t, n)], ANY) for (s, t, n) in self.log[-len(batch):]]
+            [(s, [NewEvent(t, n)], ANY) for (s, t, n) in self.log[-len(batch) :]]
         )
 
     @rule(k=st.integers(1, 8))
@@ -424,8 +425,12 @@ class SubscriptionModel(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.sub.close()
-        self.sub = Subscription(self.store, types=self.types, name="m",  # type: ignore[arg-type]
-                                page_size=self.page_size)
+        self.sub = Subscription(
+            self.store,
+            types=self.types,
+            name="m",  # type: ignore[arg-type]
+            page_size=self.page_size,
+        )
         self.delivered = self.saved
 
     @precondition(lambda self: CAN_COMPACT and bool(self.log))

@@ -39,10 +39,14 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="eventstore")
 @click.option(
-    "--lock-timeout", type=click.FloatRange(min=0), default=2.0, show_default=True,
-    envvar="EVENTSTORE_LOCK_TIMEOUT", metavar="SECONDS",
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    envvar="EVENTSTORE_LOCK_TIMEOUT",
+    metavar="SECONDS",
     help="How long to retry opening a store another process holds open "
-         "(env EVENTSTORE_LOCK_TIMEOUT).",
+    "(env EVENTSTORE_LOCK_TIMEOUT).",
 )
 @click.pass_context
 def main(ctx: click.Context, lock_timeout: float) -> None:

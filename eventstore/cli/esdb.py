@@ -77,12 +77,24 @@ def inspect(file: str, as_json: bool) -> None:
         if not spaces:
             return
         click.echo("")
-        heads = ["stream", "events", "versions", "first_id", "last_id", "record_bytes",
-                 "index_bytes"]
+        heads = [
+            "stream",
+            "events",
+            "versions",
+            "first_id",
+            "last_id",
+            "record_bytes",
+            "index_bytes",
+        ]
         rows = [
             [
-                s["stream"], str(s["events"]), f"{s['first_version']}..{s['last_version']}",
-                s["first_id"], s["last_id"], str(s["record_bytes"]), str(s["index_bytes"]),
+                s["stream"],
+                str(s["events"]),
+                f"{s['first_version']}..{s['last_version']}",
+                s["first_id"],
+                s["last_id"],
+                str(s["record_bytes"]),
+                str(s["index_bytes"]),
             ]
             for s in spaces
         ]
@@ -153,5 +165,7 @@ def verify(file: str) -> None:
     with _open(file) as r:
         r.verify()
         m = r.meta
-        click.echo(f"OK {file}: {m.event_count} events in {m.space_count} streams, "
-                   f"{m.block_count} blocks, format {m.format_version}")
+        click.echo(
+            f"OK {file}: {m.event_count} events in {m.space_count} streams, "
+            f"{m.block_count} blocks, format {m.format_version}"
+        )

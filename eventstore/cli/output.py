@@ -10,7 +10,7 @@ msgpack value                  JSON
 =============================  =============================================
 nil, bool, int, str, array     themselves
 finite float                   itself
-NaN, +inf, -inf                ``{"$float": "nan" | "inf" | "-inf"}``
+NaN, +inf, -inf                ``{"$float": "nan" | "nan:<16 hex digits>" | "inf" | "-inf"}``
 bin (bytes)                    ``{"$bytes": "<base64>"}``
 map, all keys str, none        an object
 starting with ``$``
@@ -26,6 +26,7 @@ import binascii
 import json
 import math
 import os
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -75,6 +76,9 @@ def guard(func: F) -> F:
 # -- the lossless JSON encoding ------------------------------------------------
 
 
+_NAN_BITS = struct.pack(">d", math.nan)
+
+
 def to_json(value: Any) -> Any:
     """A msgpack value as a JSON value (see the module docstring)."""
     if value is None or isinstance(value, (str, bool, int)):
@@ -82,7 +86,11 @@ def to_json(value: Any) -> Any:
     if isinstance(value, float):
         if math.isfinite(value):
             return value
-        return {"$float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+        if math.isnan(value):
+            bits = struct.pack(">d", value)
+            # NaNs carry payload bits; keep any but the usual one, losslessly.
+            return {"$float": "nan" if bits == _NAN_BITS else "nan:" + bits.hex()}
+        return {"$float": "inf" if value > 0 else "-inf"}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, dict):
@@ -140,12 +148,23 @@ def _tagged(tag: str, inner: Any) -> Any:
         return out
     if tag == "$float":
         table = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+        if isinstance(inner, str) and inner.startswith("nan:") and len(inner) == 20:
+            try:
+                value: float = struct.unpack(">d", bytes.fromhex(inner[4:]))[0]
+            except ValueError:
+                raise BadJSON(f"$float NaN bits must be 16 hex digits, got {inner!r}") from None
+            if math.isnan(value):
+                return value
         if inner not in table:
             raise BadJSON(f"$float wants 'nan', 'inf' or '-inf', got {inner!r}")
         return table[inner]
     if tag == "$ext":
-        if not (isinstance(inner, list) and len(inner) == 2 and type(inner[0]) is int
-                and -128 <= inner[0] <= 127):
+        if not (
+            isinstance(inner, list)
+            and len(inner) == 2
+            and type(inner[0]) is int
+            and -128 <= inner[0] <= 127
+        ):
             raise BadJSON("$ext wants [code (-128..127), base64]")
         return msgpack.ExtType(inner[0], _b64(inner[1], tag))
     if tag == "$repr":
@@ -219,12 +238,18 @@ class Table:
     that rare when rows arrive one by one). The last column is never padded.
     """
 
-    def __init__(self, heads: Sequence[str], numeric: set[int] | None = None,
-                 buffer: int = 200, min_widths: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        heads: Sequence[str],
+        numeric: set[int] | None = None,
+        buffer: int = 200,
+        min_widths: Sequence[int] = (),
+    ) -> None:
         self.heads = list(heads)
         self.numeric = numeric or set()
-        self.widths = [max(len(h), w) for h, w in zip(heads, [*min_widths, *[0] * len(heads)],
-                                                      strict=False)]
+        self.widths = [
+            max(len(h), w) for h, w in zip(heads, [*min_widths, *[0] * len(heads)], strict=False)
+        ]
         self.buffer = buffer
         self.held: list[list[str]] | None = []
         if buffer == 0:
@@ -283,8 +308,9 @@ def progress_bar(length: int, label: str) -> Iterator[Callable[[int], None]]:
         return
     pending = 0
     last = 0.0
-    with click.progressbar(length=length, label=label, file=sys.stderr,
-                           show_pos=True, show_percent=True) as bar:
+    with click.progressbar(
+        length=length, label=label, file=sys.stderr, show_pos=True, show_percent=True
+    ) as bar:
 
         def advance(n: int) -> None:
             nonlocal pending, last

@@ -55,8 +55,9 @@ EXPORT_KIND = "eventstore-export"
 EXPORT_FORMAT = 1
 
 path_argument = click.argument("path", type=click.Path(file_okay=False))
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="One JSON object per line, for scripts.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per line, for scripts."
+)
 
 
 # -- opening stores -----------------------------------------------------------
@@ -104,8 +105,10 @@ def opened(path: str, *, create: bool = False, sync: bool = False) -> Iterator[E
             break
         except StoreLocked:
             if time.monotonic() >= deadline:
-                fail(f"store {path} is open in another process (its lock is held); "
-                     "stop that process, or wait longer with --lock-timeout")
+                fail(
+                    f"store {path} is open in another process (its lock is held); "
+                    "stop that process, or wait longer with --lock-timeout"
+                )
             time.sleep(0.02)
     try:
         yield store
@@ -138,7 +141,8 @@ def parse_expected(text: str) -> Any:
     if value < -1:
         raise InvalidArgument(
             f"--expected-version wants a version (-1 or more), any, no_stream or "
-            f"stream_exists; got {text!r}")
+            f"stream_exists; got {text!r}"
+        )
     return value
 
 
@@ -158,7 +162,8 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION.findall(text.strip())
     if not parts or "".join(n + u for n, u in parts) != text.strip():
         raise InvalidArgument(
-            f"--older-than wants a duration like 30d, 12h, 90m, 45s or 1d12h; got {text!r}")
+            f"--older-than wants a duration like 30d, 12h, 90m, 45s or 1d12h; got {text!r}"
+        )
     return timedelta(seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
 
 
@@ -173,7 +178,8 @@ def parse_cutoff(text: str) -> ULID:
     except ValueError:
         raise InvalidArgument(
             f"--before wants an ISO 8601 time (2024-05-01, 2024-05-01T12:00:00+02:00) "
-            f"or a ULID; got {text!r}") from None
+            f"or a ULID; got {text!r}"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     ms = int(when.timestamp() * 1000)
@@ -202,8 +208,15 @@ def _data_cell(ev: Event) -> str:
 
 
 def log_row(ev: Event) -> list[str]:
-    return [str(ev.seq), str(ev.id), human_time(ev), ev.stream, str(ev.version), ev.type,
-            _data_cell(ev)]
+    return [
+        str(ev.seq),
+        str(ev.id),
+        human_time(ev),
+        ev.stream,
+        str(ev.version),
+        ev.type,
+        _data_cell(ev),
+    ]
 
 
 def stream_row(ev: Event) -> list[str]:
@@ -217,8 +230,7 @@ def print_events(events: Iterator[Event], as_json: bool, one_stream: bool = Fals
             echo_json(event_json(ev))
             n += 1
         return n
-    table = (Table(_STREAM_HEADS, _STREAM_NUMERIC) if one_stream
-             else Table(_LOG_HEADS, _LOG_NUMERIC))
+    table = Table(_STREAM_HEADS, _STREAM_NUMERIC) if one_stream else Table(_LOG_HEADS, _LOG_NUMERIC)
     for ev in events:
         table.row(stream_row(ev) if one_stream else log_row(ev))
         n += 1
@@ -233,21 +245,47 @@ def print_events(events: Iterator[Event], as_json: bool, one_stream: bool = Fals
 @path_argument
 @click.argument("stream")
 @click.argument("type_", metavar="TYPE")
-@click.option("--data", default="null", show_default=True, metavar="JSON",
-              help='Event data as JSON; bytes as {"$bytes": "<base64>"}; "-" reads stdin.')
+@click.option(
+    "--data",
+    default="null",
+    show_default=True,
+    metavar="JSON",
+    help='Event data as JSON; bytes as {"$bytes": "<base64>"}; "-" reads stdin.',
+)
 @click.option("--metadata", default=None, metavar="JSON", help="Event metadata as JSON.")
-@click.option("--expected-version", "-e", default="any", show_default=True,
-              metavar="N|any|no_stream|stream_exists",
-              help="Append only if the stream is at this version.")
-@click.option("--index", "indexes", multiple=True, metavar="NAME=VALUE",
-              help="File the event under this secondary index of its stream (repeatable).")
-@click.option("--no-sync", is_flag=True,
-              help="Skip the fsync: survives a crash of this process, not a power loss.")
+@click.option(
+    "--expected-version",
+    "-e",
+    default="any",
+    show_default=True,
+    metavar="N|any|no_stream|stream_exists",
+    help="Append only if the stream is at this version.",
+)
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="File the event under this secondary index of its stream (repeatable).",
+)
+@click.option(
+    "--no-sync",
+    is_flag=True,
+    help="Skip the fsync: survives a crash of this process, not a power loss.",
+)
 @json_option
 @guard
-def append(path: str, stream: str, type_: str, data: str, metadata: str | None,
-           expected_version: str, indexes: tuple[str, ...], no_sync: bool,
-           as_json: bool) -> None:
+def append(
+    path: str,
+    stream: str,
+    type_: str,
+    data: str,
+    metadata: str | None,
+    expected_version: str,
+    indexes: tuple[str, ...],
+    no_sync: bool,
+    as_json: bool,
+) -> None:
     """Append one event to STREAM (creating the store if PATH does not exist)."""
     if data == "-":
         data = sys.stdin.read()
@@ -261,25 +299,46 @@ def append(path: str, stream: str, type_: str, data: str, metadata: str | None,
     with opened(path, create=True, sync=not no_sync) as store:
         result = store.append(stream, [event], expected_version=expected)
     if as_json:
-        echo_json({"stream": stream, "type": type_, "id": str(result.ids[0]),
-                   "version": result.first_version, "seq": result.first_seq})
+        echo_json(
+            {
+                "stream": stream,
+                "type": type_,
+                "id": str(result.ids[0]),
+                "version": result.first_version,
+                "seq": result.first_seq,
+            }
+        )
     else:
-        click.echo(f"appended {type_} to {stream} at version {result.first_version} "
-                   f"(seq {result.first_seq}, id {result.ids[0]})")
+        click.echo(
+            f"appended {type_} to {stream} at version {result.first_version} "
+            f"(seq {result.first_seq}, id {result.ids[0]})"
+        )
 
 
 @click.command()
 @path_argument
 @click.argument("stream")
-@click.option("--from", "from_version", type=click.IntRange(min=0), metavar="N",
-              help="Start at this version (going down from it with --backwards).")
+@click.option(
+    "--from",
+    "from_version",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Start at this version (going down from it with --backwards).",
+)
 @click.option("--backwards", is_flag=True, help="Newest first.")
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N events.")
 @click.option("--index", metavar="NAME=VALUE", help="Only the events under this index.")
 @json_option
 @guard
-def read(path: str, stream: str, from_version: int | None, backwards: bool,
-         limit: int | None, index: str | None, as_json: bool) -> None:
+def read(
+    path: str,
+    stream: str,
+    from_version: int | None,
+    backwards: bool,
+    limit: int | None,
+    index: str | None,
+    as_json: bool,
+) -> None:
     """Print one stream's events in order."""
     pair = None if index is None else parse_index(index)
     with opened(path) as store:
@@ -291,8 +350,9 @@ def read(path: str, stream: str, from_version: int | None, backwards: bool,
             events = store.read_index(stream, pair[0], pair[1], backwards)
             if from_version is not None:
                 start = from_version
-                events = (e for e in events
-                          if (e.version <= start if backwards else e.version >= start))
+                events = (
+                    e for e in events if (e.version <= start if backwards else e.version >= start)
+                )
             events = _take(events, limit)
         print_events(events, as_json, one_stream=True)
 
@@ -319,37 +379,60 @@ def get(path: str, event_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(event_json(ev))
         return
-    print_fields([
-        ("id", ev.id), ("stream", ev.stream), ("version", ev.version), ("seq", ev.seq),
-        ("type", ev.type), ("time", ev.timestamp.isoformat()), ("data", compact_json(ev.data)),
-        ("metadata", compact_json(ev.metadata)), ("indexes", compact_json(ev.indexes)),
-    ])
+    print_fields(
+        [
+            ("id", ev.id),
+            ("stream", ev.stream),
+            ("version", ev.version),
+            ("seq", ev.seq),
+            ("type", ev.type),
+            ("time", ev.timestamp.isoformat()),
+            ("data", compact_json(ev.data)),
+            ("metadata", compact_json(ev.metadata)),
+            ("indexes", compact_json(ev.indexes)),
+        ]
+    )
 
 
-type_option = click.option("--type", "types", multiple=True, metavar="TYPE",
-                           help="Only events of this type (repeatable).")
-prefix_option = click.option("--prefix", metavar="P",
-                             help="Only events of streams whose name starts with P.")
+type_option = click.option(
+    "--type", "types", multiple=True, metavar="TYPE", help="Only events of this type (repeatable)."
+)
+prefix_option = click.option(
+    "--prefix", metavar="P", help="Only events of streams whose name starts with P."
+)
 
 
 @click.command("all")
 @path_argument
 @click.option("--after", metavar="ULID", help="Start after this position (an event id).")
-@click.option("--from-seq", type=click.IntRange(min=1), metavar="N",
-              help="Start at this global sequence number.")
+@click.option(
+    "--from-seq",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Start at this global sequence number.",
+)
 @type_option
 @prefix_option
 @click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N events.")
 @click.option("--backwards", is_flag=True, help="Newest first (before --after, if given).")
 @json_option
 @guard
-def all_events(path: str, after: str | None, from_seq: int | None, types: tuple[str, ...],
-               prefix: str | None, limit: int | None, backwards: bool, as_json: bool) -> None:
+def all_events(
+    path: str,
+    after: str | None,
+    from_seq: int | None,
+    types: tuple[str, ...],
+    prefix: str | None,
+    limit: int | None,
+    backwards: bool,
+    as_json: bool,
+) -> None:
     """Print the global log in commit order."""
     position = None if after is None else parse_ulid(after, "--after")
     with opened(path) as store:
-        events = store.read_all(position, backwards, limit, types or None, prefix,
-                                from_seq=from_seq)
+        events = store.read_all(
+            position, backwards, limit, types or None, prefix, from_seq=from_seq
+        )
         print_events(events, as_json)
 
 
@@ -384,18 +467,40 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 @click.command()
 @path_argument
-@click.option("--lines", "-n", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Print the last N matching events first.")
-@click.option("--after", metavar="ULID",
-              help="Print every event after this position first, instead of --lines.")
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Print the last N matching events first.",
+)
+@click.option(
+    "--after",
+    metavar="ULID",
+    help="Print every event after this position first, instead of --lines.",
+)
 @type_option
 @prefix_option
-@click.option("--interval", type=click.FloatRange(min=0.01), default=0.2, show_default=True,
-              metavar="SECONDS", help="How often to look for changes.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=0.2,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often to look for changes.",
+)
 @json_option
 @guard
-def tail(path: str, lines: int, after: str | None, types: tuple[str, ...],
-         prefix: str | None, interval: float, as_json: bool) -> None:
+def tail(
+    path: str,
+    lines: int,
+    after: str | None,
+    types: tuple[str, ...],
+    prefix: str | None,
+    interval: float,
+    as_json: bool,
+) -> None:
     """Follow the global log like tail -f, until interrupted (Ctrl-C exits 130).
 
     The store stays closed between reads, so other processes can open it and
@@ -407,8 +512,7 @@ def tail(path: str, lines: int, after: str | None, types: tuple[str, ...],
     check_store_path(path, create=False)
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Live rows cannot be measured in advance: start columns at typical widths.
-    table = None if as_json else Table(_LOG_HEADS, _LOG_NUMERIC,
-                                       min_widths=[6, 26, 23, 16, 7, 16])
+    table = None if as_json else Table(_LOG_HEADS, _LOG_NUMERIC, min_widths=[6, 26, 23, 16, 7, 16])
 
     def show(ev: Event) -> None:
         if table is None:
@@ -431,16 +535,16 @@ def tail(path: str, lines: int, after: str | None, types: tuple[str, ...],
                     if locked_since is None:
                         locked_since = now
                     elif now - locked_since > 3 and locked_since > 0:
-                        click.echo("tail: waiting for another process to close the store",
-                                   err=True)
+                        click.echo("tail: waiting for another process to close the store", err=True)
                         locked_since = -1.0  # said once per wait
                     time.sleep(interval)
                     continue
                 locked_since = None
                 try:
                     if first and position is None:
-                        for ev in reversed(list(store.read_all(backwards=True, limit=lines,
-                                                               **filters))):
+                        for ev in reversed(
+                            list(store.read_all(backwards=True, limit=lines, **filters))
+                        ):
                             show(ev)
                     else:
                         for ev in store.read_all(position, **filters):
@@ -520,8 +624,17 @@ def archive_infos(store: EventStore, streams: set[str] | None = None) -> list[Ar
             m = r.meta
             if m.first_ulid is None or m.last_ulid is None:
                 continue
-            files.append(ArchiveInfo(os.path.basename(file), m.event_count, str(m.first_ulid),
-                                     str(m.last_ulid), m.first_seq, m.last_seq, m.file_size))
+            files.append(
+                ArchiveInfo(
+                    os.path.basename(file),
+                    m.event_count,
+                    str(m.first_ulid),
+                    str(m.last_ulid),
+                    m.first_seq,
+                    m.last_seq,
+                    m.file_size,
+                )
+            )
             if streams is not None:
                 streams.update(sp.stream for sp in r.spaces())
     files.sort(key=lambda f: f.first_id)
@@ -546,11 +659,18 @@ def store_stats(store: EventStore) -> StoreStats:
     last = newest(store)
     archive_bytes = folder_bytes(os.path.join(store.path, ARCHIVE_DIR))
     return StoreStats(
-        path=store.path, events=store.last_seq, hot_events=hot, cold_events=cold,
-        streams=len(streams), first_id=None if first is None else str(first.id),
-        last_id=None if last is None else str(last.id), last_cold_id=last_cold,
-        watermark=None, hot_bytes=folder_bytes(store.path) - archive_bytes,
-        archive_bytes=archive_bytes, files=files,
+        path=store.path,
+        events=store.last_seq,
+        hot_events=hot,
+        cold_events=cold,
+        streams=len(streams),
+        first_id=None if first is None else str(first.id),
+        last_id=None if last is None else str(last.id),
+        last_cold_id=last_cold,
+        watermark=None,
+        hot_bytes=folder_bytes(store.path) - archive_bytes,
+        archive_bytes=archive_bytes,
+        files=files,
     )
 
 
@@ -569,22 +689,34 @@ def stats(path: str, as_json: bool) -> None:
         for f in s.files:
             echo_json({"kind": "file", **asdict(f)})
         return
-    print_fields([
-        ("store", s.path),
-        ("events", f"{s.events:,} (hot {s.hot_events:,}, cold {s.cold_events:,})"),
-        ("streams", f"{s.streams:,}"),
-        ("ids", f"{s.first_id or '-'} .. {s.last_id or '-'}"),
-        ("cold up to", s.last_cold_id or "- (nothing compacted)"),
-        ("hot on disk", human_bytes(s.hot_bytes)),
-        ("archive on disk", f"{human_bytes(s.archive_bytes)} in "
-                            f"{_plural(len(s.files), 'file')}"),
-    ])
+    print_fields(
+        [
+            ("store", s.path),
+            ("events", f"{s.events:,} (hot {s.hot_events:,}, cold {s.cold_events:,})"),
+            ("streams", f"{s.streams:,}"),
+            ("ids", f"{s.first_id or '-'} .. {s.last_id or '-'}"),
+            ("cold up to", s.last_cold_id or "- (nothing compacted)"),
+            ("hot on disk", human_bytes(s.hot_bytes)),
+            (
+                "archive on disk",
+                f"{human_bytes(s.archive_bytes)} in {_plural(len(s.files), 'file')}",
+            ),
+        ]
+    )
     if s.files:
         click.echo("")
         table = Table(["file", "events", "seq", "first id", "last id", "size"], {1, 5})
         for f in s.files:
-            table.row([f.name, f"{f.events:,}", f"{f.first_seq}..{f.last_seq}", f.first_id,
-                       f.last_id, human_bytes(f.bytes)])
+            table.row(
+                [
+                    f.name,
+                    f"{f.events:,}",
+                    f"{f.first_seq}..{f.last_seq}",
+                    f.first_id,
+                    f.last_id,
+                    human_bytes(f.bytes),
+                ]
+            )
         table.flush()
 
 
@@ -601,16 +733,31 @@ def _stay(hot: int) -> str:
 
 @click.command()
 @path_argument
-@click.option("--older-than", metavar="DURATION",
-              help="Move events older than this: 30d, 12h, 90m, 45s, 1d12h.")
-@click.option("--before", metavar="TIME|ULID",
-              help="Move events before this ISO 8601 time (UTC if no zone) or ULID.")
-@click.option("--max-file-events", type=click.IntRange(min=1), metavar="N",
-              help="Split into files of at most N events.")
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Move events older than this: 30d, 12h, 90m, 45s, 1d12h.",
+)
+@click.option(
+    "--before",
+    metavar="TIME|ULID",
+    help="Move events before this ISO 8601 time (UTC if no zone) or ULID.",
+)
+@click.option(
+    "--max-file-events",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Split into files of at most N events.",
+)
 @json_option
 @guard
-def compact(path: str, older_than: str | None, before: str | None,
-            max_file_events: int | None, as_json: bool) -> None:
+def compact(
+    path: str,
+    older_than: str | None,
+    before: str | None,
+    max_file_events: int | None,
+    as_json: bool,
+) -> None:
     """Move cold events from LevelDB into immutable ESDB files."""
     if (older_than is None) == (before is None):
         raise InvalidArgument("give exactly one of --older-than or --before")
@@ -633,23 +780,36 @@ def compact(path: str, older_than: str | None, before: str | None,
     first_seq = cold_seq + 1
     last_seq = cold_seq + result.events
     if as_json:
-        echo_json({"events": result.events, "files": result.files, "bytes": result.bytes,
-                   "seconds": round(result.seconds, 3), "cutoff": str(cutoff),
-                   "first_seq": first_seq if result.events else None,
-                   "last_seq": last_seq if result.events else None, "hot_events": hot_left})
+        echo_json(
+            {
+                "events": result.events,
+                "files": result.files,
+                "bytes": result.bytes,
+                "seconds": round(result.seconds, 3),
+                "cutoff": str(cutoff),
+                "first_seq": first_seq if result.events else None,
+                "last_seq": last_seq if result.events else None,
+                "hot_events": hot_left,
+            }
+        )
     elif result.events == 0:
-        click.echo(f"nothing to compact before {cutoff.datetime.isoformat()}; "
-                   f"{_stay(hot_left)}")
+        click.echo(f"nothing to compact before {cutoff.datetime.isoformat()}; {_stay(hot_left)}")
     else:
-        click.echo(f"compacted {_plural(result.events, 'event')} (seq {first_seq}..{last_seq}) "
-                   f"into {_plural(len(result.files), 'file')}, {human_bytes(result.bytes)}, "
-                   f"in {result.seconds:.2f} s; {_stay(hot_left)}")
+        click.echo(
+            f"compacted {_plural(result.events, 'event')} (seq {first_seq}..{last_seq}) "
+            f"into {_plural(len(result.files), 'file')}, {human_bytes(result.bytes)}, "
+            f"in {result.seconds:.2f} s; {_stay(hot_left)}"
+        )
 
 
 @click.command()
 @path_argument
-@click.option("--max-events", type=click.IntRange(min=1), metavar="N",
-              help="Merged files hold at most N events.")
+@click.option(
+    "--max-events",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Merged files hold at most N events.",
+)
 @json_option
 @guard
 def merge(path: str, max_events: int | None, as_json: bool) -> None:
@@ -660,16 +820,25 @@ def merge(path: str, max_events: int | None, as_json: bool) -> None:
         result = store.merge_archives(**options)
         after = len(archive_paths(store))
     if as_json:
-        echo_json({"files_before": before, "files_after": after, "events": result.events,
-                   "files": result.files, "bytes": result.bytes,
-                   "seconds": round(result.seconds, 3)})
+        echo_json(
+            {
+                "files_before": before,
+                "files_after": after,
+                "events": result.events,
+                "files": result.files,
+                "bytes": result.bytes,
+                "seconds": round(result.seconds, 3),
+            }
+        )
     elif not result.files:
         click.echo(f"nothing to merge; {_plural(after, 'archive file')}")
     else:
-        click.echo(f"merged {before - after + len(result.files)} files into "
-                   f"{len(result.files)} ({_plural(result.events, 'event')}, "
-                   f"{human_bytes(result.bytes)}) in {result.seconds:.2f} s; "
-                   f"{_plural(after, 'archive file')} now")
+        click.echo(
+            f"merged {before - after + len(result.files)} files into "
+            f"{len(result.files)} ({_plural(result.events, 'event')}, "
+            f"{human_bytes(result.bytes)}) in {result.seconds:.2f} s; "
+            f"{_plural(after, 'archive file')} now"
+        )
 
 
 # -- export, import --------------------------------------------------------------------------
@@ -689,11 +858,15 @@ def export(path: str, file: str, after: str | None, force: bool) -> None:
     with opened(path) as store:
         first = next(store.read_all(position, limit=1), None)
         total = 0 if first is None else store.last_seq - first.seq + 1
-        header = {"kind": EXPORT_KIND, "format": EXPORT_FORMAT, "events": total,
-                  "after": None if position is None else str(position),
-                  "first_seq": None if first is None else first.seq,
-                  "last_seq": None if first is None else store.last_seq,
-                  "exported": datetime.now(UTC).isoformat()}
+        header = {
+            "kind": EXPORT_KIND,
+            "format": EXPORT_FORMAT,
+            "events": total,
+            "after": None if position is None else str(position),
+            "first_seq": None if first is None else first.seq,
+            "last_seq": None if first is None else store.last_seq,
+            "exported": datetime.now(UTC).isoformat(),
+        }
         if file == "-":
             n = _write_export(sys.stdout, header, store.read_all(position), total)
             return
@@ -710,8 +883,7 @@ def export(path: str, file: str, after: str | None, force: bool) -> None:
     click.echo(f"exported {_plural(n, 'event')} to {file}")
 
 
-def _write_export(out: IO[str], header: dict[str, Any], events: Iterator[Event],
-                  total: int) -> int:
+def _write_export(out: IO[str], header: dict[str, Any], events: Iterator[Event], total: int) -> int:
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     out.write(dumps(header) + "\n")
     n = 0
@@ -747,8 +919,10 @@ def parse_event_line(line: str, where: str) -> Event | None:
         if obj.get("kind") != EXPORT_KIND:
             raise ImportFileError(f"{where}: not an event or an {EXPORT_KIND} header")
         if obj.get("format") != EXPORT_FORMAT:
-            raise ImportFileError(f"{where}: export format {obj.get('format')!r}; this "
-                                  f"eventstore reads format {EXPORT_FORMAT}")
+            raise ImportFileError(
+                f"{where}: export format {obj.get('format')!r}; this "
+                f"eventstore reads format {EXPORT_FORMAT}"
+            )
         return None
     try:
         event_id = ULID.from_bytes(to_ulid_bytes(_field(obj, "id", str, where)))
@@ -809,20 +983,23 @@ def check_import(store: EventStore, file: str) -> int:
                     raise ImportFileError(
                         f"{file} starts at id {ev.id}, but {store.path} already holds events "
                         f"up to id {top.id if top else '?'} (seq {seq}); import only adds "
-                        "events newer than the store's newest")
+                        "events newer than the store's newest"
+                    )
                 raise ImportFileError(f"{where}: id {ev.id} is not above the previous line's")
             if ev.seq != seq + 1:
                 if n == 0:
                     raise ImportFileError(
                         f"{file} starts at seq {ev.seq}, but the next seq of {store.path} is "
-                        f"{seq + 1} (seq must continue without gaps)")
+                        f"{seq + 1} (seq must continue without gaps)"
+                    )
                 raise ImportFileError(f"{where}: seq {ev.seq} after seq {seq}")
             version = versions.get(ev.stream)
             if version is None:
                 version = store.stream_version(ev.stream)
             if ev.version != version + 1:
-                raise ImportFileError(f"{where}: stream {ev.stream!r} version {ev.version}, "
-                                      f"expected {version + 1}")
+                raise ImportFileError(
+                    f"{where}: stream {ev.stream!r} version {ev.version}, expected {version + 1}"
+                )
             versions[ev.stream] = ev.version
             prev, seq = ev.id.bytes, ev.seq
             n += 1
@@ -845,8 +1022,10 @@ def import_(path: str, file: str) -> None:
             click.echo(f"nothing to import: {file} holds no events")
             return
         if not hasattr(store, "import_events"):
-            fail("import needs EventStore.import_events(), which this eventstore lacks "
-                 "(the file checked out: nothing was written)")
+            fail(
+                "import needs EventStore.import_events(), which this eventstore lacks "
+                "(the file checked out: nothing was written)"
+            )
         with progress_bar(os.path.getsize(file), "importing") as advance:
             store.import_events(ev for _, ev in read_export(file, advance))
         last = store.last_seq
@@ -870,13 +1049,22 @@ def backup(path: str, dest: str, as_json: bool) -> None:
             fail("backup needs EventStore.backup(), which this eventstore lacks")
         result = store.backup(dest)
     if as_json:
-        echo_json({"dest": dest, "events": result.events, "files": result.files,
-                   "linked": result.linked, "bytes": result.bytes,
-                   "seconds": round(result.seconds, 3)})
+        echo_json(
+            {
+                "dest": dest,
+                "events": result.events,
+                "files": result.files,
+                "linked": result.linked,
+                "bytes": result.bytes,
+                "seconds": round(result.seconds, 3),
+            }
+        )
     else:
-        click.echo(f"backed up {_plural(result.events, 'event')} to {dest}: "
-                   f"{_plural(result.files, 'archive file')} ({result.linked} hard-linked), "
-                   f"{human_bytes(result.bytes)} in {result.seconds:.2f} s")
+        click.echo(
+            f"backed up {_plural(result.events, 'event')} to {dest}: "
+            f"{_plural(result.files, 'archive file')} ({result.linked} hard-linked), "
+            f"{human_bytes(result.bytes)} in {result.seconds:.2f} s"
+        )
 
 
 class VerifyFailed(EventStoreError):
@@ -897,9 +1085,11 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
         with ESDBReader(os.path.join(store.path, ARCHIVE_DIR, info.name)) as r:
             r.verify()
         if info.first_seq != expect or info.last_seq - info.first_seq + 1 != info.events:
-            raise VerifyFailed(f"archive file {info.name} holds seq {info.first_seq}.."
-                               f"{info.last_seq} ({info.events} events), expected to start "
-                               f"at seq {expect}")
+            raise VerifyFailed(
+                f"archive file {info.name} holds seq {info.first_seq}.."
+                f"{info.last_seq} ({info.events} events), expected to start "
+                f"at seq {expect}"
+            )
         expect = info.last_seq + 1
     seq = 0
     prev = b""
@@ -911,26 +1101,35 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
             raise VerifyFailed(f"event {ev.id} (seq {ev.seq}) is not above the previous id")
         version = versions.get(ev.stream, -1)
         if ev.version != version + 1:
-            raise VerifyFailed(f"stream {ev.stream!r}: version {ev.version} (event {ev.id}) "
-                               f"follows version {version}")
+            raise VerifyFailed(
+                f"stream {ev.stream!r}: version {ev.version} (event {ev.id}) "
+                f"follows version {version}"
+            )
         versions[ev.stream] = ev.version
         seq, prev = ev.seq, ev.id.bytes
         advance(1)
     if seq != store.last_seq:
-        raise VerifyFailed(f"the log ends at seq {seq}, but the store's last seq is "
-                           f"{store.last_seq}")
+        raise VerifyFailed(
+            f"the log ends at seq {seq}, but the store's last seq is {store.last_seq}"
+        )
     for stream, version in versions.items():
         if store.stream_version(stream) != version:
-            raise VerifyFailed(f"stream {stream!r}: version {store.stream_version(stream)}, "
-                               f"but its last event is version {version}")
+            raise VerifyFailed(
+                f"stream {stream!r}: version {store.stream_version(stream)}, "
+                f"but its last event is version {version}"
+            )
     for info in files:
         for id_ in (info.first_id, info.last_id):
             if store.get(id_) is None:
-                raise VerifyFailed(f"get({id_}) finds nothing; archive file {info.name} "
-                                   "holds it")
+                raise VerifyFailed(f"get({id_}) finds nothing; archive file {info.name} holds it")
     cold = sum(f.events for f in files)
-    return {"events": seq, "hot_events": seq - cold, "cold_events": cold, "files": len(files),
-            "streams": len(versions)}
+    return {
+        "events": seq,
+        "hot_events": seq - cold,
+        "cold_events": cold,
+        "files": len(files),
+        "streams": len(versions),
+    }
 
 
 @click.command()
@@ -952,11 +1151,25 @@ def verify(path: str, as_json: bool) -> None:
     if as_json:
         echo_json({"ok": True, "path": path, **found})
     else:
-        click.echo(f"OK {path}: {_plural(found['events'], 'event')} in "
-                   f"{_plural(found['streams'], 'stream')} (hot {found['hot_events']:,}, cold "
-                   f"{found['cold_events']:,} in {_plural(found['files'], 'file')}); seq gap-free, "
-                   "ids increasing, versions dense, checksums good")
+        click.echo(
+            f"OK {path}: {_plural(found['events'], 'event')} in "
+            f"{_plural(found['streams'], 'stream')} (hot {found['hot_events']:,}, cold "
+            f"{found['cold_events']:,} in {_plural(found['files'], 'file')}); seq gap-free, "
+            "ids increasing, versions dense, checksums good"
+        )
 
 
-COMMANDS = [append, read, get, all_events, tail, stats, compact, merge, export, import_, backup,
-            verify]
+COMMANDS = [
+    append,
+    read,
+    get,
+    all_events,
+    tail,
+    stats,
+    compact,
+    merge,
+    export,
+    import_,
+    backup,
+    verify,
+]

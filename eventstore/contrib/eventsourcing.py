@@ -195,9 +195,7 @@ class _Lease:
 
 
 # One lock per store serialises tracking checks with tracking writes.
-_tracking_locks: weakref.WeakKeyDictionary[EventStore, threading.Lock] = (
-    weakref.WeakKeyDictionary()
-)
+_tracking_locks: weakref.WeakKeyDictionary[EventStore, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 def _tracking_lock(store: EventStore) -> threading.Lock:
@@ -295,9 +293,7 @@ class EventStoreRecorder:
         self._lease = lease
         # ``with self._guard:`` around every use of the store keeps a shared
         # store from being closed under it.
-        self._guard: AbstractContextManager[None] = (
-            nullcontext() if lease is None else lease.handle
-        )
+        self._guard: AbstractContextManager[None] = nullcontext() if lease is None else lease.handle
 
 
 class EventStoreAggregateRecorder(EventStoreRecorder, AggregateRecorder):
@@ -575,9 +571,7 @@ class EventStoreTrackingRecorder(EventStoreRecorder, TrackingRecorder):
         Call holding the tracking lock."""
         name = self._checkpoint_name(tracking.application_name)
         if type(tracking.notification_id) is not int:
-            raise DataError(
-                f"notification_id must be an int, got {tracking.notification_id!r}"
-            )
+            raise DataError(f"notification_id must be an int, got {tracking.notification_id!r}")
         current = self.max_tracking_id(tracking.application_name)
         if current is not None and tracking.notification_id <= current:
             raise IntegrityError(
@@ -646,9 +640,7 @@ class EventStoreFactory(InfrastructureFactory[EventStoreTrackingRecorder]):
     EVENTSTORE_SYNC = "EVENTSTORE_SYNC"
 
     aggregate_recorder_class: type[EventStoreAggregateRecorder] = EventStoreAggregateRecorder
-    application_recorder_class: type[EventStoreApplicationRecorder] = (
-        EventStoreApplicationRecorder
-    )
+    application_recorder_class: type[EventStoreApplicationRecorder] = EventStoreApplicationRecorder
     tracking_recorder_class: type[EventStoreTrackingRecorder] = EventStoreTrackingRecorder
     process_recorder_class: type[EventStoreProcessRecorder] = EventStoreProcessRecorder
 
@@ -725,4 +717,3 @@ class EventStoreFactory(InfrastructureFactory[EventStoreTrackingRecorder]):
 
 
 Factory = EventStoreFactory
-

@@ -195,9 +195,7 @@ def frame_chunk(kind: int, codec: int, raw: bytes) -> bytes:
     return head + U32.pack(crc) + stored
 
 
-def decompress(
-    codec: int, stored: bytes, raw_len: int, path: str, offset: int
-) -> bytes:
+def decompress(codec: int, stored: bytes, raw_len: int, path: str, offset: int) -> bytes:
     """Decompress exactly ``raw_len`` bytes, allocating no more than that."""
     try:
         if codec == CODEC_NONE:

@@ -225,15 +225,36 @@ class ESDBReader:
         if hversion != version or hres != 0:
             raise self._corrupt(8, f"header version {hversion} disagrees with footer {version}")
         (
-            k_off, d_off, u_off, t_off, events, spaces, blocks, first_seq, last_seq,
-            first_id, last_id, created_us, record_bytes, index_region,
-            codec, flags, _r1, _r2, _v, _fs, _crc, _magic,
+            k_off,
+            d_off,
+            u_off,
+            t_off,
+            events,
+            spaces,
+            blocks,
+            first_seq,
+            last_seq,
+            first_id,
+            last_id,
+            created_us,
+            record_bytes,
+            index_region,
+            codec,
+            flags,
+            _r1,
+            _r2,
+            _v,
+            _fs,
+            _crc,
+            _magic,
         ) = FOOTER.unpack_from(mm, fstart)
         if not HEADER_SIZE <= index_region <= self._end:
             raise self._corrupt(fstart + 120, f"index region offset {index_region} out of range")
         for name, off, at in (
-            ("block index", k_off, 0), ("space directory", d_off, 8),
-            ("ULID directory", u_off, 16), ("type table", t_off, 24),
+            ("block index", k_off, 0),
+            ("space directory", d_off, 8),
+            ("ULID directory", u_off, 16),
+            ("type table", t_off, 24),
         ):
             if not index_region <= off <= self._end - CHUNK_SIZE:
                 raise self._corrupt(fstart + at, f"{name} offset {off} out of range")
@@ -445,8 +466,17 @@ class ESDBReader:
                 names.append(name)
                 infos.append(
                     SpaceInfo(
-                        name.decode("utf-8"), count, first_version, first_version + count - 1,
-                        fid, lid, first_no + i, first_pos, ioff, rbytes, ibytes,
+                        name.decode("utf-8"),
+                        count,
+                        first_version,
+                        first_version + count - 1,
+                        fid,
+                        lid,
+                        first_no + i,
+                        first_pos,
+                        ioff,
+                        rbytes,
+                        ibytes,
                     )
                 )
         except struct.error:

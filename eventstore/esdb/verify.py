@@ -151,8 +151,10 @@ def _verify(r: ESDBReader) -> None:
     if block_seen != len(boff) - 1:
         raise fail(r._k_off, "block index names blocks no space uses")
     if meta.event_count and (
-        min_id != meta.first_id or max_id != meta.last_id
-        or first_seq != meta.first_seq or last_seq != meta.last_seq
+        min_id != meta.first_id
+        or max_id != meta.last_id
+        or first_seq != meta.first_seq
+        or last_seq != meta.last_seq
     ):
         raise fail(r.size - FOOTER_SIZE, "footer ULID or seq range disagrees with the events")
     if record_bytes != meta.record_bytes:
@@ -178,9 +180,7 @@ def _verify(r: ESDBReader) -> None:
     if seen != meta.event_count:
         raise fail(r._u_off, f"ULID index holds {seen} entries, file {meta.event_count}")
     if stored != r.size:
-        raise fail(
-            HEADER_SIZE, f"{r.size - stored} bytes of the file belong to no checked chunk"
-        )
+        raise fail(HEADER_SIZE, f"{r.size - stored} bytes of the file belong to no checked chunk")
 
 
 def _block_of(bpos: list[int], pos: int) -> int:

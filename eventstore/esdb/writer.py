@@ -297,7 +297,10 @@ class ESDBWriter:
             name, _, value = key.partition(b"\0")
             n = len(self._postings[key])
             entries.append(
-                U16.pack(len(name)) + name + U16.pack(len(value)) + value
+                U16.pack(len(name))
+                + name
+                + U16.pack(len(value))
+                + value
                 + SECONDARY_TAIL.pack(start, n)
             )
             start += n
@@ -369,9 +372,7 @@ class ESDBWriter:
         for i, r in enumerate(recs):
             total += len(r)
             offsets[i + 1] = total
-        raw = b"".join(
-            [U32.pack(n), *ids, struct.pack(f"<{n + 1}I", *offsets), *recs]
-        )
+        raw = b"".join([U32.pack(n), *ids, struct.pack(f"<{n + 1}I", *offsets), *recs])
         self._block_index.append(self._offset)
         self._block_index.append(self._blk_first_pos)
         self._write(frame_chunk(KIND_BLOCK, self._codec, raw))
