@@ -32,6 +32,7 @@ import msgpack
 import plyvel
 
 from eventstore import EventStore, NewEvent
+from eventstore.hot import LEVELDB_OPTIONS
 from eventstore.ids import MonotonicULIDs
 
 try:  # the eventsourcing baseline is optional: pip install eventstore[bench]
@@ -118,7 +119,8 @@ class RawPlyvel(Contender):
     name = "plyvel"
 
     def open(self, path: str, sync: bool = False) -> None:
-        self.db = plyvel.DB(path, create_if_missing=True, write_buffer_size=16 << 20)
+        # The store's own LevelDB options, so the floor is the same engine.
+        self.db = plyvel.DB(path, create_if_missing=True, **LEVELDB_OPTIONS)
         self.sync = sync
         self.ids = MonotonicULIDs()
         self.versions: dict[str, int] = {}
@@ -332,11 +334,13 @@ def main() -> None:
     )
     try:
         for key, (label, fn) in chosen.items():
-            figures: dict[str, float] = {}
-            for cls in contenders():
-                # Runs interleave by contender inside one workload, so all
-                # three see the same machine load.
-                figures[cls.name] = statistics.median(fn(cls, ws) for _ in range(runs))
+            samples: dict[str, list[float]] = {cls.name: [] for cls in contenders()}
+            for _ in range(runs):
+                # Runs interleave contender by contender, so all three see
+                # the same machine load; each figure is a median.
+                for cls in contenders():
+                    samples[cls.name].append(fn(cls, ws))
+            figures = {name: statistics.median(values) for name, values in samples.items()}
             results[key] = figures
             es = figures["eventstore"]
             line = f"{label:<34}" + "".join(f"{figures[n]:>18,.0f} e/s" for n in names)
