@@ -16,8 +16,9 @@ from .errors import (
     WrongExpectedVersion,
 )
 from .events import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Event, NewEvent, Snapshot
-from .store import CompactResult, EventStore
+from .store import EventStore
 from .subscriptions import Projection, Subscription
+from .tiering import CompactResult
 
 __all__ = [
     "ANY",

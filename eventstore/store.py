@@ -9,25 +9,18 @@ appender gets the commit lock first, all of them in one LevelDB write: with
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgpack
-import plyvel
 from ulid import ULID
 
 from . import keys
 from .archive import ARCHIVE_DIR, ArchiveFile, open_files, remove_orphans
-from .compaction import Segments, compact_range, fsync_folder, merge_files, split_range
 from .errors import (
-    CorruptFile,
     EventStoreError,
     InvalidArgument,
     InvalidNameType,
@@ -45,7 +38,7 @@ from .events import (
     NewEvent,
     Snapshot,
 )
-from .hot import HotTier, HotView
+from .hot import HotTier
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes, ulid_from_int
 from .records import (
     TYPE_INDEX,
@@ -56,10 +49,12 @@ from .records import (
     unpack,
 )
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
+from .tiering import Tiering
+from .transfer import HOT_DIR, Transfer
 from .view import Tiers, View
 
 LAYOUT_VERSION = 1
-_HOT_DIR = "hot"
+_HOT_DIR = HOT_DIR
 
 _packb = msgpack.packb
 
@@ -80,45 +75,6 @@ def _packer() -> Any:
         return _local.packer
 
 
-DEFAULT_FILE_EVENTS = 4_000_000
-DEFAULT_MERGED_EVENTS = 16_000_000
-
-
-class CompactResult(NamedTuple):
-    """What a compaction or merge did."""
-
-    files: list[str]
-    events: int
-    bytes: int
-    seconds: float
-
-
-class BackupResult(NamedTuple):
-    """What a backup wrote."""
-
-    path: str
-    events: int
-    files: int
-    linked: int
-    bytes: int
-    seconds: float
-
-
-class ArchiveInfo(NamedTuple):
-    """One archive file, as :meth:`EventStore.archive_files` lists it."""
-
-    path: str
-    first_id: ULID
-    last_id: ULID
-    first_seq: int
-    last_seq: int
-    events: int
-    bytes: int
-
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
 
 
 class _Prepared:
@@ -265,7 +221,7 @@ def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
             return
 
 
-class EventStore:
+class EventStore(Tiering, Transfer):
     """An embedded event store. Open it with :meth:`open`; close it or use ``with``."""
 
     def __init__(self, path: str, *, sync: bool = False, index_types: bool | None = None) -> None:
@@ -423,237 +379,6 @@ class EventStore:
         See :class:`eventstore.subscriptions.Subscription`."""
         return Subscription(self, after, types, stream_prefix, name, page_size=page_size)
 
-    # -- the cold tier --------------------------------------------------------
-
-    def compact(
-        self,
-        before: datetime | ULID | str | None = None,
-        *,
-        older_than: timedelta | None = None,
-        max_file_events: int = DEFAULT_FILE_EVENTS,
-        progress: Callable[[int], None] | None = None,
-    ) -> CompactResult:
-        """Move every event with an id in [watermark, cutoff) into new ESDB files.
-
-        The cutoff is ``before`` (a datetime, or a ULID: events with smaller
-        ids move) or now minus ``older_than``. A cutoff at or below the
-        watermark is a no-op; one in the future is an :class:`InvalidArgument`.
-        Above ``max_file_events`` the range is split into several files.
-        ``progress`` is called with counts of events written. Reads and
-        appends go on meanwhile and answer the same throughout.
-        """
-        started = time.perf_counter()
-        cutoff = self._cutoff(before, older_than)
-        if type(max_file_events) is not int or max_file_events < 1:
-            raise InvalidArgument(
-                f"max_file_events must be a positive int, got {max_file_events!r}"
-            )
-        with self._maintenance:
-            self._check_open()
-            low = self._watermark
-            if cutoff <= low:
-                return CompactResult([], 0, 0, time.perf_counter() - started)
-            # Later appends get ids at or above the cutoff; wait until the ones
-            # queued or being written are written, so the snapshot holds every
-            # id below it (a batch leaves the queue only once it is written).
-            with self._lock:
-                self._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
-                if self._queue:
-                    last = self._queue[-1]
-                    while not last.done:
-                        self._written.wait()
-            snap = self._hot.db.snapshot()
-            made: list[tuple[ArchiveFile, Segments]] = []
-            try:
-                for lo, hi in split_range(snap, low, cutoff, max_file_events):
-                    number = self._take_file_number()
-                    result = compact_range(
-                        snap, self._archive_dir, number, lo, hi, self._index_types, progress
-                    )
-                    if result is not None:
-                        made.append(result)
-                self._commit_files(
-                    added=[f for f, _ in made], removed=[], segments=made, watermark=cutoff
-                )
-            except BaseException:
-                for f, _ in made:
-                    f.reader.close()
-                    _remove_quietly(os.path.join(self._archive_dir, f.name))
-                raise
-            del snap
-            self._start_cleanup()
-        return CompactResult(
-            [os.path.join(self._archive_dir, f.name) for f, _ in made],
-            sum(f.events for f, _ in made),
-            sum(f.size for f, _ in made),
-            time.perf_counter() - started,
-        )
-
-    def merge_archives(
-        self, *, max_events: int = DEFAULT_MERGED_EVENTS, min_files: int = 2
-    ) -> CompactResult:
-        """Fold runs of adjacent archive files into single files of at most
-        ``max_events`` events each, so years of daily compactions do not leave
-        thousands of files. Readers holding the old files keep reading them."""
-        started = time.perf_counter()
-        if type(max_events) is not int or max_events < 1:
-            raise InvalidArgument(f"max_events must be a positive int, got {max_events!r}")
-        made: list[ArchiveFile] = []
-        with self._maintenance:
-            self._check_open()
-            runs: list[list[ArchiveFile]] = [[]]
-            for f in self._files:
-                if runs[-1] and sum(g.events for g in runs[-1]) + f.events > max_events:
-                    runs.append([])
-                runs[-1].append(f)
-            for run in runs:
-                if len(run) < max(min_files, 2):
-                    continue
-                number = self._take_file_number()
-                merged, segments = merge_files(self._archive_dir, number, run, self._index_types)
-                try:
-                    self._commit_files(
-                        added=[merged],
-                        removed=run,
-                        segments=[(merged, segments)],
-                        watermark=self._watermark,
-                    )
-                except BaseException:
-                    merged.reader.close()
-                    _remove_quietly(os.path.join(self._archive_dir, merged.name))
-                    raise
-                made.append(merged)
-                for old in run:  # open views keep their own mapping of the file
-                    _remove_quietly(os.path.join(self._archive_dir, old.name))
-        return CompactResult(
-            [os.path.join(self._archive_dir, f.name) for f in made],
-            sum(f.events for f in made),
-            sum(f.size for f in made),
-            time.perf_counter() - started,
-        )
-
-    def _cutoff(self, before: Any, older_than: timedelta | None) -> bytes:
-        if (before is None) == (older_than is None):
-            raise InvalidArgument("give compact() exactly one of before= or older_than=")
-        now_ms = time.time_ns() // 1_000_000
-        if older_than is not None:
-            if not isinstance(older_than, timedelta) or older_than < timedelta(0):
-                raise InvalidArgument(
-                    f"older_than must be a non-negative timedelta, got {older_than!r}"
-                )
-            ms = now_ms - int(older_than / timedelta(milliseconds=1))
-            return (max(ms, 0) << 80).to_bytes(16, "big")
-        if isinstance(before, datetime):
-            if before.tzinfo is None:
-                raise InvalidArgument(
-                    "before= needs an aware datetime (say, with tzinfo=timezone.utc)"
-                )
-            ms = int(before.timestamp() * 1000)
-            if ms > now_ms:
-                raise InvalidArgument(f"cutoff {before.isoformat()} is in the future")
-            return (max(ms, 0) << 80).to_bytes(16, "big")
-        cutoff = to_ulid_bytes(before)
-        if int.from_bytes(cutoff[:6], "big") > now_ms:
-            raise InvalidArgument(f"cutoff {ulid_from_bytes(cutoff)} is in the future")
-        return cutoff
-
-    def _take_file_number(self) -> int:
-        number = self._next_file
-        self._next_file += 1
-        return number
-
-    def _commit_files(
-        self,
-        added: list[ArchiveFile],
-        removed: list[ArchiveFile],
-        segments: list[tuple[ArchiveFile, Segments]],
-        watermark: bytes,
-    ) -> None:
-        """The commit point: one synced batch names the new files in the
-        manifest, moves the watermark and files each stream's segments."""
-        gone = {f.number for f in removed}
-        files = sorted(
-            [f for f in self._files if f.number not in gone] + added, key=lambda f: f.first_id
-        )
-        batch = self._hot.db.write_batch(sync=True)
-        for f in removed:
-            for sp in f.reader.spaces():
-                batch.delete(keys.segment_key(sp.stream.encode(), f.first_id))
-        for f, segs in segments:
-            for stream_b, first_version, last_version in segs:
-                batch.put(
-                    keys.segment_key(stream_b, f.first_id),
-                    _packb([f.number, first_version, last_version]),
-                )
-        batch.put(
-            keys.MANIFEST, _packb({"next": self._next_file, "files": [f.entry() for f in files]})
-        )
-        batch.put(keys.WATERMARK, watermark)
-        with self._tier_lock:
-            batch.write()
-            self._files = tuple(files)
-            self._watermark = watermark
-            self._tiers = Tiers(self._files, watermark)
-
-    def cleanup(self) -> int:
-        """Delete, now, the hot copies of archived events that a compaction left
-        behind (normally a background thread does it after each compaction,
-        a bounded batch at a time). Returns how many events' keys it deleted."""
-        deleted = 0
-        while True:
-            with self._maintenance:
-                self._check_open()
-                n = self._delete_garbage()
-                if n == 0:
-                    if deleted:
-                        self._compact_tombstones()
-                    return deleted
-            deleted += n
-
-    def _start_cleanup(self) -> None:
-        thread = self._cleaner
-        if thread is None or not thread.is_alive():
-            self._cleaner = threading.Thread(
-                target=self._cleanup_quietly, name="eventstore-cleanup", daemon=True
-            )
-            self._cleaner.start()
-
-    def _cleanup_quietly(self) -> None:
-        with contextlib.suppress(StoreClosed):  # resumed at the next open
-            self.cleanup()
-
-    def _delete_garbage(self, chunk: int = 4096) -> int:
-        """Delete the hot keys of up to ``chunk`` events below the watermark.
-        Safe to stop anywhere: what is left is found again from the global log."""
-        snap = self._hot.db.snapshot()
-        batch = self._hot.db.write_batch()
-        n = 0
-        for key, entry in snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._watermark):
-            stream, type_, _seq = unpack(entry)
-            stream_b, id16 = stream.encode(), key[1:]
-            event_key = keys.event_key(stream_b, id16)
-            raw = snap.get(event_key)
-            batch.delete(key)
-            batch.delete(event_key)
-            if self._index_types:
-                batch.delete(keys.index_key(stream_b, b"type", type_.encode(), id16))
-            if raw is not None:
-                for name, value in unpack(raw)[5].items():
-                    batch.delete(keys.index_key(stream_b, name.encode(), value.encode(), id16))
-            n += 1
-            if n == chunk:
-                break
-        del snap  # a live snapshot would keep the deleted keys alive
-        if n:
-            batch.write()
-        return n
-
-    def _compact_tombstones(self) -> None:
-        # Deleted keys stay as tombstones until LevelDB compacts them away,
-        # and every seek into the event and index namespaces would have to
-        # skip over them: compact those namespaces once the deletion is done.
-        self._hot.db.compact_range(start=keys.EVENT, stop=keys.prefix_end(keys.INDEX))
-
     # -- moving whole stores -----------------------------------------------------
 
     def import_events(
@@ -724,128 +449,6 @@ class EventStore:
             if progress is not None:
                 progress(len(chunk))
         return total
-
-    def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
-        """A consistent online backup into the new folder ``dest``: a LevelDB
-        snapshot copied into a new LevelDB, plus the archive files the manifest
-        names (hard-linked where the filesystem allows: they never change).
-        Appends and reads go on meanwhile; the backup is a store that opens."""
-        started = time.perf_counter()
-        dest = os.fspath(dest)
-        if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
-            raise InvalidArgument(f"backup destination {dest!r} exists and is not an empty folder")
-        tmp = dest.rstrip("/") + ".partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(os.path.join(tmp, ARCHIVE_DIR))
-        with self._maintenance:  # no compaction or merge swaps files meanwhile
-            self._check_open()
-            with self._tier_lock:
-                snap = self._hot.db.snapshot()
-                tiers = self._tiers
-            linked = size = 0
-            for f in tiers.files:
-                source = os.path.join(self._archive_dir, f.name)
-                target = os.path.join(tmp, ARCHIVE_DIR, f.name)
-                try:
-                    os.link(source, target)
-                    linked += 1
-                except OSError:
-                    shutil.copyfile(source, target)
-                size += f.size
-            copy = plyvel.DB(
-                os.path.join(tmp, _HOT_DIR), create_if_missing=True, error_if_exists=True
-            )
-            try:
-                batch = copy.write_batch()
-                for n, (key, value) in enumerate(snap.iterator(), 1):
-                    batch.put(key, value)
-                    size += len(key) + len(value)
-                    if n % 10_000 == 0:
-                        batch.write()
-                        batch = copy.write_batch()
-                batch.write()
-                copy.put(keys.system_key(b"backup"), _packb(time.time()), sync=True)
-                last = HotView(snap, tiers.watermark, self._hot.gate).last_global()
-            finally:
-                copy.close()
-                del snap
-        events = max(last[1] if last else 0, tiers.files[-1].last_seq if tiers.files else 0)
-        fsync_folder(os.path.join(tmp, ARCHIVE_DIR))
-        fsync_folder(tmp)
-        if os.path.isdir(dest):
-            os.rmdir(dest)
-        os.rename(tmp, dest)
-        fsync_folder(os.path.dirname(os.path.abspath(dest)))
-        return BackupResult(
-            dest, events, len(tiers.files), linked, size, time.perf_counter() - started
-        )
-
-    def verify(self, progress: Callable[[int], None] | None = None) -> None:
-        """Check the store end to end; :class:`CorruptFile` on the first problem.
-
-        Every archive file's checksums and structure, the manifest against the
-        files, and the log: ids increasing, seq gap-free from 1, every global
-        entry with its record, versions dense per stream and equal to each
-        stream's recorded version."""
-        view = self._view()
-        for f in view.files:
-            path = os.path.join(self._archive_dir, f.name)
-            if not os.path.exists(path):
-                raise CorruptFile(path, 0, "named by the manifest but missing")
-            f.reader.verify()
-            meta = f.reader.meta
-            if (meta.first_id, meta.last_id, meta.first_seq, meta.last_seq, meta.event_count) != (
-                f.first_id,
-                f.last_id,
-                f.first_seq,
-                f.last_seq,
-                f.events,
-            ):
-                raise CorruptFile(path, 0, "does not hold what the manifest says")
-        seq, last_id = 0, b""
-        versions: dict[str, int] = {}
-        for n, event in enumerate(view.read_all(None, False, None, None), 1):
-            where = f"{self.path} (event {event.id})"
-            if event.seq != seq + 1:
-                raise CorruptFile(where, 0, f"seq {event.seq} after {seq}: the log has a gap")
-            if event.id.bytes <= last_id:
-                raise CorruptFile(where, 0, "ids out of order")
-            expected = versions.get(event.stream, -1) + 1
-            if event.version != expected:
-                raise CorruptFile(where, 0, f"version {event.version}, expected {expected}")
-            versions[event.stream] = event.version
-            seq, last_id = event.seq, event.id.bytes
-            if progress is not None and n % 4096 == 0:
-                progress(4096)
-        for stream, version in versions.items():
-            recorded = view.hot.stream_version(stream.encode())
-            if recorded != version:
-                raise CorruptFile(
-                    self.path,
-                    0,
-                    f"stream {stream!r} records version {recorded}, its events end at {version}",
-                )
-
-    @property
-    def watermark(self) -> ULID | None:
-        """Events with smaller ids live in archive files (None: nothing archived yet)."""
-        w = self._tiers.watermark
-        return None if w == bytes(16) else ulid_from_bytes(w)
-
-    def archive_files(self) -> list[ArchiveInfo]:
-        """The archive files the manifest names, oldest first."""
-        return [
-            ArchiveInfo(
-                os.path.join(self._archive_dir, f.name),
-                ulid_from_bytes(f.first_id),
-                ulid_from_bytes(f.last_id),
-                f.first_seq,
-                f.last_seq,
-                f.events,
-                f.size,
-            )
-            for f in self._tiers.files
-        ]
 
     # -- snapshots and checkpoints -------------------------------------------
 

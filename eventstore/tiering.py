@@ -1,0 +1,334 @@
+"""The store's cold-tier operations: compaction, merging, and cleanup of the
+hot copies of archived events (the tier protocol of DESIGN.md).
+
+A mixin of :class:`eventstore.store.EventStore`: it works on the store's own
+locks and state, declared below for the type checker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgpack
+from ulid import ULID
+
+from . import keys
+from .archive import ArchiveFile
+from .compaction import Segments, compact_range, merge_files, split_range
+from .errors import InvalidArgument, StoreClosed
+from .hot import HotTier
+from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
+from .records import unpack
+from .view import Tiers
+
+_packb = msgpack.packb
+
+DEFAULT_FILE_EVENTS = 4_000_000
+DEFAULT_MERGED_EVENTS = 16_000_000
+
+
+class CompactResult(NamedTuple):
+    """What a compaction or merge did."""
+
+    files: list[str]
+    events: int
+    bytes: int
+    seconds: float
+
+
+class ArchiveInfo(NamedTuple):
+    """One archive file, as :meth:`EventStore.archive_files` lists it."""
+
+    path: str
+    first_id: ULID
+    last_id: ULID
+    first_seq: int
+    last_seq: int
+    events: int
+    bytes: int
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+class Tiering:
+    """Compaction, merging and cleanup, mixed into EventStore."""
+
+    if TYPE_CHECKING:
+        path: str
+        _hot: HotTier
+        _ids: MonotonicULIDs
+        _index_types: bool
+        _archive_dir: str
+        _files: tuple[ArchiveFile, ...]
+        _watermark: bytes
+        _tiers: Tiers
+        _next_file: int
+        _lock: threading.Lock
+        _written: threading.Condition
+        _queue: list[Any]
+        _tier_lock: threading.Lock
+        _maintenance: threading.Lock
+        _cleaner: threading.Thread | None
+
+        def _check_open(self) -> None: ...
+
+
+    def compact(
+        self,
+        before: datetime | ULID | str | None = None,
+        *,
+        older_than: timedelta | None = None,
+        max_file_events: int = DEFAULT_FILE_EVENTS,
+        progress: Callable[[int], None] | None = None,
+    ) -> CompactResult:
+        """Move every event with an id in [watermark, cutoff) into new ESDB files.
+
+        The cutoff is ``before`` (a datetime, or a ULID: events with smaller
+        ids move) or now minus ``older_than``. A cutoff at or below the
+        watermark is a no-op; one in the future is an :class:`InvalidArgument`.
+        Above ``max_file_events`` the range is split into several files.
+        ``progress`` is called with counts of events written. Reads and
+        appends go on meanwhile and answer the same throughout.
+        """
+        started = time.perf_counter()
+        cutoff = self._cutoff(before, older_than)
+        if type(max_file_events) is not int or max_file_events < 1:
+            raise InvalidArgument(
+                f"max_file_events must be a positive int, got {max_file_events!r}"
+            )
+        with self._maintenance:
+            self._check_open()
+            low = self._watermark
+            if cutoff <= low:
+                return CompactResult([], 0, 0, time.perf_counter() - started)
+            # Later appends get ids at or above the cutoff; wait until the ones
+            # queued or being written are written, so the snapshot holds every
+            # id below it (a batch leaves the queue only once it is written).
+            with self._lock:
+                self._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
+                if self._queue:
+                    last = self._queue[-1]
+                    while not last.done:
+                        self._written.wait()
+            snap = self._hot.db.snapshot()
+            made: list[tuple[ArchiveFile, Segments]] = []
+            try:
+                for lo, hi in split_range(snap, low, cutoff, max_file_events):
+                    number = self._take_file_number()
+                    result = compact_range(
+                        snap, self._archive_dir, number, lo, hi, self._index_types, progress
+                    )
+                    if result is not None:
+                        made.append(result)
+                self._commit_files(
+                    added=[f for f, _ in made], removed=[], segments=made, watermark=cutoff
+                )
+            except BaseException:
+                for f, _ in made:
+                    f.reader.close()
+                    _remove_quietly(os.path.join(self._archive_dir, f.name))
+                raise
+            del snap
+            self._start_cleanup()
+        return CompactResult(
+            [os.path.join(self._archive_dir, f.name) for f, _ in made],
+            sum(f.events for f, _ in made),
+            sum(f.size for f, _ in made),
+            time.perf_counter() - started,
+        )
+
+    def merge_archives(
+        self, *, max_events: int = DEFAULT_MERGED_EVENTS, min_files: int = 2
+    ) -> CompactResult:
+        """Fold runs of adjacent archive files into single files of at most
+        ``max_events`` events each, so years of daily compactions do not leave
+        thousands of files. Readers holding the old files keep reading them."""
+        started = time.perf_counter()
+        if type(max_events) is not int or max_events < 1:
+            raise InvalidArgument(f"max_events must be a positive int, got {max_events!r}")
+        made: list[ArchiveFile] = []
+        with self._maintenance:
+            self._check_open()
+            runs: list[list[ArchiveFile]] = [[]]
+            for f in self._files:
+                if runs[-1] and sum(g.events for g in runs[-1]) + f.events > max_events:
+                    runs.append([])
+                runs[-1].append(f)
+            for run in runs:
+                if len(run) < max(min_files, 2):
+                    continue
+                number = self._take_file_number()
+                merged, segments = merge_files(self._archive_dir, number, run, self._index_types)
+                try:
+                    self._commit_files(
+                        added=[merged],
+                        removed=run,
+                        segments=[(merged, segments)],
+                        watermark=self._watermark,
+                    )
+                except BaseException:
+                    merged.reader.close()
+                    _remove_quietly(os.path.join(self._archive_dir, merged.name))
+                    raise
+                made.append(merged)
+                for old in run:  # open views keep their own mapping of the file
+                    _remove_quietly(os.path.join(self._archive_dir, old.name))
+        return CompactResult(
+            [os.path.join(self._archive_dir, f.name) for f in made],
+            sum(f.events for f in made),
+            sum(f.size for f in made),
+            time.perf_counter() - started,
+        )
+
+    def _cutoff(self, before: Any, older_than: timedelta | None) -> bytes:
+        if (before is None) == (older_than is None):
+            raise InvalidArgument("give compact() exactly one of before= or older_than=")
+        now_ms = time.time_ns() // 1_000_000
+        if older_than is not None:
+            if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+                raise InvalidArgument(
+                    f"older_than must be a non-negative timedelta, got {older_than!r}"
+                )
+            ms = now_ms - int(older_than / timedelta(milliseconds=1))
+            return (max(ms, 0) << 80).to_bytes(16, "big")
+        if isinstance(before, datetime):
+            if before.tzinfo is None:
+                raise InvalidArgument(
+                    "before= needs an aware datetime (say, with tzinfo=timezone.utc)"
+                )
+            ms = int(before.timestamp() * 1000)
+            if ms > now_ms:
+                raise InvalidArgument(f"cutoff {before.isoformat()} is in the future")
+            return (max(ms, 0) << 80).to_bytes(16, "big")
+        cutoff = to_ulid_bytes(before)
+        if int.from_bytes(cutoff[:6], "big") > now_ms:
+            raise InvalidArgument(f"cutoff {ulid_from_bytes(cutoff)} is in the future")
+        return cutoff
+
+    def _take_file_number(self) -> int:
+        number = self._next_file
+        self._next_file += 1
+        return number
+
+    def _commit_files(
+        self,
+        added: list[ArchiveFile],
+        removed: list[ArchiveFile],
+        segments: list[tuple[ArchiveFile, Segments]],
+        watermark: bytes,
+    ) -> None:
+        """The commit point: one synced batch names the new files in the
+        manifest, moves the watermark and files each stream's segments."""
+        gone = {f.number for f in removed}
+        files = sorted(
+            [f for f in self._files if f.number not in gone] + added, key=lambda f: f.first_id
+        )
+        batch = self._hot.db.write_batch(sync=True)
+        for f in removed:
+            for sp in f.reader.spaces():
+                batch.delete(keys.segment_key(sp.stream.encode(), f.first_id))
+        for f, segs in segments:
+            for stream_b, first_version, last_version in segs:
+                batch.put(
+                    keys.segment_key(stream_b, f.first_id),
+                    _packb([f.number, first_version, last_version]),
+                )
+        batch.put(
+            keys.MANIFEST, _packb({"next": self._next_file, "files": [f.entry() for f in files]})
+        )
+        batch.put(keys.WATERMARK, watermark)
+        with self._tier_lock:
+            batch.write()
+            self._files = tuple(files)
+            self._watermark = watermark
+            self._tiers = Tiers(self._files, watermark)
+
+    def cleanup(self) -> int:
+        """Delete, now, the hot copies of archived events that a compaction left
+        behind (normally a background thread does it after each compaction,
+        a bounded batch at a time). Returns how many events' keys it deleted."""
+        deleted = 0
+        while True:
+            with self._maintenance:
+                self._check_open()
+                n = self._delete_garbage()
+                if n == 0:
+                    if deleted:
+                        self._compact_tombstones()
+                    return deleted
+            deleted += n
+
+    def _start_cleanup(self) -> None:
+        thread = self._cleaner
+        if thread is None or not thread.is_alive():
+            self._cleaner = threading.Thread(
+                target=self._cleanup_quietly, name="eventstore-cleanup", daemon=True
+            )
+            self._cleaner.start()
+
+    def _cleanup_quietly(self) -> None:
+        with contextlib.suppress(StoreClosed):  # resumed at the next open
+            self.cleanup()
+
+    def _delete_garbage(self, chunk: int = 4096) -> int:
+        """Delete the hot keys of up to ``chunk`` events below the watermark.
+        Safe to stop anywhere: what is left is found again from the global log."""
+        snap = self._hot.db.snapshot()
+        batch = self._hot.db.write_batch()
+        n = 0
+        for key, entry in snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._watermark):
+            stream, type_, _seq = unpack(entry)
+            stream_b, id16 = stream.encode(), key[1:]
+            event_key = keys.event_key(stream_b, id16)
+            raw = snap.get(event_key)
+            batch.delete(key)
+            batch.delete(event_key)
+            if self._index_types:
+                batch.delete(keys.index_key(stream_b, b"type", type_.encode(), id16))
+            if raw is not None:
+                for name, value in unpack(raw)[5].items():
+                    batch.delete(keys.index_key(stream_b, name.encode(), value.encode(), id16))
+            n += 1
+            if n == chunk:
+                break
+        del snap  # a live snapshot would keep the deleted keys alive
+        if n:
+            batch.write()
+        return n
+
+    def _compact_tombstones(self) -> None:
+        # Deleted keys stay as tombstones until LevelDB compacts them away,
+        # and every seek into the event and index namespaces would have to
+        # skip over them: compact those namespaces once the deletion is done.
+        self._hot.db.compact_range(start=keys.EVENT, stop=keys.prefix_end(keys.INDEX))
+
+    @property
+    def watermark(self) -> ULID | None:
+        """Events with smaller ids live in archive files (None: nothing archived yet)."""
+        w = self._tiers.watermark
+        return None if w == bytes(16) else ulid_from_bytes(w)
+
+    def archive_files(self) -> list[ArchiveInfo]:
+        """The archive files the manifest names, oldest first."""
+        return [
+            ArchiveInfo(
+                os.path.join(self._archive_dir, f.name),
+                ulid_from_bytes(f.first_id),
+                ulid_from_bytes(f.last_id),
+                f.first_seq,
+                f.last_seq,
+                f.events,
+                f.size,
+            )
+            for f in self._tiers.files
+        ]
+

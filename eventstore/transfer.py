@@ -1,0 +1,155 @@
+"""Whole-store operations: a consistent online backup, and end-to-end checks.
+
+A mixin of :class:`eventstore.store.EventStore`, on the store's own locks and
+state, declared below for the type checker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+import msgpack
+import plyvel
+
+from . import keys
+from .archive import ARCHIVE_DIR
+from .compaction import fsync_folder
+from .errors import CorruptFile, InvalidArgument
+from .hot import HotTier, HotView
+from .view import Tiers, View
+
+HOT_DIR = "hot"
+_packb = msgpack.packb
+
+
+class BackupResult(NamedTuple):
+    """What a backup wrote."""
+
+    path: str
+    events: int
+    files: int
+    linked: int
+    bytes: int
+    seconds: float
+
+
+class Transfer:
+    """Backup and verification, mixed into EventStore."""
+
+    if TYPE_CHECKING:
+        path: str
+        _hot: HotTier
+        _archive_dir: str
+        _tiers: Tiers
+        _tier_lock: threading.Lock
+        _maintenance: threading.Lock
+
+        def _check_open(self) -> None: ...
+        def _view(self) -> View: ...
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
+        """A consistent online backup into the new folder ``dest``: a LevelDB
+        snapshot copied into a new LevelDB, plus the archive files the manifest
+        names (hard-linked where the filesystem allows: they never change).
+        Appends and reads go on meanwhile; the backup is a store that opens."""
+        started = time.perf_counter()
+        dest = os.fspath(dest)
+        if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+            raise InvalidArgument(f"backup destination {dest!r} exists and is not an empty folder")
+        tmp = dest.rstrip("/") + ".partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(os.path.join(tmp, ARCHIVE_DIR))
+        with self._maintenance:  # no compaction or merge swaps files meanwhile
+            self._check_open()
+            with self._tier_lock:
+                snap = self._hot.db.snapshot()
+                tiers = self._tiers
+            linked = size = 0
+            for f in tiers.files:
+                source = os.path.join(self._archive_dir, f.name)
+                target = os.path.join(tmp, ARCHIVE_DIR, f.name)
+                try:
+                    os.link(source, target)
+                    linked += 1
+                except OSError:
+                    shutil.copyfile(source, target)
+                size += f.size
+            copy = plyvel.DB(
+                os.path.join(tmp, HOT_DIR), create_if_missing=True, error_if_exists=True
+            )
+            try:
+                batch = copy.write_batch()
+                for n, (key, value) in enumerate(snap.iterator(), 1):
+                    batch.put(key, value)
+                    size += len(key) + len(value)
+                    if n % 10_000 == 0:
+                        batch.write()
+                        batch = copy.write_batch()
+                batch.write()
+                copy.put(keys.system_key(b"backup"), _packb(time.time()), sync=True)
+                last = HotView(snap, tiers.watermark, self._hot.gate).last_global()
+            finally:
+                copy.close()
+                del snap
+        events = max(last[1] if last else 0, tiers.files[-1].last_seq if tiers.files else 0)
+        fsync_folder(os.path.join(tmp, ARCHIVE_DIR))
+        fsync_folder(tmp)
+        if os.path.isdir(dest):
+            os.rmdir(dest)
+        os.rename(tmp, dest)
+        fsync_folder(os.path.dirname(os.path.abspath(dest)))
+        return BackupResult(
+            dest, events, len(tiers.files), linked, size, time.perf_counter() - started
+        )
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> None:
+        """Check the store end to end; :class:`CorruptFile` on the first problem.
+
+        Every archive file's checksums and structure, the manifest against the
+        files, and the log: ids increasing, seq gap-free from 1, every global
+        entry with its record, versions dense per stream and equal to each
+        stream's recorded version."""
+        view = self._view()
+        for f in view.files:
+            path = os.path.join(self._archive_dir, f.name)
+            if not os.path.exists(path):
+                raise CorruptFile(path, 0, "named by the manifest but missing")
+            f.reader.verify()
+            meta = f.reader.meta
+            if (meta.first_id, meta.last_id, meta.first_seq, meta.last_seq, meta.event_count) != (
+                f.first_id,
+                f.last_id,
+                f.first_seq,
+                f.last_seq,
+                f.events,
+            ):
+                raise CorruptFile(path, 0, "does not hold what the manifest says")
+        seq, last_id = 0, b""
+        versions: dict[str, int] = {}
+        for n, event in enumerate(view.read_all(None, False, None, None), 1):
+            where = f"{self.path} (event {event.id})"
+            if event.seq != seq + 1:
+                raise CorruptFile(where, 0, f"seq {event.seq} after {seq}: the log has a gap")
+            if event.id.bytes <= last_id:
+                raise CorruptFile(where, 0, "ids out of order")
+            expected = versions.get(event.stream, -1) + 1
+            if event.version != expected:
+                raise CorruptFile(where, 0, f"version {event.version}, expected {expected}")
+            versions[event.stream] = event.version
+            seq, last_id = event.seq, event.id.bytes
+            if progress is not None and n % 4096 == 0:
+                progress(4096)
+        for stream, version in versions.items():
+            recorded = view.hot.stream_version(stream.encode())
+            if recorded != version:
+                raise CorruptFile(
+                    self.path,
+                    0,
+                    f"stream {stream!r} records version {recorded}, its events end at {version}",
+                )
+
