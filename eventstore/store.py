@@ -210,15 +210,7 @@ def _check_limit(limit: int | None) -> None:
 
 
 def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
-    if limit is None:
-        yield from events
-        return
-    if limit == 0:
-        return
-    for n, event in enumerate(events, 1):
-        yield event
-        if n == limit:
-            return
+    return events if limit is None else islice(events, limit)
 
 
 class EventStore(Tiering, Transfer):
