@@ -33,7 +33,9 @@ def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tup
     ``max_events`` events each, counting global log keys (no values read)."""
     bounds = [low]
     count = 0
-    it = snap.iterator(start=keys.GLOBAL + low, stop=keys.GLOBAL + high, include_value=False)
+    it = snap.iterator(
+        start=keys.GLOBAL + low, stop=keys.GLOBAL + high, include_value=False, fill_cache=False
+    )
     for key in it:
         if count == max_events:
             bounds.append(key[1:])
@@ -48,7 +50,9 @@ def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tup
 def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
     """(stream, id16, record) of every hot event with an id in [low, high),
     grouped by stream in key order, ids ascending: one seek per stream."""
-    it = snap.iterator(start=keys.EVENT, stop=keys.prefix_end(keys.EVENT))
+    # fill_cache=False: a one-off scan of the whole range must not evict the
+    # blocks that live reads use.
+    it = snap.iterator(start=keys.EVENT, stop=keys.prefix_end(keys.EVENT), fill_cache=False)
     it.seek(keys.EVENT)
     while True:
         try:

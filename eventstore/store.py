@@ -75,8 +75,6 @@ def _packer() -> Any:
         return _local.packer
 
 
-
-
 class _Prepared:
     """One stream's part of an append, validated and serialised outside the lock.
 

@@ -81,7 +81,6 @@ class Tiering:
 
         def _check_open(self) -> None: ...
 
-
     def compact(
         self,
         before: datetime | ULID | str | None = None,
@@ -331,4 +330,3 @@ class Tiering:
             )
             for f in self._tiers.files
         ]
-

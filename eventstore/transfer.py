@@ -152,4 +152,3 @@ class Transfer:
                     0,
                     f"stream {stream!r} records version {recorded}, its events end at {version}",
                 )
-

@@ -104,8 +104,18 @@ def main() -> None:
         shutil.rmtree(args.path, ignore_errors=True)
         for step in ("fill", "compact"):
             subprocess.run(
-                [sys.executable, __file__, "--step", step, "--path", args.path,
-                 "--events", str(args.events), "--streams", str(args.streams)],
+                [
+                    sys.executable,
+                    __file__,
+                    "--step",
+                    step,
+                    "--path",
+                    args.path,
+                    "--events",
+                    str(args.events),
+                    "--streams",
+                    str(args.streams),
+                ],
                 check=True,
             )
         shutil.rmtree(args.path, ignore_errors=True)
