@@ -136,7 +136,10 @@ class Tiering:
                     f.reader.close()
                     _remove_quietly(os.path.join(self._archive_dir, f.name))
                 raise
-            del snap
+            finally:
+                # Released here, under the maintenance lock that close() takes:
+                # a plyvel snapshot freed after its database closes crashes.
+                snap.close()
             self._start_cleanup()
         return CompactResult(
             [os.path.join(self._archive_dir, f.name) for f, _ in made],
@@ -284,7 +287,18 @@ class Tiering:
         snap = self._hot.db.snapshot()
         batch = self._hot.db.write_batch()
         n = 0
-        for key, entry in snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._watermark):
+        try:
+            n = self._delete_some(snap, batch, chunk)
+        finally:
+            snap.close()  # under the maintenance lock; also frees the deleted keys
+        if n:
+            batch.write()
+        return n
+
+    def _delete_some(self, snap: Any, batch: Any, chunk: int) -> int:
+        n = 0
+        it = snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._watermark)
+        for key, entry in it:
             stream, type_, _seq = unpack(entry)
             stream_b, id16 = stream.encode(), key[1:]
             event_key = keys.event_key(stream_b, id16)
@@ -299,9 +313,7 @@ class Tiering:
             n += 1
             if n == chunk:
                 break
-        del snap  # a live snapshot would keep the deleted keys alive
-        if n:
-            batch.write()
+        it.close()
         return n
 
     def _compact_tombstones(self) -> None:

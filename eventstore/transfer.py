@@ -95,7 +95,7 @@ class Transfer:
                 last = HotView(snap, tiers.watermark, self._hot.gate).last_global()
             finally:
                 copy.close()
-                del snap
+                snap.close()  # before close() can free the database under it
         events = max(last[1] if last else 0, tiers.files[-1].last_seq if tiers.files else 0)
         fsync_folder(os.path.join(tmp, ARCHIVE_DIR))
         fsync_folder(tmp)
