@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNABLE_PAGES = ["docs/tutorial.md"]
+RUNNABLE_PAGES = ["docs/tutorial.md", "docs/operations.md"]
 
 
 @pytest.mark.parametrize("page", RUNNABLE_PAGES)
