@@ -18,6 +18,7 @@ from eventstore.ids import MonotonicULIDs
 from eventstore.records import encode_record
 
 from .test_esdb_roundtrip import m_all, m_index, m_stream, sample_events, write_file
+from .test_examples import ESDB_README_OUTPUT
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = sample_events(60, 4)
@@ -176,25 +177,7 @@ def test_dump_bytes_as_base64(tmp_path: Path) -> None:
     assert row["metadata"] == {"$bytes": "AQ=="}
 
 
-GO_OUTPUT = """activity for 1:
-{"url":"http://mysite.com/"}
-{"button_text":"Checkout"}
-{"url":"http://mysite.com/checkout"}
-{"total":"42.99"}
-{"url":"http://mysite.com/thankyou"}
-
-activity for 2:
-{"url":"http://mysite.com/"}
-{"button_text":"About"}
-{"url":"http://mysite.com/about"}
-
-purchases for 1:
-{"total":"42.99"}
-
-clicks for 3:
-{"button_text":"Checkout"}
-{"button_text":"About"}
-"""
+GO_OUTPUT = ESDB_README_OUTPUT  # what the Go program in ESDB's README prints
 
 
 def test_go_example_prints_what_the_go_program_prints(tmp_path: Path) -> None:
