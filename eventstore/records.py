@@ -13,7 +13,14 @@ from typing import Any
 
 import msgpack
 
-from .errors import CorruptFile, InvalidName, InvalidNameType, InvalidType, UnserialisableData
+from .errors import (
+    CorruptFile,
+    InvalidArgument,
+    InvalidName,
+    InvalidNameType,
+    InvalidType,
+    UnserialisableData,
+)
 
 MAX_NAME_BYTES = 1024
 TYPE_INDEX = "type"
@@ -36,6 +43,12 @@ def name_bytes(value: object, what: str) -> bytes:
     if len(raw) > MAX_NAME_BYTES:
         raise InvalidName(f"{what} is {len(raw)} bytes long; the limit is {MAX_NAME_BYTES}")
     return raw
+
+
+def check_limit(limit: object) -> None:
+    """Refuse a read ``limit`` that is not None or a non-negative int."""
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise InvalidArgument(f"limit must be a non-negative int or None, got {limit!r}")
 
 
 def check_indexes(indexes: object, index_types: bool) -> dict[str, str]:

@@ -43,6 +43,7 @@ from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes, ulid_from_int
 from .records import (
     TYPE_INDEX,
     check_indexes,
+    check_limit,
     check_serialisable,
     encode_record,
     name_bytes,
@@ -200,11 +201,6 @@ class _Pending:
         self.last_seq = last_seq
         self.done = False
         self.error: BaseException | None = None
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and (type(limit) is not int or limit < 0):
-        raise InvalidArgument(f"limit must be a non-negative int or None, got {limit!r}")
 
 
 def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
@@ -661,7 +657,7 @@ class EventStore(Tiering, Transfer):
         stream_b = name_bytes(stream, "stream name")
         if from_version is not None and (type(from_version) is not int or from_version < 0):
             raise InvalidArgument(f"from_version must be a non-negative int, got {from_version!r}")
-        _check_limit(limit)
+        check_limit(limit)
         view = self._view()
         return _limited(view.read_stream(stream, stream_b, from_version, backwards), limit)
 
@@ -677,7 +673,7 @@ class EventStore(Tiering, Transfer):
         stream_b = name_bytes(stream, "stream name")
         name_b = name_bytes(name, "index name")
         value_b = name_bytes(value, "index value")
-        _check_limit(limit)
+        check_limit(limit)
         view = self._view()
         return _limited(view.read_index(stream, stream_b, name_b, value_b, backwards), limit)
 
@@ -724,7 +720,7 @@ class EventStore(Tiering, Transfer):
             raise InvalidNameType(
                 f"stream_prefix must be a str, got {type(stream_prefix).__name__}"
             )
-        _check_limit(limit)
+        check_limit(limit)
         view = self._view()
         if from_seq is not None:
             # Seq and id grow together: start from the id at that seq, inclusive.

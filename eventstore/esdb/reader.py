@@ -27,7 +27,7 @@ from ulid import ULID
 from ..errors import CorruptFile, InvalidArgument, InvalidName, StoreClosed
 from ..events import Event
 from ..ids import to_ulid_bytes
-from ..records import name_bytes
+from ..records import check_limit, name_bytes
 from .format import (
     CHUNK,
     CHUNK_SIZE,
@@ -546,7 +546,7 @@ class ESDBReader:
         """
         if from_version is not None and (type(from_version) is not int or from_version < 0):
             raise InvalidArgument(f"from_version must be a non-negative int, got {from_version!r}")
-        _check_limit(limit)
+        check_limit(limit)
         sp = self.space(stream)
         if sp is None or limit == 0:
             return iter(())
@@ -662,7 +662,7 @@ class ESDBReader:
         stream_b = name_bytes(stream, "stream name")
         name_b = name_bytes(name, "index name")
         value_b = name_bytes(value, "index value")
-        _check_limit(limit)
+        check_limit(limit)
         sp = self._space_b(stream_b)
         if sp is None or sp.index_offset == 0 or limit == 0:
             return iter(())
@@ -885,7 +885,7 @@ class ESDBReader:
         before) ``after``; ``types`` and ``stream_prefix`` filter on the ULID
         index alone, so rejected events' blocks are never read."""
         after16 = None if after is None else to_ulid_bytes(after)
-        _check_limit(limit)
+        check_limit(limit)
         type_ids: frozenset[int] | None = None
         if types is not None:
             if isinstance(types, str):
@@ -1032,11 +1032,6 @@ class ESDBReader:
         from .verify import verify
 
         verify(self)
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and (type(limit) is not int or limit < 0):
-        raise InvalidArgument(f"limit must be a non-negative int or None, got {limit!r}")
 
 
 __all__ = ["NO_ID", "ESDBReader"]
