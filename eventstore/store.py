@@ -19,7 +19,7 @@ import msgpack
 from ulid import ULID
 
 from . import keys
-from .archive import ARCHIVE_DIR, ArchiveFile, open_files, remove_orphans
+from .archive import ARCHIVE_DIR, open_files, remove_orphans
 from .errors import (
     EventStoreError,
     InvalidArgument,
@@ -55,7 +55,6 @@ from .transfer import HOT_DIR, Transfer
 from .view import Tiers, View
 
 LAYOUT_VERSION = 1
-_HOT_DIR = HOT_DIR
 
 _packb = msgpack.packb
 
@@ -216,34 +215,34 @@ class EventStore(Tiering, Transfer):
         self.path = os.fspath(path)
         self.sync = bool(sync)
         os.makedirs(self.path, exist_ok=True)
-        self._hot = HotTier(os.path.join(self.path, _HOT_DIR))
+        self._hot = HotTier(os.path.join(self.path, HOT_DIR))
         self._archive_dir = os.path.join(self.path, ARCHIVE_DIR)
-        self._files: tuple[ArchiveFile, ...] = ()
         try:
             self._index_types = self._load_config(index_types)
             os.makedirs(self._archive_dir, exist_ok=True)
             raw_watermark = self._hot.db.get(keys.WATERMARK)
-            self._watermark = bytes(16) if raw_watermark is None else raw_watermark
+            watermark = bytes(16) if raw_watermark is None else raw_watermark
             manifest = self._hot.get_system(b"manifest") or {"next": 1, "files": []}
             self._next_file = int(manifest["next"])
             self.orphans_removed = remove_orphans(
                 self._archive_dir, {entry[1] for entry in manifest["files"]}
             )
-            self._files = tuple(open_files(self._archive_dir, manifest["files"]))
+            files = tuple(open_files(self._archive_dir, manifest["files"]))
             last = self._hot.view().last_global()
             floor = int.from_bytes(last[0], "big") if last else 0
             self._seq = last[1] if last else 0
-            if self._files:  # when every event is cold, the files hold the highs
-                floor = max(floor, int.from_bytes(self._files[-1].last_id, "big"))
-                self._seq = max(self._seq, self._files[-1].last_seq)
+            if files:  # when every event is cold, the files hold the highs
+                floor = max(floor, int.from_bytes(files[-1].last_id, "big"))
+                self._seq = max(self._seq, files[-1].last_seq)
             # Ids below the watermark belong to the archive: never hand one out,
             # even if the clock now reads earlier than the last cutoff.
-            floor = max(floor, int.from_bytes(self._watermark, "big") - 1)
+            floor = max(floor, int.from_bytes(watermark, "big") - 1)
         except BaseException:
             self._hot.close()
             raise
         self._ids = MonotonicULIDs(floor)
-        self._tiers = Tiers(self._files, self._watermark)
+        # The archive files and watermark of this moment: replaced whole, never edited.
+        self._tiers = Tiers(files, watermark)
         # Guards the (files, watermark) pair: a view takes both and a LevelDB
         # snapshot under it; a compaction commits and swaps both under it.
         self._tier_lock = threading.Lock()
@@ -259,7 +258,7 @@ class EventStore(Tiering, Transfer):
         self._committed = threading.Condition(threading.Lock())
         self._committed_seq = self._seq
         self._cleaner: threading.Thread | None = None
-        if self._watermark != bytes(16):  # finish what an interrupted cleanup left
+        if watermark != bytes(16):  # finish what an interrupted cleanup left
             self._start_cleanup()
 
     @classmethod
@@ -317,7 +316,7 @@ class EventStore(Tiering, Transfer):
                 return
             self._closed = True
             self._hot.close()
-            for f in self._files:
+            for f in self._tiers.files:
                 f.reader.close()
         with self._committed:
             self._committed.notify_all()
@@ -390,7 +389,7 @@ class EventStore(Tiering, Transfer):
                 for event in chunk:
                     id16 = to_ulid_bytes(event.id)
                     id_int = int.from_bytes(id16, "big")
-                    if id_int <= last_id or id16 < self._watermark:
+                    if id_int <= last_id or id16 < self._tiers.watermark:
                         raise InvalidArgument(
                             f"event {event.id} is not above the store's newest id "
                             f"{ulid_from_int(last_id)}: imports only extend a store"

@@ -68,8 +68,6 @@ class Tiering:
         _ids: MonotonicULIDs
         _index_types: bool
         _archive_dir: str
-        _files: tuple[ArchiveFile, ...]
-        _watermark: bytes
         _tiers: Tiers
         _next_file: int
         _lock: threading.Lock
@@ -106,7 +104,7 @@ class Tiering:
             )
         with self._maintenance:
             self._check_open()
-            low = self._watermark
+            low = self._tiers.watermark
             if cutoff <= low:
                 return CompactResult([], 0, 0, time.perf_counter() - started)
             # Later appends get ids at or above the cutoff; wait until the ones
@@ -161,7 +159,7 @@ class Tiering:
         with self._maintenance:
             self._check_open()
             runs: list[list[ArchiveFile]] = [[]]
-            for f in self._files:
+            for f in self._tiers.files:
                 if runs[-1] and sum(g.events for g in runs[-1]) + f.events > max_events:
                     runs.append([])
                 runs[-1].append(f)
@@ -175,7 +173,7 @@ class Tiering:
                         added=[merged],
                         removed=run,
                         segments=[(merged, segments)],
-                        watermark=self._watermark,
+                        watermark=self._tiers.watermark,
                     )
                 except BaseException:
                     merged.reader.close()
@@ -232,7 +230,7 @@ class Tiering:
         manifest, moves the watermark and files each stream's segments."""
         gone = {f.number for f in removed}
         files = sorted(
-            [f for f in self._files if f.number not in gone] + added, key=lambda f: f.first_id
+            [f for f in self._tiers.files if f.number not in gone] + added, key=lambda f: f.first_id
         )
         batch = self._hot.db.write_batch(sync=True)
         for f in removed:
@@ -250,9 +248,7 @@ class Tiering:
         batch.put(keys.WATERMARK, watermark)
         with self._tier_lock:
             batch.write()
-            self._files = tuple(files)
-            self._watermark = watermark
-            self._tiers = Tiers(self._files, watermark)
+            self._tiers = Tiers(tuple(files), watermark)
 
     def cleanup(self) -> int:
         """Delete, now, the hot copies of archived events that a compaction left
@@ -297,7 +293,7 @@ class Tiering:
 
     def _delete_some(self, snap: Any, batch: Any, chunk: int) -> int:
         n = 0
-        it = snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._watermark)
+        it = snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._tiers.watermark)
         for key, entry in it:
             stream, type_, _seq = unpack(entry)
             stream_b, id16 = stream.encode(), key[1:]
