@@ -189,17 +189,35 @@ def _version_matches(expected: Any, current: int) -> bool:
     return bool(expected == current)
 
 
+Writes = list[tuple[bytes, bytes]]
+
+
 class _Pending:
-    """A batch waiting for the commit lock."""
+    """An append in the writer queue, in id order.
 
-    __slots__ = ("batch", "done", "error", "last_seq", "versions")
+    Its ``writes`` are made under the writer lock but put into a LevelDB batch
+    by the leader that writes it: plyvel releases the GIL on every put, and
+    under contention each release hands the GIL to another thread, so puts
+    are best made by one thread while the others wait. ``wake`` is held from
+    birth and released exactly once, by a leader: when this append has been
+    written, or when it is this append's turn to lead. So each appender
+    wakes once.
+    """
 
-    def __init__(self, batch: Any, versions: list[tuple[bytes, int]], last_seq: int) -> None:
-        self.batch = batch
+    __slots__ = ("done", "error", "last_seq", "leads", "versions", "wake", "writes")
+
+    def __init__(self, writes: Writes, versions: list[tuple[bytes, int]], last_seq: int) -> None:
+        self.writes = writes
         self.versions = versions
         self.last_seq = last_seq
         self.done = False
+        self.leads = False
         self.error: BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+_VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
 
 
 def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
@@ -252,6 +270,9 @@ class EventStore(Tiering, Transfer):
         self._written = threading.Condition(self._lock)  # a queued group was written
         self._queue: list[_Pending] = []
         self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
+        # stream -> committed version, for expected-version checks without a
+        # LevelDB read under the writer lock; bounded, oldest entries dropped.
+        self._versions: dict[bytes, int] = {}
         self._closed = False
         self._failed: BaseException | None = None
         # Woken after every commit: live subscribers wait here, not on a timer.
@@ -383,7 +404,8 @@ class EventStore(Tiering, Transfer):
         while chunk := list(islice(it, batch_size)):
             with self._lock:
                 self._check_open()
-                batch = self._hot.db.write_batch(sync=self.sync)
+                writes: Writes = []
+                put = writes.append
                 last_id, seq = self._ids.last, self._seq
                 versions: dict[bytes, int] = {}
                 for event in chunk:
@@ -412,23 +434,20 @@ class EventStore(Tiering, Transfer):
                     record = encode_record(
                         event.version, event.seq, event.type, event.data, event.metadata, indexes
                     )
-                    batch.put(keys.event_key(stream_b, id16), record)
-                    batch.put(keys.GLOBAL + id16, _packb([event.stream, event.type, event.seq]))
+                    put((keys.event_key(stream_b, id16), record))
+                    put((keys.GLOBAL + id16, _packb([event.stream, event.type, event.seq])))
                     if self._index_types:
-                        batch.put(keys.index_key(stream_b, b"type", type_b, id16), b"")
+                        put((keys.index_key(stream_b, b"type", type_b, id16), b""))
                     for name, value in indexes.items():
-                        batch.put(
-                            keys.index_key(stream_b, name.encode(), value.encode(), id16), b""
-                        )
+                        put((keys.index_key(stream_b, name.encode(), value.encode(), id16), b""))
                     versions[stream_b] = event.version
                     last_id, seq = id_int, event.seq
                 for stream_b, version in versions.items():
-                    batch.put(keys.meta_key(stream_b), _packb([version]))
+                    put((keys.meta_key(stream_b), _packb([version])))
                     self._reserved[stream_b] = version
                 self._ids.raise_floor(last_id)
                 self._seq = seq
-                pending = _Pending(batch, list(versions.items()), seq)
-                self._queue.append(pending)
+                pending = self._enqueue(writes, list(versions.items()))
             self._commit(pending)
             total += len(chunk)
             if progress is not None:
@@ -524,21 +543,21 @@ class EventStore(Tiering, Transfer):
             parts.append(_Prepared(item[0], item[1], item[2], self._index_types))
         if not parts:
             raise InvalidArgument("append_many was given no appends")
-        extra = [] if checkpoint is None else [_checkpoint_put(*checkpoint)]
+        extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
         with self._lock:
             self._check_open()
-            batch, results, versions = self._assign(parts)
-            for key, value in extra:
-                batch.put(key, value)
-            pending = _Pending(batch, versions, self._seq)
-            self._queue.append(pending)
+            writes, results, versions = self._assign(parts)
+            if extra is not None:
+                writes.append(extra)
+            pending = self._enqueue(writes, versions)
         self._commit(pending)
         return results
 
     def _assign(
         self, parts: list[_Prepared]
-    ) -> tuple[Any, list[AppendResult], list[tuple[bytes, int]]]:
-        """Check versions, assign ids and seqs, build the batch. Under the writer lock."""
+    ) -> tuple[Writes, list[AppendResult], list[tuple[bytes, int]]]:
+        """Check versions, assign ids and seqs, make the writes. Under the writer
+        lock, so nothing here may release the GIL (no LevelDB calls)."""
         current: dict[bytes, int] = {}
         starts = []
         for part in parts:
@@ -551,8 +570,8 @@ class EventStore(Tiering, Transfer):
             current[part.stream_b] = version + part.n
         ids = self._ids.next_ints(sum(part.n for part in parts))
         seq = self._seq
-        batch = self._hot.db.write_batch(sync=self.sync)
-        put = batch.put
+        writes: Writes = []
+        put = writes.append
         pack = self._packer.pack
         results = []
         n = 0
@@ -569,64 +588,93 @@ class EventStore(Tiering, Transfer):
                 n += 1
                 id_list.append(ulid_from_bytes(id16))
                 seq_b = pack(seq)
-                put(ev_prefix + id16, b"\x96" + pack(version) + seq_b + tail)
-                put(keys.GLOBAL + id16, g_head + seq_b)
+                put((ev_prefix + id16, b"\x96" + pack(version) + seq_b + tail))
+                put((keys.GLOBAL + id16, g_head + seq_b))
                 for prefix in index_prefixes:
-                    put(prefix + id16, b"")
+                    put((prefix + id16, b""))
             results.append(
                 AppendResult(part.stream, id_list, first_version, version, first_seq, seq)
             )
         versions = list(current.items())
         for stream_b, version in versions:
-            put(keys.meta_key(stream_b), pack([version]))
+            put((keys.meta_key(stream_b), pack([version])))
             self._reserved[stream_b] = version
         self._seq = seq
-        return batch, results, versions
+        return writes, results, versions
 
     def _current_version(self, stream_b: bytes) -> int:
         version = self._reserved.get(stream_b)
+        if version is None:
+            version = self._versions.get(stream_b)
         if version is not None:
             return version
         raw = self._hot.db.get(keys.meta_key(stream_b))
         return -1 if raw is None else int(msgpack.unpackb(raw)[0])
 
+    def _enqueue(self, writes: Writes, versions: list[tuple[bytes, int]]) -> _Pending:
+        """Queue writes whose ids and seqs end at ``self._seq``. Under the writer lock."""
+        pending = _Pending(writes, versions, self._seq)
+        self._queue.append(pending)
+        # Whenever the queue is not empty its head leads; an appender that
+        # finds it empty is the head, and nobody else will wake it.
+        pending.leads = len(self._queue) == 1
+        return pending
+
     def _commit(self, pending: _Pending) -> None:
-        """Wait until ``pending`` is written. The appender at the head of the
-        queue leads: it writes every queued batch in one LevelDB write (one
-        fsync with ``sync=True``) while later appenders queue up behind it;
-        they wake to find their batch written, or to lead the next group."""
+        """Wait until ``pending`` is written.
+
+        The head of the queue leads: it writes every queued append in one
+        LevelDB write (one fsync with ``sync=True``) while later appenders
+        queue up behind it; then it wakes each of them, and the new head to
+        lead the next group.
+        """
+        if not pending.leads:
+            pending.wake.acquire()
+        if not pending.done:
+            self._lead()
+        if pending.error is not None:
+            raise StoreClosed(f"append to {self.path!r} failed: {pending.error}") from pending.error
+
+    def _lead(self) -> None:
+        """Write the queue (its head is the caller's) as one LevelDB batch."""
         with self._lock:
-            while not pending.done and self._queue[0] is not pending:
-                self._written.wait()
-            if pending.done:
-                group: list[_Pending] = []
-            else:
-                group = list(self._queue)
-        if group:
-            batch = group[0].batch
-            for other in group[1:]:
-                batch.append(other.batch)
+            group = list(self._queue)
+        failed = self._failed
+        if failed is None:
             try:
+                batch = self._hot.db.write_batch(sync=self.sync)
+                put = batch.put
+                for item in group:
+                    for key, value in item.writes:
+                        put(key, value)
                 batch.write()
             except BaseException as exc:
                 # Ids, seqs and versions of the whole group were handed out;
                 # continuing would leave gaps, so the store stops here.
-                self._failed = exc
-                for item in group:
-                    item.error = exc
-            with self._lock:
-                del self._queue[: len(group)]
-                for item in group:
-                    item.done = True
-                    for stream_b, version in item.versions:
-                        if self._reserved.get(stream_b) == version:
-                            del self._reserved[stream_b]
-                self._written.notify_all()
+                self._failed = failed = exc
+        with self._lock:
+            del self._queue[: len(group)]
+            versions = self._versions
+            for item in group:
+                item.done = True
+                item.error = failed
+                for stream_b, version in item.versions:
+                    if self._reserved.get(stream_b) == version:
+                        del self._reserved[stream_b]
+                    versions.pop(stream_b, None)  # re-inserted as the newest
+                    versions[stream_b] = version
+            if len(versions) > _VERSION_CACHE:
+                for stream_b in list(islice(versions, len(versions) - _VERSION_CACHE // 2)):
+                    del versions[stream_b]
+            if self._queue:
+                self._queue[0].wake.release()
+            self._written.notify_all()  # close() and compact() wait for the queue
+        for item in group[1:]:
+            item.wake.release()
+        if failed is None:
             with self._committed:
                 self._committed_seq = group[-1].last_seq
                 self._committed.notify_all()
-        if pending.error is not None:
-            raise StoreClosed(f"append to {self.path!r} failed: {pending.error}") from pending.error
 
     # -- reads ---------------------------------------------------------------
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eventstore import ANY, EventStore, NewEvent
-from eventstore.errors import WrongExpectedVersion
+from eventstore.errors import StoreClosed, WrongExpectedVersion
 
 
 @pytest.mark.parametrize("sync", [False, True])
@@ -131,3 +134,106 @@ def test_closing_while_other_threads_read_never_crashes(tmp_path: Path) -> None:
             timeout=60,
         )
         assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+
+
+# -- group commit: white-box tests of the writer queue -------------------------------
+
+
+class _HeldDB:
+    """Wraps the store's LevelDB handle: each batch write first calls ``hook``."""
+
+    def __init__(self, db: Any, hook: Callable[[], None]) -> None:
+        self._db, self._hook = db, hook
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def write_batch(self, **options: Any) -> Any:
+        outer, batch = self, self._db.write_batch(**options)
+
+        class Batch:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(batch, name)
+
+            def write(self) -> None:
+                outer.writes += 1
+                outer._hook()
+                batch.write()
+
+        return Batch()
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_durable_appends_queued_behind_a_write_share_the_next_one(tmp_path: Path) -> None:
+    with EventStore.open(tmp_path / "s", sync=True) as store:
+        first = threading.Event()
+
+        def hold_first_write() -> None:
+            if not first.is_set():
+                first.set()  # hold it until 15 more appends queue behind it
+                _wait_for(lambda: len(store._queue) == 16)
+
+        db = _HeldDB(store._hot.db, hold_first_write)
+        store._hot.db = db
+        pool = [
+            threading.Thread(target=store.append, args=(f"s-{n}", [NewEvent("T", n)]))
+            for n in range(16)
+        ]
+        pool[0].start()
+        assert first.wait(10)
+        for t in pool[1:]:
+            t.start()
+        for t in pool:
+            t.join(10)
+        store._hot.db = db._db
+        assert db.writes == 2  # the held one, then all fifteen queued behind it at once
+        log = list(store.read_all())
+        assert [e.seq for e in log] == list(range(1, 17))
+        assert sorted(e.data for e in log) == list(range(16))
+
+
+def test_a_failed_write_stops_the_store_and_nothing_queued_behind_it_lands(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s"
+    with EventStore.open(path, sync=True) as store:
+        store.append("a", [NewEvent("T", "kept")])
+        armed = threading.Event()
+
+        def fail_once_others_queue() -> None:
+            if armed.is_set():
+                armed.clear()
+                _wait_for(lambda: len(store._queue) == 3)
+                raise OSError("disk full")
+
+        store._hot.db = _HeldDB(store._hot.db, fail_once_others_queue)
+        armed.set()
+        errors: list[BaseException] = []
+
+        def append(n: int) -> None:
+            try:
+                store.append("a", [NewEvent("T", n)])
+            except BaseException as exc:
+                errors.append(exc)
+
+        pool = [threading.Thread(target=append, args=(n,)) for n in range(3)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(10)
+        assert len(errors) == 3 and all(isinstance(e, StoreClosed) for e in errors)
+        with pytest.raises(StoreClosed, match="failed to write"):
+            store.append("a", [NewEvent("T", "later")])
+        store._hot.db = store._hot.db._db
+    with EventStore.open(path) as store:
+        # The two appends queued behind the failed one were not written:
+        # their seqs would follow a hole.
+        assert [(e.seq, e.data) for e in store.read_all()] == [(1, "kept")]
+        assert store.append("a", [NewEvent("T", "next")]).first_seq == 2
