@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from itertools import islice, takewhile
+from itertools import chain, islice, repeat, takewhile
 from typing import Any
 
 import msgpack
 import plyvel
+from ulid import ULID
 
 from . import keys
 from .errors import CorruptFile, StoreClosed, StoreLocked
@@ -26,6 +27,8 @@ from .records import record_version
 
 _NO_ID = bytes(16)
 _TUPLE_NEW = tuple.__new__
+_new_ulid = ULID.__new__
+_unpackb = msgpack.unpackb
 
 
 def make_event(id16: bytes, stream: str, raw: bytes, where: str = "hot tier") -> Event:
@@ -42,25 +45,34 @@ def make_event(id16: bytes, stream: str, raw: bytes, where: str = "hot tier") ->
     return event
 
 
-def make_events(items: list[tuple[bytes, str, bytes]], where: str = "hot tier") -> list[Event]:
-    """Events from (id16, stream, record) triples, decoding all records in one
-    msgpack call (a record is one msgpack value, so their concatenation behind
-    an array header is one array): far cheaper than a call per record."""
-    if not items:
-        return []
+def decode_event(id16: bytes, stream: str, raw: bytes) -> Event:
+    """:func:`make_event` for the replay loop: one msgpack call, one ULID and
+    one tuple; a record of the wrong shape is decoded again by
+    :func:`make_event`, for its precise error."""
     try:
-        recs = msgpack.unpackb(
-            b"\xdd" + len(items).to_bytes(4, "big") + b"".join([raw for _, _, raw in items]),
-            raw=False,
-            strict_map_key=False,
-        )
-        return [
-            _TUPLE_NEW(Event, (ulid_from_bytes(id16), stream, *rec))
-            for (id16, stream, _), rec in zip(items, recs, strict=True)
-        ]
-    except Exception:
-        # Find the culprit one record at a time, for a precise error.
-        return [make_event(id16, stream, raw, where) for id16, stream, raw in items]
+        rec = _unpackb(raw, raw=False, strict_map_key=False)
+        if type(rec) is list and len(rec) == 6:
+            u = _new_ulid(ULID)
+            u.bytes = id16
+            event: Event = _TUPLE_NEW(
+                Event, (u, stream, rec[0], rec[1], rec[2], rec[3], rec[4], rec[5])
+            )
+            return event
+    except Exception:  # msgpack raises several unrelated types on bad input
+        pass
+    return make_event(id16, stream, raw)
+
+
+def lazy_events(ids: list[bytes], streams: list[str] | str, raws: list[bytes]) -> Iterator[Event]:
+    """Events from parallel lists of ids, streams (or one stream for all) and
+    records, each decoded only when the reader asks for it.
+
+    A page holds bytes, which the garbage collector ignores. Decoding a whole
+    page up front would keep hundreds of events' dicts alive at once, and the
+    collector, run every few hundred allocations, would walk them again and
+    again: that tripled the cost of a replay.
+    """
+    return map(decode_event, ids, repeat(streams) if isinstance(streams, str) else streams, raws)
 
 
 # Bloom filters spare point lookups (get, expected-version checks) a block
@@ -87,34 +99,33 @@ def open_leveldb(path: str) -> Any:
 class Gate:
     """Lets reads into LevelDB while the store is open, and lets ``close()`` wait
     until none is inside: plyvel frees the database under a running call
-    otherwise, which crashes the process. Reads pass it once per chunk of
-    events, not per event, and it is a plain lock: cheap to pass."""
+    otherwise, which crashes the process.
 
-    __slots__ = ("_active", "_closed", "_lock")
+    ``active`` holds one entry per read inside. ``list.append`` and
+    ``list.pop`` are atomic under the GIL, so passing the gate takes no lock:
+    a read registers, then checks ``closed``; ``close()`` sets ``closed``,
+    then waits for the list to empty. Whichever comes second sees the other.
+    """
+
+    __slots__ = ("active", "closed")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-        self._closed = False
+        self.active: list[None] = []
+        self.closed = False
 
     def __enter__(self) -> None:
-        with self._lock:
-            if self._closed:
-                raise StoreClosed("the store is closed")
-            self._active += 1
+        self.active.append(None)
+        if self.closed:
+            self.active.pop()
+            raise StoreClosed("the store is closed")
 
     def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._active -= 1
+        self.active.pop()
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
+        self.closed = True
         # Reads inside hold the gate for one chunk (microseconds): poll them out.
-        while True:
-            with self._lock:
-                if self._active == 0:
-                    return
+        while self.active:
             time.sleep(0.0005)
 
 
@@ -196,14 +207,21 @@ class HotView:
         self._floor = floor
         self._gate = gate
 
-    def _chunks(self, step: Callable[[int], tuple[list[Event], bool]]) -> Iterator[Event]:
+    def _chunks(self, step: Callable[[int], tuple[Iterator[Event], bool]]) -> Iterator[Event]:
         """Events from ``step(n)`` (up to n events and whether more may follow),
-        each call inside the gate; chunks grow so short reads stay cheap."""
+        each call inside the gate; pages grow so short reads stay cheap. The
+        events come out of a C iterator: Python runs once a page, not once an
+        event."""
+        return chain.from_iterable(self._pages(step))
+
+    def _pages(
+        self, step: Callable[[int], tuple[Iterator[Event], bool]]
+    ) -> Iterator[Iterator[Event]]:
         n = 16
         while True:
             with self._gate:
                 events, more = step(n)
-            yield from events
+            yield events
             if not more:
                 return
             if n < 512:
@@ -268,9 +286,12 @@ class HotView:
         with self._gate:
             it = self._range(start, stop, backwards, from_version is not None and backwards)
 
-        def step(n: int) -> tuple[list[Event], bool]:
-            chunk = make_events([(k[cut:], stream, v) for k, v in islice(it, n)])
-            return chunk, len(chunk) == n
+        def step(n: int) -> tuple[Iterator[Event], bool]:
+            ids, raws = [], []
+            for k, v in islice(it, n):
+                ids.append(k[cut:])
+                raws.append(v)
+            return lazy_events(ids, stream, raws), len(ids) == n
 
         return self._chunks(step)
 
@@ -373,15 +394,16 @@ class HotView:
                 prefix + self._floor, keys.prefix_end(prefix), backwards, include_value=False
             )
 
-        def step(n: int) -> tuple[list[Event], bool]:
-            chunk = []
+        def step(n: int) -> tuple[Iterator[Event], bool]:
+            ids, raws = [], []
             for key in islice(it, n):
                 id16 = key[cut:]
                 raw = snap_get(event_prefix + id16)
                 if raw is None:
                     raise CorruptFile("hot tier", 0, f"index entry {key!r} has no event record")
-                chunk.append((id16, stream, raw))
-            return make_events(chunk), len(chunk) == n
+                ids.append(id16)
+                raws.append(raw)
+            return lazy_events(ids, stream, raws), len(ids) == n
 
         return self._chunks(step)
 
@@ -408,8 +430,10 @@ class HotView:
         snap_get = self._snap.get
         unpackb = msgpack.unpackb
 
-        def step(n: int) -> tuple[list[Event], bool]:
-            chunk = []
+        def step(n: int) -> tuple[Iterator[Event], bool]:
+            ids: list[bytes] = []
+            streams: list[str] = []
+            raws: list[bytes] = []
             scanned = 0
             for key, entry in islice(it, n):
                 scanned += 1
@@ -426,8 +450,10 @@ class HotView:
                     raise CorruptFile(
                         "hot tier", 0, f"global entry {id16.hex()} has no event record"
                     )
-                chunk.append((id16, stream, raw))
-            return make_events(chunk), scanned == n
+                ids.append(id16)
+                streams.append(stream)
+                raws.append(raw)
+            return lazy_events(ids, streams, raws), scanned == n
 
         return self._chunks(step)
 
@@ -463,15 +489,27 @@ class HotTier:
         global entry and its record disagree (a compaction deleted one between
         the two reads: the caller retries on a consistent view)."""
         db = self.db
-        with self.gate:
+        active = self.gate.active
+        active.append(None)  # the gate, inline: this is the hottest read
+        try:
+            if self.gate.closed:
+                raise StoreClosed("the store is closed")
             entry = db.get(keys.GLOBAL + id16)
             if entry is None:
                 return None
-            stream = msgpack.unpackb(entry, raw=False)[0]
-            raw = db.get(keys.EVENT + stream.encode() + keys.SEP + id16)
+            # The entry is [stream, type, seq]; a stream name under 32 bytes
+            # is a fixstr right after the array header: slice it out.
+            tag = entry[1]
+            if 0xA0 <= tag <= 0xBF:
+                stream_b = entry[2 : 2 + (tag & 0x1F)]
+            else:
+                stream_b = _unpackb(entry, raw=False)[0].encode()
+            raw = db.get(keys.EVENT + stream_b + keys.SEP + id16)
+        finally:
+            active.pop()
         if raw is None:
             return False
-        return make_event(id16, stream, raw)
+        return decode_event(id16, stream_b.decode(), raw)
 
     def get_system(self, name: bytes) -> Any:
         raw = self.db.get(keys.system_key(name))

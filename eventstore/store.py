@@ -104,55 +104,59 @@ class _Prepared:
         index_prefix = keys.INDEX + self.stream_b + keys.SEP
         # Per event type: its global entry head and its type index prefix.
         by_type: dict[str, tuple[bytes, list[bytes]]] = {}
+        # Validated index entries (a bounded cache): the same few names and
+        # values recur in every append.
+        index_tails = _INDEX_TAILS
         self.tails: list[bytes] = []
         self.globals_: list[bytes] = []
         self.index_keys: list[list[bytes]] = []
-        for n, event in enumerate(events):
+        add_tail = self.tails.append
+        add_global = self.globals_.append
+        add_prefixes = self.index_keys.append
+        for event in events:
             if type(event) is not NewEvent:
+                n = next(n for n, e in enumerate(events) if e is event)
                 raise InvalidType(
                     f"event {n} of stream {stream!r} must be a NewEvent, got {type(event).__name__}"
                 )
-            type_ = event.type
-            known = by_type.get(type_) if type(type_) is str else None
-            if known is None:
+            type_, data, metadata, indexes = event
+            try:
+                global_head, prefixes = by_type[type_]
+            except (KeyError, TypeError):  # a new type, or no str at all
                 type_b = name_bytes(type_, "event type")
                 prefixes = [index_prefix + b"type\x00" + type_b + keys.SEP] if index_types else []
                 # [stream, type, seq] less its seq: a fixarray of 3 and two strings.
-                known = (b"\x93" + pack(stream) + pack(type_), prefixes)
-                by_type[type_] = known
-            indexes = event.indexes
+                global_head = b"\x93" + pack(stream) + pack(type_)
+                by_type[type_] = (global_head, prefixes)
             if indexes:
                 if type(indexes) is not dict:
                     indexes = check_indexes(indexes, index_types)
-                prefixes = known[1][:]
+                prefixes = prefixes[:]
                 for entry in indexes.items():
-                    # Validated index entries are remembered (a bounded cache):
-                    # the same few names and values recur in every append.
                     try:
-                        tail_b = _INDEX_TAILS.get(entry)
-                    except TypeError:  # unhashable: certainly not a str
-                        tail_b = None
-                    if tail_b is None:
+                        tail_b = index_tails[entry]
+                    except (KeyError, TypeError):  # not seen yet, or not a str
                         tail_b = _index_tail(entry, index_types)
                     prefixes.append(index_prefix + tail_b)
             else:
                 if indexes is not None and not isinstance(indexes, Mapping):
                     check_indexes(indexes, index_types)  # raises the type error
-                indexes = {}
-                prefixes = known[1]
+                indexes = _NO_INDEXES
             try:
-                packed = pack([type_, event.data, event.metadata, indexes])
+                packed = pack([type_, data, metadata, indexes])
             except (TypeError, ValueError, OverflowError):
+                n = next(n for n, e in enumerate(events) if e is event)
                 where = f"event {n} ({type_!r}) of stream {stream!r}"
-                check_serialisable(event.data, f"data of {where}")
-                check_serialisable(event.metadata, f"metadata of {where}")
+                check_serialisable(data, f"data of {where}")
+                check_serialisable(metadata, f"metadata of {where}")
                 raise
-            self.tails.append(packed[1:])
-            self.globals_.append(known[0])
-            self.index_keys.append(prefixes)
+            add_tail(packed[1:])
+            add_global(global_head)
+            add_prefixes(prefixes)
 
 
 _INDEX_TAILS: dict[tuple[str, str], bytes] = {}
+_NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
 
 
 def _index_tail(entry: tuple[str, str], index_types: bool) -> bytes:
@@ -189,7 +193,20 @@ def _version_matches(expected: Any, current: int) -> bool:
     return bool(expected == current)
 
 
-Writes = list[tuple[bytes, bytes]]
+class Writes:
+    """The puts of one batch as two flat lists of bytes. Bytes are invisible
+    to the garbage collector; a tuple per put would be one more live object
+    for it to walk, and appends make several per event."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+
+    def add(self, key: bytes, value: bytes) -> None:
+        self.keys.append(key)
+        self.values.append(value)
 
 
 class _Pending:
@@ -217,6 +234,7 @@ class _Pending:
         self.wake.acquire()
 
 
+_new_ulid = ULID.__new__
 _VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
 
 
@@ -404,8 +422,8 @@ class EventStore(Tiering, Transfer):
         while chunk := list(islice(it, batch_size)):
             with self._lock:
                 self._check_open()
-                writes: Writes = []
-                put = writes.append
+                writes = Writes()
+                put = writes.add
                 last_id, seq = self._ids.last, self._seq
                 versions: dict[bytes, int] = {}
                 for event in chunk:
@@ -434,16 +452,16 @@ class EventStore(Tiering, Transfer):
                     record = encode_record(
                         event.version, event.seq, event.type, event.data, event.metadata, indexes
                     )
-                    put((keys.event_key(stream_b, id16), record))
-                    put((keys.GLOBAL + id16, _packb([event.stream, event.type, event.seq])))
+                    put(keys.event_key(stream_b, id16), record)
+                    put(keys.GLOBAL + id16, _packb([event.stream, event.type, event.seq]))
                     if self._index_types:
-                        put((keys.index_key(stream_b, b"type", type_b, id16), b""))
+                        put(keys.index_key(stream_b, b"type", type_b, id16), b"")
                     for name, value in indexes.items():
-                        put((keys.index_key(stream_b, name.encode(), value.encode(), id16), b""))
+                        put(keys.index_key(stream_b, name.encode(), value.encode(), id16), b"")
                     versions[stream_b] = event.version
                     last_id, seq = id_int, event.seq
                 for stream_b, version in versions.items():
-                    put((keys.meta_key(stream_b), _packb([version])))
+                    put(keys.meta_key(stream_b), _packb([version]))
                     self._reserved[stream_b] = version
                 self._ids.raise_floor(last_id)
                 self._seq = seq
@@ -548,7 +566,7 @@ class EventStore(Tiering, Transfer):
             self._check_open()
             writes, results, versions = self._assign(parts)
             if extra is not None:
-                writes.append(extra)
+                writes.add(*extra)
             pending = self._enqueue(writes, versions)
         self._commit(pending)
         return results
@@ -570,34 +588,42 @@ class EventStore(Tiering, Transfer):
             current[part.stream_b] = version + part.n
         ids = self._ids.next_ints(sum(part.n for part in parts))
         seq = self._seq
-        writes: Writes = []
-        put = writes.append
+        writes = Writes()
+        key_put = writes.keys.append
+        value_put = writes.values.append
         pack = self._packer.pack
+        global_tag = keys.GLOBAL
+        new_ulid = _new_ulid
         results = []
         n = 0
         for part, version in zip(parts, starts, strict=True):
             first_version, first_seq = version + 1, seq + 1
             ev_prefix = keys.stream_prefix(part.stream_b)
             id_list = []
-            for tail, g_head, index_prefixes in zip(
-                part.tails, part.globals_, part.index_keys, strict=True
+            for id_int, tail, g_head, index_prefixes in zip(
+                ids[n : n + part.n], part.tails, part.globals_, part.index_keys, strict=True
             ):
                 version += 1
                 seq += 1
-                id16 = ids[n].to_bytes(16, "big")
-                n += 1
-                id_list.append(ulid_from_bytes(id16))
+                id16 = id_int.to_bytes(16, "big")
+                u = new_ulid(ULID)
+                u.bytes = id16
+                id_list.append(u)
                 seq_b = pack(seq)
-                put((ev_prefix + id16, b"\x96" + pack(version) + seq_b + tail))
-                put((keys.GLOBAL + id16, g_head + seq_b))
+                key_put(ev_prefix + id16)
+                value_put(b"\x96" + pack(version) + seq_b + tail)
+                key_put(global_tag + id16)
+                value_put(g_head + seq_b)
                 for prefix in index_prefixes:
-                    put((prefix + id16, b""))
+                    key_put(prefix + id16)
+                    value_put(b"")
+            n += part.n
             results.append(
                 AppendResult(part.stream, id_list, first_version, version, first_seq, seq)
             )
         versions = list(current.items())
         for stream_b, version in versions:
-            put((keys.meta_key(stream_b), pack([version])))
+            writes.add(keys.meta_key(stream_b), pack([version]))
             self._reserved[stream_b] = version
         self._seq = seq
         return writes, results, versions
@@ -645,7 +671,7 @@ class EventStore(Tiering, Transfer):
                 batch = self._hot.db.write_batch(sync=self.sync)
                 put = batch.put
                 for item in group:
-                    for key, value in item.writes:
+                    for key, value in zip(item.writes.keys, item.writes.values, strict=True):
                         put(key, value)
                 batch.write()
             except BaseException as exc:
@@ -726,8 +752,9 @@ class EventStore(Tiering, Transfer):
 
     def get(self, event_id: ULID | str | bytes) -> Event | None:
         """The event with this id, or None. A malformed id raises ``InvalidULID``."""
-        id16 = to_ulid_bytes(event_id)
-        self._check_open()
+        id16 = event_id.bytes if type(event_id) is ULID else to_ulid_bytes(event_id)
+        if self._closed or self._failed is not None:
+            self._check_open()
         tiers = self._tiers
         if id16 >= tiers.watermark:
             # Hot: two point reads without a snapshot. Events never change, so

@@ -22,6 +22,7 @@ import pytest
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    DatabaseError,
     DataError,
     InfrastructureFactory,
     InfrastructureFactoryError,
@@ -50,6 +51,7 @@ from eventstore.contrib.eventsourcing import (
     EventStoreProcessRecorder,
     EventStoreTrackingRecorder,
 )
+from eventstore.errors import WrongExpectedVersion
 
 MODULE = "eventstore.contrib.eventsourcing"
 
@@ -538,3 +540,19 @@ def test_closing_while_other_threads_read_does_not_crash(tmp_path: Any) -> None:
             t.join(5)
         assert len(outcomes) == 4
         assert all(isinstance(e, InterfaceError) for e in outcomes), outcomes
+
+
+def test_an_insert_that_conflicts_forever_gives_up_instead_of_hanging(
+    factory: EventStoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = app_recorder(factory)
+    calls: list[int] = []
+
+    def always_conflicts(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise WrongExpectedVersion("s", 0, 1)
+
+    monkeypatch.setattr(factory.store, "append_many", always_conflicts)
+    with pytest.raises(DatabaseError, match="gave up inserting after 1000 conflicts"):
+        recorder.insert_events([stored(uuid4(), 1)])
+    assert len(calls) == 1000

@@ -165,3 +165,24 @@ def test_timestamp_of_a_fresh_id_is_now() -> None:
     gen = MonotonicULIDs()
     ms = gen.next_int() >> 80
     assert abs(ms - time.time() * 1000) < 5000
+
+
+def test_a_batch_of_ids_is_consecutive_and_above_everything_before() -> None:
+    clock = FakeClock(1000)
+    gen = MonotonicULIDs(clock=clock)
+    single = gen.next_int()
+    batch = list(gen.next_ints(100))
+    assert batch == list(range(single + 1, single + 101))  # same millisecond: counted up
+    clock.ms = 999  # the clock steps back
+    again = list(gen.next_ints(3))
+    assert again[0] == batch[-1] + 1
+    clock.ms = 5000
+    later = list(gen.next_ints(2))
+    assert later[0] >> 80 == 5000 and later[1] == later[0] + 1
+
+
+def test_a_batch_that_would_pass_the_last_ulid_raises_and_hands_out_nothing() -> None:
+    gen = MonotonicULIDs(floor=MAX_ULID - 3, clock=FakeClock(1))
+    with pytest.raises(OverflowError):
+        gen.next_ints(5)
+    assert list(gen.next_ints(3)) == [MAX_ULID - 2, MAX_ULID - 1, MAX_ULID]

@@ -113,6 +113,14 @@ def test_append_many_is_all_or_nothing(store: EventStore) -> None:
         ("a", 1, 3),
         ("b", 1, 4),
     ]
+    # Every part landed under the ids it was given, consecutive across parts.
+    log = list(store.read_all())[1:]
+    assert [(e.stream, e.version, e.seq, e.id) for e in log] == [
+        (r.stream, r.first_version, r.first_seq, r.ids[0]) for r in results
+    ]
+    assert [e.type for e in store.read_stream("b")] == ["T", "U"]
+    ids = [int(r.ids[0]) for r in results]
+    assert ids == list(range(ids[0], ids[0] + 3))
 
 
 def test_unserialisable_data_names_the_field_and_type(store: EventStore) -> None:
@@ -160,6 +168,21 @@ def test_get_by_ulid_string_and_bytes(store: EventStore) -> None:
         store.get("not-a-ulid")
     with pytest.raises(ValueError):
         store.get("01ARZ3NDEKTSV4RRFFQ69G5FA!")
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 255, 256, 1024])
+def test_get_finds_events_of_streams_with_names_of_any_length(
+    store: EventStore, length: int
+) -> None:
+    # get() slices short names out of the global entry and decodes longer
+    # ones: cover both sides of each msgpack string header size.
+    for stream in ("s" * length, ("é" * length)[: length // 2] or "é"):
+        (eid,) = store.append(stream, [NewEvent("T", stream)]).ids
+        got = store.get(eid)
+        assert got is not None and got.stream == stream and got.data == stream
+        # ... and the fast path found it itself (False would send get() to
+        # the slower consistent read, hiding a wrong key).
+        assert store._hot.get_event(eid.bytes) == got
 
 
 def test_event_fields(store: EventStore) -> None:

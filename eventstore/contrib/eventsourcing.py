@@ -87,6 +87,11 @@ TRACKING_PREFIX: Final = "eventsourcing:tracking:"
 _PURPOSE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
+# Each conflict means another writer appended between our read and our
+# append; this many in a row means something is wrong, not busy.
+_MAX_CONFLICTS = 1000
+
+
 def _translate(exc: EventStoreError) -> PersistenceError:
     """The ``eventsourcing`` exception matching one raised by the store."""
     if isinstance(exc, StoreClosed):
@@ -316,7 +321,7 @@ class EventStoreAggregateRecorder(EventStoreRecorder, AggregateRecorder):
         check and the append: each retry checks the versions again, so a
         duplicate version ends in IntegrityError, never in a second copy.
         """
-        while True:
+        for _ in range(_MAX_CONFLICTS):
             appends = self._plan(stored_events)
             try:
                 results = self.store.append_many(appends, checkpoint=checkpoint)
@@ -325,6 +330,9 @@ class EventStoreAggregateRecorder(EventStoreRecorder, AggregateRecorder):
             except EventStoreError as exc:
                 raise _translate(exc) from exc
             return [seq for r in results for seq in range(r.first_seq, r.last_seq + 1)]
+        raise DatabaseError(
+            f"gave up inserting after {_MAX_CONFLICTS} conflicts with other writers in a row"
+        )
 
     def _plan(self, stored_events: Sequence[StoredEvent]) -> list[tuple[str, list[NewEvent], int]]:
         """The append_many parts: runs of consecutive events of one stream, in
