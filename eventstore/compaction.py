@@ -20,7 +20,9 @@ from typing import Any
 
 from . import keys
 from .archive import ArchiveFile, file_name, from_meta
+from .errors import CorruptFile
 from .esdb import ESDBWriter
+from .hot import LevelDBCorruption
 from .records import record_version
 
 Progress = Callable[[int], None]
@@ -51,24 +53,33 @@ def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, byt
     """(stream, id16, record) of every hot event with an id in [low, high),
     grouped by stream in key order, ids ascending: one seek per stream."""
     # fill_cache=False: a one-off scan of the whole range must not evict the
-    # blocks that live reads use.
-    it = snap.iterator(start=keys.EVENT, stop=keys.prefix_end(keys.EVENT), fill_cache=False)
+    # blocks that live reads use. verify_checksums: damaged hot data must stop
+    # the compaction, not be copied into an immutable file.
+    it = snap.iterator(
+        start=keys.EVENT,
+        stop=keys.prefix_end(keys.EVENT),
+        fill_cache=False,
+        verify_checksums=True,
+    )
     it.seek(keys.EVENT)
-    while True:
-        try:
-            key, _ = next(it)
-        except StopIteration:
-            return
-        stream_b = key[1 : key.index(keys.SEP, 1)]
-        prefix = keys.stream_prefix(stream_b)
-        cut = len(prefix)
-        it.seek(prefix + low)
-        stop = prefix + high
-        for key, value in it:
-            if key >= stop or not key.startswith(prefix):
-                break
-            yield stream_b, key[cut:], value
-        it.seek(keys.prefix_end(prefix))
+    try:
+        while True:
+            try:
+                key, _ = next(it)
+            except StopIteration:
+                return
+            stream_b = key[1 : key.index(keys.SEP, 1)]
+            prefix = keys.stream_prefix(stream_b)
+            cut = len(prefix)
+            it.seek(prefix + low)
+            stop = prefix + high
+            for key, value in it:
+                if key >= stop or not key.startswith(prefix):
+                    break
+                yield stream_b, key[cut:], value
+            it.seek(keys.prefix_end(prefix))
+    except LevelDBCorruption as exc:
+        raise CorruptFile("hot tier", 0, f"LevelDB refused a damaged block: {exc}") from None
 
 
 def write_file(
@@ -83,26 +94,29 @@ def write_file(
     version range in it. The writer fsyncs the file, renames it into place
     and fsyncs the folder."""
     writer = ESDBWriter(os.path.join(folder, file_name(number)), index_types=index_types)
+    add = writer.add
     segments: Segments = []
     n = 0
     try:
         current = b""
-        first_v = -1
-        last_raw = b""
+        stream = ""
+        first_v = first_n = -1
         for stream_b, id16, raw in events:
             if stream_b != current:
+                # The writer refuses a stream whose versions are not contiguous,
+                # so a stream's range is its first version and its count.
                 if first_v >= 0:
-                    segments.append((current, first_v, record_version(last_raw)))
-                current, first_v = stream_b, record_version(raw)
-            writer.add(stream_b.decode(), id16, raw)
-            last_raw = raw
+                    segments.append((current, first_v, first_v + n - first_n - 1))
+                current, stream = stream_b, stream_b.decode()
+                first_v, first_n = record_version(raw), n
+            add(stream, id16, raw)
             n += 1
             if progress is not None and n % 4096 == 0:
                 progress(4096)
         if n == 0:
             writer.abort()
             return None
-        segments.append((current, first_v, record_version(last_raw)))
+        segments.append((current, first_v, first_v + n - first_n - 1))
         meta = writer.finish()
     except BaseException:
         writer.abort()

@@ -75,6 +75,11 @@ def lazy_events(ids: list[bytes], streams: list[str] | str, raws: list[bytes]) -
     return map(decode_event, ids, repeat(streams) if isinstance(streams, str) else streams, raws)
 
 
+# What plyvel raises when LevelDB finds a block whose checksum is wrong (on
+# reads that ask it to verify, as compaction's scan does).
+LevelDBCorruption = plyvel.CorruptionError
+
+
 # Bloom filters spare point lookups (get, expected-version checks) a block
 # read per table that cannot hold the key; the larger cache and write buffer
 # suit a store that appends in batches and replays recent streams.

@@ -98,6 +98,8 @@ def test_refusal_leaves_the_writer_usable(tmp_path: Any) -> None:
         ("a", uid(2), rec(5)),
         ("0", uid(3), rec(0)),
         ("b", uid(4), b"junk"),
+        ("b", uid(4), rec(0)[:-3]),  # truncated: must not leave half a record behind
+        ("b", uid(4), rec(0) + b"\x01"),  # trailing bytes
     ):
         with pytest.raises(InvalidArgument):
             w.add(*bad)
