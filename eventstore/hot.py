@@ -215,8 +215,8 @@ class HotView:
     def _chunks(self, step: Callable[[int], tuple[Iterator[Event], bool]]) -> Iterator[Event]:
         """Events from ``step(n)`` (up to n events and whether more may follow),
         each call inside the gate; pages grow so short reads stay cheap. The
-        events come out of a C iterator: Python runs once a page, not once an
-        event."""
+        pages are flattened by a C iterator, and each event is decoded only
+        when the reader asks for it."""
         return chain.from_iterable(self._pages(step))
 
     def _pages(

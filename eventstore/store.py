@@ -1,6 +1,6 @@
 """EventStore: one object over the hot tier (LevelDB) and the cold tier (ESDB files).
 
-Writes always go to the hot tier. Expected versions are checked, ids and
+_Writes always go to the hot tier. Expected versions are checked, ids and
 ``seq`` assigned, and the batch queued under one writer lock, so id order =
 ``seq`` order = commit order. Queued batches are written by whichever
 appender gets the commit lock first, all of them in one LevelDB write: with
@@ -193,7 +193,7 @@ def _version_matches(expected: Any, current: int) -> bool:
     return bool(expected == current)
 
 
-class Writes:
+class _Writes:
     """The puts of one batch as two flat lists of bytes. Bytes are invisible
     to the garbage collector; a tuple per put would be one more live object
     for it to walk, and appends make several per event."""
@@ -223,7 +223,7 @@ class _Pending:
 
     __slots__ = ("done", "error", "last_seq", "leads", "versions", "wake", "writes")
 
-    def __init__(self, writes: Writes, versions: list[tuple[bytes, int]], last_seq: int) -> None:
+    def __init__(self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int) -> None:
         self.writes = writes
         self.versions = versions
         self.last_seq = last_seq
@@ -422,7 +422,7 @@ class EventStore(Tiering, Transfer):
         while chunk := list(islice(it, batch_size)):
             with self._lock:
                 self._check_open()
-                writes = Writes()
+                writes = _Writes()
                 put = writes.add
                 last_id, seq = self._ids.last, self._seq
                 versions: dict[bytes, int] = {}
@@ -573,7 +573,7 @@ class EventStore(Tiering, Transfer):
 
     def _assign(
         self, parts: list[_Prepared]
-    ) -> tuple[Writes, list[AppendResult], list[tuple[bytes, int]]]:
+    ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]]]:
         """Check versions, assign ids and seqs, make the writes. Under the writer
         lock, so nothing here may release the GIL (no LevelDB calls)."""
         current: dict[bytes, int] = {}
@@ -588,7 +588,7 @@ class EventStore(Tiering, Transfer):
             current[part.stream_b] = version + part.n
         ids = self._ids.next_ints(sum(part.n for part in parts))
         seq = self._seq
-        writes = Writes()
+        writes = _Writes()
         key_put = writes.keys.append
         value_put = writes.values.append
         pack = self._packer.pack
@@ -637,7 +637,7 @@ class EventStore(Tiering, Transfer):
         raw = self._hot.db.get(keys.meta_key(stream_b))
         return -1 if raw is None else int(msgpack.unpackb(raw)[0])
 
-    def _enqueue(self, writes: Writes, versions: list[tuple[bytes, int]]) -> _Pending:
+    def _enqueue(self, writes: _Writes, versions: list[tuple[bytes, int]]) -> _Pending:
         """Queue writes whose ids and seqs end at ``self._seq``. Under the writer lock."""
         pending = _Pending(writes, versions, self._seq)
         self._queue.append(pending)
