@@ -293,12 +293,16 @@ class Tiering:
 
     def _delete_some(self, snap: Any, batch: Any, chunk: int) -> int:
         n = 0
-        it = snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + self._tiers.watermark)
+        # fill_cache=False: deleting old events must not evict the blocks that
+        # live reads keep in LevelDB's cache.
+        it = snap.iterator(
+            start=keys.GLOBAL, stop=keys.GLOBAL + self._tiers.watermark, fill_cache=False
+        )
         for key, entry in it:
             stream, type_, _seq = unpack(entry)
             stream_b, id16 = stream.encode(), key[1:]
             event_key = keys.event_key(stream_b, id16)
-            raw = snap.get(event_key)
+            raw = snap.get(event_key, fill_cache=False)
             batch.delete(key)
             batch.delete(event_key)
             if self._index_types:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 
 
 def fill(path: str, events: int, streams: int) -> None:
@@ -60,32 +61,42 @@ class AnonPeak:
         return self.peak
 
 
-def compact(path: str) -> None:
+def compact(path: str, python_heap: bool) -> None:
     from ulid import ULID
 
     from eventstore import EventStore
 
+    tables = len([n for n in os.listdir(os.path.join(path, "hot")) if n.endswith(".ldb")])
     with EventStore.open(path) as store:
         before = rss_kib()
         anon_before = rss_kib("RssAnon")
         last = next(store.read_all(backwards=True)).id
+        if python_heap:  # slows the move down several times: figures apart
+            tracemalloc.start()
         sampler = AnonPeak()
         t = time.perf_counter()
         result = store.compact(before=ULID.from_int(int(last) + 1))
         moved = time.perf_counter() - t
         peak_move = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        anon_move = sampler.stop()
+        heap = ""
+        if python_heap:
+            heap_peak = tracemalloc.get_traced_memory()[1] / 2**20
+            heap = f"; Python heap (tracemalloc) peak {heap_peak:.1f} MiB"
+            tracemalloc.stop()
+        sampler = AnonPeak()
         store.cleanup()
         total = time.perf_counter() - t
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        anon_peak = sampler.stop()
+        anon_cleanup = sampler.stop()
         print(
-            f"compacted {result.events:,} events into {len(result.files)} file(s), "
-            f"{result.bytes / 1e6:.1f} MB: move {result.events / moved:,.0f} ev/s, "
-            f"with cleanup {result.events / total:,.0f} ev/s; "
-            f"RSS after open {before / 1024:.1f} MiB, peak while moving "
-            f"{peak_move / 1024:.1f} MiB, peak with cleanup {peak / 1024:.1f} MiB; "
-            f"anonymous (heap) memory {anon_before / 1024:.1f} MiB before, "
-            f"peak {anon_peak / 1024:.1f} MiB"
+            f"compacted {result.events:,} events ({tables} LevelDB tables) into "
+            f"{len(result.files)} file(s), {result.bytes / 1e6:.1f} MB: "
+            f"move {result.events / moved:,.0f} ev/s, with cleanup {result.events / total:,.0f} "
+            f"ev/s; RSS after open {before / 1024:.1f} MiB, peak while moving "
+            f"{peak_move / 1024:.1f} MiB, with cleanup {peak / 1024:.1f} MiB; anonymous "
+            f"memory {anon_before / 1024:.1f} MiB before, peak {anon_move / 1024:.1f} MiB "
+            f"while moving, {anon_cleanup / 1024:.1f} MiB while cleaning up{heap}"
         )
 
 
@@ -95,11 +106,14 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=20_000)
     parser.add_argument("--path", default="/tmp/eventstore-compaction-memory")
     parser.add_argument("--step", choices=["fill", "compact"])
+    parser.add_argument(
+        "--python-heap", action="store_true", help="also trace the Python heap (slower move)"
+    )
     args = parser.parse_args()
     if args.step == "fill":
         fill(args.path, args.events, args.streams)
     elif args.step == "compact":
-        compact(args.path)
+        compact(args.path, args.python_heap)
     else:
         shutil.rmtree(args.path, ignore_errors=True)
         for step in ("fill", "compact"):
@@ -115,6 +129,7 @@ def main() -> None:
                     str(args.events),
                     "--streams",
                     str(args.streams),
+                    *(["--python-heap"] if args.python_heap else []),
                 ],
                 check=True,
             )
