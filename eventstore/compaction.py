@@ -30,23 +30,37 @@ Progress = Callable[[int], None]
 Segments = list[tuple[bytes, int, int]]
 
 
-def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tuple[bytes, bytes]]:
+def split_range(
+    snap: Any, low: bytes, high: bytes, max_events: int
+) -> list[tuple[bytes, bytes, int]]:
     """Cut the ids in [low, high) into consecutive ranges of at most
-    ``max_events`` events each, counting global log keys (no values read)."""
+    ``max_events`` events each: (low, high, events) triples, counted from the
+    global log's keys (no values read). The counts are what each file must
+    hold: a scan that reads fewer has skipped damaged data."""
     bounds = [low]
+    counts = []
     count = 0
     it = snap.iterator(
-        start=keys.GLOBAL + low, stop=keys.GLOBAL + high, include_value=False, fill_cache=False
+        start=keys.GLOBAL + low,
+        stop=keys.GLOBAL + high,
+        include_value=False,
+        fill_cache=False,
+        verify_checksums=True,
     )
-    for key in it:
-        if count == max_events:
-            bounds.append(key[1:])
-            count = 0
-        count += 1
+    try:
+        for key in it:
+            if count == max_events:
+                bounds.append(key[1:])
+                counts.append(count)
+                count = 0
+            count += 1
+    except LevelDBCorruption as exc:
+        raise CorruptFile("hot tier", 0, f"LevelDB refused a damaged block: {exc}") from None
     if count == 0:
         return []
     bounds.append(high)
-    return list(itertools.pairwise(bounds))
+    counts.append(count)
+    return [(lo, hi, n) for (lo, hi), n in zip(itertools.pairwise(bounds), counts, strict=True)]
 
 
 def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
@@ -61,8 +75,8 @@ def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, byt
         fill_cache=False,
         verify_checksums=True,
     )
-    it.seek(keys.EVENT)
     try:
+        it.seek(keys.EVENT)
         while True:
             try:
                 key, _ = next(it)
@@ -88,11 +102,13 @@ def write_file(
     events: Iterator[tuple[bytes, bytes, bytes]],
     index_types: bool,
     progress: Progress | None = None,
+    expected: int | None = None,
 ) -> tuple[ArchiveFile, Segments] | None:
     """Write ``events`` (grouped by stream, in writer order) as archive file
     ``number``; None if there were none. Returns the file and each stream's
     version range in it. The writer fsyncs the file, renames it into place
-    and fsyncs the folder."""
+    and fsyncs the folder. With ``expected``, a different number of events
+    raises :class:`CorruptFile` and leaves no file."""
     writer = ESDBWriter(os.path.join(folder, file_name(number)), index_types=index_types)
     add = writer.add
     segments: Segments = []
@@ -113,6 +129,15 @@ def write_file(
             n += 1
             if progress is not None and n % 4096 == 0:
                 progress(4096)
+        if expected is not None and n != expected:
+            # LevelDB ends an iteration quietly at a damaged block it cannot
+            # step past: the count is the only sign that events were skipped.
+            raise CorruptFile(
+                "hot tier",
+                0,
+                f"the global log holds {expected} events in this range but only {n} "
+                "event records could be read (damaged LevelDB blocks?)",
+            )
         if n == 0:
             writer.abort()
             return None
@@ -132,11 +157,14 @@ def compact_range(
     number: int,
     low: bytes,
     high: bytes,
+    expected: int,
     index_types: bool,
     progress: Progress | None = None,
 ) -> tuple[ArchiveFile, Segments] | None:
-    """One archive file holding every hot event with an id in [low, high)."""
-    return write_file(folder, number, _hot_events(snap, low, high), index_types, progress)
+    """One archive file holding every hot event with an id in [low, high):
+    ``expected`` of them, as the global log counts them."""
+    events = _hot_events(snap, low, high)
+    return write_file(folder, number, events, index_types, progress, expected)
 
 
 def _spaces_of(n: int, f: ArchiveFile) -> Iterator[tuple[bytes, int, str]]:

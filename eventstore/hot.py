@@ -109,7 +109,8 @@ class Gate:
     ``active`` holds one entry per read inside. ``list.append`` and
     ``list.pop`` are atomic under the GIL, so passing the gate takes no lock:
     a read registers, then checks ``closed``; ``close()`` sets ``closed``,
-    then waits for the list to empty. Whichever comes second sees the other.
+    then waits for the list to empty. Whichever comes second sees the other:
+    the GIL orders them (a free-threaded Python would need a lock here).
     """
 
     __slots__ = ("active", "closed")

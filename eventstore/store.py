@@ -1,10 +1,10 @@
 """EventStore: one object over the hot tier (LevelDB) and the cold tier (ESDB files).
 
-_Writes always go to the hot tier. Expected versions are checked, ids and
-``seq`` assigned, and the batch queued under one writer lock, so id order =
-``seq`` order = commit order. Queued batches are written by whichever
-appender gets the commit lock first, all of them in one LevelDB write: with
-``sync=True`` that is group commit, many appends sharing one fsync.
+Writes always go to the hot tier. Expected versions are checked, ids and
+``seq`` assigned, and the append queued under one writer lock, so id order =
+``seq`` order = commit order. The appender at the head of the queue writes
+every queued append in one LevelDB write: with ``sync=True`` that is group
+commit, many appends sharing one fsync.
 """
 
 from __future__ import annotations
@@ -355,11 +355,13 @@ class EventStore(Tiering, Transfer):
     def close(self) -> None:
         """Close the store. Later calls raise :class:`StoreClosed`; closing twice is fine."""
         with self._maintenance, self._lock:
-            while self._queue:  # let queued appends finish
-                self._written.wait()
             if self._closed:
                 return
+            # Refuse new appends first, then let the queued ones finish: under
+            # steady durable appends the queue would otherwise never drain.
             self._closed = True
+            while self._queue:
+                self._written.wait()
             self._hot.close()
             for f in self._tiers.files:
                 f.reader.close()
@@ -581,7 +583,8 @@ class EventStore(Tiering, Transfer):
         self, parts: list[_Prepared]
     ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]]]:
         """Check versions, assign ids and seqs, make the writes. Under the writer
-        lock, so nothing here may release the GIL (no LevelDB calls)."""
+        lock, so nothing here should release the GIL: no LevelDB calls, but for
+        the version of a stream the version cache does not hold."""
         current: dict[bytes, int] = {}
         starts = []
         for part in parts:
@@ -706,7 +709,9 @@ class EventStore(Tiering, Transfer):
             item.wake.release()
         if failed is None:
             with self._committed:
-                self._committed_seq = group[-1].last_seq
+                # max: the next leader, woken above, may have published first.
+                if group[-1].last_seq > self._committed_seq:
+                    self._committed_seq = group[-1].last_seq
                 self._committed.notify_all()
 
     # -- reads ---------------------------------------------------------------

@@ -21,8 +21,8 @@ from ulid import ULID
 from . import keys
 from .archive import ArchiveFile
 from .compaction import Segments, compact_range, merge_files, split_range
-from .errors import InvalidArgument, StoreClosed
-from .hot import HotTier
+from .errors import CorruptFile, InvalidArgument, StoreClosed
+from .hot import HotTier, LevelDBCorruption
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
 from .records import unpack
 from .view import Tiers
@@ -73,6 +73,7 @@ class Tiering:
         _lock: threading.Lock
         _written: threading.Condition
         _queue: list[Any]
+        _seq: int
         _tier_lock: threading.Lock
         _maintenance: threading.Lock
         _cleaner: threading.Thread | None
@@ -112,6 +113,7 @@ class Tiering:
             # id below it (a batch leaves the queue only once it is written).
             with self._lock:
                 self._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
+                seq_at_floor = self._seq  # every later append is at or above the cutoff
                 if self._queue:
                     last = self._queue[-1]
                     while not last.done:
@@ -119,13 +121,21 @@ class Tiering:
             snap = self._hot.db.snapshot()
             made: list[tuple[ArchiveFile, Segments]] = []
             try:
-                for lo, hi in split_range(snap, low, cutoff, max_file_events):
+                for lo, hi, expected in split_range(snap, low, cutoff, max_file_events):
                     number = self._take_file_number()
                     result = compact_range(
-                        snap, self._archive_dir, number, lo, hi, self._index_types, progress
+                        snap,
+                        self._archive_dir,
+                        number,
+                        lo,
+                        hi,
+                        expected,
+                        self._index_types,
+                        progress,
                     )
                     if result is not None:
                         made.append(result)
+                self._check_seqs(snap, cutoff, seq_at_floor, [f for f, _ in made])
                 self._commit_files(
                     added=[f for f, _ in made], removed=[], segments=made, watermark=cutoff
                 )
@@ -144,6 +154,45 @@ class Tiering:
             sum(f.events for f, _ in made),
             sum(f.size for f, _ in made),
             time.perf_counter() - started,
+        )
+
+    def _check_seqs(
+        self, snap: Any, cutoff: bytes, seq_at_floor: int, made: list[ArchiveFile]
+    ) -> None:
+        """Refuse to commit new files unless they hold exactly the seqs below
+        the cutoff that the archive does not hold yet, without a hole.
+
+        LevelDB ends a scan quietly at a damaged block it cannot step past, so
+        the scans' own counts cannot be trusted to notice; the gap-free log
+        can. The events below the cutoff are those with seq up to the seq of
+        the first event at or above it, less one; if there is none, up to the
+        seq of the last append made before the id floor rose to the cutoff.
+        """
+        prev = self._tiers.files[-1].last_seq if self._tiers.files else 0
+        it = snap.iterator(
+            start=keys.GLOBAL + cutoff, stop=keys.prefix_end(keys.GLOBAL), verify_checksums=True
+        )
+        try:
+            above = next(it, None)
+        except LevelDBCorruption as exc:
+            raise CorruptFile("hot tier", 0, f"LevelDB refused a damaged block: {exc}") from None
+        finally:
+            it.close()
+        last = seq_at_floor if above is None else int(unpack(above[1])[2]) - 1
+        expected = prev + 1
+        for f in made:
+            if f.first_seq != expected or f.last_seq - f.first_seq + 1 != f.events:
+                break
+            expected = f.last_seq + 1
+        else:
+            if expected == last + 1:
+                return
+        held = ", ".join(f"{f.first_seq}-{f.last_seq} ({f.events} events)" for f in made)
+        raise CorruptFile(
+            "hot tier",
+            0,
+            f"compaction read seqs [{held or 'none'}] but the log holds {prev + 1}-{last} "
+            "below the cutoff: LevelDB skipped damaged data; nothing was moved",
         )
 
     def merge_archives(

@@ -237,3 +237,72 @@ def test_a_failed_write_stops_the_store_and_nothing_queued_behind_it_lands(
         # their seqs would follow a hole.
         assert [(e.seq, e.data) for e in store.read_all()] == [(1, "kept")]
         assert store.append("a", [NewEvent("T", "next")]).first_seq == 2
+
+
+class _DelayedPublish(threading.Condition):
+    """The store's commit condition, made to hold one named thread back just
+    before it publishes its group's seq (standing in for preemption)."""
+
+    def __init__(self, thread_name: str) -> None:
+        super().__init__(threading.Lock())
+        self.thread_name: str | None = thread_name
+
+    def __enter__(self) -> bool:
+        if threading.current_thread().name == self.thread_name:
+            self.thread_name = None
+            time.sleep(0.2)
+        return super().__enter__()
+
+
+def test_the_committed_seq_never_steps_back_when_leaders_publish_out_of_order(
+    tmp_path: Path,
+) -> None:
+    # Leader L1 wakes the next leader L2 before it publishes its own seq; if L2
+    # publishes first, L1 must not overwrite the higher seq with its lower one.
+    with EventStore.open(tmp_path / "s") as store:
+        store._committed = _DelayedPublish("L1")
+        first = threading.Event()
+
+        def hold_first_write() -> None:
+            if not first.is_set():
+                first.set()
+                _wait_for(lambda: len(store._queue) == 2)
+
+        db = _HeldDB(store._hot.db, hold_first_write)
+        store._hot.db = db
+        l1 = threading.Thread(target=store.append, args=("a", [NewEvent("T")]), name="L1")
+        l2 = threading.Thread(target=store.append, args=("b", [NewEvent("T")]), name="L2")
+        l1.start()
+        assert first.wait(10)
+        l2.start()
+        l1.join(10)
+        l2.join(10)
+        store._hot.db = db._db
+        assert store.last_seq == 2
+        assert store.wait_for_commit(1, timeout=5) == 2
+
+
+def test_close_returns_while_threads_keep_appending_durably(tmp_path: Path) -> None:
+    store = EventStore.open(tmp_path / "s", sync=True)
+    acked = [0] * 4
+
+    def append_until_closed(n: int) -> None:
+        try:
+            while True:
+                store.append(f"s-{n}", [NewEvent("T")])
+                acked[n] += 1
+        except StoreClosed:
+            pass
+
+    pool = [threading.Thread(target=append_until_closed, args=(n,), daemon=True) for n in range(4)]
+    for t in pool:
+        t.start()
+    time.sleep(0.1)
+    closer = threading.Thread(target=store.close, daemon=True)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "close() waited for a queue that kept refilling"
+    for t in pool:
+        t.join(10)
+    with EventStore.open(tmp_path / "s") as reopened:
+        assert reopened.last_seq == sum(acked)  # every acknowledged append, nothing else

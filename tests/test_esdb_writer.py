@@ -80,6 +80,11 @@ def test_refuses_version_gaps(w: ESDBWriter, version: int) -> None:
         ("a", uid(1), encode_record(-1, 1, "T", None, None, {}), InvalidArgument),
         ("a", uid(1), encode_record(0, -5, "T", None, None, {}), InvalidArgument),
         ("a", uid(1), encode_record(0, 1, "T", None, None, {"k": 1}), InvalidArgument),  # type: ignore[dict-item]
+        # data no reader can decode: invalid UTF-8, an array as a map key, a
+        # timestamp ext of the wrong length (must not reach an immutable file)
+        ("a", uid(1), b"\x96\x00\x01\xa1T\xa2\xff\xfe\xc0\x80", InvalidArgument),
+        ("a", uid(1), b"\x96\x00\x01\xa1T\x81\x91\x01\x02\xc0\x80", InvalidArgument),
+        ("a", uid(1), b"\x96\x00\x01\xa1T\xd4\xff\x00\xc0\x80", InvalidArgument),
     ],
 )
 def test_refuses_malformed_input(

@@ -67,10 +67,7 @@ _RUN = struct.Struct(">16sIII")  # a ULID-index entry while sorting: id, pos, sp
 _RUN_PACK = _RUN.pack
 
 
-def _new_unpacker() -> Any:
-    """A streaming unpacker that runs no code (no ext hooks) and holds at most
-    one record (the writer refuses larger ones before feeding them)."""
-    return msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_RAW)
+_unpackb = msgpack.unpackb
 
 
 def _where(stream: str, id16: bytes) -> str:
@@ -136,8 +133,6 @@ class ESDBWriter:
         self._space_no = -1
         self._types: dict[str, int] = {}
         self._type_info: dict[str, tuple[int, tuple[str, str]]] = {}  # type -> id, posting key
-        self._unpacker = _new_unpacker()
-        self._fed = 0  # bytes fed to the unpacker, all consumed
         self._first_seq: int | None = None
         self._last_seq = 0
         self._record_bytes = 0
@@ -195,24 +190,13 @@ class ESDBWriter:
             raise InvalidArgument(
                 f"{_where(stream, id16)}: record of {size} bytes exceeds the ESDB limit"
             )
-        # Decode what the file needs; data and metadata are only walked (their
-        # msgpack structure checked, no objects built): twice as fast.
-        up = self._unpacker
-        up.feed(record)
+        # Decoded in full, data and metadata too, with the reader's options:
+        # a record the reader could not decode must not reach an immutable file.
         try:
-            if up.read_array_header() != 6:
-                raise ValueError("not 6 fields")
-            version = up.unpack()
-            seq = up.unpack()
-            type_ = up.unpack()
-            up.skip()
-            up.skip()
-            indexes = up.unpack()
-            self._fed += size
-            if up.tell() != self._fed:
-                raise ValueError("trailing bytes")
+            version, seq, type_, _data, _meta, indexes = _unpackb(
+                record, raw=False, strict_map_key=False
+            )
         except Exception:
-            self._unpacker, self._fed = _new_unpacker(), 0  # drop what is left of it
             raise InvalidArgument(
                 f"{_where(stream, id16)}: record is not an event record "
                 "[version, seq, type, data, metadata, indexes]"
