@@ -22,7 +22,7 @@ from . import keys
 from .archive import ArchiveFile, file_name, from_meta
 from .errors import CorruptFile
 from .esdb import ESDBWriter
-from .hot import LevelDBCorruption
+from .hot import LevelDBCorruption, damaged
 from .records import record_version
 
 Progress = Callable[[int], None]
@@ -55,7 +55,7 @@ def split_range(
                 count = 0
             count += 1
     except LevelDBCorruption as exc:
-        raise CorruptFile("hot tier", 0, f"LevelDB refused a damaged block: {exc}") from None
+        raise damaged(exc) from None
     if count == 0:
         return []
     bounds.append(high)
@@ -93,7 +93,7 @@ def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, byt
                 yield stream_b, key[cut:], value
             it.seek(keys.prefix_end(prefix))
     except LevelDBCorruption as exc:
-        raise CorruptFile("hot tier", 0, f"LevelDB refused a damaged block: {exc}") from None
+        raise damaged(exc) from None
 
 
 def write_file(

@@ -76,8 +76,13 @@ def lazy_events(ids: list[bytes], streams: list[str] | str, raws: list[bytes]) -
 
 
 # What plyvel raises when LevelDB finds a block whose checksum is wrong (on
-# reads that ask it to verify, as compaction's scan does).
+# reads that ask it to verify, as compaction's scans do).
 LevelDBCorruption = plyvel.CorruptionError
+
+
+def damaged(exc: Exception) -> CorruptFile:
+    """The error for a LevelDB block that failed its checksum."""
+    return CorruptFile("hot tier", 0, f"LevelDB refused a damaged block: {exc}")
 
 
 # Bloom filters spare point lookups (get, expected-version checks) a block

@@ -22,7 +22,7 @@ from . import keys
 from .archive import ArchiveFile
 from .compaction import Segments, compact_range, merge_files, split_range
 from .errors import CorruptFile, InvalidArgument, StoreClosed
-from .hot import HotTier, LevelDBCorruption
+from .hot import HotTier, LevelDBCorruption, damaged
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
 from .records import unpack
 from .view import Tiers
@@ -175,7 +175,7 @@ class Tiering:
         try:
             above = next(it, None)
         except LevelDBCorruption as exc:
-            raise CorruptFile("hot tier", 0, f"LevelDB refused a damaged block: {exc}") from None
+            raise damaged(exc) from None
         finally:
             it.close()
         last = seq_at_floor if above is None else int(unpack(above[1])[2]) - 1
