@@ -20,7 +20,6 @@ from typing import Any
 
 from . import keys
 from .archive import ArchiveFile, file_name, from_meta
-from .errors import CorruptFile
 from .esdb import ESDBWriter
 from .hot import LevelDBCorruption, damaged
 from .records import record_version
@@ -30,15 +29,10 @@ Progress = Callable[[int], None]
 Segments = list[tuple[bytes, int, int]]
 
 
-def split_range(
-    snap: Any, low: bytes, high: bytes, max_events: int
-) -> list[tuple[bytes, bytes, int]]:
+def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tuple[bytes, bytes]]:
     """Cut the ids in [low, high) into consecutive ranges of at most
-    ``max_events`` events each: (low, high, events) triples, counted from the
-    global log's keys (no values read). The counts are what each file must
-    hold: a scan that reads fewer has skipped damaged data."""
+    ``max_events`` events each, counting global log keys (no values read)."""
     bounds = [low]
-    counts = []
     count = 0
     it = snap.iterator(
         start=keys.GLOBAL + low,
@@ -51,7 +45,6 @@ def split_range(
         for key in it:
             if count == max_events:
                 bounds.append(key[1:])
-                counts.append(count)
                 count = 0
             count += 1
     except LevelDBCorruption as exc:
@@ -59,8 +52,7 @@ def split_range(
     if count == 0:
         return []
     bounds.append(high)
-    counts.append(count)
-    return [(lo, hi, n) for (lo, hi), n in zip(itertools.pairwise(bounds), counts, strict=True)]
+    return list(itertools.pairwise(bounds))
 
 
 def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
@@ -102,13 +94,11 @@ def write_file(
     events: Iterator[tuple[bytes, bytes, bytes]],
     index_types: bool,
     progress: Progress | None = None,
-    expected: int | None = None,
 ) -> tuple[ArchiveFile, Segments] | None:
     """Write ``events`` (grouped by stream, in writer order) as archive file
     ``number``; None if there were none. Returns the file and each stream's
     version range in it. The writer fsyncs the file, renames it into place
-    and fsyncs the folder. With ``expected``, a different number of events
-    raises :class:`CorruptFile` and leaves no file."""
+    and fsyncs the folder."""
     writer = ESDBWriter(os.path.join(folder, file_name(number)), index_types=index_types)
     add = writer.add
     segments: Segments = []
@@ -129,15 +119,6 @@ def write_file(
             n += 1
             if progress is not None and n % 4096 == 0:
                 progress(4096)
-        if expected is not None and n != expected:
-            # LevelDB ends an iteration quietly at a damaged block it cannot
-            # step past: the count is the only sign that events were skipped.
-            raise CorruptFile(
-                "hot tier",
-                0,
-                f"the global log holds {expected} events in this range but only {n} "
-                "event records could be read (damaged LevelDB blocks?)",
-            )
         if n == 0:
             writer.abort()
             return None
@@ -157,14 +138,12 @@ def compact_range(
     number: int,
     low: bytes,
     high: bytes,
-    expected: int,
     index_types: bool,
     progress: Progress | None = None,
 ) -> tuple[ArchiveFile, Segments] | None:
-    """One archive file holding every hot event with an id in [low, high):
-    ``expected`` of them, as the global log counts them."""
-    events = _hot_events(snap, low, high)
-    return write_file(folder, number, events, index_types, progress, expected)
+    """One archive file holding every hot event with an id in [low, high).
+    A scan cut short by damaged data is caught by the store's seq check."""
+    return write_file(folder, number, _hot_events(snap, low, high), index_types, progress)
 
 
 def _spaces_of(n: int, f: ArchiveFile) -> Iterator[tuple[bytes, int, str]]:

@@ -121,17 +121,10 @@ class Tiering:
             snap = self._hot.db.snapshot()
             made: list[tuple[ArchiveFile, Segments]] = []
             try:
-                for lo, hi, expected in split_range(snap, low, cutoff, max_file_events):
+                for lo, hi in split_range(snap, low, cutoff, max_file_events):
                     number = self._take_file_number()
                     result = compact_range(
-                        snap,
-                        self._archive_dir,
-                        number,
-                        lo,
-                        hi,
-                        expected,
-                        self._index_types,
-                        progress,
+                        snap, self._archive_dir, number, lo, hi, self._index_types, progress
                     )
                     if result is not None:
                         made.append(result)
