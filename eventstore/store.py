@@ -47,6 +47,7 @@ from .records import (
     check_limit,
     check_serialisable,
     encode_record,
+    encoder,
     name_bytes,
     unpack,
 )
@@ -62,18 +63,6 @@ _packb = msgpack.packb
 
 class IncompatibleStore(EventStoreError):
     """The store on disk was written by a newer eventstore, or with other options."""
-
-
-_local = threading.local()
-
-
-def _packer() -> Any:
-    """This thread's msgpack Packer: reusing one is 4x faster than ``packb``."""
-    try:
-        return _local.packer
-    except AttributeError:
-        _local.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
-        return _local.packer
 
 
 class _Prepared:
@@ -101,7 +90,10 @@ class _Prepared:
         if not events:
             raise InvalidArgument(f"append to stream {stream!r} has no events")
         self.n = len(events)
-        pack = _packer().pack
+        enc = encoder()
+        pack = enc.pack
+        suspect = enc.suspect
+        suspect.clear()
         index_prefix = keys.INDEX + self.stream_b + keys.SEP
         # Per event type: its global entry head and its type index prefix.
         by_type: dict[str, tuple[bytes, list[bytes]]] = {}
@@ -145,7 +137,10 @@ class _Prepared:
                 indexes = _NO_INDEXES
             try:
                 packed = pack([type_, data, metadata, indexes])
-            except (TypeError, ValueError, OverflowError):
+                if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
+                    suspect.clear()
+                    unpack(packed)
+            except Exception:  # msgpack raises several unrelated types
                 n = next(n for n, e in enumerate(events) if e is event)
                 where = f"event {n} ({type_!r}) of stream {stream!r}"
                 check_serialisable(data, f"data of {where}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+import enum
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgpack
 import pytest
 from ulid import ULID
 
@@ -132,6 +135,71 @@ def test_unserialisable_data_names_the_field_and_type(store: EventStore) -> None
         store.append("s", [NewEvent("T", 1, metadata=[{1, 2}])])
     assert "metadata" in str(info.value) and "set" in str(info.value)
     assert store.stream_version("s") == -1
+
+
+class _HashableDict(dict):  # type: ignore[type-arg]
+    def __hash__(self) -> int:
+        return 0
+
+
+# Values msgpack packs but cannot decode back: a tuple map key comes back as
+# an unhashable list, ext code -1 must hold a valid timestamp.
+UNREADABLE = [
+    {("a", 1): 2},
+    [{"deep": {(1, (2, 3)): None}}],
+    {_HashableDict(a=1): 1},
+    msgpack.ExtType._make((-1, b"x")),
+]
+
+
+@pytest.mark.parametrize("value", UNREADABLE, ids=["tuple-key", "nested", "dict-key", "ext-1"])
+def test_values_that_would_not_read_back_are_refused(store: EventStore, value: object) -> None:
+    store.append("s", [NewEvent("T", 0)])
+    for call, field in (
+        (lambda: store.append("s", [NewEvent("T", 1), NewEvent("T", value)]), "data of event 1"),
+        (lambda: store.append("s", [NewEvent("T", metadata=value)]), "metadata of event 0"),
+        (
+            lambda: store.append_many(
+                [("t", [NewEvent("T")], ANY), ("s", [NewEvent("T", value)], ANY)]
+            ),
+            "data",
+        ),
+        (lambda: store.save_snapshot("s", 0, value), "snapshot state"),
+        (lambda: store.set_checkpoint("p", value), "checkpoint 'p'"),
+    ):
+        with pytest.raises(UnserialisableData) as info:
+            call()
+        assert field in str(info.value) and "read back" in str(info.value)
+    assert [e.data for e in store.read_all()] == [0]
+    assert store.load_snapshot("s") is None and store.get_checkpoint("p") is None
+
+
+def test_values_that_look_suspect_but_read_back_are_stored(store: EventStore) -> None:
+    # Each of these goes through the encoder's decode check (a tuple, a dict
+    # subclass, a 0xFF byte) or its subclass conversion, and must still land.
+    class Kind(enum.IntEnum):
+        A = 7
+
+    class Name(str):
+        pass
+
+    values = [
+        (1, 2),
+        collections.OrderedDict(b=[(-1, 255)]),
+        {Kind.A: Name("x"), 1.5: b"\xff", None: -1},
+        msgpack.Timestamp(1, 2),
+        msgpack.ExtType(5, b"\xff"),
+    ]
+    store.append("s", [NewEvent("T", v, metadata=v) for v in values])
+    expected = [
+        [1, 2],
+        {"b": [[-1, 255]]},
+        {7: "x", 1.5: b"\xff", None: -1},
+        msgpack.Timestamp(1, 2),
+        msgpack.ExtType(5, b"\xff"),
+    ]
+    assert [e.data for e in store.read_stream("s")] == expected
+    assert [e.metadata for e in store.read_stream("s")] == expected
 
 
 @pytest.mark.parametrize("bad", ["", "a\x00", 5, None, "\ud800", "x" * 2000, b"v"])

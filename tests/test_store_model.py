@@ -50,6 +50,7 @@ bad_appends = st.sampled_from(
         ("s", [NewEvent("T", {1, 2})], TypeError),
         ("s", [NewEvent("T", metadata=object())], TypeError),
         ("s", [NewEvent("T", 2**70)], TypeError),
+        ("s", [NewEvent("T"), NewEvent("T", {(1, 2): 3})], TypeError),  # would not read back
         ("s", [NewEvent("")], ValueError),
         ("s", [NewEvent("T", indexes={"k": ""})], ValueError),
         ("s", [NewEvent("T", indexes={"k\x00": "v"})], ValueError),

@@ -10,7 +10,7 @@ import pytest
 from ulid import ULID
 
 from eventstore import EventStore, NewEvent
-from eventstore.errors import CorruptFile, InvalidArgument
+from eventstore.errors import CorruptFile, InvalidArgument, UnserialisableData
 
 
 def fill(store: EventStore, n: int) -> None:
@@ -83,3 +83,15 @@ def test_import_keeps_ids_and_refuses_to_go_backwards(tmp_path: Path) -> None:
 
 def source_events_index(events: list) -> list:  # type: ignore[type-arg]
     return [e for e in events if e.stream == "s-1" and e.indexes.get("k") == "1"]
+
+
+def test_import_refuses_data_that_would_not_read_back(tmp_path: Path) -> None:
+    with EventStore.open(tmp_path / "a") as source:
+        fill(source, 3)
+        events = list(source.read_all())
+    spoiled = events[1]._replace(data={("tuple", "key"): 1})
+    with EventStore.open(tmp_path / "b") as target:
+        with pytest.raises(UnserialisableData) as info:
+            target.import_events([events[0], spoiled, events[2]], batch_size=10)
+        assert "data" in str(info.value) and "read back" in str(info.value)
+        assert list(target.read_all()) == []
