@@ -1,13 +1,12 @@
 """Moving events from the hot tier into ESDB files, and folding files together.
 
 These functions only read (a LevelDB snapshot, existing files) and write new
-ESDB files; the store commits their result (manifest, watermark, segment
-keys) in one synced batch, and deletes the hot copies afterwards.
+ESDB files; the store files their segment keys, commits them (manifest and
+watermark) in one synced batch, and deletes the hot copies afterwards.
 
 Hot keys come out of LevelDB grouped by stream and in id order, which is the
 order an ESDB file wants, so a compaction streams: its memory is one stream's
-secondary index postings (inside the writer) plus one small segment entry per
-stream in the range.
+secondary index postings, inside the writer.
 """
 
 from __future__ import annotations
@@ -22,11 +21,8 @@ from . import keys
 from .archive import ArchiveFile, file_name, from_meta
 from .esdb import ESDBWriter
 from .hot import LevelDBCorruption, damaged
-from .records import record_version
 
 Progress = Callable[[int], None]
-# (stream, first version, last version) of each stream in a new file
-Segments = list[tuple[bytes, int, int]]
 
 
 def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tuple[bytes, bytes]]:
@@ -94,27 +90,19 @@ def write_file(
     events: Iterator[tuple[bytes, bytes, bytes]],
     index_types: bool,
     progress: Progress | None = None,
-) -> tuple[ArchiveFile, Segments] | None:
+) -> ArchiveFile | None:
     """Write ``events`` (grouped by stream, in writer order) as archive file
-    ``number``; None if there were none. Returns the file and each stream's
-    version range in it. The writer fsyncs the file, renames it into place
-    and fsyncs the folder."""
+    ``number``; None if there were none. The writer fsyncs the file, renames
+    it into place and fsyncs the folder."""
     writer = ESDBWriter(os.path.join(folder, file_name(number)), index_types=index_types)
     add = writer.add
-    segments: Segments = []
     n = 0
     try:
         current = b""
         stream = ""
-        first_v = first_n = -1
         for stream_b, id16, raw in events:
             if stream_b != current:
-                # The writer refuses a stream whose versions are not contiguous,
-                # so a stream's range is its first version and its count.
-                if first_v >= 0:
-                    segments.append((current, first_v, first_v + n - first_n - 1))
                 current, stream = stream_b, stream_b.decode()
-                first_v, first_n = record_version(raw), n
             add(stream, id16, raw)
             n += 1
             if progress is not None and n % 4096 == 0:
@@ -122,14 +110,13 @@ def write_file(
         if n == 0:
             writer.abort()
             return None
-        segments.append((current, first_v, first_v + n - first_n - 1))
         meta = writer.finish()
     except BaseException:
         writer.abort()
         raise
     if progress is not None:
         progress(n % 4096)
-    return from_meta(folder, number, meta), segments
+    return from_meta(folder, number, meta)
 
 
 def compact_range(
@@ -140,14 +127,14 @@ def compact_range(
     high: bytes,
     index_types: bool,
     progress: Progress | None = None,
-) -> tuple[ArchiveFile, Segments] | None:
+) -> ArchiveFile | None:
     """One archive file holding every hot event with an id in [low, high).
     A scan cut short by damaged data is caught by the store's seq check."""
     return write_file(folder, number, _hot_events(snap, low, high), index_types, progress)
 
 
 def _spaces_of(n: int, f: ArchiveFile) -> Iterator[tuple[bytes, int, str]]:
-    for sp in f.reader.spaces():
+    for sp in f.reader.spaces(cache=False):
         yield sp.stream.encode(), n, sp.stream
 
 
@@ -166,7 +153,7 @@ def merge_files(
     files: list[ArchiveFile],
     index_types: bool,
     progress: Progress | None = None,
-) -> tuple[ArchiveFile, Segments]:
+) -> ArchiveFile:
     """One archive file with every event of ``files`` (adjacent, in id order)."""
     result = write_file(folder, number, _merged_events(files), index_types, progress)
     assert result is not None, "merging files with events gives a file with events"

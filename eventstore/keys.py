@@ -74,15 +74,10 @@ def prefix_end(prefix: bytes) -> bytes:
 
 WATERMARK = SYSTEM + b"watermark"
 MANIFEST = SYSTEM + b"manifest"
-SEGMENT = SYSTEM + b"seg" + SEP
+STRAY = SYSTEM + b"stray"
+SEGMENT = SYSTEM + b"seg" + SEP  # the keys themselves: eventstore/segments.py
 
 
 def segment_prefix(stream: bytes) -> bytes:
     """Prefix of the keys that say which archive files hold part of a stream."""
     return SEGMENT + stream + SEP
-
-
-def segment_key(stream: bytes, file_first_id: bytes) -> bytes:
-    """One stream's part in one archive file, keyed by the file's first id so
-    that a prefix scan lists a stream's files in id (and version) order."""
-    return SEGMENT + stream + SEP + file_first_id

@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 from ulid import ULID
 
-from . import keys
+from . import keys, segments
 from .archive import ARCHIVE_DIR, open_files, remove_orphans
 from .errors import (
     EventStoreError,
@@ -56,7 +56,9 @@ from .tiering import Tiering
 from .transfer import HOT_DIR, Transfer
 from .view import Tiers, View
 
-LAYOUT_VERSION = 1
+# 2: segment keys carry the file number (eventstore/segments.py); layout-1
+# stores are migrated when they open.
+LAYOUT_VERSION = 2
 
 _packb = msgpack.packb
 
@@ -261,6 +263,10 @@ class EventStore(Tiering, Transfer):
             watermark = bytes(16) if raw_watermark is None else raw_watermark
             manifest = self._hot.get_system(b"manifest") or {"next": 1, "files": []}
             self._next_file = int(manifest["next"])
+            # Segment keys of files an interrupted compaction or merge was
+            # making or had replaced go before the files themselves.
+            self._strays = segments.Strays.load(self._hot.db)
+            self.strays_swept = segments.sweep(self._hot.db, self._archive_dir, self._strays)
             self.orphans_removed = remove_orphans(
                 self._archive_dir, {entry[1] for entry in manifest["files"]}
             )
@@ -330,6 +336,11 @@ class EventStore(Tiering, Transfer):
             raise IncompatibleStore(
                 f"store {self.path!r} has layout version {config['layout']}; "
                 f"this eventstore reads up to {LAYOUT_VERSION}"
+            )
+        if config["layout"] < LAYOUT_VERSION:
+            segments.migrate_legacy(self._hot.db)
+            self._hot.db.put(
+                keys.system_key(b"config"), _packb({**config, "layout": LAYOUT_VERSION}), sync=True
             )
         stored = bool(config.get("index_types", True))
         if index_types is not None and bool(index_types) != stored:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 from ulid import ULID
 
-from . import keys
+from . import keys, segments
 from .archive import ArchiveFile
-from .compaction import Segments, compact_range, merge_files, split_range
+from .compaction import compact_range, merge_files, split_range
 from .errors import CorruptFile, InvalidArgument, StoreClosed
 from .hot import HotTier, LevelDBCorruption, damaged
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
@@ -70,6 +70,7 @@ class Tiering:
         _archive_dir: str
         _tiers: Tiers
         _next_file: int
+        _strays: segments.Strays
         _lock: threading.Lock
         _written: threading.Condition
         _queue: list[Any]
@@ -119,23 +120,20 @@ class Tiering:
                     while not last.done:
                         self._written.wait()
             snap = self._hot.db.snapshot()
-            made: list[tuple[ArchiveFile, Segments]] = []
+            made: list[ArchiveFile] = []
             try:
                 for lo, hi in split_range(snap, low, cutoff, max_file_events):
                     number = self._take_file_number()
-                    result = compact_range(
+                    f = compact_range(
                         snap, self._archive_dir, number, lo, hi, self._index_types, progress
                     )
-                    if result is not None:
-                        made.append(result)
-                self._check_seqs(snap, cutoff, seq_at_floor, [f for f, _ in made])
-                self._commit_files(
-                    added=[f for f, _ in made], removed=[], segments=made, watermark=cutoff
-                )
+                    if f is not None:
+                        made.append(f)
+                        segments.write(self._hot.db, f)
+                self._check_seqs(snap, cutoff, seq_at_floor, made)
+                self._commit_files(added=made, removed=[], watermark=cutoff)
             except BaseException:
-                for f, _ in made:
-                    f.reader.close()
-                    _remove_quietly(os.path.join(self._archive_dir, f.name))
+                self._abandon(made)
                 raise
             finally:
                 # Released here, under the maintenance lock that close() takes:
@@ -143,11 +141,24 @@ class Tiering:
                 snap.close()
             self._start_cleanup()
         return CompactResult(
-            [os.path.join(self._archive_dir, f.name) for f, _ in made],
-            sum(f.events for f, _ in made),
-            sum(f.size for f, _ in made),
+            [os.path.join(self._archive_dir, f.name) for f in made],
+            sum(f.events for f in made),
+            sum(f.size for f in made),
             time.perf_counter() - started,
         )
+
+    def _abandon(self, made: list[ArchiveFile]) -> None:
+        """Undo a compaction or merge that failed before its commit point:
+        delete the new files' segment keys, then the files. If that fails
+        too, the numbers stay stray and the next open sweeps them."""
+        with contextlib.suppress(Exception):
+            for f in made:
+                segments.delete(self._hot.db, f.number, f.first_id, f.reader)
+            self._strays.making.difference_update(f.number for f in made)
+            self._strays.save()
+        for f in made:
+            f.reader.close()
+            _remove_quietly(os.path.join(self._archive_dir, f.name))
 
     def _check_seqs(
         self, snap: Any, cutoff: bytes, seq_at_floor: int, made: list[ArchiveFile]
@@ -209,20 +220,23 @@ class Tiering:
                 if len(run) < max(min_files, 2):
                     continue
                 number = self._take_file_number()
-                merged, segments = merge_files(self._archive_dir, number, run, self._index_types)
+                merged = merge_files(self._archive_dir, number, run, self._index_types)
                 try:
+                    segments.write(self._hot.db, merged)
                     self._commit_files(
-                        added=[merged],
-                        removed=run,
-                        segments=[(merged, segments)],
-                        watermark=self._tiers.watermark,
+                        added=[merged], removed=run, watermark=self._tiers.watermark
                     )
                 except BaseException:
-                    merged.reader.close()
-                    _remove_quietly(os.path.join(self._archive_dir, merged.name))
+                    self._abandon([merged])
                     raise
                 made.append(merged)
-                for old in run:  # open views keep their own mapping of the file
+                # Past the commit point: the replaced files' keys go, then the
+                # files (open views keep their own mapping of them).
+                for old in run:
+                    segments.delete(self._hot.db, old.number, old.first_id, old.reader)
+                self._strays.retired.difference_update(old.number for old in run)
+                self._strays.save()
+                for old in run:
                     _remove_quietly(os.path.join(self._archive_dir, old.name))
         return CompactResult(
             [os.path.join(self._archive_dir, f.name) for f in made],
@@ -257,40 +271,35 @@ class Tiering:
         return cutoff
 
     def _take_file_number(self) -> int:
+        """A new file number, recorded as being made before any key of it is
+        written, so that a crash leaves it to be swept, never reused."""
         number = self._next_file
         self._next_file += 1
+        self._strays.making.add(number)
+        self._strays.save()
         return number
 
     def _commit_files(
-        self,
-        added: list[ArchiveFile],
-        removed: list[ArchiveFile],
-        segments: list[tuple[ArchiveFile, Segments]],
-        watermark: bytes,
+        self, added: list[ArchiveFile], removed: list[ArchiveFile], watermark: bytes
     ) -> None:
         """The commit point: one synced batch names the new files in the
-        manifest, moves the watermark and files each stream's segments."""
+        manifest and moves the watermark. Their segment keys are already
+        written; the replaced files' keys become stray, deleted afterwards."""
         gone = {f.number for f in removed}
         files = sorted(
             [f for f in self._tiers.files if f.number not in gone] + added, key=lambda f: f.first_id
         )
+        strays = self._strays.after(made={f.number for f in added}, retired=gone)
         batch = self._hot.db.write_batch(sync=True)
-        for f in removed:
-            for sp in f.reader.spaces():
-                batch.delete(keys.segment_key(sp.stream.encode(), f.first_id))
-        for f, segs in segments:
-            for stream_b, first_version, last_version in segs:
-                batch.put(
-                    keys.segment_key(stream_b, f.first_id),
-                    _packb([f.number, first_version, last_version]),
-                )
         batch.put(
             keys.MANIFEST, _packb({"next": self._next_file, "files": [f.entry() for f in files]})
         )
         batch.put(keys.WATERMARK, watermark)
+        batch.put(keys.STRAY, strays.value())
         with self._tier_lock:
             batch.write()
             self._tiers = Tiers(tuple(files), watermark)
+        self._strays = strays
 
     def cleanup(self) -> int:
         """Delete, now, the hot copies of archived events that a compaction left

@@ -46,11 +46,17 @@ class View:
         self.by_number = tiers.by_number
 
     def segments(self, stream_b: bytes) -> list[Segment]:
-        """The archive files holding part of a stream, oldest first."""
+        """The archive files holding part of a stream, oldest first.
+
+        Keys of files this view's manifest does not name (being made, or
+        replaced by a merge) are skipped."""
         out = []
+        by_number = self.by_number
         for _key, value in self.hot.items(keys.segment_prefix(stream_b)):
             number, first_version, last_version = msgpack.unpackb(value)
-            out.append((self.by_number[number], first_version, last_version))
+            f = by_number.get(number)
+            if f is not None:
+                out.append((f, first_version, last_version))
         return out
 
     def read_stream(

@@ -412,6 +412,8 @@ class Raw(NamedTuple):
     manifest: list[str]  # file names
     live: list[bytes]  # ids of global keys at or above the watermark
     below: int  # keys of events below the watermark (garbage not yet collected)
+    segments: set[tuple[str, int, int, int]]  # (stream, file number, first, last version)
+    strays: list[list[int]]  # file numbers being made and retired, per x stray
 
 
 def raw_state(store: str) -> Raw:
@@ -434,7 +436,14 @@ def raw_state(store: str) -> Raw:
         for prefix in (K.EVENT, K.INDEX):
             for key in db.iterator(prefix=prefix, include_value=False):
                 below += key[-16:] < watermark
-        return Raw(watermark, manifest, live, below)
+        segments = set()
+        for key, value in db.iterator(prefix=K.SEGMENT):
+            stream = key[len(K.SEGMENT) : key.index(K.SEP, len(K.SEGMENT))].decode()
+            number, first, last = msgpack.unpackb(value)
+            segments.add((stream, number, first, last))
+        raw_strays = db.get(K.STRAY)
+        strays = [[], []] if raw_strays is None else msgpack.unpackb(raw_strays)
+        return Raw(watermark, manifest, live, below, segments, strays)
     finally:
         db.close()
 
@@ -729,11 +738,29 @@ def append_after_reopen(s: EventStore, history: History, events: list[Event]) ->
     )
 
 
+def check_segment_keys(store: str, raw: Raw) -> None:
+    """After open, each stream has exactly one segment key per manifest file
+    that holds it, with its version range there, and no key names another file
+    (a crash mid-compaction or mid-merge leaves keys that open must sweep)."""
+    want = set()
+    for name in raw.manifest:
+        with ESDBReader(os.path.join(store, "archive", name)) as r:
+            number = int(name.split(".")[0])
+            want.update((sp.stream, number, sp.first_version, sp.last_version) for sp in r.spaces())
+    extra, lacking = raw.segments - want, want - raw.segments
+    check(
+        not extra and not lacking,
+        f"segment keys: {len(extra)} name no live file (e.g. {sorted(extra)[:3]}), "
+        f"{len(lacking)} missing (e.g. {sorted(lacking)[:3]})",
+    )
+
+
 class RoundStats(NamedTuple):
     events: int
     cold: int
     files: int
     orphans: int
+    strays: int
     unacked: int
     garbage: int
 
@@ -748,6 +775,7 @@ def verify(
     check(not missing, f"files named by the manifest are missing: {sorted(missing)}")
     with EventStore.open(store) as s:
         orphans = set(s.orphans_removed)
+        strays = len(s.strays_swept)
         check(
             orphans == on_disk - set(raw.manifest),
             f"orphans removed {sorted(orphans)}, expected {sorted(on_disk - set(raw.manifest))}",
@@ -765,13 +793,15 @@ def verify(
         s.cleanup()  # finish what the cleanup thread resumed at open
     after = raw_state(store)
     check(after.below == 0, f"{after.below} hot keys below the watermark after cleanup()")
+    check(after.strays == [[], []], f"stray file numbers left after open: {after.strays}")
+    check_segment_keys(store, after)
     check(
         after.watermark == raw.watermark and after.manifest == raw.manifest,
         "opening and reading changed the watermark or the manifest",
     )
     with EventStore.open(store, sync=True) as s:
         append_after_reopen(s, history, events)
-    return RoundStats(len(events), cold, files, len(orphans), unacked, raw.below)
+    return RoundStats(len(events), cold, files, len(orphans), strays, unacked, raw.below)
 
 
 # -- the command line ----------------------------------------------------------
@@ -809,7 +839,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = ""
     history = History(args.seed)
     epoch = -1
-    totals = {"acked": 0, "compactions": 0, "merges": 0, "in_compaction": 0}
+    totals = {
+        "acked": 0,
+        "compactions": 0,
+        "merges": 0,
+        "in_compaction": 0,
+        "orphan_rounds": 0,
+        "stray_rounds": 0,
+    }
     for round_no in range(1, args.rounds + 1):
         if epoch < 0 or (args.rounds_per_store and (round_no - 1) % args.rounds_per_store == 0):
             if store:
@@ -845,11 +882,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         totals["acked"] += len(run.acks)
         totals["compactions"] += run.compactions
         totals["merges"] += run.merges
+        totals["orphan_rounds"] += stats.orphans > 0
+        totals["stray_rounds"] += stats.strays > 0
         print(
             f"round {round_no}/{args.rounds} store {epoch} kill={run.mode}@"
             f"{run.killed_after:.3f}s acked={len(run.acks)} unacked={stats.unacked} "
             f"compactions={run.compactions} merges={run.merges} events={stats.events} "
-            f"cold={stats.cold} files={stats.files} orphans={stats.orphans} "
+            f"cold={stats.cold} files={stats.files} orphans={stats.orphans} strays={stats.strays} "
             f"garbage={stats.garbage} ok ({time.monotonic() - t0:.2f}s)",
             flush=True,
         )
@@ -859,7 +898,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"PASS {args.rounds} rounds, seed {args.seed}: {totals['acked']} acknowledged "
         f"appends, {totals['compactions']} compactions and {totals['merges']} merges "
-        f"completed in killed processes, {time.monotonic() - started:.0f}s",
+        f"completed in killed processes; orphan files removed at open in "
+        f"{totals['orphan_rounds']} rounds, stray segment keys swept in "
+        f"{totals['stray_rounds']}; {time.monotonic() - started:.0f}s",
         flush=True,
     )
     return 0

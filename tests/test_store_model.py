@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
+import msgpack
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -25,7 +27,7 @@ from hypothesis.stateful import (
 from ulid import ULID
 
 import eventstore.store
-from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event, EventStore, NewEvent
+from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event, EventStore, NewEvent, keys, segments
 from eventstore.errors import EventStoreError, WrongExpectedVersion
 
 from .model import Model
@@ -276,6 +278,46 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(max_events=st.integers(min_value=1, max_value=400))
     def merge(self, max_events: int) -> None:
         self.store.merge_archives(max_events=max_events)
+
+    @rule(cutoff=ids, merge=st.booleans())
+    def failed_maintenance(self, cutoff: ULID, merge: bool) -> None:
+        # A compaction or merge that fails at its commit point, after writing
+        # its files and their segment keys, changes no answer and leaves
+        # neither file nor key behind (the invariant below checks the keys).
+        # Up to that point, readers ignore the keys already written.
+        def fail(*args: object, **kwargs: object) -> None:
+            for stream in STREAMS:
+                assert list(self.store.read_stream(stream)) == self.model.streams.get(stream, [])
+            raise OSError("injected failure at the commit point")
+
+        self.store._commit_files = fail  # type: ignore[method-assign]
+        try:
+            if merge:
+                self.store.merge_archives(max_events=400)
+            else:
+                self.store.compact(before=cutoff, max_file_events=self.file_events)
+        except OSError as exc:
+            assert "injected" in str(exc)
+        finally:
+            del self.store._commit_files
+        named = {Path(f.path).name for f in self.store.archive_files()}
+        assert {p.name for p in Path(self.path, "archive").iterdir()} == named
+
+    @invariant()
+    def segment_keys_name_exactly_the_files_that_hold_each_stream(self) -> None:
+        files = {f.number: f for f in self.store._tiers.files}
+        want = {
+            (sp.stream, n, sp.first_version, sp.last_version)
+            for n, f in files.items()
+            for sp in f.reader.spaces()
+        }
+        got = set()
+        for key, value in self.store._hot.db.iterator(prefix=keys.SEGMENT):
+            stream = key[len(keys.SEGMENT) : key.index(keys.SEP, len(keys.SEGMENT))].decode()
+            number, first, last = msgpack.unpackb(value)
+            assert key == segments.segment_key(stream.encode(), files[number].first_id, number)
+            got.add((stream, number, first, last))
+        assert got == want
 
     @rule(file_events=st.integers(min_value=1, max_value=300))
     def set_file_size(self, file_events: int) -> None:

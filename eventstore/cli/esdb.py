@@ -113,7 +113,7 @@ def inspect(file: str, as_json: bool) -> None:
 
 
 def _space_rows(r: ESDBReader) -> Iterator[dict[str, Any]]:
-    for s in r.spaces():
+    for s in r.spaces(cache=False):
         yield {
             "kind": "space",
             "stream": s.stream,

@@ -429,7 +429,9 @@ class ESDBReader:
         d = self._space_dir = (names, offsets, first_nos)
         return d
 
-    def _space_chunk(self, ci: int) -> tuple[list[bytes], list[SpaceInfo]]:
+    def _space_chunk(self, ci: int, keep: bool = True) -> tuple[list[bytes], list[SpaceInfo]]:
+        """The names and entries of space chunk ``ci``; ``keep=False`` for a
+        pass over every space that must not fill the cache."""
         key = (KIND_SPACES, ci)
         hit: tuple[list[bytes], list[SpaceInfo]] | None = self._cache.get(key)
         if hit is not None:
@@ -489,14 +491,17 @@ class ESDBReader:
             if a >= b:
                 raise self._corrupt(offset, "space chunk out of order")
         hit = (names, infos)
-        self._cache.put(key, hit, len(raw))
+        if keep:
+            # A decoded entry costs ~380 bytes of Python objects beyond its raw bytes.
+            self._cache.put(key, hit, len(raw) + 384 * n)
         return hit
 
-    def spaces(self) -> Iterator[SpaceInfo]:
-        """Every space of the file, in stream order."""
+    def spaces(self, *, cache: bool = True) -> Iterator[SpaceInfo]:
+        """Every space of the file, in stream order. ``cache=False`` leaves the
+        decoded chunk cache alone, for one pass over a file of many streams."""
         names, _, _ = self._dir_of_spaces()
         for ci in range(len(names)):
-            yield from self._space_chunk(ci)[1]
+            yield from self._space_chunk(ci, cache)[1]
 
     def space(self, stream: str) -> SpaceInfo | None:
         """The space of ``stream``, or None; reads one space chunk at most."""
@@ -1020,7 +1025,7 @@ class ESDBReader:
 
     def iter_all_raw(self) -> Iterator[tuple[str, bytes, bytes]]:
         """(stream, id16, record bytes) of every event, grouped by stream in file order."""
-        for sp in self.spaces():
+        for sp in self.spaces(cache=False):
             stream = sp.stream
             for id16, raw in self._raw(sp):
                 yield stream, id16, raw

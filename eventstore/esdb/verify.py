@@ -82,7 +82,7 @@ def _verify(r: ESDBReader) -> None:
     record_bytes = 0
     min_id = max_id = b""
     block_seen = -1
-    for sp in r.spaces():
+    for sp in r.spaces(cache=False):
         name_b = sp.stream.encode()
         if name_b <= prev_name and sp.number:
             raise fail(r._d_off, f"space {sp.stream!r} out of order")
