@@ -63,23 +63,28 @@ def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, byt
         fill_cache=False,
         verify_checksums=True,
     )
+    sep = keys.SEP
     try:
-        it.seek(keys.EVENT)
-        while True:
-            try:
-                key, _ = next(it)
-            except StopIteration:
-                return
-            stream_b = key[1 : key.index(keys.SEP, 1)]
+        item = next(it, None)
+        while item is not None:
+            key = item[0]
+            stream_b = key[1 : key.index(sep, 1)]
             prefix = keys.stream_prefix(stream_b)
             cut = len(prefix)
-            it.seek(prefix + low)
+            if key[cut:] < low:  # archived events not cleaned up yet: skip them
+                it.seek(prefix + low)
+                item = next(it, None)
             stop = prefix + high
-            for key, value in it:
-                if key >= stop or not key.startswith(prefix):
+            while item is not None:
+                key, value = item
+                if not key.startswith(prefix):
+                    break  # the next stream's first key: no seek needed
+                if key >= stop:  # events newer than the range: skip the rest
+                    it.seek(keys.prefix_end(prefix))
+                    item = next(it, None)
                     break
                 yield stream_b, key[cut:], value
-            it.seek(keys.prefix_end(prefix))
+                item = next(it, None)
     except LevelDBCorruption as exc:
         raise damaged(exc) from None
 

@@ -223,9 +223,7 @@ class Tiering:
                 merged = merge_files(self._archive_dir, number, run, self._index_types)
                 try:
                     segments.write(self._hot.db, merged)
-                    self._commit_files(
-                        added=[merged], removed=run, watermark=self._tiers.watermark
-                    )
+                    self._commit_files(added=[merged], removed=run, watermark=self._tiers.watermark)
                 except BaseException:
                     self._abandon([merged])
                     raise

@@ -2,6 +2,7 @@
 largest stream, not by the range).
 
     python scripts/compaction_memory.py --events 2000000 --streams 20000 --path /tmp/cm
+    python scripts/compaction_memory.py --events 1000000 --streams 1000000  # short streams
 
 Fills a store in a first process, then compacts everything in a second one
 and reports that process's resident memory before and at its peak.
@@ -24,12 +25,22 @@ def fill(path: str, events: int, streams: int) -> None:
     sys.path.insert(0, os.path.dirname(__file__))
     import bench
 
-    from eventstore import EventStore
+    from eventstore import ANY, EventStore
 
     batch = bench.make_events(10_000)
+    per = max(1, min(100, events // streams))  # events per stream in one append
     with EventStore.open(path) as store:
         for start in range(0, events, 100):
-            store.append(f"s-{(start // 100) % streams:06d}", batch[start % 10_000 :][:100])
+            store.append_many(
+                [
+                    (
+                        f"s-{((start + k) // per) % streams:07d}",
+                        batch[(start + k) % 10_000 :][:per],
+                        ANY,
+                    )
+                    for k in range(0, 100, per)
+                ]
+            )
 
 
 def rss_kib(field: str = "VmRSS") -> int:

@@ -184,10 +184,14 @@ def compress(codec: int, raw: bytes) -> bytes:
     return raw
 
 
+# Below this, compression cannot pay for its frame header: store raw without trying.
+MIN_COMPRESS = 64
+
+
 def frame_chunk(kind: int, codec: int, raw: bytes) -> bytes:
     """Header and stored payload of one chunk; a payload that does not shrink
     is stored raw (codec none), so a reader never inflates incompressible data."""
-    stored = compress(codec, raw) if raw else raw
+    stored = compress(codec, raw) if len(raw) >= MIN_COMPRESS else raw
     if len(stored) >= len(raw):
         codec, stored = CODEC_NONE, raw
     head = CHUNK.pack(kind, codec, 0, len(stored), len(raw), 0)[:12]

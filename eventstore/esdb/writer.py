@@ -133,6 +133,7 @@ class ESDBWriter:
         self._space_no = -1
         self._types: dict[str, int] = {}
         self._type_info: dict[str, tuple[int, tuple[str, str]]] = {}  # type -> id, posting key
+        self._entry_heads: dict[tuple[str, str], bytes] = {}  # see _write_secondary
         self._first_seq: int | None = None
         self._last_seq = 0
         self._record_bytes = 0
@@ -311,24 +312,28 @@ class ESDBWriter:
             return 0, 0
         # (name, value) pairs of str sort as their UTF-8 bytes "name NUL value"
         # do (UTF-8 keeps code point order; names hold no NUL): index order.
-        keys = sorted(self._postings)
-        total = sum(len(self._postings[k]) for k in keys)
+        postings = self._postings
+        keys = sorted(postings)
+        # The same few (name, value) pairs recur in every space: their packed
+        # entry heads are cached (bounded: cleared when full).
+        heads = self._entry_heads
+        if len(heads) > 4096:
+            heads.clear()
+        tail = SECONDARY_TAIL.pack
         entries: list[bytes] = []
+        all_postings = array("I")
         start = 0
         for key in keys:
-            name, value = key[0].encode(), key[1].encode()
-            n = len(self._postings[key])
-            entries.append(
-                U16.pack(len(name))
-                + name
-                + U16.pack(len(value))
-                + value
-                + SECONDARY_TAIL.pack(start, n)
-            )
+            head = heads.get(key)
+            if head is None:
+                name, value = key[0].encode(), key[1].encode()
+                head = heads[key] = U16.pack(len(name)) + name + U16.pack(len(value)) + value
+            plist = postings[key]
+            n = len(plist)
+            entries.append(head + tail(start, n))
+            all_postings.extend(plist)
             start += n
-        all_postings = array("I")
-        for key in keys:
-            all_postings.extend(self._postings[key])
+        total = start
         if all_postings.itemsize != 4:  # pragma: no cover - exotic platforms
             raise RuntimeError("array('I') is not 32-bit here")
         if _BIG_ENDIAN:  # pragma: no cover
