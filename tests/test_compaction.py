@@ -54,3 +54,14 @@ def test_a_damaged_last_block_that_ends_the_scans_quietly_moves_nothing(tmp_path
             store.compact(before=cutoff)
         assert store.watermark is None and store.archive_files() == []
         assert [e.id for e in store.read_all()] == [e.id for e in before]
+
+
+def test_progress_adds_up_to_the_events_moved(tmp_path: Path) -> None:
+    with EventStore.open(tmp_path / "s") as store:
+        for n in range(100):
+            store.append(f"s{n}", [NewEvent("T", k) for k in range(100)])
+        (last,) = store.read_all(backwards=True, limit=1)
+        told: list[int] = []
+        result = store.compact(before=ulid_from_int(int(last.id) + 1), progress=told.append)
+    assert result.events == 10_000 and sum(told) == 10_000
+    assert len(told) >= 3 and all(n > 0 for n in told)

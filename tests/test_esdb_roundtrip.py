@@ -9,6 +9,7 @@ ULID chunks, postings chunks and spilled sort runs.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from eventstore.errors import InvalidArgument, InvalidName, InvalidULID, StoreCl
 from eventstore.esdb import ESDBReader, ESDBWriter
 from eventstore.esdb import reader as reader_mod
 from eventstore.esdb import writer as writer_mod
+from eventstore.esdb.writer import WalkData
 from eventstore.events import Event
 from eventstore.ids import MonotonicULIDs, ulid_from_bytes
 from eventstore.records import encode_record
@@ -63,10 +65,19 @@ def writer_order(events: list[Ev]) -> list[Ev]:
     return sorted(events, key=lambda e: (e.stream.encode(), e.id16))
 
 
-def write_file(path: str, events: list[Ev], **kwargs: Any) -> None:
+def write_file(path: str, events: list[Ev], via: str = "add", **kwargs: Any) -> None:
+    """Write ``events`` one :meth:`~ESDBWriter.add` at a time, or (``via="stream"``)
+    one :meth:`~ESDBWriter.add_stream` per stream with records walked, not
+    decoded, as compaction writes them."""
+    if via == "stream":
+        kwargs["decoder"] = WalkData()
     with ESDBWriter(path, **kwargs) as w:
-        for e in writer_order(events):
-            w.add(e.stream, e.id16, e.record())
+        if via == "stream":
+            for stream, group in itertools.groupby(writer_order(events), lambda e: e.stream):
+                w.add_stream(stream, ((e.id16, e.record()) for e in group))
+        else:
+            for e in writer_order(events):
+                w.add(e.stream, e.id16, e.record())
 
 
 def make_events(
@@ -268,11 +279,12 @@ def test_sample_file_roundtrip(tmp_path: Any) -> None:
     check_everything(path, events)
 
 
+@pytest.mark.parametrize("via", ["add", "stream"])
 @pytest.mark.parametrize("codec", ["zstd", "zlib", "none"])
-def test_small_chunks_every_codec(tmp_path: Any, small_chunks: None, codec: str) -> None:
+def test_small_chunks_every_codec(tmp_path: Any, small_chunks: None, codec: str, via: str) -> None:
     events = sample_events(300)
     path = str(tmp_path / "f.esdb")
-    write_file(path, events, block_size=200, codec=codec)
+    write_file(path, events, via, block_size=200, codec=codec)
     with ESDBReader(path) as r:
         assert r.meta.codec == codec
         assert r.meta.block_count > 10
@@ -299,12 +311,13 @@ def test_empty_file(tmp_path: Any) -> None:
         assert list(r.read_all()) == [] and r.get(bytes(16)) is None
 
 
-def test_big_stream_chunked_postings(tmp_path: Any) -> None:
+@pytest.mark.parametrize("via", ["add", "stream"])
+def test_big_stream_chunked_postings(tmp_path: Any, via: str) -> None:
     """A stream past one postings chunk (16384) and many blocks, default sizes."""
     n = 40_000
     events = make_events(["big", "small"], [0] * n + [1], ["T", "U"], {}, [{"x": 1}], [{}])
     path = str(tmp_path / "big.esdb")
-    write_file(path, events)
+    write_file(path, events, via)
     with ESDBReader(path) as r:
         r.verify()
         assert r.meta.block_count > 1
@@ -341,6 +354,7 @@ _stream_names = st.sampled_from(["a", "a/b", "ab", "b", "\u00e9", "\u00e9t\u00e9
     block_size=st.sampled_from([1, 64, 300, 4096]),
     codec=st.sampled_from(["zstd", "zlib", "none"]),
     index_types=st.booleans(),
+    via=st.sampled_from(["add", "stream"]),
 )
 def test_roundtrip_property(
     tmp_path_factory: pytest.TempPathFactory,
@@ -353,10 +367,11 @@ def test_roundtrip_property(
     block_size: int,
     codec: str,
     index_types: bool,
+    via: str,
 ) -> None:
     events = make_events(streams, picks, ["Created", "Paid", "Ünï"], first, data, indexes, 7)
     path = str(tmp_path_factory.mktemp("rt") / "f.esdb")
-    write_file(path, events, block_size=block_size, codec=codec, index_types=index_types)
+    write_file(path, events, via, block_size=block_size, codec=codec, index_types=index_types)
     check_everything(path, events, index_types)
 
 

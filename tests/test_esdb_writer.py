@@ -214,3 +214,59 @@ def test_sample_with_spilled_runs(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     path = str(tmp_path / "f.esdb")
     write_file(path, events)
     check_everything(path, events)
+
+
+# Records refused on their own, as an event that continues a stream (version
+# 2 after versions 0 and 1). Whether decoded in full or walked (as compaction does),
+# the writer refuses them and stays usable.
+CONTINUING_BAD = [
+    b"\xc1garbage",
+    encode_record(2, 1, "T", 1, 2, {}) + b"x",  # bytes after the record
+    encode_record(2, 1, "T", {"a": [1, 2]}, 2, {})[:-4],  # truncated inside the data
+    b"\x93\x02\x02\x03",  # three fields
+    encode_record(2, -5, "T", None, None, {}),
+    encode_record(2, 1, "T", None, None, {"k": 1}),  # type: ignore[dict-item]
+    b"\x96\x02\x01\x05\xc0\xc0\x80",  # a type that is not a str
+    encode_record(5, 1, "T", None, None, {}),  # a version gap
+]
+
+
+@pytest.mark.parametrize("walk", [False, True], ids=["decoded", "walked"])
+@pytest.mark.parametrize("bad", CONTINUING_BAD)
+def test_add_stream_refuses_what_add_refuses(tmp_path: Any, bad: bytes, walk: bool) -> None:
+    path = str(tmp_path / "f.esdb")
+    w = ESDBWriter(path, decoder=writer_mod.WalkData() if walk else None)
+    w.add_stream("a", [(uid(1), rec(0))])
+    with pytest.raises(InvalidArgument):
+        w.add_stream("a", [(uid(2), rec(1)), (uid(3), bad)])
+    with pytest.raises(InvalidArgument):
+        w.add("a", uid(3), bad)
+    assert w.events == 2
+    w.add_stream("a", [(uid(3), rec(2)), (uid(4), rec(3))])
+    w.add_stream("b", iter([(uid(5), rec(0))]))
+    w.add_stream("b", [])
+    meta = w.finish()
+    assert (meta.event_count, meta.space_count, meta.first_seq, meta.last_seq) == (5, 2, 1, 1)
+    with ESDBReader(path) as r:
+        r.verify()
+        assert [(e.version, e.id.bytes) for e in r.read_stream("a")] == [
+            (n, uid(n + 1)) for n in range(4)
+        ]
+        assert [e.data for e in r.read_stream("a")] == [{"v": n} for n in range(4)]
+        assert r.get(uid(5)) is not None and r.meta.first_id == uid(1)
+
+
+def test_only_a_full_decode_refuses_data_no_reader_can_decode(tmp_path: Any) -> None:
+    # An array as a map key in the data: well-formed msgpack, undecodable.
+    # The default decoder refuses it; WalkData is for records the store has
+    # already proven decodable, so it is not asked to.
+    bad = b"\x96\x01\x01\xa1T\x81\x91\x01\x02\xc0\x80"
+    for decoder, refused in ((None, True), (writer_mod.WalkData(), False)):
+        w = ESDBWriter(str(tmp_path / f"{refused}.esdb"), decoder=decoder)
+        w.add_stream("a", [(uid(1), rec(0))])
+        if refused:
+            with pytest.raises(InvalidArgument):
+                w.add_stream("a", [(uid(2), bad)])
+        else:
+            w.add_stream("a", [(uid(2), bad)])
+        w.abort()

@@ -16,7 +16,7 @@ import tempfile
 import time
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any
 
@@ -75,6 +75,79 @@ def _where(stream: str, id16: bytes) -> str:
     return f"stream {stream!r}, event {id16.hex()}"
 
 
+def _check_fields(
+    stream: str, id16: bytes, version: Any, seq: Any, type_: Any, indexes: Any
+) -> None:
+    """Refuse a record whose version, seq, type or indexes has the wrong type."""
+    if type(version) is not int or type(seq) is not int or type(type_) is not str:
+        raise InvalidArgument(f"{_where(stream, id16)}: malformed record")
+    if type(indexes) is not dict:
+        raise InvalidArgument(f"{_where(stream, id16)}: the record's indexes is not a map")
+    for name, value in indexes.items():
+        if type(name) is not str or type(value) is not str:
+            raise InvalidArgument(f"{_where(stream, id16)}: index entries must map str to str")
+
+
+def _not_a_record(stream: str, id16: bytes) -> InvalidArgument:
+    return InvalidArgument(
+        f"{_where(stream, id16)}: record is not an event record "
+        "[version, seq, type, data, metadata, indexes]"
+    )
+
+
+Decoder = Callable[[str, bytes, bytes], tuple[int, int, str, dict[str, str]]]
+
+
+def decode_full(stream: str, id16: bytes, record: bytes) -> tuple[int, int, str, dict[str, str]]:
+    """Decode a record in full, data and metadata too, with the reader's
+    options: a record the reader could not decode must not reach a file."""
+    try:
+        version, seq, type_, _data, _meta, indexes = _unpackb(
+            record, raw=False, strict_map_key=False
+        )
+    except Exception:
+        raise _not_a_record(stream, id16) from None
+    _check_fields(stream, id16, version, seq, type_, indexes)
+    return version, seq, type_, indexes
+
+
+class WalkData:
+    """Decode a record's version, seq, type and indexes, and only walk its
+    data and metadata: msgpack checks their framing without building them,
+    at half the cost of a full decode. For records already proven to decode
+    (the store refuses data that would not read back when it is appended,
+    and an archive file's records were checked when it was written)."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        up = msgpack.Unpacker(raw=False, strict_map_key=False)
+        self._feed, self._header, self._unpack = up.feed, up.read_array_header, up.unpack
+        self._skip, self._tell = up.skip, up.tell
+
+    def __call__(
+        self, stream: str, id16: bytes, record: bytes
+    ) -> tuple[int, int, str, dict[str, str]]:
+        unpack, tell = self._unpack, self._tell
+        start = tell()
+        try:
+            self._feed(record)
+            if self._header() != 6:
+                raise ValueError("not six fields")
+            version, seq, type_ = unpack(), unpack(), unpack()
+            self._skip()
+            self._skip()
+            indexes = unpack()
+            if tell() - start != len(record):
+                raise ValueError("bytes after the record")
+        except Exception:
+            self._reset()  # drop what is left of the record
+            raise _not_a_record(stream, id16) from None
+        _check_fields(stream, id16, version, seq, type_, indexes)
+        return version, seq, type_, indexes
+
+
 RUN_ENTRIES = 1 << 17  # entries per sorted run (~9 MiB of Python objects)
 _READ_ENTRIES = 2048  # entries read at a time from each run while merging
 _ULID_CHUNK_ENTRIES = INDEX_CHUNK_SIZE // 28
@@ -102,6 +175,7 @@ class ESDBWriter:
         index_types: bool = True,
         codec: str = "zstd",
         block_size: int = DEFAULT_BLOCK_SIZE,
+        decoder: Decoder | None = None,
     ) -> None:
         if codec not in CODECS:
             raise InvalidArgument(f"unknown codec {codec!r}; expected one of {sorted(CODECS)}")
@@ -115,6 +189,8 @@ class ESDBWriter:
         self._codec = CODECS[codec]
         self._index_types = bool(index_types)
         self._block_size = block_size
+        # decode_full unless the caller vouches for its records (WalkData)
+        self._decode: Decoder = decode_full if decoder is None else decoder
         self._f: IO[bytes] = open(self.tmp_path, "wb")  # noqa: SIM115 (closed in finish/abort)
         self._spaces_spool: IO[bytes] | None = None
         self._runs: IO[bytes] | None = None
@@ -161,12 +237,125 @@ class ESDBWriter:
 
     # -- adding ---------------------------------------------------------------
 
+    @property
+    def events(self) -> int:
+        """How many events were added so far."""
+        return self._pos
+
     def add(self, stream: str, id16: bytes, record: bytes) -> None:
         """Add one event: its stream, 16-byte ULID and unchanged record bytes.
 
         Everything is checked before anything changes, so a refused event
         leaves the writer as it was.
         """
+        self._add_one(stream, id16, record)
+
+    def add_stream(self, stream: str, events: Iterable[tuple[bytes, bytes]]) -> None:
+        """Add consecutive events of one stream, each a (16-byte ULID, record
+        bytes) pair: the same as :meth:`add` for each, with the same checks,
+        at a fraction of the cost per event. On a refused event the writer
+        holds every event before it."""
+        it = iter(events)
+        for id16, record in it:
+            self._add_one(stream, id16, record)
+            break
+        else:
+            return
+        self._add_more(stream, it)
+
+    def _add_more(self, stream: str, it: Iterator[tuple[bytes, bytes]]) -> None:
+        """The rest of :meth:`add_stream`: :meth:`_add_one`'s work for events
+        that continue the current space, with the writer's state in locals
+        (written back at the end, also when an event is refused)."""
+        decode, run_pack, limit = self._decode, _RUN_PACK, MAX_RAW - 64
+        index_types, type_info, block_size = self._index_types, self._type_info, self._block_size
+        postings, space_no, first_pos = self._postings, self._space_no, self._sp_first_pos
+        pos, next_version, last_id = self._pos, self._sp_next_version, self._sp_last_id
+        first_id = last_id
+        first_seq, last_seq = self._first_seq, self._last_seq
+        blk_ids, blk_recs, blk_raw = self._blk_ids, self._blk_recs, self._blk_raw
+        run, added = self._run, 0
+        try:
+            for id16, record in it:
+                if type(id16) is not bytes or len(id16) != 16:
+                    raise InvalidArgument(f"id16 must be 16 bytes, got {id16!r}")
+                if type(record) is not bytes:
+                    raise InvalidArgument(f"record must be bytes, got {type(record).__name__}")
+                if id16 <= last_id:
+                    raise InvalidArgument(
+                        f"stream {stream!r}: ULID {id16.hex()} is not above the previous "
+                        f"{last_id.hex()}; ULIDs must strictly increase within a stream"
+                    )
+                size = len(record)
+                if size > limit:
+                    raise InvalidArgument(
+                        f"{_where(stream, id16)}: record of {size} bytes exceeds the ESDB limit"
+                    )
+                version, seq, type_, indexes = decode(stream, id16, record)
+                if version != next_version:
+                    raise InvalidArgument(
+                        f"stream {stream!r}: version {version} follows {next_version - 1}; "
+                        "versions within a stream must be contiguous"
+                    )
+                if not 0 <= seq < 1 << 64:
+                    raise InvalidArgument(f"{_where(stream, id16)}: seq {seq} out of range")
+                if pos >= MAX_COUNT:
+                    raise InvalidArgument(
+                        "an ESDB file holds fewer than 2**32 events; split the input"
+                    )
+                # Checked: from here on the event is added.
+                if blk_ids and blk_raw + 24 + size > limit:
+                    self._pos, self._blk_raw = pos, blk_raw
+                    self._flush_block()
+                    blk_ids, blk_recs, blk_raw = self._blk_ids, self._blk_recs, 0
+                next_version = version + 1
+                last_id = id16
+                rel = pos - first_pos
+                for entry in indexes.items():
+                    plist = postings.get(entry)
+                    if plist is None:
+                        postings[entry] = plist = array("I")
+                    plist.append(rel)
+                known = type_info.get(type_)
+                if known is None:
+                    known = type_info[type_] = (len(self._types), ("type", type_))
+                    self._types[type_] = known[0]
+                if index_types:
+                    plist = postings.get(known[1])
+                    if plist is None:
+                        postings[known[1]] = plist = array("I")
+                    if not plist or plist[-1] != rel:
+                        plist.append(rel)
+                if seq > last_seq:
+                    last_seq = seq
+                if first_seq is None or seq < first_seq:
+                    first_seq = seq
+                added += size
+                run.append(run_pack(id16, pos, space_no, known[0]))
+                pos += 1
+                if len(run) >= RUN_ENTRIES:
+                    self._spill_run()
+                    run = self._run
+                blk_ids.append(id16)
+                blk_recs.append(record)
+                blk_raw += 24 + size
+                if blk_raw >= block_size:
+                    self._pos = pos
+                    self._flush_block()
+                    blk_ids, blk_recs, blk_raw = self._blk_ids, self._blk_recs, 0
+        finally:
+            self._pos, self._sp_next_version, self._sp_last_id = pos, next_version, last_id
+            self._first_seq, self._last_seq = first_seq, last_seq
+            self._blk_raw = blk_raw
+            self._record_bytes += added
+            self._sp_record_bytes += added
+            # Ids rise within a stream: this run's ids lie in [first_id, last_id].
+            if last_id > self._max_id:
+                self._max_id = last_id
+            if first_id < self._min_id or not self._min_id:
+                self._min_id = first_id
+
+    def _add_one(self, stream: str, id16: bytes, record: bytes) -> None:
         if self._done:
             raise InvalidArgument("this ESDBWriter has already finished or aborted")
         if type(id16) is not bytes or len(id16) != 16:
@@ -191,24 +380,7 @@ class ESDBWriter:
             raise InvalidArgument(
                 f"{_where(stream, id16)}: record of {size} bytes exceeds the ESDB limit"
             )
-        # Decoded in full, data and metadata too, with the reader's options:
-        # a record the reader could not decode must not reach an immutable file.
-        try:
-            version, seq, type_, _data, _meta, indexes = _unpackb(
-                record, raw=False, strict_map_key=False
-            )
-        except Exception:
-            raise InvalidArgument(
-                f"{_where(stream, id16)}: record is not an event record "
-                "[version, seq, type, data, metadata, indexes]"
-            ) from None
-        if type(version) is not int or type(seq) is not int or type(type_) is not str:
-            raise InvalidArgument(f"{_where(stream, id16)}: malformed record")
-        if type(indexes) is not dict:
-            raise InvalidArgument(f"{_where(stream, id16)}: the record's indexes is not a map")
-        for name, value in indexes.items():
-            if type(name) is not str or type(value) is not str:
-                raise InvalidArgument(f"{_where(stream, id16)}: index entries must map str to str")
+        version, seq, type_, indexes = self._decode(stream, id16, record)
         if not 0 <= version < 1 << 63:
             raise InvalidArgument(f"{_where(stream, id16)}: version {version} out of range")
         if not new_space and version != self._sp_next_version:
