@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -66,7 +66,7 @@ class AppendResult(NamedTuple):
     """What one stream's append wrote."""
 
     stream: str
-    ids: list[ULID]
+    ids: Sequence[ULID]  # a UlidRange: a read-only list, ULIDs built when read
     first_version: int
     last_version: int
     first_seq: int

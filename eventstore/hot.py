@@ -23,7 +23,7 @@ from . import keys
 from .errors import CorruptFile, StoreClosed, StoreLocked
 from .events import Event
 from .ids import ulid_from_bytes
-from .records import record_version
+from .records import inert_ext, record_version
 
 _NO_ID = bytes(16)
 _TUPLE_NEW = tuple.__new__
@@ -35,7 +35,7 @@ def make_event(id16: bytes, stream: str, raw: bytes, where: str = "hot tier") ->
     """An :class:`Event` from its id, stream and record bytes."""
     try:
         version, seq, type_, data, metadata, indexes = msgpack.unpackb(
-            raw, raw=False, strict_map_key=False
+            raw, raw=False, strict_map_key=False, ext_hook=inert_ext
         )
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise CorruptFile(where, 0, f"undecodable record of event {id16.hex()}: {exc}") from None
@@ -50,7 +50,7 @@ def decode_event(id16: bytes, stream: str, raw: bytes) -> Event:
     one tuple; a record of the wrong shape is decoded again by
     :func:`make_event`, for its precise error."""
     try:
-        rec = _unpackb(raw, raw=False, strict_map_key=False)
+        rec = _unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
         if type(rec) is list and len(rec) == 6:
             u = _new_ulid(ULID)
             u.bytes = id16
@@ -524,7 +524,11 @@ class HotTier:
 
     def get_system(self, name: bytes) -> Any:
         raw = self.db.get(keys.system_key(name))
-        return None if raw is None else msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        return (
+            None
+            if raw is None
+            else msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
+        )
 
     def close(self) -> None:
         self.gate.close()

@@ -23,6 +23,7 @@ from .errors import (
     UnserialisableData,
 )
 
+_TUPLE_NEW = tuple.__new__
 MAX_NAME_BYTES = 1024
 TYPE_INDEX = "type"
 
@@ -84,32 +85,45 @@ class Encoder:
     UTF-8), is decoded once to prove it reads back.
     """
 
-    __slots__ = ("pack", "suspect")
+    __slots__ = ("busy", "pack", "suspect")
 
     def __init__(self) -> None:
         # Values that might be map keys; a non-empty list means "decode to check".
         self.suspect: list[object] = []
+        # Set while packing: user code run by a conversion (a subclass's
+        # __iter__, say) that appends again gets a fresh Encoder, as a Packer
+        # cannot pack two values at once.
+        self.busy = False
         self.pack: Callable[[Any], bytes] = msgpack.Packer(
             use_bin_type=True, autoreset=True, strict_types=True, default=self._default
         ).pack
 
     def _default(self, value: Any) -> Any:
-        """Subclasses of the built-in types pack as their base type, as without
-        ``strict_types``."""
-        if isinstance(value, (list, tuple)):
+        """Subclasses of the types msgpack packs go as their base type, read
+        from their storage as msgpack reads them without ``strict_types``
+        (never through methods a subclass overrides: a ``(str, Enum)``
+        member is its value, not ``str()`` of it)."""
+        if isinstance(value, msgpack.ExtType):  # a namedtuple: before tuple
+            return _TUPLE_NEW(msgpack.ExtType, (value.code, value.data))
+        if isinstance(value, list):
             self.suspect.append(value)
-            return list(value)
+            return list.copy(value)
+        if isinstance(value, tuple):
+            self.suspect.append(value)  # a tuple map key decodes as a list
+            return list(tuple.__iter__(value))
         if isinstance(value, dict):
             self.suspect.append(value)
-            return dict(value)
+            return dict.copy(value)
         if isinstance(value, str):
-            return str(value)
+            return str.__str__(value)
         if isinstance(value, int):
-            return int(value)
+            return int.__int__(value)
         if isinstance(value, float):
-            return float(value)
-        if isinstance(value, bytes):
-            return bytes(value)
+            return float.__float__(value)
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(memoryview(value))
+        if isinstance(value, msgpack.Timestamp):
+            return msgpack.Timestamp(value.seconds, value.nanoseconds)
         raise TypeError(f"can not serialize {type(value).__name__!r} object")
 
     def needs_check(self, packed: bytes) -> bool:
@@ -123,12 +137,15 @@ class Encoder:
     def check(self, value: Any, field: str) -> bytes:
         """msgpack bytes of ``value``, or :class:`UnserialisableData` naming ``field``."""
         self.suspect.clear()
+        self.busy = True
         try:
             packed = self.pack(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise UnserialisableData(
                 f"{field} cannot be stored: {exc} (offending value type: {_culprit(value)})"
             ) from None
+        finally:
+            self.busy = False
         if self.needs_check(packed):
             try:
                 unpack(packed)
@@ -145,12 +162,23 @@ _local = threading.local()
 
 
 def encoder() -> Encoder:
-    """This thread's :class:`Encoder` (a reused Packer is 4x faster than ``packb``)."""
+    """This thread's :class:`Encoder` (a reused Packer is 4x faster than
+    ``packb``), or a new one if this thread is packing already."""
     try:
         enc: Encoder = _local.encoder
     except AttributeError:
         enc = _local.encoder = Encoder()
-    return enc
+    return Encoder() if enc.busy else enc
+
+
+def inert_ext(code: int, data: bytes) -> msgpack.ExtType:
+    """The ext hook of every decode: an ext value comes back as it went in,
+    whatever its code. ``ExtType``'s own constructor refuses codes outside
+    0..127, and an ``ExtType`` made around that check would otherwise make
+    its whole record unreadable. (Code -1 is msgpack's timestamp: decoded
+    before any hook, and checked when appended.)"""
+    ext: msgpack.ExtType = _TUPLE_NEW(msgpack.ExtType, (code, data))
+    return ext
 
 
 def encode_record(
@@ -190,14 +218,14 @@ def check_serialisable(value: Any, field: str) -> bytes:
 
 
 def unpack(raw: bytes) -> Any:
-    """Decode msgpack bytes without running code and without following ext hooks."""
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    """Decode msgpack bytes without running code (ext values come back inert)."""
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
 
 
 def decode_record(raw: bytes, where: str = "record", offset: int = 0) -> Record:
     """The six fields of a record; :class:`CorruptFile` if they are not there."""
     try:
-        rec = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        rec = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise CorruptFile(where, offset, f"undecodable event record: {exc}") from None
     if not (

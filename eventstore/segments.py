@@ -111,25 +111,26 @@ class Strays:
         packed: bytes = msgpack.packb([sorted(self.making), sorted(self.retired)])
         return packed
 
-    def save(self) -> None:
-        self.db.put(keys.STRAY, self.value())
-
     def highest(self) -> int:
         return max(self.making | self.retired, default=0)
 
 
-def sweep(db: Any, folder: str, strays: Strays) -> list[int]:
-    """Delete the segment keys of every stray file number, then forget the
-    numbers; returns them. Runs at open, before orphan files are removed.
+def sweep(db: Any, folder: str, strays: Strays, named: set[int]) -> list[int]:
+    """Delete the segment keys of every stray file number the manifest does
+    not name (``named``), then forget the numbers; returns the ones swept.
+    Runs at open, before orphan files are removed. (A number being made that
+    the manifest names was committed by a commit whose success went
+    unreported: its keys are live.)
 
     A file being made has keys only once it is complete under its final name
-    (they are written after the rename), so its file tells which keys to
-    delete, and no file means no keys. A retired file stays on disk until its
-    keys are gone; should it be missing anyway, every segment key is scanned.
+    (they are written after the rename), and it is removed only after its
+    keys are durably gone, so its file tells which keys to delete, and no
+    file means no keys. The same holds for a retired file; should one be
+    missing anyway, every segment key is scanned.
     """
-    swept = sorted(strays.making | strays.retired)
-    if not swept:
-        return swept
+    if not (strays.making or strays.retired):
+        return []
+    swept = sorted((strays.making | strays.retired) - named)
     missing: set[int] = set()
     for number in swept:
         path = os.path.join(folder, file_name(number))

@@ -27,6 +27,7 @@ from .errors import (
     InvalidNameType,
     InvalidType,
     StoreClosed,
+    UnserialisableData,
     WrongExpectedVersion,
 )
 from .events import (
@@ -40,9 +41,10 @@ from .events import (
     Snapshot,
 )
 from .hot import HotTier
-from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes, ulid_from_int
+from .ids import MonotonicULIDs, UlidRange, to_ulid_bytes, ulid_from_bytes, ulid_from_int
 from .records import (
     TYPE_INDEX,
+    Encoder,
     check_indexes,
     check_limit,
     check_serialisable,
@@ -93,6 +95,15 @@ class _Prepared:
             raise InvalidArgument(f"append to stream {stream!r} has no events")
         self.n = len(events)
         enc = encoder()
+        enc.busy = True
+        try:
+            self._pack_events(stream, events, index_types, enc)
+        finally:
+            enc.busy = False
+
+    def _pack_events(
+        self, stream: str, events: Sequence[NewEvent], index_types: bool, enc: Encoder
+    ) -> None:
         pack = enc.pack
         suspect = enc.suspect
         suspect.clear()
@@ -142,12 +153,13 @@ class _Prepared:
                 if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
                     suspect.clear()
                     unpack(packed)
-            except Exception:  # msgpack raises several unrelated types
+            except Exception as exc:  # msgpack raises several unrelated types
                 n = next(n for n, e in enumerate(events) if e is event)
                 where = f"event {n} ({type_!r}) of stream {stream!r}"
                 check_serialisable(data, f"data of {where}")
                 check_serialisable(metadata, f"metadata of {where}")
-                raise
+                # Each fits alone, not together (nesting deeper than msgpack allows).
+                raise UnserialisableData(f"{where} cannot be stored: {exc}") from None
             add_tail(packed[1:])
             add_global(global_head)
             add_prefixes(prefixes)
@@ -237,7 +249,6 @@ class _Pending:
         self.wake.acquire()
 
 
-_new_ulid = ULID.__new__
 _VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
 
 
@@ -266,7 +277,15 @@ class EventStore(Tiering, Transfer):
             # Segment keys of files an interrupted compaction or merge was
             # making or had replaced go before the files themselves.
             self._strays = segments.Strays.load(self._hot.db)
-            self.strays_swept = segments.sweep(self._hot.db, self._archive_dir, self._strays)
+            # Never reuse a number whose keys may exist (belt and braces: the
+            # sweep below removes them first).
+            self._next_file = max(self._next_file, self._strays.highest() + 1)
+            self.strays_swept = segments.sweep(
+                self._hot.db,
+                self._archive_dir,
+                self._strays,
+                {int(entry[0]) for entry in manifest["files"]},
+            )
             self.orphans_removed = remove_orphans(
                 self._archive_dir, {entry[1] for entry in manifest["files"]}
             )
@@ -337,16 +356,16 @@ class EventStore(Tiering, Transfer):
                 f"store {self.path!r} has layout version {config['layout']}; "
                 f"this eventstore reads up to {LAYOUT_VERSION}"
             )
-        if config["layout"] < LAYOUT_VERSION:
-            segments.migrate_legacy(self._hot.db)
-            self._hot.db.put(
-                keys.system_key(b"config"), _packb({**config, "layout": LAYOUT_VERSION}), sync=True
-            )
         stored = bool(config.get("index_types", True))
         if index_types is not None and bool(index_types) != stored:
             raise IncompatibleStore(
                 f"store {self.path!r} was created with index_types={stored}; "
                 "it cannot be reopened with a different setting"
+            )
+        if config["layout"] < LAYOUT_VERSION:
+            segments.migrate_legacy(self._hot.db)
+            self._hot.db.put(
+                keys.system_key(b"config"), _packb({**config, "layout": LAYOUT_VERSION}), sync=True
             )
         return stored
 
@@ -608,22 +627,18 @@ class EventStore(Tiering, Transfer):
         value_put = writes.values.append
         pack = self._packer.pack
         global_tag = keys.GLOBAL
-        new_ulid = _new_ulid
         results = []
         n = 0
         for part, version in zip(parts, starts, strict=True):
             first_version, first_seq = version + 1, seq + 1
             ev_prefix = keys.stream_prefix(part.stream_b)
-            id_list = []
+            part_ids = ids[n : n + part.n]
             for id_int, tail, g_head, index_prefixes in zip(
-                ids[n : n + part.n], part.tails, part.globals_, part.index_keys, strict=True
+                part_ids, part.tails, part.globals_, part.index_keys, strict=True
             ):
                 version += 1
                 seq += 1
                 id16 = id_int.to_bytes(16, "big")
-                u = new_ulid(ULID)
-                u.bytes = id16
-                id_list.append(u)
                 seq_b = pack(seq)
                 key_put(ev_prefix + id16)
                 value_put(b"\x96" + pack(version) + seq_b + tail)
@@ -634,7 +649,9 @@ class EventStore(Tiering, Transfer):
                     value_put(b"")
             n += part.n
             results.append(
-                AppendResult(part.stream, id_list, first_version, version, first_seq, seq)
+                AppendResult(
+                    part.stream, UlidRange(part_ids), first_version, version, first_seq, seq
+                )
             )
         versions = list(current.items())
         for stream_b, version in versions:

@@ -121,6 +121,7 @@ class Tiering:
                         self._written.wait()
             snap = self._hot.db.snapshot()
             made: list[ArchiveFile] = []
+            committing = False
             try:
                 for lo, hi in split_range(snap, low, cutoff, max_file_events):
                     number = self._take_file_number()
@@ -131,9 +132,10 @@ class Tiering:
                         made.append(f)
                         segments.write(self._hot.db, f)
                 self._check_seqs(snap, cutoff, seq_at_floor, made)
+                committing = True
                 self._commit_files(added=made, removed=[], watermark=cutoff)
             except BaseException:
-                self._abandon(made)
+                self._abandon(made, committing)
                 raise
             finally:
                 # Released here, under the maintenance lock that close() takes:
@@ -147,18 +149,26 @@ class Tiering:
             time.perf_counter() - started,
         )
 
-    def _abandon(self, made: list[ArchiveFile]) -> None:
+    def _abandon(self, made: list[ArchiveFile], committing: bool) -> None:
         """Undo a compaction or merge that failed before its commit point:
-        delete the new files' segment keys, then the files. If that fails
-        too, the numbers stay stray and the next open sweeps them."""
-        with contextlib.suppress(Exception):
-            for f in made:
-                segments.delete(self._hot.db, f.number, f.first_id, f.reader)
-            self._strays.making.difference_update(f.number for f in made)
-            self._strays.save()
+        delete the new files' segment keys and forget their numbers, durably,
+        and only then remove the files. If that fails too, or if the commit
+        itself failed (its batch may be on disk all the same), files, keys
+        and numbers stay as they are: the next open keeps what its manifest
+        names and sweeps the rest, reading each file for its keys."""
+        try:
+            if not committing:
+                for f in made:
+                    segments.delete(self._hot.db, f.number, f.first_id, f.reader)
+                strays = self._strays.after(made={f.number for f in made}, retired=set())
+                self._hot.db.put(keys.STRAY, strays.value(), sync=True)
+                self._strays = strays
+        except Exception:
+            committing = True  # keep the files: the sweep needs them
         for f in made:
             f.reader.close()
-            _remove_quietly(os.path.join(self._archive_dir, f.name))
+            if not committing:
+                _remove_quietly(os.path.join(self._archive_dir, f.name))
 
     def _check_seqs(
         self, snap: Any, cutoff: bytes, seq_at_floor: int, made: list[ArchiveFile]
@@ -221,19 +231,23 @@ class Tiering:
                     continue
                 number = self._take_file_number()
                 merged = merge_files(self._archive_dir, number, run, self._index_types)
+                committing = False
                 try:
                     segments.write(self._hot.db, merged)
+                    committing = True
                     self._commit_files(added=[merged], removed=run, watermark=self._tiers.watermark)
                 except BaseException:
-                    self._abandon([merged])
+                    self._abandon([merged], committing)
                     raise
                 made.append(merged)
-                # Past the commit point: the replaced files' keys go, then the
-                # files (open views keep their own mapping of them).
+                # Past the commit point: the replaced files' keys go, durably,
+                # then the files (open views keep their own mapping of them).
                 for old in run:
                     segments.delete(self._hot.db, old.number, old.first_id, old.reader)
-                self._strays.retired.difference_update(old.number for old in run)
-                self._strays.save()
+                strays = self._strays.after(made=set(), retired=set())
+                strays.retired.difference_update(old.number for old in run)
+                self._hot.db.put(keys.STRAY, strays.value(), sync=True)
+                self._strays = strays
                 for old in run:
                     _remove_quietly(os.path.join(self._archive_dir, old.name))
         return CompactResult(
@@ -273,8 +287,10 @@ class Tiering:
         written, so that a crash leaves it to be swept, never reused."""
         number = self._next_file
         self._next_file += 1
-        self._strays.making.add(number)
-        self._strays.save()
+        strays = self._strays.after(made=set(), retired=set())
+        strays.making.add(number)
+        self._hot.db.put(keys.STRAY, strays.value())
+        self._strays = strays
         return number
 
     def _commit_files(

@@ -270,3 +270,11 @@ def test_only_a_full_decode_refuses_data_no_reader_can_decode(tmp_path: Any) -> 
         else:
             w.add_stream("a", [(uid(2), bad)])
         w.abort()
+
+
+def test_add_stream_refuses_a_version_past_the_format_limit(tmp_path: Any) -> None:
+    w = ESDBWriter(str(tmp_path / "f.esdb"))
+    with pytest.raises(InvalidArgument, match="out of range"):
+        w.add_stream("a", [(uid(1), rec((1 << 63) - 1)), (uid(2), rec(1 << 63))])
+    assert w.events == 1
+    w.abort()

@@ -202,6 +202,99 @@ def test_values_that_look_suspect_but_read_back_are_stored(store: EventStore) ->
     assert [e.metadata for e in store.read_stream("s")] == expected
 
 
+class Kind(str, enum.Enum):  # noqa: UP042 (the pattern StrEnum replaced, still common)
+    PLACED = "placed"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+    def __int__(self) -> int:  # a subclass's conversion must not be trusted
+        return 99
+
+
+class Blob(bytearray):
+    pass
+
+
+class Ext(msgpack.ExtType):
+    pass
+
+
+def test_subclasses_are_stored_as_their_value_in_both_tiers(store: EventStore) -> None:
+    # (str, Enum) members are their value, not str() of them ('Kind.PLACED'):
+    # the hot keys are built from the value, and both tiers must agree.
+    store.append(
+        "s",
+        [
+            NewEvent(
+                Kind.PLACED,
+                {Kind.PLACED: Level.HIGH, "b": Blob(b"x"), "e": Ext(5, b"y")},
+                metadata=[Kind.PLACED],
+                indexes={"kind": Kind.PLACED},
+            )
+        ],
+    )
+    expected_data = {"placed": 3, "b": b"x", "e": msgpack.ExtType(5, b"y")}
+    for tier in ("hot", "cold"):
+        if tier == "cold":
+            (last,) = store.read_all(backwards=True, limit=1)
+            store.compact(before=ULID.from_int(int(last.id) + 1))
+            store.cleanup()
+        (event,) = store.read_stream("s")
+        assert (event.type, event.data, event.metadata) == ("placed", expected_data, ["placed"])
+        assert type(event.type) is str and event.indexes == {"kind": "placed"}
+        assert [e.id for e in store.read_index("s", "kind", "placed")] == [event.id]
+        assert [e.id for e in store.read_index("s", "type", "placed")] == [event.id]
+        assert [e.id for e in store.read_all(types=["placed"])] == [event.id]
+    assert store._hot.db.get(b"i", None) is None  # cleanup found every hot index key
+    assert list(store._hot.db.iterator(prefix=b"i", include_value=False)) == []
+
+
+@pytest.mark.parametrize("code", [-2, -100, -128])
+def test_ext_values_with_any_code_read_back_in_both_tiers(store: EventStore, code: int) -> None:
+    # ExtType's constructor refuses codes outside 0..127, but one made around
+    # it packs; its record must stay readable, and read back as it went in.
+    value = msgpack.ExtType._make((code, b"z"))
+    r = store.append("s", [NewEvent("T", {"v": value})])
+    assert store.get(r.ids[0]).data == {"v": value}  # type: ignore[union-attr]
+    store.compact(before=ULID.from_int(int(r.ids[0]) + 1))
+    assert [e.data for e in store.read_all()] == [{"v": value}]
+    store.verify()
+
+
+def test_an_append_made_while_packing_another_is_stored_intact(store: EventStore) -> None:
+    # User code that runs in the middle of packing (a property of a subclass
+    # the encoder converts) and appends again must not share the Packer that
+    # is half-way through the first append's record.
+    class When(msgpack.Timestamp):
+        def __getattribute__(self, name: str) -> object:
+            if name == "seconds":
+                store.append("inner", [NewEvent("T", {"inner": [1, 2]})])
+            return super().__getattribute__(name)
+
+    store.append("outer", [NewEvent("T", {"items": [1, 2], "at": When(7, 5)})])
+    assert [e.data for e in store.read_stream("inner")] == [{"inner": [1, 2]}]
+    assert [e.data for e in store.read_stream("outer")] == [
+        {"items": [1, 2], "at": msgpack.Timestamp(7, 5)}
+    ]
+
+
+def test_data_that_fits_alone_but_not_in_its_record_is_refused(store: EventStore) -> None:
+    deep: object = None
+    depth = 0
+    while True:  # the deepest data msgpack packs on its own
+        deeper = [deep]
+        try:
+            msgpack.packb(deeper)
+        except ValueError:
+            break
+        deep, depth = deeper, depth + 1
+    with pytest.raises(UnserialisableData, match="event 0"):
+        store.append("s", [NewEvent("T", deep)])
+    assert store.stream_version("s") == -1
+
+
 @pytest.mark.parametrize("bad", ["", "a\x00", 5, None, "\ud800", "x" * 2000, b"v"])
 def test_bad_names_everywhere(store: EventStore, bad: object) -> None:
     for call in (

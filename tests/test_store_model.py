@@ -279,18 +279,32 @@ class StoreMachine(RuleBasedStateMachine):
     def merge(self, max_events: int) -> None:
         self.store.merge_archives(max_events=max_events)
 
-    @rule(cutoff=ids, merge=st.booleans())
-    def failed_maintenance(self, cutoff: ULID, merge: bool) -> None:
-        # A compaction or merge that fails at its commit point, after writing
-        # its files and their segment keys, changes no answer and leaves
-        # neither file nor key behind (the invariant below checks the keys).
-        # Up to that point, readers ignore the keys already written.
-        def fail(*args: object, **kwargs: object) -> None:
+    @rule(cutoff=ids, merge=st.booleans(), at_commit=st.booleans())
+    def failed_maintenance(self, cutoff: ULID, merge: bool, at_commit: bool) -> None:
+        # A compaction or merge fails after writing its files and their
+        # segment keys, just before its commit point (undone at once: neither
+        # file nor key stays behind) or in the commit write itself (which may
+        # be on disk all the same: everything stays for the next open, which
+        # sweeps it). No answer changes; readers ignore the keys of files
+        # their manifest does not name (the invariant below checks the keys).
+        def reads_then_fail(*args: object, **kwargs: object) -> None:
             for stream in STREAMS:
                 assert list(self.store.read_stream(stream)) == self.model.streams.get(stream, [])
-            raise OSError("injected failure at the commit point")
+            raise OSError("injected failure")
 
-        self.store._commit_files = fail  # type: ignore[method-assign]
+        if at_commit:
+            self.store._commit_files = reads_then_fail  # type: ignore[method-assign]
+        elif merge:
+            real_write = segments.write
+
+            def write_then_fail(db: Any, f: Any) -> int:
+                real_write(db, f)
+                reads_then_fail()
+                return 0
+
+            segments.write = write_then_fail  # type: ignore[assignment]
+        else:
+            self.store._check_seqs = reads_then_fail  # type: ignore[method-assign]
         try:
             if merge:
                 self.store.merge_archives(max_events=400)
@@ -299,7 +313,12 @@ class StoreMachine(RuleBasedStateMachine):
         except OSError as exc:
             assert "injected" in str(exc)
         finally:
-            del self.store._commit_files
+            self.store.__dict__.pop("_commit_files", None)
+            self.store.__dict__.pop("_check_seqs", None)
+            if merge and not at_commit:
+                segments.write = real_write
+        if at_commit:
+            self.reopen()
         named = {Path(f.path).name for f in self.store.archive_files()}
         assert {p.name for p in Path(self.path, "archive").iterdir()} == named
 

@@ -27,7 +27,7 @@ from ulid import ULID
 from ..errors import CorruptFile, InvalidArgument, InvalidName, StoreClosed
 from ..events import Event
 from ..ids import to_ulid_bytes
-from ..records import check_limit, name_bytes
+from ..records import check_limit, inert_ext, name_bytes
 from .format import (
     CHUNK,
     CHUNK_SIZE,
@@ -632,7 +632,10 @@ class ESDBReader:
         head = _ARRAY32.pack(0xDD, b - a)
         try:
             recs = _unpackb(
-                head + blk.payload[rb + offs[a] : rb + offs[b]], raw=False, strict_map_key=False
+                head + blk.payload[rb + offs[a] : rb + offs[b]],
+                raw=False,
+                strict_map_key=False,
+                ext_hook=inert_ext,
             )
         except Exception as exc:  # msgpack raises several unrelated types on bad input
             off = self._boff[bi] if self._boff else 0
@@ -643,7 +646,9 @@ class ESDBReader:
 
     def _event(self, stream: str, id16: bytes, raw: bytes, version: int, at: int) -> Event:
         try:
-            ver, seq, type_, data, meta, indexes = _unpackb(raw, raw=False, strict_map_key=False)
+            ver, seq, type_, data, meta, indexes = _unpackb(
+                raw, raw=False, strict_map_key=False, ext_hook=inert_ext
+            )
         except Exception as exc:
             raise self._corrupt(at, f"undecodable record of event {id16.hex()}: {exc}") from None
         if ver != version:

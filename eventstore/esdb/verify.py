@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from ..errors import CorruptFile
+from ..records import inert_ext
 from .format import (
     CHUNK_SIZE,
     FOOTER_SIZE,
@@ -106,7 +107,7 @@ def _verify(r: ESDBReader) -> None:
             prev_id = id16
             first_id = first_id or id16
             try:
-                rec = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+                rec = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
             except Exception as exc:
                 raise fail(at, f"undecodable record of event {id16.hex()}: {exc}") from None
             if not (

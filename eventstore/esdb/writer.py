@@ -23,7 +23,7 @@ from typing import IO, Any
 import msgpack
 
 from ..errors import InvalidArgument
-from ..records import name_bytes
+from ..records import inert_ext, name_bytes
 from .format import (
     CODEC_NAMES,
     CODECS,
@@ -103,7 +103,7 @@ def decode_full(stream: str, id16: bytes, record: bytes) -> tuple[int, int, str,
     options: a record the reader could not decode must not reach a file."""
     try:
         version, seq, type_, _data, _meta, indexes = _unpackb(
-            record, raw=False, strict_map_key=False
+            record, raw=False, strict_map_key=False, ext_hook=inert_ext
         )
     except Exception:
         raise _not_a_record(stream, id16) from None
@@ -122,7 +122,7 @@ class WalkData:
         self._reset()
 
     def _reset(self) -> None:
-        up = msgpack.Unpacker(raw=False, strict_map_key=False)
+        up = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=inert_ext)
         self._feed, self._header, self._unpack = up.feed, up.read_array_header, up.unpack
         self._skip, self._tell = up.skip, up.tell
 
@@ -297,6 +297,8 @@ class ESDBWriter:
                         f"stream {stream!r}: version {version} follows {next_version - 1}; "
                         "versions within a stream must be contiguous"
                     )
+                if version >= 1 << 63:
+                    raise InvalidArgument(f"{_where(stream, id16)}: version {version} out of range")
                 if not 0 <= seq < 1 << 64:
                     raise InvalidArgument(f"{_where(stream, id16)}: seq {seq} out of range")
                 if pos >= MAX_COUNT:
