@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from ulid import ULID
 
 from eventstore.errors import InvalidULID
-from eventstore.ids import MAX_ULID, MonotonicULIDs, to_ulid_bytes, ulid_from_bytes, ulid_from_int
+from eventstore.ids import (
+    MAX_ULID,
+    MonotonicULIDs,
+    UlidRange,
+    to_ulid_bytes,
+    ulid_from_bytes,
+    ulid_from_int,
+)
 
 
 class FakeClock:
@@ -186,3 +193,22 @@ def test_a_batch_that_would_pass_the_last_ulid_raises_and_hands_out_nothing() ->
     with pytest.raises(OverflowError):
         gen.next_ints(5)
     assert list(gen.next_ints(3)) == [MAX_ULID - 2, MAX_ULID - 1, MAX_ULID]
+
+
+def test_ulid_range_is_a_read_only_list_of_ulids() -> None:
+    ints = range(1 << 90, (1 << 90) + 5)
+    ids = UlidRange(ints)
+    as_list = [ULID.from_int(i) for i in ints]
+    assert len(ids) == 5 and list(ids) == as_list and list(reversed(ids)) == as_list[::-1]
+    assert ids[0] == as_list[0] and ids[-1] == as_list[-1] and ids[1:3] == as_list[1:3]
+    assert ids == as_list and as_list == ids and ids == tuple(as_list) and ids == UlidRange(ints)
+    assert ids != as_list[:4] and ids != UlidRange(ints[1:]) and ids != "x"
+    assert as_list[2] in ids and ULID.from_int(1) not in ids and "x" not in ids
+    assert ids.index(as_list[3]) == 3 and ids.count(as_list[0]) == 1
+    assert ids + [ULID.from_int(7)] == [*as_list, ULID.from_int(7)]  # noqa: RUF005 (the + itself)
+    assert repr(ids) == repr(as_list)
+    with pytest.raises(IndexError):
+        ids[5]
+    with pytest.raises(TypeError):
+        hash(ids)
+    assert all(type(u) is ULID for u in ids) and str(ids[0]) == str(as_list[0])
