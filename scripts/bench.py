@@ -235,13 +235,14 @@ def fill(
 ) -> list[Any]:
     """Append ``events`` in appends of ``per_append`` across ``streams``; with
     ``keep``, return every event's key (for lookups). Only then are the keys
-    kept: eventstore's are ULID objects, which the garbage collector walks,
-    plyvel's are bytes, which it ignores, so keeping them taxes one side."""
+    kept: eventstore's become ULID objects (built when read), which the
+    garbage collector walks, plyvel's are bytes, which it ignores, so keeping
+    them taxes one side."""
     keys: list[Any] = []
     for start in range(0, len(events), per_append):
         stream = f"order-{(start // per_append) % streams:05d}"
         got = c.append(stream, events[start : start + per_append])
-        if keep and isinstance(got, list):
+        if keep and got is not None:
             keys.extend(got)
     return keys
 
