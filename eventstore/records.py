@@ -25,15 +25,28 @@ from .errors import (
 
 _TUPLE_NEW = tuple.__new__
 MAX_NAME_BYTES = 1024
+# The largest record the archive format holds (a 64 MiB chunk less its
+# framing); the hot tier refuses larger ones, so every event can go cold.
+MAX_RECORD_BYTES = (64 << 20) - 64
 TYPE_INDEX = "type"
 
 Record = tuple[int, int, str, Any, Any, dict[str, str]]
 
 
-def name_bytes(value: object, what: str) -> bytes:
-    """UTF-8 bytes of a stream, index or type name, or :class:`InvalidName`."""
+def plain_name(value: object, what: str) -> str:
+    """``value`` as a plain str: a str subclass becomes the string it holds,
+    so that checks, keys and the packed record all see the same text (and
+    none of them a method the subclass overrides)."""
+    if type(value) is str:
+        return value
     if not isinstance(value, str):
         raise InvalidNameType(f"{what} must be a str, got {type(value).__name__}")
+    return str.__str__(value)
+
+
+def name_bytes(value: object, what: str) -> bytes:
+    """UTF-8 bytes of a stream, index or type name, or :class:`InvalidName`."""
+    value = plain_name(value, what)
     if not value:
         raise InvalidName(f"{what} must not be empty")
     if "\x00" in value:
@@ -62,7 +75,10 @@ def check_indexes(indexes: object, index_types: bool) -> dict[str, str]:
     checked: dict[str, str] = {}
     for name, value in indexes.items():
         name_bytes(name, "index name")
+        name, value = plain_name(name, "index name"), plain_name(value, "index value")
         name_bytes(value, f"value of index {name!r}")
+        if name in checked:
+            raise InvalidName(f"index name {name!r} is given twice")
         if index_types and name == TYPE_INDEX:
             raise InvalidName(
                 "index name 'type' is reserved for the event type index "
@@ -100,11 +116,16 @@ class Encoder:
 
     def _default(self, value: Any) -> Any:
         """Subclasses of the types msgpack packs go as their base type, read
-        from their storage as msgpack reads them without ``strict_types``
-        (never through methods a subclass overrides: a ``(str, Enum)``
-        member is its value, not ``str()`` of it)."""
+        from their storage as msgpack reads them without ``strict_types``, not
+        through methods a subclass overrides: a ``(str, Enum)`` member is its
+        value, not ``str()`` of it. (A dict subclass that overrides
+        ``__iter__`` is read through its keys and ``__getitem__``, as ``dict()``
+        reads it.)"""
         if isinstance(value, msgpack.ExtType):  # a namedtuple: before tuple
-            return _TUPLE_NEW(msgpack.ExtType, (value.code, value.data))
+            code, data = tuple.__getitem__(value, 0), tuple.__getitem__(value, 1)
+            if type(code) is not int or not -128 <= code <= 127:
+                raise TypeError(f"ext code {code!r} is not in -128..127")
+            return _TUPLE_NEW(msgpack.ExtType, (code, data))
         if isinstance(value, list):
             self.suspect.append(value)
             return list.copy(value)
@@ -114,13 +135,19 @@ class Encoder:
         if isinstance(value, dict):
             self.suspect.append(value)
             return dict.copy(value)
+        # A converted subclass may collide with another key of its map (its
+        # own __eq__ and __hash__ kept them apart): decode to check.
         if isinstance(value, str):
+            self.suspect.append(value)
             return str.__str__(value)
         if isinstance(value, int):
+            self.suspect.append(value)
             return int.__int__(value)
         if isinstance(value, float):
+            self.suspect.append(value)
             return float.__float__(value)
         if isinstance(value, (bytes, bytearray)):
+            self.suspect.append(value)
             return bytes(memoryview(value))
         if isinstance(value, msgpack.Timestamp):
             return msgpack.Timestamp(value.seconds, value.nanoseconds)
@@ -148,12 +175,12 @@ class Encoder:
             self.busy = False
         if self.needs_check(packed):
             try:
-                unpack(packed)
+                reads_back(packed)
             except Exception as exc:  # msgpack raises several unrelated types
                 raise UnserialisableData(
                     f"{field} cannot be stored: it would not read back ({exc}); map keys "
-                    "must be str, bytes, int, float, bool or None, and ext code -1 is "
-                    "reserved for msgpack timestamps"
+                    "must be distinct str, bytes, int, float, bool or None, and ext "
+                    "code -1 is reserved for msgpack timestamps"
                 ) from None
         return packed
 
@@ -169,6 +196,25 @@ def encoder() -> Encoder:
     except AttributeError:
         enc = _local.encoder = Encoder()
     return Encoder() if enc.busy else enc
+
+
+def _distinct_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        raise ValueError("a map holds the same key twice")
+    return mapping
+
+
+def reads_back(packed: bytes) -> None:
+    """Raise unless ``packed`` decodes as the value that was packed: every
+    map key hashable and distinct, every ext value valid."""
+    msgpack.unpackb(
+        packed,
+        raw=False,
+        strict_map_key=False,
+        ext_hook=inert_ext,
+        object_pairs_hook=_distinct_keys,
+    )
 
 
 def inert_ext(code: int, data: bytes) -> msgpack.ExtType:

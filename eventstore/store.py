@@ -43,6 +43,7 @@ from .events import (
 from .hot import HotTier
 from .ids import MonotonicULIDs, UlidRange, to_ulid_bytes, ulid_from_bytes, ulid_from_int
 from .records import (
+    MAX_RECORD_BYTES,
     TYPE_INDEX,
     Encoder,
     check_indexes,
@@ -51,6 +52,8 @@ from .records import (
     encode_record,
     encoder,
     name_bytes,
+    plain_name,
+    reads_back,
     unpack,
 )
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
@@ -82,7 +85,7 @@ class _Prepared:
     def __init__(
         self, stream: str, events: Sequence[NewEvent], expected: Any, index_types: bool
     ) -> None:
-        self.stream = stream
+        self.stream = stream = plain_name(stream, "stream name")
         self.stream_b = name_bytes(stream, "stream name")
         _check_expected(expected)
         self.expected = expected
@@ -126,6 +129,8 @@ class _Prepared:
                     f"event {n} of stream {stream!r} must be a NewEvent, got {type(event).__name__}"
                 )
             type_, data, metadata, indexes = event
+            if type(type_) is not str:  # before any cache sees its __eq__ and __hash__
+                type_ = plain_name(type_, "event type")
             try:
                 global_head, prefixes = by_type[type_]
             except (KeyError, TypeError):  # a new type, or no str at all
@@ -137,11 +142,19 @@ class _Prepared:
             if indexes:
                 if type(indexes) is not dict:
                     indexes = check_indexes(indexes, index_types)
-                prefixes = prefixes[:]
+                base, prefixes = prefixes, prefixes[:]
                 for entry in indexes.items():
+                    if type(entry[0]) is not str or type(entry[1]) is not str:
+                        # Plain copies first: a subclass's __eq__ and __hash__
+                        # must not meet the cache of plain entries.
+                        indexes = check_indexes(indexes, index_types)
+                        prefixes = base + [
+                            index_prefix + _index_tail(e, index_types) for e in indexes.items()
+                        ]
+                        break
                     try:
                         tail_b = index_tails[entry]
-                    except (KeyError, TypeError):  # not seen yet, or not a str
+                    except KeyError:
                         tail_b = _index_tail(entry, index_types)
                     prefixes.append(index_prefix + tail_b)
             else:
@@ -152,7 +165,7 @@ class _Prepared:
                 packed = pack([type_, data, metadata, indexes])
                 if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
                     suspect.clear()
-                    unpack(packed)
+                    reads_back(packed)
             except Exception as exc:  # msgpack raises several unrelated types
                 n = next(n for n, e in enumerate(events) if e is event)
                 where = f"event {n} ({type_!r}) of stream {stream!r}"
@@ -160,11 +173,20 @@ class _Prepared:
                 check_serialisable(metadata, f"metadata of {where}")
                 # Each fits alone, not together (nesting deeper than msgpack allows).
                 raise UnserialisableData(f"{where} cannot be stored: {exc}") from None
+            if len(packed) > _MAX_PACKED:
+                n = next(n for n, e in enumerate(events) if e is event)
+                raise InvalidArgument(
+                    f"event {n} ({type_!r}) of stream {stream!r} is {len(packed)} bytes "
+                    f"packed; an event record holds at most {MAX_RECORD_BYTES}"
+                )
             add_tail(packed[1:])
             add_global(global_head)
             add_prefixes(prefixes)
 
 
+# A record is its packed [type, data, metadata, indexes] less the array
+# header, behind a fixarray header and a version and seq of up to 9 bytes.
+_MAX_PACKED = MAX_RECORD_BYTES - 18
 _INDEX_TAILS: dict[tuple[str, str], bytes] = {}
 _NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
 
@@ -453,14 +475,18 @@ class EventStore(Tiering, Transfer):
         it = iter(events)
         total = 0
         while chunk := list(islice(it, batch_size)):
+            # Checked and packed before the writer lock: packing may run user
+            # code (a subclass's conversion), which may append in turn.
+            prepared = [self._prepare_import(event) for event in chunk]
             with self._lock:
                 self._check_open()
                 writes = _Writes()
                 put = writes.add
                 last_id, seq = self._ids.last, self._seq
                 versions: dict[bytes, int] = {}
-                for event in chunk:
-                    id16 = to_ulid_bytes(event.id)
+                for event, (id16, stream_b, type_b, indexes, record) in zip(
+                    chunk, prepared, strict=True
+                ):
                     id_int = int.from_bytes(id16, "big")
                     if id_int <= last_id or id16 < self._tiers.watermark:
                         raise InvalidArgument(
@@ -471,8 +497,6 @@ class EventStore(Tiering, Transfer):
                         raise InvalidArgument(
                             f"event {event.id} has seq {event.seq}, expected {seq + 1}"
                         )
-                    stream_b = name_bytes(event.stream, "stream name")
-                    type_b = name_bytes(event.type, "event type")
                     current = versions.get(stream_b)
                     if current is None:
                         current = self._current_version(stream_b)
@@ -481,12 +505,11 @@ class EventStore(Tiering, Transfer):
                             f"event {event.id} of stream {event.stream!r} has version "
                             f"{event.version}, expected {current + 1}"
                         )
-                    indexes = check_indexes(event.indexes, self._index_types)
-                    record = encode_record(
-                        event.version, event.seq, event.type, event.data, event.metadata, indexes
-                    )
                     put(keys.event_key(stream_b, id16), record)
-                    put(keys.GLOBAL + id16, _packb([event.stream, event.type, event.seq]))
+                    put(
+                        keys.GLOBAL + id16,
+                        _packb([stream_b.decode(), type_b.decode(), event.seq]),
+                    )
                     if self._index_types:
                         put(keys.index_key(stream_b, b"type", type_b, id16), b"")
                     for name, value in indexes.items():
@@ -504,6 +527,27 @@ class EventStore(Tiering, Transfer):
             if progress is not None:
                 progress(len(chunk))
         return total
+
+    def _prepare_import(self, event: Event) -> tuple[bytes, bytes, bytes, dict[str, str], bytes]:
+        """An imported event's id, stream and type bytes, plain indexes and
+        record, checked; its place in the log is checked under the lock."""
+        if type(event.version) is not int or type(event.seq) is not int:
+            raise InvalidArgument(
+                f"event {event.id} has version {event.version!r} and seq {event.seq!r}; "
+                "both must be ints"
+            )
+        id16 = to_ulid_bytes(event.id)
+        stream_b = name_bytes(event.stream, "stream name")
+        type_ = plain_name(event.type, "event type")
+        type_b = name_bytes(type_, "event type")
+        indexes = check_indexes(event.indexes, self._index_types)
+        record = encode_record(event.version, event.seq, type_, event.data, event.metadata, indexes)
+        if len(record) > MAX_RECORD_BYTES:
+            raise InvalidArgument(
+                f"event {event.id} is a record of {len(record)} bytes; "
+                f"an event record holds at most {MAX_RECORD_BYTES}"
+            )
+        return id16, stream_b, type_b, indexes, record
 
     # -- snapshots and checkpoints -------------------------------------------
 

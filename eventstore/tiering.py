@@ -311,7 +311,16 @@ class Tiering:
         batch.put(keys.WATERMARK, watermark)
         batch.put(keys.STRAY, strays.value())
         with self._tier_lock:
-            batch.write()
+            try:
+                batch.write()
+            except BaseException:
+                # The batch may be on disk all the same: remember the replaced
+                # files as retired too (the open's sweep skips what its
+                # manifest names), so no later write of the strays forgets them.
+                self._strays = segments.Strays(
+                    self._hot.db, set(self._strays.making), self._strays.retired | gone
+                )
+                raise
             self._tiers = Tiers(tuple(files), watermark)
         self._strays = strays
 

@@ -46,6 +46,25 @@ def fill(store: EventStore, rounds: int) -> None:
         store.append_many([(f"s{k}", [NewEvent("T", {"n": n, "k": k})], ANY) for k in range(5)])
 
 
+def _fail(*args: object, **kwargs: object) -> None:
+    raise OSError("injected")
+
+
+def fail_before_commit(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compaction that fails after filing its keys, before its commit point."""
+    monkeypatch.setattr(store, "_check_seqs", _fail)
+    with pytest.raises(OSError, match="injected"):
+        compact_all(store)
+    monkeypatch.undo()
+
+
+def two_files(store: EventStore) -> None:
+    fill(store, 10)
+    compact_all(store)
+    fill(store, 10)
+    compact_all(store)
+
+
 def compact_all(store: EventStore) -> None:
     (last,) = store.read_all(backwards=True, limit=1)
     store.compact(before=ulid_from_int(int(last.id) + 1))
@@ -58,7 +77,7 @@ def run_child(path: Path, body: str) -> None:
         import os, signal, sys
         from eventstore import EventStore, NewEvent, segments
         from eventstore.ids import ulid_from_int
-        from tests.test_segments import compact_all, fill
+        from tests.test_segments import compact_all, fill, two_files
 
         def die(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -96,10 +115,7 @@ def test_a_compaction_killed_after_filing_its_keys_is_swept_at_open(tmp_path: Pa
 # Two files merged; the child dies once the merge has committed, before the
 # replaced files' segment keys are deleted.
 MERGE_KILLED_AFTER_ITS_COMMIT_POINT = """
-fill(store, 10)
-compact_all(store)
-fill(store, 10)
-compact_all(store)
+two_files(store)
 segments.delete = die
 store.merge_archives()
 """
@@ -198,14 +214,8 @@ def test_an_undo_that_fails_leaves_the_files_for_the_sweep(
         fill(store, 20)
         log = list(store.read_all())
 
-        def fail(*args: object, **kwargs: object) -> None:
-            raise OSError("injected")
-
-        monkeypatch.setattr(store, "_check_seqs", fail)
-        monkeypatch.setattr(segments, "delete", fail)
-        with pytest.raises(OSError, match="injected"):
-            compact_all(store)
-        monkeypatch.undo()
+        monkeypatch.setattr(segments, "delete", _fail)  # the undo fails too
+        fail_before_commit(store, monkeypatch)
         assert (path / "archive" / "00000001.esdb").exists()
         assert list(store.read_all()) == log
     with EventStore.open(path) as store:
@@ -266,3 +276,29 @@ def test_a_commit_reported_failed_but_on_disk_is_kept_at_open(tmp_path: Path) ->
         assert segment_entries(store) == expected_entries(store) != set()
         assert list(store.read_all()) == log
         assert [e.version for e in store.read_stream("s1")] == list(range(20))
+
+
+def test_a_merge_reported_failed_but_on_disk_leaks_no_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The merge's commit landed, so files 1 and 2 are retired on disk; this
+    # process did not hear of it, and a later failed compaction writes the
+    # strays again: they must still name 1 and 2. (Found in review.)
+    path = tmp_path / "s"
+    with EventStore.open(path) as store:
+        two_files(store)
+        real = store._hot.db
+        store._hot.db = _LandsThenFails(real)
+        try:
+            with pytest.raises(OSError, match="on disk"):
+                store.merge_archives()
+        finally:
+            store._hot.db = real
+        fill(store, 5)
+        fail_before_commit(store, monkeypatch)
+        log = list(store.read_all())
+    with EventStore.open(path) as store:
+        assert [f.number for f in store._tiers.files] == [3]
+        assert store.strays_swept == [1, 2]
+        assert segment_entries(store) == expected_entries(store)
+        assert list(store.read_all()) == log

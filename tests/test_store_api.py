@@ -280,6 +280,100 @@ def test_an_append_made_while_packing_another_is_stored_intact(store: EventStore
     ]
 
 
+class Encodes(str):
+    def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
+        return b"OTHER"
+
+
+class HidesNul(str):
+    def __contains__(self, item: object) -> bool:  # type: ignore[override]
+        return False
+
+
+class LooksFull(str):
+    def __len__(self) -> int:
+        return 5
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class EqualsAnything(str):
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return hash("cust")
+
+
+def test_str_subclass_names_are_their_text_everywhere(store: EventStore) -> None:
+    # Checks, hot keys and the packed record all use the text a subclass
+    # holds, never its overridden methods; no cache is poisoned for later
+    # plain appends. (Found in review.)
+    r = store.append(
+        Encodes("orders"), [NewEvent(Encodes("Placed"), indexes={Encodes("cust"): "c7"})]
+    )
+    store.append("b", [NewEvent("T", indexes={"cust": "c7"})])
+    store.append("c", [NewEvent("T", indexes={EqualsAnything("zzz"): "v"})])
+    store.append("d", [NewEvent("T", indexes={"cust": "c8"})])
+    for tier in ("hot", "cold"):
+        if tier == "cold":
+            (last,) = store.read_all(backwards=True, limit=1)
+            store.compact(before=ULID.from_int(int(last.id) + 1))
+            store.cleanup()
+        event = store.get(r.ids[0])
+        assert event is not None and (event.stream, event.type) == ("orders", "Placed")
+        assert [e.id for e in store.read_index("orders", "type", "Placed")] == [event.id]
+        assert [e.id for e in store.read_index("orders", "cust", "c7")] == [event.id]
+        assert len(list(store.read_index("b", "cust", "c7"))) == 1
+        assert [e.indexes for e in store.read_stream("c")] == [{"zzz": "v"}]
+        assert len(list(store.read_index("c", "zzz", "v"))) == 1
+        assert len(list(store.read_index("d", "cust", "c8"))) == 1
+    for bad in (HidesNul("T\x00x"), LooksFull("")):
+        for call in (
+            lambda bad=bad: store.append(bad, [NewEvent("T")]),
+            lambda bad=bad: store.append("s", [NewEvent(bad)]),
+            lambda bad=bad: store.append("s", [NewEvent("T", indexes={"k": bad})]),
+            lambda bad=bad: store.append("s", [NewEvent("T", indexes={bad: "v"})]),
+        ):
+            with pytest.raises(InvalidName):
+                call()
+    assert store.stream_version("s") == -1
+
+
+class OwnHash(str):
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is OwnHash and str.__eq__(self, other)
+
+
+class BigCode(msgpack.ExtType):
+    pass
+
+
+def test_values_that_would_change_on_the_way_are_refused(store: EventStore) -> None:
+    for value in (
+        {OwnHash("k"): 1, "k": 2},  # two keys that pack as one
+        BigCode._make((200, b"x")),  # a code msgpack would wrap to -56
+        {"x": Ext._make((-129, b"x"))},
+    ):
+        with pytest.raises(UnserialisableData):
+            store.append("s", [NewEvent("T", value)])
+    assert store.stream_version("s") == -1
+
+
+def test_a_record_too_large_for_the_archive_is_refused(store: EventStore) -> None:
+    from eventstore.records import MAX_RECORD_BYTES
+
+    with pytest.raises(InvalidArgument, match="at most"):
+        store.append("s", [NewEvent("T"), NewEvent("T", b"x" * MAX_RECORD_BYTES)])
+    store.append("s", [NewEvent("T", b"x" * (MAX_RECORD_BYTES - 64))])  # fits, and moves
+    (last,) = store.read_all(backwards=True, limit=1)
+    assert store.compact(before=ULID.from_int(int(last.id) + 1)).events == 1
+
+
 def test_data_that_fits_alone_but_not_in_its_record_is_refused(store: EventStore) -> None:
     deep: object = None
     depth = 0

@@ -95,3 +95,47 @@ def test_import_refuses_data_that_would_not_read_back(tmp_path: Path) -> None:
             target.import_events([events[0], spoiled, events[2]], batch_size=10)
         assert "data" in str(info.value) and "read back" in str(info.value)
         assert list(target.read_all()) == []
+
+
+@pytest.mark.parametrize("field", ["version", "seq"])
+@pytest.mark.parametrize("bad", [0.0, True, 1.0])
+def test_import_refuses_versions_and_seqs_that_are_not_ints(
+    tmp_path: Path, field: str, bad: object
+) -> None:
+    with EventStore.open(tmp_path / "a") as source:
+        fill(source, 2)
+        events = list(source.read_all())
+    spoiled = events[0]._replace(**{field: bad})
+    with EventStore.open(tmp_path / "b") as target:
+        with pytest.raises(InvalidArgument, match="ints"):
+            target.import_events([spoiled, events[1]])
+        assert list(target.read_all()) == [] and target.last_seq == 0
+
+
+def test_an_import_packing_user_code_that_appends_does_not_deadlock(tmp_path: Path) -> None:
+    import msgpack
+
+    with EventStore.open(tmp_path / "a") as source:
+        fill(source, 1)
+        (event,) = source.read_all()
+    with EventStore.open(tmp_path / "b") as target:
+
+        class When(msgpack.Timestamp):
+            def __getattribute__(self, name: str) -> object:
+                if name == "seconds" and not getattr(target, "_nested", False):
+                    target._nested = True  # type: ignore[attr-defined]
+                    target.append("nested", [NewEvent("N")])
+                return super().__getattribute__(name)
+
+        done = threading.Event()
+
+        def run() -> None:
+            with pytest.raises(InvalidArgument):  # the nested append took seq 1
+                target.import_events([event._replace(data={"at": When(1, 0)})])
+            done.set()
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(10)
+        assert done.is_set(), "import_events deadlocked on a nested append"
+        assert [e.stream for e in target.read_all()] == ["nested"]

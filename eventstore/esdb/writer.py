@@ -23,7 +23,7 @@ from typing import IO, Any
 import msgpack
 
 from ..errors import InvalidArgument
-from ..records import inert_ext, name_bytes
+from ..records import MAX_RECORD_BYTES, inert_ext, name_bytes
 from .format import (
     CODEC_NAMES,
     CODECS,
@@ -267,7 +267,7 @@ class ESDBWriter:
         """The rest of :meth:`add_stream`: :meth:`_add_one`'s work for events
         that continue the current space, with the writer's state in locals
         (written back at the end, also when an event is refused)."""
-        decode, run_pack, limit = self._decode, _RUN_PACK, MAX_RAW - 64
+        decode, run_pack, limit = self._decode, _RUN_PACK, MAX_RECORD_BYTES
         index_types, type_info, block_size = self._index_types, self._type_info, self._block_size
         postings, space_no, first_pos = self._postings, self._space_no, self._sp_first_pos
         pos, next_version, last_id = self._pos, self._sp_next_version, self._sp_last_id
@@ -378,7 +378,7 @@ class ESDBWriter:
                 f"{self._sp_last_id.hex()}; ULIDs must strictly increase within a stream"
             )
         size = len(record)
-        if size > MAX_RAW - 64:
+        if size > MAX_RECORD_BYTES:
             raise InvalidArgument(
                 f"{_where(stream, id16)}: record of {size} bytes exceeds the ESDB limit"
             )
