@@ -112,7 +112,7 @@ class _Prepared:
         suspect.clear()
         index_prefix = keys.INDEX + self.stream_b + keys.SEP
         # Per event type: its global entry head and its type index prefix.
-        by_type: dict[str, tuple[bytes, list[bytes]]] = {}
+        by_type: dict[str, tuple[bytes, list[bytes], str]] = {}
         # Validated index entries (a bounded cache): the same few names and
         # values recur in every append.
         index_tails = _INDEX_TAILS
@@ -129,26 +129,28 @@ class _Prepared:
                     f"event {n} of stream {stream!r} must be a NewEvent, got {type(event).__name__}"
                 )
             type_, data, metadata, indexes = event
-            if type(type_) is not str:  # before any cache sees its __eq__ and __hash__
-                type_ = plain_name(type_, "event type")
+            # Keyed by plain text, and the record takes its type from the
+            # entry: the record, its global entry and its type index key
+            # agree whatever a str subclass's __eq__ and __hash__ say.
             try:
-                global_head, prefixes = by_type[type_]
+                global_head, prefixes, type_ = by_type[type_]
             except (KeyError, TypeError):  # a new type, or no str at all
+                type_ = plain_name(type_, "event type")
                 type_b = name_bytes(type_, "event type")
                 prefixes = [index_prefix + b"type\x00" + type_b + keys.SEP] if index_types else []
                 # [stream, type, seq] less its seq: a fixarray of 3 and two strings.
                 global_head = b"\x93" + pack(stream) + pack(type_)
-                by_type[type_] = (global_head, prefixes)
+                by_type[type_] = (global_head, prefixes, type_)
             if indexes:
                 if type(indexes) is not dict:
                     indexes = check_indexes(indexes, index_types)
-                base, prefixes = prefixes, prefixes[:]
+                prefixes = prefixes[:]
                 for entry in indexes.items():
                     if type(entry[0]) is not str or type(entry[1]) is not str:
                         # Plain copies first: a subclass's __eq__ and __hash__
                         # must not meet the cache of plain entries.
                         indexes = check_indexes(indexes, index_types)
-                        prefixes = base + [
+                        prefixes = by_type[type_][1] + [
                             index_prefix + _index_tail(e, index_types) for e in indexes.items()
                         ]
                         break
@@ -173,20 +175,23 @@ class _Prepared:
                 check_serialisable(metadata, f"metadata of {where}")
                 # Each fits alone, not together (nesting deeper than msgpack allows).
                 raise UnserialisableData(f"{where} cannot be stored: {exc}") from None
-            if len(packed) > _MAX_PACKED:
-                n = next(n for n, e in enumerate(events) if e is event)
-                raise InvalidArgument(
-                    f"event {n} ({type_!r}) of stream {stream!r} is {len(packed)} bytes "
-                    f"packed; an event record holds at most {MAX_RECORD_BYTES}"
-                )
             add_tail(packed[1:])
             add_global(global_head)
             add_prefixes(prefixes)
+        # One record over the limit makes the sum over it: summed in C, and
+        # searched only then.
+        if sum(map(len, self.tails)) > _MAX_TAIL:
+            for n, tail in enumerate(self.tails):
+                if len(tail) > _MAX_TAIL:
+                    raise InvalidArgument(
+                        f"event {n} of stream {stream!r} is {len(tail) + 1} bytes packed; "
+                        f"an event record holds at most {MAX_RECORD_BYTES}"
+                    )
 
 
-# A record is its packed [type, data, metadata, indexes] less the array
-# header, behind a fixarray header and a version and seq of up to 9 bytes.
-_MAX_PACKED = MAX_RECORD_BYTES - 18
+# A record is a fixarray header, a version and a seq of up to 9 bytes each,
+# and the tail: its packed [type, data, metadata, indexes] less the header.
+_MAX_TAIL = MAX_RECORD_BYTES - 19
 _INDEX_TAILS: dict[tuple[str, str], bytes] = {}
 _NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
 

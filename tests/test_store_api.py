@@ -316,6 +316,7 @@ def test_str_subclass_names_are_their_text_everywhere(store: EventStore) -> None
     store.append("b", [NewEvent("T", indexes={"cust": "c7"})])
     store.append("c", [NewEvent("T", indexes={EqualsAnything("zzz"): "v"})])
     store.append("d", [NewEvent("T", indexes={"cust": "c8"})])
+    store.append("e", [NewEvent("Plain"), NewEvent(EqualsAnything("Other"))])
     for tier in ("hot", "cold"):
         if tier == "cold":
             (last,) = store.read_all(backwards=True, limit=1)
@@ -329,6 +330,9 @@ def test_str_subclass_names_are_their_text_everywhere(store: EventStore) -> None
         assert [e.indexes for e in store.read_stream("c")] == [{"zzz": "v"}]
         assert len(list(store.read_index("c", "zzz", "v"))) == 1
         assert len(list(store.read_index("d", "cust", "c8"))) == 1
+        for e in store.read_stream("e"):  # whatever type a record got, all agree on it
+            assert e in store.read_index("e", "type", e.type)
+            assert e in store.read_all(types=[e.type])
     for bad in (HidesNul("T\x00x"), LooksFull("")):
         for call in (
             lambda bad=bad: store.append(bad, [NewEvent("T")]),
