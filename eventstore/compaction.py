@@ -55,7 +55,8 @@ def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tup
 
 def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
     """(stream, id16, record) of every hot event with an id in [low, high),
-    grouped by stream in key order, ids ascending: one seek per stream."""
+    grouped by stream in key order, ids ascending. A stream costs a seek
+    only to skip its events outside the range."""
     # fill_cache=False: a one-off scan of the whole range must not evict the
     # blocks that live reads use. verify_checksums: damaged hot data must stop
     # the compaction, not be copied into an immutable file.

@@ -96,9 +96,10 @@ class Encoder:
     cannot be a dict key; and an ``ExtType`` with code -1 that is not a valid
     timestamp packs but never decodes. Rather than decode every record again,
     the packer runs with ``strict_types`` (faster, and it hands subclasses of
-    the built-ins to :meth:`_default`): only a value that went through a tuple
-    or dict subclass, or whose bytes hold 0xFF (ext -1's type byte, never in
-    UTF-8), is decoded once to prove it reads back.
+    the built-ins to :meth:`_default`): only a value that went through a
+    conversion there (a tuple, a subclass), or whose bytes hold 0xFF (ext
+    -1's type byte, never in UTF-8), is decoded once to prove it reads back,
+    with every map's keys distinct.
     """
 
     __slots__ = ("busy", "pack", "suspect")
