@@ -88,6 +88,36 @@ def check_indexes(indexes: object, index_types: bool) -> dict[str, str]:
     return checked
 
 
+def _ext(value: msgpack.ExtType) -> msgpack.ExtType:
+    code, data = tuple.__getitem__(value, 0), tuple.__getitem__(value, 1)
+    if type(code) is not int or not -128 <= code <= 127:
+        raise TypeError(f"ext code {code!r} is not in -128..127")
+    ext: msgpack.ExtType = _TUPLE_NEW(msgpack.ExtType, (code, data))
+    return ext
+
+
+_SECONDS = vars(msgpack.Timestamp)["seconds"]  # slot descriptors: read storage
+_NANOSECONDS = vars(msgpack.Timestamp)["nanoseconds"]
+
+# How the Encoder packs a subclass of a type msgpack packs: as its base
+# type, read from its storage as msgpack reads it without ``strict_types``,
+# not through methods the subclass overrides (a ``(str, Enum)`` member is
+# its value, not ``str()`` of it). A dict subclass that overrides
+# ``__iter__`` is read through its keys and ``__getitem__``, as ``dict()``
+# reads it. In order: an ExtType is a tuple.
+_CONVERSIONS: tuple[tuple[type | tuple[type, ...], Callable[[Any], Any]], ...] = (
+    (msgpack.ExtType, _ext),
+    (list, list.copy),
+    (tuple, lambda v: list(tuple.__iter__(v))),
+    (dict, dict.copy),
+    (str, str.__str__),
+    (int, int.__int__),
+    (float, float.__float__),
+    ((bytes, bytearray), lambda v: bytes(memoryview(v))),
+    (msgpack.Timestamp, lambda v: msgpack.Timestamp(_SECONDS.__get__(v), _NANOSECONDS.__get__(v))),
+)
+
+
 class Encoder:
     """Packs user values (event data, metadata, snapshots) into msgpack, refusing
     any value that would not decode back.
@@ -107,51 +137,22 @@ class Encoder:
     def __init__(self) -> None:
         # Values that might be map keys; a non-empty list means "decode to check".
         self.suspect: list[object] = []
-        # Set while packing: user code run by a conversion (a subclass's
-        # __iter__, say) that appends again gets a fresh Encoder, as a Packer
-        # cannot pack two values at once.
+        # Set while packing: user code run by a conversion (a dict subclass's
+        # __getitem__, say) that appends again gets a fresh Encoder, as a
+        # Packer cannot pack two values at once.
         self.busy = False
         self.pack: Callable[[Any], bytes] = msgpack.Packer(
             use_bin_type=True, autoreset=True, strict_types=True, default=self._default
         ).pack
 
     def _default(self, value: Any) -> Any:
-        """Subclasses of the types msgpack packs go as their base type, read
-        from their storage as msgpack reads them without ``strict_types``, not
-        through methods a subclass overrides: a ``(str, Enum)`` member is its
-        value, not ``str()`` of it. (A dict subclass that overrides
-        ``__iter__`` is read through its keys and ``__getitem__``, as ``dict()``
-        reads it.)"""
-        if isinstance(value, msgpack.ExtType):  # a namedtuple: before tuple
-            code, data = tuple.__getitem__(value, 0), tuple.__getitem__(value, 1)
-            if type(code) is not int or not -128 <= code <= 127:
-                raise TypeError(f"ext code {code!r} is not in -128..127")
-            return _TUPLE_NEW(msgpack.ExtType, (code, data))
-        if isinstance(value, list):
-            self.suspect.append(value)
-            return list.copy(value)
-        if isinstance(value, tuple):
-            self.suspect.append(value)  # a tuple map key decodes as a list
-            return list(tuple.__iter__(value))
-        if isinstance(value, dict):
-            self.suspect.append(value)
-            return dict.copy(value)
-        # A converted subclass may collide with another key of its map (its
-        # own __eq__ and __hash__ kept them apart): decode to check.
-        if isinstance(value, str):
-            self.suspect.append(value)
-            return str.__str__(value)
-        if isinstance(value, int):
-            self.suspect.append(value)
-            return int.__int__(value)
-        if isinstance(value, float):
-            self.suspect.append(value)
-            return float.__float__(value)
-        if isinstance(value, (bytes, bytearray)):
-            self.suspect.append(value)
-            return bytes(memoryview(value))
-        if isinstance(value, msgpack.Timestamp):
-            return msgpack.Timestamp(value.seconds, value.nanoseconds)
+        """Subclasses of the types msgpack packs go as their base type (see
+        ``_CONVERSIONS``); each is decode-checked, as a tuple may be a map key
+        and a converted subclass may now equal another key of its map."""
+        for base, convert in _CONVERSIONS:
+            if isinstance(value, base):
+                self.suspect.append(value)
+                return convert(value)
         raise TypeError(f"can not serialize {type(value).__name__!r} object")
 
     def needs_check(self, packed: bytes) -> bool:

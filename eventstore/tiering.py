@@ -244,8 +244,11 @@ class Tiering:
                 # then the files (open views keep their own mapping of them).
                 for old in run:
                     segments.delete(self._hot.db, old.number, old.first_id, old.reader)
-                strays = self._strays.after(made=set(), retired=set())
-                strays.retired.difference_update(old.number for old in run)
+                strays = segments.Strays(
+                    self._hot.db,
+                    set(self._strays.making),
+                    self._strays.retired - {old.number for old in run},
+                )
                 self._hot.db.put(keys.STRAY, strays.value(), sync=True)
                 self._strays = strays
                 for old in run:
@@ -287,8 +290,9 @@ class Tiering:
         written, so that a crash leaves it to be swept, never reused."""
         number = self._next_file
         self._next_file += 1
-        strays = self._strays.after(made=set(), retired=set())
-        strays.making.add(number)
+        strays = segments.Strays(
+            self._hot.db, self._strays.making | {number}, set(self._strays.retired)
+        )
         self._hot.db.put(keys.STRAY, strays.value())
         self._strays = strays
         return number
