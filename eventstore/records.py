@@ -207,10 +207,10 @@ def _distinct_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return mapping
 
 
-def reads_back(packed: bytes) -> None:
-    """Raise unless ``packed`` decodes as the value that was packed: every
-    map key hashable and distinct, every ext value valid."""
-    msgpack.unpackb(
+def reads_back(packed: bytes) -> Any:
+    """``packed`` decoded, or an exception unless it decodes as the value that
+    was packed: every map key hashable and distinct, every ext value valid."""
+    return msgpack.unpackb(
         packed,
         raw=False,
         strict_map_key=False,
