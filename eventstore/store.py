@@ -502,20 +502,35 @@ class _Pending:
     are best made by one thread while the others wait. ``wake`` is held from
     birth and released exactly once, by a leader: when this append has been
     written, or when it is this append's turn to lead. So each appender
-    wakes once.
+    wakes once. An append that leads from birth (the queue was empty) waits
+    for nobody and has no ``wake``.
     """
 
     __slots__ = ("done", "error", "last_seq", "leads", "versions", "wake", "writes")
 
-    def __init__(self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int) -> None:
+    def __init__(
+        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, leads: bool
+    ) -> None:
         self.writes = writes
         self.versions = versions
         self.last_seq = last_seq
         self.done = False
-        self.leads = False
+        self.leads = leads
         self.error: BaseException | None = None
-        self.wake = threading.Lock()
-        self.wake.acquire()
+        self.wake: threading.Lock | None = None
+        if not leads:
+            self.wake = threading.Lock()
+            self.wake.acquire()
+
+
+def _acquire(wake: threading.Lock | None) -> None:
+    assert wake is not None, "only an append queued behind another waits"
+    wake.acquire()
+
+
+def _release(wake: threading.Lock | None) -> None:
+    assert wake is not None, "only an append queued behind another is woken"
+    wake.release()
 
 
 _VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
@@ -581,6 +596,7 @@ class EventStore(Tiering, Transfer):
         self._lock = threading.Lock()  # versions, ids, seq and queue order
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # under _lock only
         self._written = threading.Condition(self._lock)  # a queued group was written
+        self._drain_waiters = 0  # threads waiting on _written, under _lock
         self._queue: list[_Pending] = []
         self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
         # stream -> committed version, for expected-version checks without a
@@ -591,6 +607,9 @@ class EventStore(Tiering, Transfer):
         # Woken after every commit: live subscribers wait here, not on a timer.
         self._committed = threading.Condition(threading.Lock())
         self._committed_seq = self._seq
+        # Threads in wait_for_commit, under _committed's lock: a commit
+        # notifies only when there are some (notify_all costs ~1 us even then).
+        self._commit_waiters = 0
         self._cleaner: threading.Thread | None = None
         if watermark != bytes(16):  # finish what an interrupted cleanup left
             self._start_cleanup()
@@ -654,8 +673,12 @@ class EventStore(Tiering, Transfer):
             # Refuse new appends first, then let the queued ones finish: under
             # steady durable appends the queue would otherwise never drain.
             self._closed = True
-            while self._queue:
-                self._written.wait()
+            self._drain_waiters += 1
+            try:
+                while self._queue:
+                    self._written.wait()
+            finally:
+                self._drain_waiters -= 1
             self._hot.close()
             for f in self._tiers.files:
                 f.reader.close()
@@ -676,14 +699,18 @@ class EventStore(Tiering, Transfer):
         Appends wake waiters directly; nothing polls.
         """
         with self._committed:
-            self._committed.wait_for(
-                lambda: (
-                    self._committed_seq > after_seq
-                    or self._closed
-                    or (until is not None and until())
-                ),
-                timeout,
-            )
+            self._commit_waiters += 1
+            try:
+                self._committed.wait_for(
+                    lambda: (
+                        self._committed_seq > after_seq
+                        or self._closed
+                        or (until is not None and until())
+                    ),
+                    timeout,
+                )
+            finally:
+                self._commit_waiters -= 1
             return self._committed_seq
 
     def wake_waiters(self) -> None:
@@ -903,6 +930,7 @@ class EventStore(Tiering, Transfer):
         the version of a stream the version cache does not hold."""
         current: dict[bytes, int] = {}
         starts = []
+        total = 0
         for part in parts:
             version = current.get(part.stream_b)
             if version is None:
@@ -911,7 +939,8 @@ class EventStore(Tiering, Transfer):
                 raise WrongExpectedVersion(part.stream, part.expected, version)
             starts.append(version)
             current[part.stream_b] = version + part.n
-        ids = self._ids.next_ints(sum(part.n for part in parts))
+            total += part.n
+        ids = self._ids.next_ints(total)
         seq = self._seq
         writes = _Writes()
         pack = self._packer.pack
@@ -949,11 +978,10 @@ class EventStore(Tiering, Transfer):
 
     def _enqueue(self, writes: _Writes, versions: list[tuple[bytes, int]]) -> _Pending:
         """Queue writes whose ids and seqs end at ``self._seq``. Under the writer lock."""
-        pending = _Pending(writes, versions, self._seq)
-        self._queue.append(pending)
         # Whenever the queue is not empty its head leads; an appender that
         # finds it empty is the head, and nobody else will wake it.
-        pending.leads = len(self._queue) == 1
+        pending = _Pending(writes, versions, self._seq, leads=not self._queue)
+        self._queue.append(pending)
         return pending
 
     def _commit(self, pending: _Pending) -> None:
@@ -965,7 +993,7 @@ class EventStore(Tiering, Transfer):
         lead the next group.
         """
         if not pending.leads:
-            pending.wake.acquire()
+            _acquire(pending.wake)
         if not pending.done:
             self._lead()
         if pending.error is not None:
@@ -1002,16 +1030,18 @@ class EventStore(Tiering, Transfer):
                 for stream_b in list(islice(versions, len(versions) - _VERSION_CACHE // 2)):
                     del versions[stream_b]
             if self._queue:
-                self._queue[0].wake.release()
-            self._written.notify_all()  # close() and compact() wait for the queue
+                _release(self._queue[0].wake)
+            if self._drain_waiters:  # close() and compact() wait for the queue
+                self._written.notify_all()
         for item in group[1:]:
-            item.wake.release()
+            _release(item.wake)
         if failed is None:
             with self._committed:
                 # max: the next leader, woken above, may have published first.
                 if group[-1].last_seq > self._committed_seq:
                     self._committed_seq = group[-1].last_seq
-                self._committed.notify_all()
+                if self._commit_waiters:
+                    self._committed.notify_all()
 
     # -- reads ---------------------------------------------------------------
 

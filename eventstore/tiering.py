@@ -73,6 +73,7 @@ class Tiering:
         _strays: segments.Strays
         _lock: threading.Lock
         _written: threading.Condition
+        _drain_waiters: int
         _queue: list[Any]
         _seq: int
         _tier_lock: threading.Lock
@@ -117,8 +118,12 @@ class Tiering:
                 seq_at_floor = self._seq  # every later append is at or above the cutoff
                 if self._queue:
                     last = self._queue[-1]
-                    while not last.done:
-                        self._written.wait()
+                    self._drain_waiters += 1
+                    try:
+                        while not last.done:
+                            self._written.wait()
+                    finally:
+                        self._drain_waiters -= 1
             snap = self._hot.db.snapshot()
             made: list[ArchiveFile] = []
             committing = False
