@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from itertools import chain, islice, repeat, takewhile
+from threading import get_ident
 from typing import Any
 
 import msgpack
@@ -111,32 +112,39 @@ class Gate:
     until none is inside: plyvel frees the database under a running call
     otherwise, which crashes the process.
 
-    ``active`` holds one entry per read inside. ``list.append`` and
-    ``list.pop`` are atomic under the GIL, so passing the gate takes no lock:
-    a read registers, then checks ``closed``; ``close()`` sets ``closed``,
-    then waits for the list to empty. Whichever comes second sees the other:
-    the GIL orders them (a free-threaded Python would need a lock here).
+    ``active`` holds the thread id of each read inside. ``list.append`` and
+    ``list.remove`` are atomic under the GIL, so passing the gate takes no
+    lock: a read registers, then checks ``closed``; ``close()`` sets
+    ``closed``, then waits for the list to empty. Whichever comes second sees
+    the other: the GIL orders them (a free-threaded Python would need a lock
+    here).
+
+    A KeyboardInterrupt can land between a C call and the Python around it,
+    leaving its thread's entry behind (seen: Ctrl-C in a read loop, then
+    ``close()`` in a ``finally``, waited forever). The thread that closes is
+    not inside a read, so ``close()`` waits only for other threads' entries.
     """
 
     __slots__ = ("active", "closed")
 
     def __init__(self) -> None:
-        self.active: list[None] = []
+        self.active: list[int] = []
         self.closed = False
 
     def __enter__(self) -> None:
-        self.active.append(None)
+        self.active.append(get_ident())
         if self.closed:
-            self.active.pop()
+            self.active.remove(get_ident())
             raise StoreClosed("the store is closed")
 
     def __exit__(self, *exc: object) -> None:
-        self.active.pop()
+        self.active.remove(get_ident())
 
     def close(self) -> None:
         self.closed = True
+        me = get_ident()
         # Reads inside hold the gate for one chunk (microseconds): poll them out.
-        while self.active:
+        while any(thread != me for thread in self.active):
             time.sleep(0.0005)
 
 
@@ -501,7 +509,8 @@ class HotTier:
         the two reads: the caller retries on a consistent view)."""
         db = self.db
         active = self.gate.active
-        active.append(None)  # the gate, inline: this is the hottest read
+        me = get_ident()
+        active.append(me)  # the gate, inline: this is the hottest read
         try:
             if self.gate.closed:
                 raise StoreClosed("the store is closed")
@@ -517,7 +526,7 @@ class HotTier:
                 stream_b = _unpackb(entry, raw=False)[0].encode()
             raw = db.get(keys.EVENT + stream_b + keys.SEP + id16)
         finally:
-            active.pop()
+            active.remove(me)
         if raw is None:
             return False
         return decode_event(id16, stream_b.decode(), raw)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -131,7 +134,7 @@ def test_closing_while_other_threads_read_never_crashes(tmp_path: Path) -> None:
             [sys.executable, "-c", CLOSE_WHILE_READING, str(tmp_path / f"s{n}")],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=30,
         )
         assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
 
@@ -306,3 +309,48 @@ def test_close_returns_while_threads_keep_appending_durably(tmp_path: Path) -> N
         t.join(10)
     with EventStore.open(tmp_path / "s") as reopened:
         assert reopened.last_seq == sum(acked)  # every acknowledged append, nothing else
+
+
+def test_close_does_not_wait_for_a_read_its_own_thread_abandoned(tmp_path: Path) -> None:
+    # A KeyboardInterrupt between the gate's C-level register and the Python
+    # around it leaves the interrupted thread's entry behind; the usual next
+    # step is close() in a finally, on that same thread, which waited forever.
+    store = EventStore.open(tmp_path / "s")
+    store.append("s", [NewEvent("T")])
+    gate = store._hot.gate
+    gate.__enter__()  # a read of this thread that never left
+    # From another thread, the entry is a read still inside: close() waits.
+    closer = threading.Thread(target=store.close, daemon=True)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()
+    gate.__exit__()
+    closer.join(10)
+    assert not closer.is_alive()
+
+    def abandon_then_close() -> None:
+        again = EventStore.open(tmp_path / "s")
+        again._hot.gate.__enter__()
+        again.close()
+
+    # The thread's own abandoned entry does not hold up its own close().
+    worker = threading.Thread(target=abandon_then_close, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "close() waited for its own thread's abandoned read"
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_close_returns_after_reads_interrupted_by_signals(tmp_path: Path) -> None:
+    # Real KeyboardInterrupts, raised by a timer every 50 us in a child
+    # process, land anywhere in its reads; close() afterwards must return.
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.interrupted_reader", str(tmp_path / "s"), "1.0"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    out = child.stdout.split()
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert out[0] == "interrupted" and int(out[1]) > 100 and out[2] == "closed"

@@ -1,0 +1,59 @@
+"""A reader process interrupted over and over, as Ctrl-C interrupts a program.
+
+Run as ``python -m tests.interrupted_reader PATH SECONDS``. It reads in a
+loop while a timer raises KeyboardInterrupt every 50 us, wherever in
+eventstore's code the process is, for SECONDS; then it stops the timer,
+closes the store and prints ``closed``. Before the fix, close() waited
+forever for reads that an interrupt had cut short.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import eventstore
+from eventstore import EventStore, NewEvent
+
+_LIBRARY = str(Path(eventstore.__file__).parent)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Only inside the library: an interrupt in this script's own loop or
+    # handlers would end it, which is not what is being tested.
+    if frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
+        raise KeyboardInterrupt
+
+
+def _read_until(store: EventStore, end: float, probe: object) -> int:
+    interrupted = 0
+    while time.monotonic() < end:
+        try:
+            store.get(probe)  # type: ignore[arg-type]
+            list(store.read_stream("s", limit=5))
+            list(store.read_all(limit=3))
+            list(store.read_index("s", "type", "T", limit=2))
+        except KeyboardInterrupt:
+            interrupted += 1
+    return interrupted
+
+
+def main() -> None:
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    store = EventStore.open(path)
+    ids = store.append("s", [NewEvent("T", {"n": n}) for n in range(20)]).ids
+    signal.signal(signal.SIGALRM, _interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 50e-6, 50e-6)
+    interrupted = _read_until(store, time.monotonic() + seconds, ids[3])
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # one may still be on its way
+    print("interrupted", interrupted, flush=True)
+    store.close()
+    print("closed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
