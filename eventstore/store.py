@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, islice, repeat
+from threading import get_ident
 from types import NoneType
 from typing import Any
 
@@ -504,9 +505,15 @@ class _Pending:
     written, or when it is this append's turn to lead. So each appender
     wakes once. An append that leads from birth (the queue was empty) waits
     for nobody and has no ``wake``.
+
+
+    ``owner`` is the appending thread. An append whose thread is found
+    outside it while it heads the queue was abandoned (a KeyboardInterrupt
+    cut it short before it was written): that thread leads it when it next
+    appends, closes or compacts, as nobody else will.
     """
 
-    __slots__ = ("done", "error", "last_seq", "leads", "versions", "wake", "writes")
+    __slots__ = ("done", "error", "last_seq", "leads", "owner", "versions", "wake", "writes")
 
     def __init__(
         self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, leads: bool
@@ -516,6 +523,7 @@ class _Pending:
         self.last_seq = last_seq
         self.done = False
         self.leads = leads
+        self.owner = get_ident()
         self.error: BaseException | None = None
         self.wake: threading.Lock | None = None
         if not leads:
@@ -529,8 +537,8 @@ def _acquire(wake: threading.Lock | None) -> None:
 
 
 def _release(wake: threading.Lock | None) -> None:
-    assert wake is not None, "only an append queued behind another is woken"
-    wake.release()
+    if wake is not None:  # None: it leads, and waits for nobody
+        wake.release()
 
 
 _VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
@@ -673,12 +681,7 @@ class EventStore(Tiering, Transfer):
             # Refuse new appends first, then let the queued ones finish: under
             # steady durable appends the queue would otherwise never drain.
             self._closed = True
-            self._drain_waiters += 1
-            try:
-                while self._queue:
-                    self._written.wait()
-            finally:
-                self._drain_waiters -= 1
+            self._wait_for_queue(lambda: not self._queue)
             self._hot.close()
             for f in self._tiers.files:
                 f.reader.close()
@@ -754,6 +757,7 @@ class EventStore(Tiering, Transfer):
             prepared = [self._prepare_import(event) for event in chunk]
             with self._lock:
                 self._check_open()
+                self._settle_queue()
                 writes = _Writes()
                 put = writes.add
                 last_id, seq = self._ids.last, self._seq
@@ -792,10 +796,8 @@ class EventStore(Tiering, Transfer):
                     last_id, seq = id_int, event.seq
                 for stream_b, version in versions.items():
                     put(keys.meta_key(stream_b), _packb([version]))
-                    self._reserved[stream_b] = version
                 self._ids.raise_floor(last_id)
-                self._seq = seq
-                pending = self._enqueue(writes, list(versions.items()))
+                pending = self._enqueue(writes, list(versions.items()), seq)
             self._commit(pending)
             total += len(chunk)
             if progress is not None:
@@ -915,10 +917,11 @@ class EventStore(Tiering, Transfer):
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
         with self._lock:
             self._check_open()
+            self._settle_queue()
             writes, results, versions = self._assign(parts)
             if extra is not None:
                 writes.add(*extra)
-            pending = self._enqueue(writes, versions)
+            pending = self._enqueue(writes, versions, results[-1].last_seq)
         self._commit(pending)
         return results
 
@@ -927,7 +930,8 @@ class EventStore(Tiering, Transfer):
     ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]]]:
         """Check versions, assign ids and seqs, make the writes. Under the writer
         lock, so nothing here should release the GIL: no LevelDB calls, but for
-        the version of a stream the version cache does not hold."""
+        the version of a stream the version cache does not hold. It changes
+        nothing: the seqs and versions it hands out are taken by _enqueue."""
         current: dict[bytes, int] = {}
         starts = []
         total = 0
@@ -963,8 +967,6 @@ class EventStore(Tiering, Transfer):
         versions = list(current.items())
         for stream_b, version in versions:
             writes.add(keys.meta_key(stream_b), pack([version]))
-            self._reserved[stream_b] = version
-        self._seq = seq
         return writes, results, versions
 
     def _current_version(self, stream_b: bytes) -> int:
@@ -976,13 +978,51 @@ class EventStore(Tiering, Transfer):
         raw = self._hot.db.get(keys.meta_key(stream_b))
         return -1 if raw is None else int(msgpack.unpackb(raw)[0])
 
-    def _enqueue(self, writes: _Writes, versions: list[tuple[bytes, int]]) -> _Pending:
-        """Queue writes whose ids and seqs end at ``self._seq``. Under the writer lock."""
+    def _enqueue(
+        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int
+    ) -> _Pending:
+        """Queue writes whose seqs end at ``last_seq`` and which leave streams
+        at ``versions``. Under the writer lock."""
         # Whenever the queue is not empty its head leads; an appender that
-        # finds it empty is the head, and nobody else will wake it.
-        pending = _Pending(writes, versions, self._seq, leads=not self._queue)
-        self._queue.append(pending)
+        # finds it empty is the head, and nobody else will wake it. One that
+        # finds its own thread's append at the head finds it abandoned, and
+        # leads it (and whatever queued behind it) with its own.
+        queue = self._queue
+        leads = not queue or queue[0].owner == get_ident()
+        pending = _Pending(writes, versions, last_seq, leads)
+        # The append takes its place here, and the seq and versions follow.
+        # A KeyboardInterrupt lands only after a call: before the queue's
+        # append nothing has changed, and after it _settle_queue finishes.
+        queue.append(pending)
+        self._seq = last_seq
+        self._reserved.update(versions)
         return pending
+
+    def _settle_queue(self) -> None:
+        """Under the writer lock, before seqs and versions are read: take those
+        of a queued append whose _enqueue a KeyboardInterrupt cut short."""
+        queue = self._queue
+        if queue and queue[-1].last_seq > self._seq:
+            self._seq = queue[-1].last_seq
+            self._reserved.update(queue[-1].versions)
+
+    def _wait_for_queue(self, written: Callable[[], bool]) -> None:
+        """Under the writer lock: wait until ``written()``, leading any append
+        this thread abandoned at the head of the queue (see _Pending)."""
+        me = get_ident()
+        self._drain_waiters += 1
+        try:
+            while not written():
+                if self._queue[0].owner == me:
+                    self._lock.release()
+                    try:
+                        self._lead()
+                    finally:
+                        self._lock.acquire()
+                else:
+                    self._written.wait()
+        finally:
+            self._drain_waiters -= 1
 
     def _commit(self, pending: _Pending) -> None:
         """Wait until ``pending`` is written.
@@ -1022,10 +1062,10 @@ class EventStore(Tiering, Transfer):
                 item.done = True
                 item.error = failed
                 for stream_b, version in item.versions:
-                    if self._reserved.get(stream_b) == version:
-                        del self._reserved[stream_b]
                     versions.pop(stream_b, None)  # re-inserted as the newest
                     versions[stream_b] = version
+                    if self._reserved.get(stream_b) == version:
+                        del self._reserved[stream_b]
             if len(versions) > _VERSION_CACHE:
                 for stream_b in list(islice(versions, len(versions) - _VERSION_CACHE // 2)):
                     del versions[stream_b]

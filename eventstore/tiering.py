@@ -72,8 +72,6 @@ class Tiering:
         _next_file: int
         _strays: segments.Strays
         _lock: threading.Lock
-        _written: threading.Condition
-        _drain_waiters: int
         _queue: list[Any]
         _seq: int
         _tier_lock: threading.Lock
@@ -81,6 +79,10 @@ class Tiering:
         _cleaner: threading.Thread | None
 
         def _check_open(self) -> None: ...
+
+        def _wait_for_queue(self, written: Callable[[], bool]) -> None: ...
+
+        def _settle_queue(self) -> None: ...
 
     def compact(
         self,
@@ -115,15 +117,11 @@ class Tiering:
             # id below it (a batch leaves the queue only once it is written).
             with self._lock:
                 self._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
+                self._settle_queue()
                 seq_at_floor = self._seq  # every later append is at or above the cutoff
                 if self._queue:
                     last = self._queue[-1]
-                    self._drain_waiters += 1
-                    try:
-                        while not last.done:
-                            self._written.wait()
-                    finally:
-                        self._drain_waiters -= 1
+                    self._wait_for_queue(lambda: last.done or last not in self._queue)
             snap = self._hot.db.snapshot()
             made: list[ArchiveFile] = []
             committing = False

@@ -1,0 +1,74 @@
+"""A writer process interrupted over and over, as Ctrl-C interrupts a program.
+
+Run as ``python -m tests.interrupted_writer PATH SECONDS``. It appends in a
+loop while a timer raises KeyboardInterrupt every 50 us, wherever in
+eventstore's code the process is, for SECONDS, printing the batch number of
+each append that returned; then it stops the timer, closes the store and
+prints ``closed``. An append cut short may or may not be written, and one
+cut short inside the write stops the store (it must not leave a gap in the
+log); either way close() must return, and the store must reopen whole.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import eventstore
+from eventstore import ANY, EventStore, NewEvent
+from eventstore.errors import StoreClosed
+
+_LIBRARY = str(Path(eventstore.__file__).parent)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Only inside the library: an interrupt in this script's own loop or
+    # handlers would end it, which is not what is being tested.
+    if frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
+        raise KeyboardInterrupt
+
+
+def _interrupts(on: bool) -> None:
+    if on:
+        signal.signal(signal.SIGALRM, _interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 50e-6, 50e-6)
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)  # one may still be on its way
+
+
+def main() -> None:
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    store = EventStore.open(path)
+    end = time.monotonic() + seconds
+    batch = interrupted = failed = 0
+    _interrupts(True)
+    while time.monotonic() < end:
+        batch += 1
+        try:
+            store.append_many(
+                [
+                    (f"s-{batch % 3}", [NewEvent("T", {"batch": batch}, indexes={"b": "x"})], ANY),
+                    ("t", [NewEvent("T", {"batch": batch})] * 9, ANY),
+                ]
+            )
+            print("acked", batch, flush=True)
+        except KeyboardInterrupt:
+            interrupted += 1
+        except StoreClosed:  # an interrupt inside a write stops the store: reopen it
+            _interrupts(False)
+            failed += 1
+            store.close()
+            store = EventStore.open(path)
+            _interrupts(True)
+    _interrupts(False)
+    print("interrupted", interrupted, "failed", failed, flush=True)
+    store.close()
+    print("closed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
