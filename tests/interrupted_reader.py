@@ -1,14 +1,16 @@
 """A reader process interrupted over and over, as Ctrl-C interrupts a program.
 
 Run as ``python -m tests.interrupted_reader PATH SECONDS``. It reads in a
-loop while a timer raises KeyboardInterrupt every 50 us, wherever in
-eventstore's code the process is, for SECONDS; then it stops the timer,
-closes the store and prints ``closed``. Before the fix, close() waited
-forever for reads that an interrupt had cut short.
+loop while a timer raises KeyboardInterrupt (one at a time: at most every
+2 ms, checked every 50 us) wherever in eventstore's code the process is,
+for SECONDS; then it stops the timer, closes the store and prints
+``closed``. Before the fix, close() waited forever for reads that an
+interrupt had cut short.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import time
@@ -21,11 +23,18 @@ from eventstore import EventStore, NewEvent
 _LIBRARY = str(Path(eventstore.__file__).parent)
 
 
+_last = [0.0]
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     # Only inside the library: an interrupt in this script's own loop or
-    # handlers would end it, which is not what is being tested.
+    # handlers would end it, which is not what is being tested. And one at a
+    # time, as Ctrl-C comes: not again while the last one is being handled.
     if frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
-        raise KeyboardInterrupt
+        now = time.monotonic()
+        if now - _last[0] > 0.002:
+            _last[0] = now
+            raise KeyboardInterrupt
 
 
 def _read_until(store: EventStore, end: float, probe: object) -> int:
@@ -43,6 +52,7 @@ def _read_until(store: EventStore, end: float, probe: object) -> int:
 
 def main() -> None:
     path, seconds = sys.argv[1], float(sys.argv[2])
+    faulthandler.dump_traceback_later(seconds + 15, exit=True)  # a hang shows where
     store = EventStore.open(path)
     ids = store.append("s", [NewEvent("T", {"n": n}) for n in range(20)]).ids
     signal.signal(signal.SIGALRM, _interrupt)

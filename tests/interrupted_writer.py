@@ -1,16 +1,18 @@
 """A writer process interrupted over and over, as Ctrl-C interrupts a program.
 
 Run as ``python -m tests.interrupted_writer PATH SECONDS``. It appends in a
-loop while a timer raises KeyboardInterrupt every 50 us, wherever in
-eventstore's code the process is, for SECONDS, printing the batch number of
-each append that returned; then it stops the timer, closes the store and
-prints ``closed``. An append cut short may or may not be written, and one
-cut short inside the write stops the store (it must not leave a gap in the
-log); either way close() must return, and the store must reopen whole.
+loop while a timer raises KeyboardInterrupt (one at a time: at most every
+2 ms, checked every 50 us) wherever in eventstore's code the process is,
+for SECONDS, printing the batch number of each append that returned; then
+it stops the timer, closes the store and prints ``closed``. An append cut
+short may or may not be written, and one cut short inside the write stops
+the store (it must not leave a gap in the log); either way close() must
+return, and the store must reopen whole.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import time
@@ -24,11 +26,18 @@ from eventstore.errors import StoreClosed
 _LIBRARY = str(Path(eventstore.__file__).parent)
 
 
+_last = [0.0]
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     # Only inside the library: an interrupt in this script's own loop or
-    # handlers would end it, which is not what is being tested.
+    # handlers would end it, which is not what is being tested. And one at a
+    # time, as Ctrl-C comes: not again while the last one is being handled.
     if frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
-        raise KeyboardInterrupt
+        now = time.monotonic()
+        if now - _last[0] > 0.002:
+            _last[0] = now
+            raise KeyboardInterrupt
 
 
 def _interrupts(on: bool) -> None:
@@ -42,6 +51,7 @@ def _interrupts(on: bool) -> None:
 
 def main() -> None:
     path, seconds = sys.argv[1], float(sys.argv[2])
+    faulthandler.dump_traceback_later(seconds + 15, exit=True)  # a hang shows where
     store = EventStore.open(path)
     end = time.monotonic() + seconds
     batch = interrupted = failed = 0
