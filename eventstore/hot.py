@@ -123,6 +123,8 @@ class Gate:
     leaving its thread's entry behind (seen: Ctrl-C in a read loop, then
     ``close()`` in a ``finally``, waited forever). The thread that closes is
     not inside a read, so ``close()`` waits only for other threads' entries.
+    (Unless a finaliser run inside a read of that thread closes the store:
+    nothing of eventstore's does, and none should.)
     """
 
     __slots__ = ("active", "closed")

@@ -9,6 +9,7 @@ commit, many appends sharing one fsync.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import threading
@@ -112,6 +113,9 @@ class _Prepared:
                 f"events for stream {stream!r} must be a list of NewEvent, "
                 f"got {type(events).__name__}"
             )
+        # A copy: a list subclass's len() or user code run while packing (a
+        # conversion) must not change the events between count and records.
+        events = tuple(events)
         if not events:
             raise InvalidArgument(f"append to stream {stream!r} has no events")
         self.n = len(events)
@@ -123,6 +127,8 @@ class _Prepared:
                 self._pack_events(stream, events, index_types, enc)
         finally:
             enc.busy = False
+        if len(self.tails) != self.n:  # the columns are joined by map(), which would truncate
+            raise AssertionError(f"{len(self.tails)} records for {self.n} events")
         # One record over the limit makes the sum over it: summed in C, and
         # searched only then.
         if sum(map(len, self.tails)) > _MAX_TAIL:
@@ -148,8 +154,10 @@ class _Prepared:
         index_types_seen = set(map(type, indexes))
         if not index_types_seen <= _PLAIN_INDEXES:
             return False
-        if NoneType in index_types_seen:
-            indexes = tuple([d if d is not None else _NO_INDEXES for d in indexes])
+        if NoneType in index_types_seen or not all(indexes):
+            # As one event at a time packs them: no indexes, None or {}, as
+            # _NO_INDEXES, which no user code can fill while data is packed.
+            indexes = tuple([d or _NO_INDEXES for d in indexes])
         pack = enc.pack
         index_prefix = keys.INDEX + self.stream_b + keys.SEP
         global_heads = {}
@@ -174,6 +182,16 @@ class _Prepared:
             packed.extend(map(pack, map(list, zip(types_, datas, metas, indexes, strict=True))))
         except Exception as exc:  # msgpack raises several unrelated types
             n = len(packed)
+            # An earlier record that would not read back comes first, as one
+            # event at a time reports it.
+            for k, record in enumerate(packed):
+                if suspect or 0xFF in record:
+                    try:
+                        reads_back(record)
+                    except Exception as earlier:
+                        raise _unstorable(
+                            stream, k, types_[k], datas[k], metas[k], earlier
+                        ) from None
             raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
         if suspect:
             # A conversion ran (Encoder._default): decode-check every record,
@@ -483,8 +501,8 @@ class _Writes:
         self.keys.append(key)
         self.values.append(value)
 
-    def add_column(self, keys: list[bytes], values: list[bytes] | None) -> None:
-        self.columns.append((keys, values))
+    def add_column(self, keys_: list[bytes], values: list[bytes] | None) -> None:
+        self.columns.append((keys_, values))
 
     def put_into(self, put: Callable[[bytes, bytes], None]) -> None:
         # The put loops run in C (map, drained by a zero-length deque): a
@@ -503,14 +521,15 @@ class _Pending:
     are best made by one thread while the others wait. ``wake`` is held from
     birth and released exactly once, by a leader: when this append has been
     written, or when it is this append's turn to lead. So each appender
-    wakes once. An append that leads from birth (the queue was empty) waits
-    for nobody and has no ``wake``.
-
+    wakes once (but after a leader that was cut short). An append that
+    leads from birth (the queue was empty) waits for nobody and has no
+    ``wake``.
 
     ``owner`` is the appending thread. An append whose thread is found
-    outside it while it heads the queue was abandoned (a KeyboardInterrupt
-    cut it short before it was written): that thread leads it when it next
-    appends, closes or compacts, as nobody else will.
+    outside it was abandoned (a KeyboardInterrupt cut it short before it was
+    written): that thread waits for it when it next appends, and leads it
+    when it heads the queue, as nobody else will; so do close() and
+    compact() on that thread.
     """
 
     __slots__ = ("done", "error", "last_seq", "leads", "owner", "versions", "wake", "writes")
@@ -537,8 +556,11 @@ def _acquire(wake: threading.Lock | None) -> None:
 
 
 def _release(wake: threading.Lock | None) -> None:
-    if wake is not None:  # None: it leads, and waits for nobody
-        wake.release()
+    """Make sure ``wake`` is released. None: it leads, and waits for nobody;
+    already released: by a leader cut short, before this one."""
+    if wake is not None:
+        with contextlib.suppress(RuntimeError):
+            wake.release()
 
 
 _VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
@@ -605,6 +627,7 @@ class EventStore(Tiering, Transfer):
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # under _lock only
         self._written = threading.Condition(self._lock)  # a queued group was written
         self._drain_waiters = 0  # threads waiting on _written, under _lock
+        self._in_flight: dict[int, _Pending] = {}  # thread -> its append being written
         self._queue: list[_Pending] = []
         self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
         # stream -> committed version, for expected-version checks without a
@@ -757,6 +780,7 @@ class EventStore(Tiering, Transfer):
             prepared = [self._prepare_import(event) for event in chunk]
             with self._lock:
                 self._check_open()
+                self._finish_abandoned()
                 self._settle_queue()
                 writes = _Writes()
                 put = writes.add
@@ -917,6 +941,7 @@ class EventStore(Tiering, Transfer):
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
         with self._lock:
             self._check_open()
+            self._finish_abandoned()
             self._settle_queue()
             writes, results, versions = self._assign(parts)
             if extra is not None:
@@ -931,7 +956,8 @@ class EventStore(Tiering, Transfer):
         """Check versions, assign ids and seqs, make the writes. Under the writer
         lock, so nothing here should release the GIL: no LevelDB calls, but for
         the version of a stream the version cache does not hold. It changes
-        nothing: the seqs and versions it hands out are taken by _enqueue."""
+        nothing but the id generator (ids may be skipped): the seqs and
+        versions it hands out are taken by _enqueue."""
         current: dict[bytes, int] = {}
         starts = []
         total = 0
@@ -988,8 +1014,10 @@ class EventStore(Tiering, Transfer):
         # finds its own thread's append at the head finds it abandoned, and
         # leads it (and whatever queued behind it) with its own.
         queue = self._queue
-        leads = not queue or queue[0].owner == get_ident()
+        me = get_ident()
+        leads = not queue or queue[0].owner == me
         pending = _Pending(writes, versions, last_seq, leads)
+        self._in_flight[me] = pending
         # The append takes its place here, and the seq and versions follow.
         # A KeyboardInterrupt lands only after a call: before the queue's
         # append nothing has changed, and after it _settle_queue finishes.
@@ -997,6 +1025,14 @@ class EventStore(Tiering, Transfer):
         self._seq = last_seq
         self._reserved.update(versions)
         return pending
+
+    def _finish_abandoned(self) -> None:
+        """Under the writer lock: wait for an append this thread abandoned (see
+        _Pending), leading it when it heads the queue."""
+        left = self._in_flight.get(get_ident())
+        if left is not None and not left.done:
+            self._wait_for_queue(lambda: left.done)
+            self._check_open()
 
     def _settle_queue(self) -> None:
         """Under the writer lock, before seqs and versions are read: take those
@@ -1036,12 +1072,14 @@ class EventStore(Tiering, Transfer):
             _acquire(pending.wake)
         if not pending.done:
             self._lead()
+        self._in_flight.pop(pending.owner, None)
         if pending.error is not None:
             raise StoreClosed(f"append to {self.path!r} failed: {pending.error}") from pending.error
 
     def _lead(self) -> None:
         """Write the queue (its head is the caller's) as one LevelDB batch."""
         with self._lock:
+            self._settle_queue()  # this group may hold a cut-short _enqueue's append
             group = list(self._queue)
         failed = self._failed
         if failed is None:
@@ -1055,26 +1093,7 @@ class EventStore(Tiering, Transfer):
                 # Ids, seqs and versions of the whole group were handed out;
                 # continuing would leave gaps, so the store stops here.
                 self._failed = failed = exc
-        with self._lock:
-            del self._queue[: len(group)]
-            versions = self._versions
-            for item in group:
-                item.done = True
-                item.error = failed
-                for stream_b, version in item.versions:
-                    versions.pop(stream_b, None)  # re-inserted as the newest
-                    versions[stream_b] = version
-                    if self._reserved.get(stream_b) == version:
-                        del self._reserved[stream_b]
-            if len(versions) > _VERSION_CACHE:
-                for stream_b in list(islice(versions, len(versions) - _VERSION_CACHE // 2)):
-                    del versions[stream_b]
-            if self._queue:
-                _release(self._queue[0].wake)
-            if self._drain_waiters:  # close() and compact() wait for the queue
-                self._written.notify_all()
-        for item in group[1:]:
-            _release(item.wake)
+        self._written_group(group, failed)
         if failed is None:
             with self._committed:
                 # max: the next leader, woken above, may have published first.
@@ -1082,6 +1101,53 @@ class EventStore(Tiering, Transfer):
                     self._committed_seq = group[-1].last_seq
                 if self._commit_waiters:
                     self._committed.notify_all()
+
+    def _written_group(self, group: list[_Pending], failed: BaseException | None) -> None:
+        """Mark a group written (or failed), take it off the queue, and wake its
+        appenders and the next head to lead.
+
+        A KeyboardInterrupt can cut this short anywhere, so the ``finally``
+        wakes whoever must go on: all the group if it left the queue, or else
+        one appender of it still not done, which leads the queue again (the
+        group with it: rewriting the same keys changes nothing), never two.
+        """
+        n = len(group)
+        with self._lock:
+            left = False
+            try:
+                for item in group:
+                    item.error = failed
+                    item.done = True
+                del self._queue[:n]
+                left = True  # no call between these two: no interrupt either
+                # Versions before reservations: cut short, a stream is still
+                # found in one of them.
+                versions = self._versions
+                for item in group:
+                    for stream_b, version in item.versions:
+                        versions.pop(stream_b, None)  # re-inserted as the newest
+                        versions[stream_b] = version
+                        if self._reserved.get(stream_b) == version:
+                            del self._reserved[stream_b]
+                if len(versions) > _VERSION_CACHE:
+                    for stream_b in list(islice(versions, len(versions) - _VERSION_CACHE // 2)):
+                        del versions[stream_b]
+            finally:
+                if not left and all(item.done for item in group):
+                    del self._queue[:n]
+                    left = True
+                if left:
+                    if self._queue:
+                        _release(self._queue[0].wake)
+                    for item in group[1:]:
+                        _release(item.wake)
+                else:
+                    for item in group[1:]:
+                        if not item.done:
+                            _release(item.wake)
+                            break
+                if self._drain_waiters:  # close() and compact() wait for the queue
+                    self._written.notify_all()
 
     # -- reads ---------------------------------------------------------------
 

@@ -121,7 +121,7 @@ class Tiering:
                 seq_at_floor = self._seq  # every later append is at or above the cutoff
                 if self._queue:
                     last = self._queue[-1]
-                    self._wait_for_queue(lambda: last.done or last not in self._queue)
+                    self._wait_for_queue(lambda: last.done)
             snap = self._hot.db.snapshot()
             made: list[ArchiveFile] = []
             committing = False

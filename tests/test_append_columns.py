@@ -109,7 +109,7 @@ def test_a_bad_event_among_plain_ones_is_named(store: EventStore) -> None:
 @settings(max_examples=100, deadline=None)
 @given(
     parts=st.lists(
-        st.tuples(st.sampled_from(["a", "b", "c"]), new_events(max_size=6)), min_size=1, max_size=3
+        st.tuples(st.sampled_from(["a", "b", "c"]), new_events(max_size=20)), min_size=1, max_size=3
     )
 )
 def test_the_hot_keys_are_exactly_what_the_records_say(
@@ -148,3 +148,67 @@ def test_versions_past_the_table_of_record_heads(store: EventStore) -> None:
     events = list(store.read_stream("s", from_version=4090))
     want = [(n, n + 1, n) for n in range(4090, 4103)]
     assert [(e.version, e.seq, e.data) for e in events] == want
+
+
+class Lying(list):  # type: ignore[type-arg]
+    def __len__(self) -> int:
+        return list.__len__(self) + 1
+
+
+class Shrinks(dict):  # type: ignore[type-arg]
+    """Converted while packing (its __getitem__ runs): takes the last event off
+    the caller's list as it is read."""
+
+    def __init__(self, events: list[NewEvent]) -> None:
+        super().__init__(x=1)
+        self.events = events
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(dict.keys(self)))
+
+    def __getitem__(self, key: object) -> object:
+        if len(self.events) > 1:
+            self.events.pop()
+        return dict.__getitem__(self, key)
+
+
+@pytest.mark.parametrize("count", [_BULK - 2, _BULK + 2])
+def test_an_event_list_that_changes_or_lies_is_read_once(store: EventStore, count: int) -> None:
+    # The events are counted and packed from one copy, in both paths: a list
+    # whose len() lies, or user code that shrinks it while its events are
+    # packed, once made an append that reported events it never wrote (and
+    # left gaps in seq and version).
+    events: list[NewEvent] = [NewEvent("T", {"n": n}) for n in range(count)]
+    events[0] = NewEvent("T", {"m": Shrinks(events)})
+    r = store.append("x", events)
+    lying = Lying(NewEvent("T", {"n": n}) for n in range(count))
+    r2 = store.append("x", lying)
+    stored = list(store.read_all())
+    assert [e.seq for e in stored] == list(range(1, 2 * count + 1))
+    assert [e.version for e in store.read_stream("x")] == list(range(2 * count))
+    assert (r.last_seq, r2.first_seq, r2.last_seq) == (count, count + 1, 2 * count)
+    store.verify()
+
+
+def test_empty_indexes_filled_while_packing_store_alike_in_both_paths(store: EventStore) -> None:
+    # One event at a time packs {} as the store's own empty dict; in bulk too,
+    # so user code that fills the caller's {} meanwhile changes nothing.
+    class Fills(dict):  # type: ignore[type-arg]
+        def __init__(self, target: dict[str, str]) -> None:
+            super().__init__(x=1)
+            self.target = target
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            return iter(list(dict.keys(self)))
+
+        def __getitem__(self, key: object) -> object:
+            self.target["k"] = "v"
+            return dict.__getitem__(self, key)
+
+    for count in (_BULK - 1, _BULK):
+        empty: dict[str, str] = {}
+        events = [NewEvent("T", {"n": n}) for n in range(count - 1)]
+        events.append(NewEvent("T", {"m": Fills(empty)}, indexes=empty))
+        store.append(f"s{count}", events)
+        assert list(store.read_stream(f"s{count}"))[-1].indexes == {}
+        assert list(store.read_index(f"s{count}", "k", "v")) == []

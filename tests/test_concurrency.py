@@ -385,3 +385,69 @@ def test_appends_interrupted_by_signals_leave_a_whole_store_that_closes(tmp_path
         for stream in ("s-0", "s-1", "s-2"):
             assert list(store.read_index(stream, "b", "x")) == list(store.read_stream(stream))
         store.verify()
+
+
+def _hung(signum: int, frame: object) -> None:
+    raise AssertionError("the append hung")
+
+
+class _SlowFirstWrite:
+    """The store's LevelDB, whose first batch takes a second to write."""
+
+    def __init__(self, db: Any) -> None:
+        self.db, self.first = db, True
+
+    def write_batch(self, **options: Any) -> Any:
+        batch = self.db.write_batch(**options)
+        if self.first:
+            self.first = False
+            write = batch.write
+
+            class Slow:
+                put = batch.put
+
+                def write(self) -> None:
+                    time.sleep(1.0)
+                    write()
+
+            return Slow()
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def test_an_append_interrupted_while_it_waits_is_written_by_its_thread_next(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C while the main thread's append waits behind another thread's
+    # slow group commit, then the main thread appends again: the abandoned
+    # append becomes the head with nobody in it, and the second append
+    # waited behind it forever. Its thread now waits for it, leads it, and
+    # goes on.
+    store = EventStore.open(tmp_path / "s")
+    store._hot.db = _SlowFirstWrite(store._hot.db)
+    other = threading.Thread(target=lambda: store.append("x", [NewEvent("T")]))
+    other.start()
+    time.sleep(0.2)  # x is being written, slowly
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+    threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        store.append("m", [NewEvent("A")])  # queued behind x's write
+    done: list[int] = []
+    previous = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(20)  # a hang fails the test, where it hangs
+    try:
+        done.append(store.append("m", [NewEvent("B")]).last_seq)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    other.join(5)
+    assert done == [3]
+    assert [(e.stream, e.type, e.seq) for e in store.read_all()] == [
+        ("x", "T", 1),
+        ("m", "A", 2),
+        ("m", "B", 3),
+    ]
+    store.close()
