@@ -5,7 +5,7 @@ user code changed while the record was packed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,19 +62,19 @@ def test_bulk_and_one_at_a_time_prepare_the_same(events: list[NewEvent], index_t
     assert columns(bulk) == columns(one_at_a_time("s-1", events, index_types))
 
 
-class Meddles(dict):  # type: ignore[type-arg]
-    """A dict subclass (converted while packing, which runs its __getitem__)
-    that re-files an event under another index value as it is read."""
+class WhenRead(dict):  # type: ignore[type-arg]
+    """A dict subclass, converted while packing, which runs its __getitem__:
+    user code in the middle of an append, here ``action``."""
 
-    def __init__(self, victim: dict[str, str]) -> None:
+    def __init__(self, action: Callable[[], object]) -> None:
         super().__init__(x=1)
-        self.victim = victim
+        self.action = action
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(list(dict.keys(self)))
 
     def __getitem__(self, key: object) -> object:
-        self.victim["customer"] = "after"
+        self.action()
         return dict.__getitem__(self, key)
 
 
@@ -86,7 +86,15 @@ def test_index_entries_changed_while_packing_are_keyed_as_stored(
     # A str subclass type sends the append one event at a time.
     type_ = "T" if bulk else type("Name", (str,), {})("T")
     plain = [NewEvent(type_, {"n": n}) for n in range(_BULK)]
-    r = store.append("s", [*plain, NewEvent(type_, {"m": Meddles(indexes)}, indexes=indexes)])
+    r = store.append(
+        "s",
+        [
+            *plain,
+            NewEvent(
+                type_, {"m": WhenRead(lambda: indexes.update(customer="after"))}, indexes=indexes
+            ),
+        ],
+    )
     event = list(store.read_stream("s"))[-1]
     # The record holds the indexes as packed, after the change, and the
     # index keys must say what the record says.
@@ -155,23 +163,6 @@ class Lying(list):  # type: ignore[type-arg]
         return list.__len__(self) + 1
 
 
-class Shrinks(dict):  # type: ignore[type-arg]
-    """Converted while packing (its __getitem__ runs): takes the last event off
-    the caller's list as it is read."""
-
-    def __init__(self, events: list[NewEvent]) -> None:
-        super().__init__(x=1)
-        self.events = events
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(list(dict.keys(self)))
-
-    def __getitem__(self, key: object) -> object:
-        if len(self.events) > 1:
-            self.events.pop()
-        return dict.__getitem__(self, key)
-
-
 @pytest.mark.parametrize("count", [_BULK - 2, _BULK + 2])
 def test_an_event_list_that_changes_or_lies_is_read_once(store: EventStore, count: int) -> None:
     # The events are counted and packed from one copy, in both paths: a list
@@ -179,7 +170,8 @@ def test_an_event_list_that_changes_or_lies_is_read_once(store: EventStore, coun
     # packed, once made an append that reported events it never wrote (and
     # left gaps in seq and version).
     events: list[NewEvent] = [NewEvent("T", {"n": n}) for n in range(count)]
-    events[0] = NewEvent("T", {"m": Shrinks(events)})
+    # User code that takes the last event off the caller's list as it runs.
+    events[0] = NewEvent("T", {"m": WhenRead(lambda: len(events) > 1 and events.pop())})
     r = store.append("x", events)
     lying = Lying(NewEvent("T", {"n": n}) for n in range(count))
     r2 = store.append("x", lying)
@@ -193,22 +185,11 @@ def test_an_event_list_that_changes_or_lies_is_read_once(store: EventStore, coun
 def test_empty_indexes_filled_while_packing_store_alike_in_both_paths(store: EventStore) -> None:
     # One event at a time packs {} as the store's own empty dict; in bulk too,
     # so user code that fills the caller's {} meanwhile changes nothing.
-    class Fills(dict):  # type: ignore[type-arg]
-        def __init__(self, target: dict[str, str]) -> None:
-            super().__init__(x=1)
-            self.target = target
-
-        def __iter__(self):  # type: ignore[no-untyped-def]
-            return iter(list(dict.keys(self)))
-
-        def __getitem__(self, key: object) -> object:
-            self.target["k"] = "v"
-            return dict.__getitem__(self, key)
-
     for count in (_BULK - 1, _BULK):
         empty: dict[str, str] = {}
         events = [NewEvent("T", {"n": n}) for n in range(count - 1)]
-        events.append(NewEvent("T", {"m": Fills(empty)}, indexes=empty))
+        fill = WhenRead(lambda empty=empty: empty.update(k="v"))
+        events.append(NewEvent("T", {"m": fill}, indexes=empty))
         store.append(f"s{count}", events)
         assert list(store.read_stream(f"s{count}"))[-1].indexes == {}
         assert list(store.read_index(f"s{count}", "k", "v")) == []
