@@ -188,7 +188,7 @@ def test_empty_indexes_filled_while_packing_store_alike_in_both_paths(store: Eve
     for count in (_BULK - 1, _BULK):
         empty: dict[str, str] = {}
         events = [NewEvent("T", {"n": n}) for n in range(count - 1)]
-        fill = WhenRead(lambda empty=empty: empty.update(k="v"))
+        fill = WhenRead(lambda empty=empty: empty.update(k="v"))  # type: ignore[misc]
         events.append(NewEvent("T", {"m": fill}, indexes=empty))
         store.append(f"s{count}", events)
         assert list(store.read_stream(f"s{count}"))[-1].indexes == {}
