@@ -342,8 +342,9 @@ def test_close_does_not_wait_for_a_read_its_own_thread_abandoned(tmp_path: Path)
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
 def test_close_returns_after_reads_interrupted_by_signals(tmp_path: Path) -> None:
-    # Real KeyboardInterrupts, raised by a timer every 50 us in a child
-    # process, land anywhere in its reads; close() afterwards must return.
+    # Real KeyboardInterrupts, raised by a timer in a child process (one at a
+    # time, at most every 2 ms), land anywhere in its reads; close()
+    # afterwards must return.
     child = subprocess.run(
         [sys.executable, "-m", "tests.interrupted_reader", str(tmp_path / "s"), "1.0"],
         cwd=Path(__file__).resolve().parent.parent,
@@ -358,7 +359,8 @@ def test_close_returns_after_reads_interrupted_by_signals(tmp_path: Path) -> Non
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
 def test_appends_interrupted_by_signals_leave_a_whole_store_that_closes(tmp_path: Path) -> None:
-    # Real KeyboardInterrupts every 50 us land anywhere in a child's appends.
+    # Real KeyboardInterrupts (one at a time, at most every 2 ms) land
+    # anywhere in a child's appends.
     # An append cut short before its write must still be written by its
     # thread's next append or close() (nobody else leads it: close() used to
     # wait for it forever); one cut short inside the write stops the store.
