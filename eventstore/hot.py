@@ -208,7 +208,9 @@ class Snapshot:
         return it
 
     def __del__(self) -> None:
-        self._resources.release(id(self))
+        resources = getattr(self, "_resources", None)  # unset: __init__ was cut short
+        if resources is not None:
+            resources.release(id(self))
 
 
 def _global_seq(entry: bytes) -> int:
