@@ -1015,7 +1015,9 @@ class EventStore(Tiering, Transfer):
         # leads it (and whatever queued behind it) with its own.
         queue = self._queue
         me = get_ident()
-        leads = not queue or queue[0].owner == me
+        # (Its own head that is done is not abandoned: a leader cut short in
+        # _written_group woke one appender of that group to lead it again.)
+        leads = not queue or (queue[0].owner == me and not queue[0].done)
         pending = _Pending(writes, versions, last_seq, leads)
         self._in_flight[me] = pending
         # The append takes its place here, and the seq and versions follow.
@@ -1049,7 +1051,8 @@ class EventStore(Tiering, Transfer):
         self._drain_waiters += 1
         try:
             while not written():
-                if self._queue[0].owner == me:
+                head = self._queue[0]
+                if head.owner == me and not head.done:
                     self._lock.release()
                     try:
                         self._lead()
