@@ -550,11 +550,6 @@ class _Pending:
             self.wake.acquire()
 
 
-def _acquire(wake: threading.Lock | None) -> None:
-    assert wake is not None, "only an append queued behind another waits"
-    wake.acquire()
-
-
 def _release(wake: threading.Lock | None) -> None:
     """Make sure ``wake`` is released. None: it leads, and waits for nobody;
     already released: by a leader cut short, before this one."""
@@ -563,6 +558,7 @@ def _release(wake: threading.Lock | None) -> None:
             wake.release()
 
 
+_STALLED = 0.5  # seconds an appender waits before it checks for lost wake-ups
 _VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
 
 
@@ -627,6 +623,7 @@ class EventStore(Tiering, Transfer):
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # under _lock only
         self._written = threading.Condition(self._lock)  # a queued group was written
         self._drain_waiters = 0  # threads waiting on _written, under _lock
+        self._leading = False  # a thread is inside _lead, under _lock
         self._in_flight: dict[int, _Pending] = {}  # thread -> its append being written
         self._queue: list[_Pending] = []
         self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
@@ -1072,18 +1069,33 @@ class EventStore(Tiering, Transfer):
         lead the next group.
         """
         if not pending.leads:
-            _acquire(pending.wake)
+            self._await_turn(pending)
         if not pending.done:
             self._lead()
         self._in_flight.pop(pending.owner, None)
         if pending.error is not None:
             raise StoreClosed(f"append to {self.path!r} failed: {pending.error}") from pending.error
 
+    def _await_turn(self, pending: _Pending) -> None:
+        """Wait until ``pending`` is written, or it is its turn to lead.
+
+        A leader wakes it for either. If a KeyboardInterrupt cut that leader's
+        wake-ups short, the wait times out, and the appender finds its append
+        written, or itself at the head with nobody leading: then it leads.
+        """
+        wake = pending.wake
+        assert wake is not None, "only an append queued behind another waits"
+        while not wake.acquire(timeout=_STALLED):
+            with self._lock:
+                if pending.done or (self._queue[0] is pending and not self._leading):
+                    return
+
     def _lead(self) -> None:
         """Write the queue (its head is the caller's) as one LevelDB batch."""
         with self._lock:
             self._settle_queue()  # this group may hold a cut-short _enqueue's append
             group = list(self._queue)
+            self._leading = True
         failed = self._failed
         if failed is None:
             try:
@@ -1136,6 +1148,7 @@ class EventStore(Tiering, Transfer):
                     for stream_b in list(islice(versions, len(versions) - _VERSION_CACHE // 2)):
                         del versions[stream_b]
             finally:
+                self._leading = False  # first, and no call before it: never left stale
                 if not left and all(item.done for item in group):
                     del self._queue[:n]
                     left = True

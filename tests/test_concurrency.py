@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import signal
 import subprocess
 import sys
@@ -452,4 +453,130 @@ def test_an_append_interrupted_while_it_waits_is_written_by_its_thread_next(
         ("m", "A", 2),
         ("m", "B", 3),
     ]
+    store.close()
+
+
+class _SlowOtherWrites:
+    """The store's LevelDB, whose batches written by threads other than the
+    main one take half a second; it counts the most written at once."""
+
+    def __init__(self, db: Any) -> None:
+        self.db, self.writing, self.most = db, 0, 0
+
+    def write_batch(self, **options: Any) -> Any:
+        batch, outer = self.db.write_batch(**options), self
+
+        class Batch:
+            put = batch.put
+
+            def write(self) -> None:
+                outer.writing += 1
+                outer.most = max(outer.most, outer.writing)
+                if threading.current_thread() is not threading.main_thread():
+                    time.sleep(0.5)
+                batch.write()
+                outer.writing -= 1
+
+        return Batch()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def _interrupt_in(function: str, when: Callable[[Any, str], bool]) -> Callable[..., Any]:
+    """A tracer (sys.settrace) raising one KeyboardInterrupt in ``function``
+    of eventstore's writer at the first event ``when(frame, event)`` accepts:
+    a Ctrl-C landing exactly there, in this thread."""
+    armed = [True]
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if armed[0] and when(frame, event):
+            armed[0] = False
+            raise KeyboardInterrupt
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if armed[0] and frame.f_code.co_name == function:
+            return local(frame, event, arg)
+        return None
+
+    return tracer
+
+
+def _queued(store: EventStore, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with store._lock:
+            if len(store._queue) >= n:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"fewer than {n} appends queued")
+
+
+def _appender(store: EventStore, stream: str, results: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        results[stream] = store.append(stream, [NewEvent("T")]).last_seq
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("where", ["marking the group done", "waking the next head"])
+def test_a_leader_interrupted_in_its_bookkeeping_leaves_one_leader_and_no_one_waiting(
+    tmp_path: Path, where: str
+) -> None:
+    # The main thread leads a group with another thread's append behind it
+    # and is interrupted in the bookkeeping after the write: between marking
+    # two appends done (the group is still queued: exactly one appender of it
+    # must lead it again, not also the main thread's next append), or in the
+    # wake-ups (nobody leads: the next head must notice, after a while).
+    store = EventStore.open(tmp_path / "s")
+    db = _SlowOtherWrites(store._hot.db)
+    store._hot.db = db
+    results: dict[str, Any] = {}
+    first = _appender(store, "w0", results)  # leads, writing slowly
+    _queued(store, 1)
+    if where == "marking the group done":
+        lines = [0]
+
+        def when(frame: Any, event: str) -> bool:
+            if event == "line" and "item.done = True" in linecache.getline(
+                frame.f_code.co_filename, frame.f_lineno
+            ):
+                lines[0] += 1
+            return lines[0] == 2  # the main thread's append is done, the next one not
+
+        tracer = _interrupt_in("_written_group", when)
+    else:
+        tracer = _interrupt_in("_release", lambda frame, event: event == "call")
+    behind: list[threading.Thread] = []
+    threading.Timer(
+        0.3, lambda: (_queued(store, 2), behind.append(_appender(store, "w1", results)))
+    ).start()
+    previous = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(20)
+    try:
+        sys.settrace(tracer)
+        try:
+            store.append("m", [NewEvent("T")])  # queued behind w0, then leads with w1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        store.append("m", [NewEvent("T")])  # while w1 leads its group again, slowly
+        behind.append(_appender(store, "w2", results))
+        first.join(10)
+        for thread in behind:
+            thread.join(10)
+        assert not first.is_alive() and not any(t.is_alive() for t in behind)
+        assert db.most == 1, "two threads wrote at once: two leaders"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    log = list(store.read_all())
+    assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    assert sorted(e.stream for e in log) == ["m", "m", "w0", "w1", "w2"]
+    assert store._queue == []
+    store.verify()
     store.close()
