@@ -776,9 +776,7 @@ class EventStore(Tiering, Transfer):
             # code (a subclass's conversion), which may append in turn.
             prepared = [self._prepare_import(event) for event in chunk]
             with self._lock:
-                self._check_open()
-                self._finish_abandoned()
-                self._settle_queue()
+                self._ready_to_queue()
                 writes = _Writes()
                 put = writes.add
                 last_id, seq = self._ids.last, self._seq
@@ -937,9 +935,7 @@ class EventStore(Tiering, Transfer):
             raise InvalidArgument("append_many was given no appends")
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
         with self._lock:
-            self._check_open()
-            self._finish_abandoned()
-            self._settle_queue()
+            self._ready_to_queue()
             writes, results, versions = self._assign(parts)
             if extra is not None:
                 writes.add(*extra)
@@ -1025,13 +1021,17 @@ class EventStore(Tiering, Transfer):
         self._reserved.update(versions)
         return pending
 
-    def _finish_abandoned(self) -> None:
-        """Under the writer lock: wait for an append this thread abandoned (see
-        _Pending), leading it when it heads the queue."""
+    def _ready_to_queue(self) -> None:
+        """Under the writer lock, before an append reads seqs and versions: the
+        store is open, an append this thread abandoned (see _Pending) is
+        written first (led by this thread when it heads the queue), and a
+        cut-short _enqueue is settled."""
+        self._check_open()
         left = self._in_flight.get(get_ident())
         if left is not None and not left.done:
             self._wait_for_queue(lambda: left.done)
             self._check_open()
+        self._settle_queue()
 
     def _settle_queue(self) -> None:
         """Under the writer lock, before seqs and versions are read: take those

@@ -11,30 +11,12 @@ interrupt had cut short.
 from __future__ import annotations
 
 import faulthandler
-import signal
 import sys
 import time
-from pathlib import Path
-from types import FrameType
 
-import eventstore
 from eventstore import EventStore, NewEvent
 
-_LIBRARY = str(Path(eventstore.__file__).parent)
-
-
-_last = [0.0]
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # Only inside the library: an interrupt in this script's own loop or
-    # handlers would end it, which is not what is being tested. And one at a
-    # time, as Ctrl-C comes: not again while the last one is being handled.
-    if frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
-        now = time.monotonic()
-        if now - _last[0] > 0.002:
-            _last[0] = now
-            raise KeyboardInterrupt
+from .interrupts import interrupts
 
 
 def _read_until(store: EventStore, end: float, probe: object) -> int:
@@ -55,11 +37,9 @@ def main() -> None:
     faulthandler.dump_traceback_later(seconds + 15, exit=True)  # a hang shows where
     store = EventStore.open(path)
     ids = store.append("s", [NewEvent("T", {"n": n}) for n in range(20)]).ids
-    signal.signal(signal.SIGALRM, _interrupt)
-    signal.setitimer(signal.ITIMER_REAL, 50e-6, 50e-6)
+    interrupts(True)
     interrupted = _read_until(store, time.monotonic() + seconds, ids[3])
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # one may still be on its way
+    interrupts(False)
     print("interrupted", interrupted, flush=True)
     store.close()
     print("closed", flush=True)

@@ -13,40 +13,13 @@ return, and the store must reopen whole.
 from __future__ import annotations
 
 import faulthandler
-import signal
 import sys
 import time
-from pathlib import Path
-from types import FrameType
 
-import eventstore
 from eventstore import ANY, EventStore, NewEvent
 from eventstore.errors import StoreClosed
 
-_LIBRARY = str(Path(eventstore.__file__).parent)
-
-
-_last = [0.0]
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # Only inside the library: an interrupt in this script's own loop or
-    # handlers would end it, which is not what is being tested. And one at a
-    # time, as Ctrl-C comes: not again while the last one is being handled.
-    if frame is not None and frame.f_code.co_filename.startswith(_LIBRARY):
-        now = time.monotonic()
-        if now - _last[0] > 0.002:
-            _last[0] = now
-            raise KeyboardInterrupt
-
-
-def _interrupts(on: bool) -> None:
-    if on:
-        signal.signal(signal.SIGALRM, _interrupt)
-        signal.setitimer(signal.ITIMER_REAL, 50e-6, 50e-6)
-    else:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_IGN)  # one may still be on its way
+from .interrupts import interrupts
 
 
 def main() -> None:
@@ -55,7 +28,7 @@ def main() -> None:
     store = EventStore.open(path)
     end = time.monotonic() + seconds
     batch = interrupted = failed = 0
-    _interrupts(True)
+    interrupts(True)
     while time.monotonic() < end:
         batch += 1
         try:
@@ -69,12 +42,12 @@ def main() -> None:
         except KeyboardInterrupt:
             interrupted += 1
         except StoreClosed:  # an interrupt inside a write stops the store: reopen it
-            _interrupts(False)
+            interrupts(False)
             failed += 1
             store.close()
             store = EventStore.open(path)
-            _interrupts(True)
-    _interrupts(False)
+            interrupts(True)
+    interrupts(False)
     print("interrupted", interrupted, "failed", failed, flush=True)
     store.close()
     print("closed", flush=True)
