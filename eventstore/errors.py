@@ -65,3 +65,49 @@ class CorruptFile(EventStoreError, ValueError):
         self.offset = offset
         self.problem = problem
         super().__init__(f"{path}: corrupt at offset {offset}: {problem}")
+
+
+# -- the store and its files (never lose, never serve damage) ---------------
+
+
+class StoreNotFound(EventStoreError, FileNotFoundError):
+    """``open(path, create=False)`` found no store at ``path``."""
+
+
+class NotAStore(EventStoreError, FileExistsError):
+    """The folder holds something other than an eventstore store; nothing was created."""
+
+
+class StoreDamaged(EventStoreError, OSError):
+    """The store's files are damaged, missing or inconsistent with each other.
+
+    The message says what was found and what to do (``eventstore repair``, or
+    restore from a backup). Nothing was deleted or changed.
+    """
+
+
+class ArchiveMismatch(StoreDamaged):
+    """An archive file is not the one its manifest entry describes (foreign, swapped, replaced)."""
+
+
+class UnsafePath(EventStoreError, PermissionError):
+    """A path would lead outside the store's folder, through a symlink, or to a non-regular file."""
+
+
+class StorageError(EventStoreError, OSError):
+    """The operating system refused a read or write the store needed."""
+
+
+class DiskFull(StorageError):
+    """A write failed for lack of space (``ENOSPC``/``EDQUOT``); nothing half-written is kept."""
+
+
+class UsedAfterFork(EventStoreError, RuntimeError):
+    """A store handle opened in a parent process was used in a child after ``fork()``.
+
+    Open the store in the child instead (after the fork), or serve it.
+    """
+
+
+class AppendTooLarge(InvalidArgument):
+    """One append holds more events or bytes than the store accepts at once."""
