@@ -74,6 +74,18 @@ KNOWN_FLAGS = FLAG_INDEX_TYPES
 # make a reader allocate, and it bounds the largest single event record.
 MAX_RAW = 64 << 20
 MAX_COUNT = (1 << 32) - 1  # events and spaces per file (positions are u32)
+# Space (S) and ULID (I) index chunks are read whole for one lookup and
+# decoded into one object per entry: capping them keeps a hostile (or a
+# careless) file from costing hundreds of MiB per lookup (FORMAT.md, Limits).
+MAX_INDEX_CHUNK = 1 << 20
+# The smallest footprint of a chunk in a file: its header and one stored byte.
+# Every chunk is referenced once, so a count of chunks is bounded by the bytes
+# of the region holding them before anything is decoded.
+MIN_CHUNK = 17
+# The largest zstd window a reader must support (RFC 8878 section 3.1.1.1.2's
+# recommendation); a frame that needs more is refused.
+MAX_ZSTD_WINDOW = 8 << 20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 DEFAULT_BLOCK_SIZE = 64 << 10
 INDEX_CHUNK_SIZE = 32 << 10  # target raw size of space and ULID index chunks
@@ -168,7 +180,7 @@ def created_datetime(created_us: int) -> datetime:
 class _Local(threading.local):
     # zstd contexts are not thread-safe; one pair per thread.
     def __init__(self) -> None:
-        self.dctx = zstandard.ZstdDecompressor()
+        self.dctx = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
         self.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
 
 
@@ -200,22 +212,30 @@ def frame_chunk(kind: int, codec: int, raw: bytes) -> bytes:
 
 
 def decompress(codec: int, stored: bytes, raw_len: int, path: str, offset: int) -> bytes:
-    """Decompress exactly ``raw_len`` bytes, allocating no more than that."""
+    """Decompress exactly ``raw_len`` bytes, allocating no more than that.
+
+    Enforces FORMAT.md's codec rules: zstd is one frame (no skippable frame,
+    no dictionary, a declared content size equal to ``raw_len``, a window of
+    at most 8 MiB, nothing after it); zlib is one stream without a preset
+    dictionary and nothing after it; a compressed chunk is smaller than its
+    payload (else it would have been stored raw).
+    """
+    if codec != CODEC_NONE and len(stored) >= raw_len:
+        raise CorruptFile(
+            path, offset, f"compressed chunk of {len(stored)} bytes is not below its {raw_len}"
+        )
     try:
         if codec == CODEC_NONE:
             out = stored
         elif codec == CODEC_ZSTD:
-            size = zstandard.frame_content_size(stored)
-            if size != raw_len:
-                raise CorruptFile(
-                    path, offset, f"zstd frame declares {size} bytes, chunk header {raw_len}"
-                )
-            out = _local.dctx.decompress(stored, max_output_size=raw_len)
+            out = _zstd(stored, raw_len, path, offset)
         elif codec == CODEC_ZLIB:
+            if len(stored) < 2 or stored[1] & 0x20:
+                raise CorruptFile(path, offset, "zlib stream with a preset dictionary")
             d = zlib.decompressobj()
             out = d.decompress(stored, raw_len)
-            if d.unconsumed_tail or not d.eof:
-                raise CorruptFile(path, offset, "zlib stream longer than its declared size")
+            if d.unconsumed_tail or d.unused_data or not d.eof:
+                raise CorruptFile(path, offset, "zlib stream does not end where the chunk does")
         else:
             raise CorruptFile(path, offset, f"unknown codec {codec}")
     except CorruptFile:
@@ -226,4 +246,25 @@ def decompress(codec: int, stored: bytes, raw_len: int, path: str, offset: int) 
         raise CorruptFile(
             path, offset, f"chunk decompressed to {len(out)} bytes, header says {raw_len}"
         )
+    return out
+
+
+def _zstd(stored: bytes, raw_len: int, path: str, offset: int) -> bytes:
+    if stored[:4] != ZSTD_MAGIC:
+        raise CorruptFile(path, offset, "zstd chunk does not start with a zstd frame")
+    params = zstandard.get_frame_parameters(stored)
+    if params.content_size != raw_len:
+        raise CorruptFile(
+            path, offset, f"zstd frame declares {params.content_size} bytes, chunk header {raw_len}"
+        )
+    if params.dict_id != 0:
+        raise CorruptFile(path, offset, f"zstd frame needs dictionary {params.dict_id}")
+    if params.window_size > MAX_ZSTD_WINDOW:
+        raise CorruptFile(path, offset, f"zstd frame needs a {params.window_size}-byte window")
+    # A decompression object, unlike one-shot decompress(), reports bytes
+    # after the frame; libzstd stops at the declared content size.
+    d = _local.dctx.decompressobj()
+    out: bytes = d.decompress(stored)
+    if not d.eof or d.unused_data:
+        raise CorruptFile(path, offset, "zstd frame does not end where the chunk does")
     return out

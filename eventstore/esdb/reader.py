@@ -14,6 +14,7 @@ import os
 import struct
 import threading
 import zlib
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -27,7 +28,7 @@ from ulid import ULID
 from ..errors import CorruptFile, InvalidArgument, InvalidName, StoreClosed
 from ..events import Event
 from ..ids import to_ulid_bytes
-from ..records import check_limit, inert_ext, name_bytes
+from ..records import MAX_NAME_BYTES, MAX_RECORD_BYTES, check_limit, inert_ext, name_bytes
 from .format import (
     CHUNK,
     CHUNK_SIZE,
@@ -54,7 +55,9 @@ from .format import (
     KIND_ULIDS,
     KNOWN_FLAGS,
     MAX_COUNT,
+    MAX_INDEX_CHUNK,
     MAX_RAW,
+    MIN_CHUNK,
     NO_ID,
     POSTINGS_PER_CHUNK,
     SECONDARY_HEADER,
@@ -77,6 +80,39 @@ _ARRAY32 = struct.Struct(">BI")
 
 DEFAULT_CACHE_BYTES = 32 << 20
 _BATCH = 32  # records per msgpack call when scanning
+_BIG_ENDIAN = array("I", [1]).tobytes() != b"\x01\x00\x00\x00"
+
+# Smallest encodings, for bounding a count by the bytes that must hold it
+# before anything is built: a name is a u16 length and at least one byte.
+_MIN_NAME = 3
+_MIN_SPACE_DIR_ENTRY = SPACE_DIR_ENTRY.size + _MIN_NAME
+_MIN_SPACE_ENTRY = 4 + _MIN_NAME + SPACE_ENTRY.size  # with its u32 entry offset
+_MIN_KEY = 4 + 2 * _MIN_NAME + SECONDARY_TAIL.size  # with its u32 key offset
+_MAX_ULID_CHUNK_ENTRIES = (MAX_INDEX_CHUNK - 4) // 28
+
+
+def _u32_array(data: bytes) -> array[int]:
+    """Little-endian u32s as a compact array (4 bytes each, not an int object)."""
+    out = array("I")
+    out.frombytes(data)
+    if _BIG_ENDIAN:  # pragma: no cover - exotic platforms
+        out.byteswap()
+    return out
+
+
+def name_problem(b: bytes) -> str | None:
+    """What makes ``b`` no valid name (FORMAT.md, Names), or None."""
+    if not b:
+        return "empty name"
+    if len(b) > MAX_NAME_BYTES:
+        return f"name of {len(b)} bytes (limit {MAX_NAME_BYTES})"
+    if 0 in b:
+        return "name holds a NUL byte"
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return "name is not UTF-8"
+    return None
 
 
 class Block(NamedTuple):
@@ -84,7 +120,7 @@ class Block(NamedTuple):
 
     payload: bytes
     n: int
-    offs: tuple[int, ...]
+    offs: array[int]
     rbase: int
 
 
@@ -241,8 +277,8 @@ class ESDBReader:
             index_region,
             codec,
             flags,
-            _r1,
-            _r2,
+            reserved16,
+            reserved32,
             _v,
             _fs,
             _crc,
@@ -270,6 +306,18 @@ class ESDBReader:
             raise self._corrupt(fstart + 128, f"unknown codec {codec}")
         if flags & ~KNOWN_FLAGS:
             raise self._corrupt(fstart + 129, f"unknown flags {flags:#x}")
+        if reserved16 or reserved32:
+            raise self._corrupt(fstart + 130, "footer: reserved bytes are not zero")
+        if not events and (
+            first_seq or last_seq or first_id != NO_ID or last_id != NO_ID or record_bytes
+        ):
+            raise self._corrupt(fstart + 56, "an empty file's ranges and byte count are not zero")
+        # Each block is a chunk of its own in the data region: bound the
+        # block count by the bytes there before the block index is decoded.
+        if blocks * MIN_CHUNK > index_region - HEADER_SIZE:
+            raise self._corrupt(
+                fstart + 48, f"{blocks} blocks cannot fit in a data region of {index_region} bytes"
+            )
         try:
             created = created_datetime(created_us)
         except (ValueError, OverflowError, OSError):
@@ -317,14 +365,17 @@ class ESDBReader:
             raise self._corrupt(offset, f"expected a {what}, found chunk kind {k}")
         if res != 0:
             raise self._corrupt(offset + 2, f"{what}: reserved bytes are not zero")
-        if raw_len > MAX_RAW:
-            raise self._corrupt(offset + 8, f"{what} claims {raw_len} raw bytes (limit {MAX_RAW})")
+        limit = MAX_INDEX_CHUNK if kind in (KIND_SPACES, KIND_ULIDS) else MAX_RAW
+        if raw_len > limit:
+            raise self._corrupt(offset + 8, f"{what} claims {raw_len} raw bytes (limit {limit})")
         start = offset + CHUNK_SIZE
         stop = start + stored_len
         if stop > self._end:
             raise self._corrupt(offset + 4, f"{what} of {stored_len} bytes runs past the end")
         if codec == CODEC_NONE and stored_len != raw_len:
             raise self._corrupt(offset + 4, f"{what}: stored and raw lengths differ")
+        if codec != CODEC_NONE and stored_len >= raw_len:
+            raise self._corrupt(offset + 4, f"{what}: compressed, yet not smaller than its payload")
         stored = mm[start:stop]
         if zlib.crc32(stored, zlib.crc32(mm[offset : offset + 12])) != crc:
             raise self._corrupt(offset, f"{what} checksum mismatch")
@@ -373,9 +424,13 @@ class ESDBReader:
         rbase = 8 + 20 * n
         if rbase > size:
             raise self._corrupt(offset, f"data block of {size} bytes cannot hold {n} entries")
-        offs = struct.unpack_from(f"<{n + 1}I", payload, 4 + 16 * n)
+        offs = _u32_array(payload[4 + 16 * n : rbase])
         if offs[0] != 0 or rbase + offs[n] != size:
             raise self._corrupt(offset, "data block record offsets do not match its size")
+        if size - rbase > MAX_RECORD_BYTES and any(
+            b - a > MAX_RECORD_BYTES for a, b in pairwise(offs)
+        ):
+            raise self._corrupt(offset, f"record above the limit of {MAX_RECORD_BYTES} bytes")
         blk = Block(payload, n, offs, rbase)
         self._cache.put(key, blk, size)
         return blk
@@ -402,6 +457,12 @@ class ESDBReader:
         if len(raw) < 4:
             raise self._corrupt(self._d_off, "space directory too short")
         (n,) = U32.unpack_from(raw, 0)
+        if (
+            4 + n * _MIN_SPACE_DIR_ENTRY > len(raw)
+            or n > self._spaces
+            or n * MIN_CHUNK > self._end - self._index_region
+        ):
+            raise self._corrupt(self._d_off, f"space directory cannot hold {n} entries")
         names: list[bytes] = []
         offsets: list[int] = []
         first_nos: list[int] = []
@@ -441,6 +502,8 @@ class ESDBReader:
         raw = self._chunk(offset, KIND_SPACES)
         first_no = dnos[ci]
         expect = dnos[ci + 1] - first_no
+        if 8 + expect * _MIN_SPACE_ENTRY > len(raw):
+            raise self._corrupt(offset, f"space chunk of {len(raw)} bytes cannot hold {expect}")
         try:
             (n,) = U32.unpack_from(raw, 0)
             if n != expect:
@@ -456,6 +519,11 @@ class ESDBReader:
                 fields = SPACE_ENTRY.unpack_from(raw, p + 2 + ln)
                 if len(name) != ln or p + 2 + ln + SPACE_ENTRY.size != base + offs[i + 1]:
                     raise self._corrupt(offset, f"space entry {i} has the wrong length")
+                bad = name_problem(name)
+                if bad is not None:
+                    raise self._corrupt(offset, f"space entry {i}: stream {bad}")
+                if names and name <= names[-1]:
+                    raise self._corrupt(offset, "space chunk out of order")
                 first_pos, count, first_version, fid, lid, ioff, rbytes, ibytes = fields
                 if (
                     count < 1
@@ -483,13 +551,8 @@ class ESDBReader:
                 )
         except struct.error:
             raise self._corrupt(offset, "space chunk truncated") from None
-        except UnicodeDecodeError:
-            raise self._corrupt(offset, "stream name is not UTF-8") from None
         if base + offs[n] != len(raw) or (names and names[0] != dnames[ci]):
             raise self._corrupt(offset, "space chunk does not match the directory")
-        for a, b in pairwise(names):
-            if a >= b:
-                raise self._corrupt(offset, "space chunk out of order")
         hit = (names, infos)
         if keep:
             # A decoded entry costs ~380 bytes of Python objects beyond its raw bytes.
@@ -688,19 +751,17 @@ class ESDBReader:
         """Relative positions under ``name=value`` in ``sp``, or None if no such key."""
         off = sp.index_offset
         raw = self._chunk(off, KIND_SECONDARY)
+        nkeys, npch, total, kbase, kend = self._secondary_layout(sp, raw)
+        u32 = U32.unpack_from
+        lo, hi = 0, nkeys
+        target = (name_b, value_b)
+        found = None
         try:
-            nkeys, npch, total = SECONDARY_HEADER.unpack_from(raw, 0)
-            p = SECONDARY_HEADER.size
-            pch = struct.unpack_from(f"<{npch}Q", raw, p)
-            p += 8 * npch
-            koffs = struct.unpack_from(f"<{nkeys + 1}I", raw, p)
-            kbase = p + 4 * (nkeys + 1)
-            lo, hi = 0, nkeys
-            target = (name_b, value_b)
-            found = None
+            # Keys are found by binary search over their offsets, read one at a
+            # time: nothing per key is built.
             while lo < hi:
                 mid = (lo + hi) // 2
-                q = kbase + koffs[mid]
+                q = kbase + u32(raw, kbase - 4 * (nkeys + 1) + 4 * mid)[0]
                 (ln,) = U16.unpack_from(raw, q)
                 kname = raw[q + 2 : q + 2 + ln]
                 q += 2 + ln
@@ -719,17 +780,39 @@ class ESDBReader:
         if found is None:
             return None
         start, count = found
-        if start + count > total or count > sp.count:
+        if start + count > total or count > sp.count or count == 0:
             raise self._corrupt(off, "secondary index entry out of range")
         if npch == 0:
-            inline = kbase + koffs[nkeys]
-            if inline + 4 * total != len(raw):
-                raise self._corrupt(off, "inline postings do not match the index size")
-            rels: tuple[int, ...] = struct.unpack_from(f"<{count}I", raw, inline + 4 * start)
+            rels: tuple[int, ...] = struct.unpack_from(f"<{count}I", raw, kend + 4 * start)
             return iter(rels[::-1] if backwards else rels)
-        if npch != -(-total // POSTINGS_PER_CHUNK):
-            raise self._corrupt(off, "postings chunk count does not match the total")
+        pch = struct.unpack_from(f"<{npch}Q", raw, SECONDARY_HEADER.size)
         return self._chunked_postings(pch, total, start, count, backwards)
+
+    def _secondary_layout(self, sp: SpaceInfo, raw: bytes) -> tuple[int, int, int, int, int]:
+        """(key count, P chunk count, postings, start of the keys area, its end)
+        of a space's ``X`` payload, every count bounded by the bytes and the
+        space before it is used (FORMAT.md, Secondary indexes)."""
+        off = sp.index_offset
+        if len(raw) < SECONDARY_HEADER.size + 4:
+            raise self._corrupt(off, "secondary index too short")
+        nkeys, npch, total = SECONDARY_HEADER.unpack_from(raw, 0)
+        inline = total <= POSTINGS_PER_CHUNK
+        if (
+            nkeys == 0
+            or nkeys > total
+            or total > nkeys * sp.count
+            or npch != (0 if inline else -(-total // POSTINGS_PER_CHUNK))
+            or npch * MIN_CHUNK > self._index_region - HEADER_SIZE
+        ):
+            raise self._corrupt(off, f"secondary index counts impossible: {nkeys}, {npch}, {total}")
+        kbase = SECONDARY_HEADER.size + 8 * npch + 4 * (nkeys + 1)
+        if kbase + nkeys * (_MIN_KEY - 4) + (4 * total if inline else 0) > len(raw):
+            raise self._corrupt(off, f"secondary index too short for {nkeys} keys")
+        (klen,) = U32.unpack_from(raw, kbase - 4)
+        kend = kbase + klen
+        if kend + (4 * total if inline else 0) != len(raw):
+            raise self._corrupt(off, "secondary index does not end where its postings do")
+        return nkeys, npch, total, kbase, kend
 
     def _chunked_postings(
         self, pch: tuple[int, ...], total: int, start: int, count: int, backwards: bool
@@ -781,14 +864,22 @@ class ESDBReader:
         if len(raw) < 4:
             raise self._corrupt(self._u_off, "ULID directory too short")
         (n,) = U32.unpack_from(raw, 0)
-        if len(raw) != 4 + ULID_DIR_ENTRY.size * n:
+        if (
+            len(raw) != 4 + ULID_DIR_ENTRY.size * n
+            or n > self._events
+            or n * MIN_CHUNK > self._end - self._index_region
+        ):
             raise self._corrupt(self._u_off, f"ULID directory size does not fit {n} entries")
         ids: list[bytes] = []
         offs: list[int] = []
         counts: list[int] = []
         total = 0
         for fid, off, cnt in ULID_DIR_ENTRY.iter_unpack(raw[4:]):
-            if (ids and fid <= ids[-1]) or cnt == 0 or not self._index_region <= off < self._end:
+            if (
+                (ids and fid <= ids[-1])
+                or not 0 < cnt <= _MAX_ULID_CHUNK_ENTRIES
+                or not self._index_region <= off < self._end
+            ):
                 raise self._corrupt(self._u_off, f"ULID directory entry {len(ids)} is invalid")
             ids.append(fid)
             offs.append(off)
@@ -861,21 +952,34 @@ class ESDBReader:
         if t is not None:
             return t
         raw = self._chunk(self._t_off, KIND_TYPES)
+        at = self._t_off
+        if len(raw) < 4:
+            raise self._corrupt(at, "type table too short")
+        (n,) = U32.unpack_from(raw, 0)
+        # Every listed type is some event's: bound n by the events and the
+        # bytes before building anything, and refuse a repeat at once.
+        if n > self._events or 4 + n * _MIN_NAME > len(raw):
+            raise self._corrupt(at, f"type table cannot hold {n} types")
         names: list[str] = []
-        try:
-            (n,) = U32.unpack_from(raw, 0)
-            p = 4
-            for _ in range(n):
-                (ln,) = U16.unpack_from(raw, p)
-                b = raw[p + 2 : p + 2 + ln]
-                if len(b) != ln:
-                    raise struct.error("short")
-                names.append(b.decode("utf-8"))
-                p += 2 + ln
-        except (struct.error, UnicodeDecodeError):
-            raise self._corrupt(self._t_off, "type table truncated or not UTF-8") from None
+        seen: set[bytes] = set()
+        p = 4
+        for _ in range(n):
+            if p + 2 > len(raw):
+                raise self._corrupt(at, "type table truncated")
+            (ln,) = U16.unpack_from(raw, p)
+            b = raw[p + 2 : p + 2 + ln]
+            if len(b) != ln:
+                raise self._corrupt(at, "type table truncated")
+            bad = name_problem(b)
+            if bad is not None:
+                raise self._corrupt(at, f"type {len(names)}: {bad}")
+            if b in seen:
+                raise self._corrupt(at, f"type table names {b!r} twice")
+            seen.add(b)
+            names.append(b.decode("utf-8"))
+            p += 2 + ln
         if p != len(raw):
-            raise self._corrupt(self._t_off, "type table has trailing bytes")
+            raise self._corrupt(at, "type table has trailing bytes")
         self._types = names
         return names
 
