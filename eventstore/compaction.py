@@ -20,6 +20,7 @@ from typing import Any
 
 from . import keys
 from .archive import ArchiveFile, file_name, from_meta
+from .errors import FileFull
 from .esdb import ESDBWriter
 from .esdb.writer import WalkData
 from .hot import LevelDBCorruption, damaged
@@ -51,6 +52,22 @@ def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tup
         return []
     bounds.append(high)
     return list(itertools.pairwise(bounds))
+
+
+def split_at(low: bytes, high: bytes, full: FileFull) -> list[tuple[bytes, bytes]]:
+    """[low, high) cut where a file filled up (``full.event_id``, in the range):
+    the part below it, then the rest. The writer takes events stream by
+    stream, so the file that filled held every event of [low, high) of the
+    streams before that event's and its own stream's events below it; the
+    part below the event holds a subset of each, so it fits, or fills up at
+    a smaller id, and the ranges shrink until they fit (one event always does,
+    unless it alone passes a limit: that is refused as it is)."""
+    cut = full.event_id
+    if cut == low:  # the range's first event: it alone, then the rest
+        cut = (int.from_bytes(low, "big") + 1).to_bytes(16, "big")
+    if not low < cut < high:
+        raise full
+    return [(low, cut), (cut, high)]
 
 
 def _hot_events(snap: Any, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:

@@ -111,3 +111,17 @@ class UsedAfterFork(EventStoreError, RuntimeError):
 
 class AppendTooLarge(InvalidArgument):
     """One append holds more events or bytes than the store accepts at once."""
+
+
+# -- h4-format: the ESDB file format's limits -------------------------------
+
+
+class FileFull(InvalidArgument):
+    """An ESDB file cannot take this event: one of its chunks would pass the
+    format's 64 MiB bound (docs/FORMAT.md, Limits). The writer is unchanged;
+    finish the file and put the event in the next one. ``event_id`` is the
+    refused event's 16-byte id."""
+
+    def __init__(self, message: str, event_id: bytes) -> None:
+        self.event_id = event_id
+        super().__init__(message)

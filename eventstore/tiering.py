@@ -20,8 +20,8 @@ from ulid import ULID
 
 from . import keys, segments
 from .archive import ArchiveFile
-from .compaction import compact_range, merge_files, split_range
-from .errors import CorruptFile, InvalidArgument, StoreClosed
+from .compaction import compact_range, merge_files, split_at, split_range
+from .errors import CorruptFile, FileFull, InvalidArgument, StoreClosed
 from .hot import HotTier, LevelDBCorruption, damaged
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
 from .records import unpack
@@ -126,12 +126,24 @@ class Tiering:
             made: list[ArchiveFile] = []
             committing = False
             try:
-                for lo, hi in split_range(snap, low, cutoff, max_file_events):
-                    number = self._take_file_number()
-                    f = compact_range(
-                        snap, self._archive_dir, number, lo, hi, self._index_types, progress
-                    )
+                # A range whose file fills up (a chunk would pass 64 MiB: one
+                # stream's index keys, say) is cut where it did and redone;
+                # the number of the file given up is used for the next.
+                todo = split_range(snap, low, cutoff, max_file_events)[::-1]
+                number = None
+                while todo:
+                    lo, hi = todo.pop()
+                    if number is None:
+                        number = self._take_file_number()
+                    try:
+                        f = compact_range(
+                            snap, self._archive_dir, number, lo, hi, self._index_types, progress
+                        )
+                    except FileFull as full:
+                        todo += split_at(lo, hi, full)[::-1]
+                        continue
                     if f is not None:
+                        number = None
                         made.append(f)
                         segments.write(self._hot.db, f)
                 self._check_seqs(snap, cutoff, seq_at_floor, made)
@@ -229,11 +241,22 @@ class Tiering:
                 if runs[-1] and sum(g.events for g in runs[-1]) + f.events > max_events:
                     runs.append([])
                 runs[-1].append(f)
-            for run in runs:
+            runs.reverse()
+            number = None
+            while runs:
+                run = runs.pop()
                 if len(run) < max(min_files, 2):
                     continue
-                number = self._take_file_number()
-                merged = merge_files(self._archive_dir, number, run, self._index_types)
+                if number is None:
+                    number = self._take_file_number()
+                try:
+                    merged = merge_files(self._archive_dir, number, run, self._index_types)
+                except FileFull:
+                    # Too much for one file: merge each half of the run.
+                    half = len(run) // 2
+                    runs += [part for part in (run[half:], run[:half]) if len(part) >= 2]
+                    continue
+                number = None
                 committing = False
                 try:
                     segments.write(self._hot.db, merged)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from eventstore.errors import InvalidArgument, InvalidName, InvalidULID, StoreClosed
 from eventstore.esdb import ESDBReader, ESDBWriter
 from eventstore.esdb import reader as reader_mod
+from eventstore.esdb import verify as verify_mod
 from eventstore.esdb import writer as writer_mod
 from eventstore.esdb.writer import WalkData
 from eventstore.events import Event
@@ -134,6 +135,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer_mod, "INDEX_CHUNK_SIZE", 150)
     monkeypatch.setattr(writer_mod, "POSTINGS_PER_CHUNK", 6)
     monkeypatch.setattr(reader_mod, "POSTINGS_PER_CHUNK", 6)
+    monkeypatch.setattr(verify_mod, "POSTINGS_PER_CHUNK", 6)
 
 
 # -- the model's answers ------------------------------------------------------

@@ -108,8 +108,8 @@ def test_refusal_leaves_the_writer_usable(tmp_path: Any) -> None:
     ):
         with pytest.raises(InvalidArgument):
             w.add(*bad)
-    w.add("a", uid(2), rec(1))
-    w.add("b", uid(3), rec(0))
+    w.add("a", uid(2), rec(1, 2))
+    w.add("b", uid(3), rec(0, 3))
     meta = w.finish()
     assert (meta.event_count, meta.space_count) == (3, 2)
     with ESDBReader(path) as r:
@@ -236,17 +236,17 @@ CONTINUING_BAD = [
 def test_add_stream_refuses_what_add_refuses(tmp_path: Any, bad: bytes, walk: bool) -> None:
     path = str(tmp_path / "f.esdb")
     w = ESDBWriter(path, decoder=writer_mod.WalkData() if walk else None)
-    w.add_stream("a", [(uid(1), rec(0))])
+    w.add_stream("a", [(uid(1), rec(0, 1))])
     with pytest.raises(InvalidArgument):
-        w.add_stream("a", [(uid(2), rec(1)), (uid(3), bad)])
+        w.add_stream("a", [(uid(2), rec(1, 2)), (uid(3), bad)])
     with pytest.raises(InvalidArgument):
         w.add("a", uid(3), bad)
     assert w.events == 2
-    w.add_stream("a", [(uid(3), rec(2)), (uid(4), rec(3))])
-    w.add_stream("b", iter([(uid(5), rec(0))]))
+    w.add_stream("a", [(uid(3), rec(2, 3)), (uid(4), rec(3, 4))])
+    w.add_stream("b", iter([(uid(5), rec(0, 5))]))
     w.add_stream("b", [])
     meta = w.finish()
-    assert (meta.event_count, meta.space_count, meta.first_seq, meta.last_seq) == (5, 2, 1, 1)
+    assert (meta.event_count, meta.space_count, meta.first_seq, meta.last_seq) == (5, 2, 1, 5)
     with ESDBReader(path) as r:
         r.verify()
         assert [(e.version, e.id.bytes) for e in r.read_stream("a")] == [

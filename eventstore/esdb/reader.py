@@ -258,8 +258,10 @@ class ESDBReader:
             raise self._corrupt(0, "bad header magic (not an ESDB file)")
         if zlib.crc32(mm[0:12]) != hcrc:
             raise self._corrupt(0, "header checksum mismatch")
-        if hversion != version or hres != 0:
+        if hversion != version:
             raise self._corrupt(8, f"header version {hversion} disagrees with footer {version}")
+        if hres != 0:
+            raise self._corrupt(10, "header: reserved bytes are not zero")
         (
             k_off,
             d_off,
@@ -350,11 +352,13 @@ class ESDBReader:
 
     # -- chunks ---------------------------------------------------------------
 
-    def _chunk(self, offset: int, kind: int) -> bytes:
-        """The raw payload of the chunk at ``offset``, checked and decompressed."""
-        return self._chunk_ex(offset, kind)[0]
+    def _chunk(self, offset: int, kind: int, most: int = MAX_RAW) -> bytes:
+        """The raw payload of the chunk at ``offset``, checked and decompressed;
+        ``most`` is the largest payload the caller's counts allow, refused
+        from the chunk header before anything is read or inflated."""
+        return self._chunk_ex(offset, kind, most)[0]
 
-    def _chunk_ex(self, offset: int, kind: int) -> tuple[bytes, int]:
+    def _chunk_ex(self, offset: int, kind: int, most: int = MAX_RAW) -> tuple[bytes, int]:
         """(raw payload, stored size including the header) of one chunk."""
         mm = self._map()
         what = KIND_NAMES.get(kind, "chunk")
@@ -368,10 +372,16 @@ class ESDBReader:
         limit = MAX_INDEX_CHUNK if kind in (KIND_SPACES, KIND_ULIDS) else MAX_RAW
         if raw_len > limit:
             raise self._corrupt(offset + 8, f"{what} claims {raw_len} raw bytes (limit {limit})")
+        if raw_len > most:
+            raise self._corrupt(
+                offset + 8, f"{what} of {raw_len} bytes is larger than the file's counts allow"
+            )
         start = offset + CHUNK_SIZE
         stop = start + stored_len
         if stop > self._end:
             raise self._corrupt(offset + 4, f"{what} of {stored_len} bytes runs past the end")
+        if codec not in CODEC_NAMES:
+            raise self._corrupt(offset + 1, f"{what}: unknown codec {codec}")
         if codec == CODEC_NONE and stored_len != raw_len:
             raise self._corrupt(offset + 4, f"{what}: stored and raw lengths differ")
         if codec != CODEC_NONE and stored_len >= raw_len:
@@ -387,7 +397,7 @@ class ESDBReader:
         bpos, boff = self._bpos, self._boff
         if bpos is not None and boff is not None:
             return bpos, boff
-        raw = self._chunk(self._k_off, KIND_BLOCK_INDEX)
+        raw = self._chunk(self._k_off, KIND_BLOCK_INDEX, 16 * self._blocks)
         n = self._blocks
         if len(raw) != 16 * n:
             raise self._corrupt(self._k_off, f"block index holds {len(raw)} bytes for {n} blocks")
@@ -453,7 +463,8 @@ class ESDBReader:
         d = self._space_dir
         if d is not None:
             return d
-        raw = self._chunk(self._d_off, KIND_SPACE_DIR)
+        most = min(self._spaces, (self._end - self._index_region) // MIN_CHUNK)
+        raw = self._chunk(self._d_off, KIND_SPACE_DIR, 4 + most * (18 + MAX_NAME_BYTES))
         if len(raw) < 4:
             raise self._corrupt(self._d_off, "space directory too short")
         (n,) = U32.unpack_from(raw, 0)
@@ -821,8 +832,8 @@ class ESDBReader:
         first, last = start // per, (start + count - 1) // per
         order = range(last, first - 1, -1) if backwards else range(first, last + 1)
         for j in order:
-            raw = self._chunk(pch[j], KIND_POSTINGS)
             n = min(per, total - j * per)
+            raw = self._chunk(pch[j], KIND_POSTINGS, 4 * n)
             if len(raw) != 4 * n:
                 raise self._corrupt(pch[j], f"postings chunk of {len(raw)} bytes, not {4 * n}")
             a = max(start, j * per) - j * per
@@ -860,7 +871,8 @@ class ESDBReader:
         d = self._ulid_dir
         if d is not None:
             return d
-        raw = self._chunk(self._u_off, KIND_ULID_DIR)
+        most = min(self._events, (self._end - self._index_region) // MIN_CHUNK)
+        raw = self._chunk(self._u_off, KIND_ULID_DIR, 4 + ULID_DIR_ENTRY.size * most)
         if len(raw) < 4:
             raise self._corrupt(self._u_off, "ULID directory too short")
         (n,) = U32.unpack_from(raw, 0)
@@ -897,8 +909,8 @@ class ESDBReader:
             return hit
         dids, doffs, dcounts = self._dir_of_ulids()
         off = doffs[ci]
-        raw = self._chunk(off, KIND_ULIDS)
         n = dcounts[ci]
+        raw = self._chunk(off, KIND_ULIDS, 4 + 28 * n)
         if len(raw) != 4 + 28 * n or U32.unpack_from(raw, 0)[0] != n:
             raise self._corrupt(off, f"ULID index chunk does not hold {n} entries")
         end = 4 + 16 * n
@@ -951,7 +963,7 @@ class ESDBReader:
         t = self._types
         if t is not None:
             return t
-        raw = self._chunk(self._t_off, KIND_TYPES)
+        raw = self._chunk(self._t_off, KIND_TYPES, 4 + self._events * (2 + MAX_NAME_BYTES))
         at = self._t_off
         if len(raw) < 4:
             raise self._corrupt(at, "type table too short")

@@ -10,32 +10,33 @@ from __future__ import annotations
 
 import itertools
 import struct
+import sys
+from array import array
 from typing import TYPE_CHECKING
 
 import msgpack
 
 from ..errors import CorruptFile
-from ..records import inert_ext
+from ..records import TYPE_INDEX, inert_ext
 from .format import (
     CHUNK_SIZE,
     FOOTER_SIZE,
     HEADER_SIZE,
     KIND_BLOCK,
-    KIND_BLOCK_INDEX,
     KIND_POSTINGS,
     KIND_SECONDARY,
-    KIND_SPACE_DIR,
-    KIND_SPACES,
-    KIND_TYPES,
-    KIND_ULID_DIR,
-    KIND_ULIDS,
+    POSTINGS_PER_CHUNK,
     SECONDARY_HEADER,
     SECONDARY_TAIL,
     U16,
+    U32,
+    SpaceInfo,
 )
 
 if TYPE_CHECKING:
     from .reader import ESDBReader
+
+from .reader import name_problem
 
 
 def verify(r: ESDBReader) -> None:
@@ -50,31 +51,27 @@ def verify(r: ESDBReader) -> None:
 def _verify(r: ESDBReader) -> None:
     path = r.path
     meta = r.meta
-    stored = HEADER_SIZE + FOOTER_SIZE  # bytes accounted for by checked chunks
+    # (offset, kind) of every chunk the file references, to prove at the end
+    # that they tile the file: each referenced once, no gaps, no overlaps.
+    data_chunks: list[int] = []
+    index_chunks: list[int] = [r._k_off, r._d_off, r._u_off, r._t_off]
 
     def fail(offset: int, problem: str) -> CorruptFile:
         return CorruptFile(path, offset, problem)
 
-    # Fixed index chunks (the reader checks their contents as it loads them).
-    for off, kind in (
-        (r._k_off, KIND_BLOCK_INDEX),
-        (r._d_off, KIND_SPACE_DIR),
-        (r._u_off, KIND_ULID_DIR),
-        (r._t_off, KIND_TYPES),
-    ):
-        stored += r._chunk_ex(off, kind)[1]
+    # The fixed index chunks: the reader checks them (bounds first) as it loads them.
     bpos, boff = r._block_index()
     _, doffs, _ = r._dir_of_spaces()
     _, uoffs, _ = r._dir_of_ulids()
     types = r._type_table()
-    if len(set(types)) != len(types):
-        raise fail(r._t_off, "type table names a type twice")
     type_ids = {t: i for i, t in enumerate(types)}
+    data_chunks += boff
+    index_chunks += doffs
+    index_chunks += uoffs
 
     # Spaces, their events and their secondary indexes, in file order.
     r._cache.clear()
-    for ci, off in enumerate(doffs):
-        stored += r._chunk_ex(off, KIND_SPACES)[1]
+    for ci, _off in enumerate(doffs):
         r._space_chunk(ci)
     expect_pos = 0
     prev_name = b""
@@ -83,6 +80,7 @@ def _verify(r: ESDBReader) -> None:
     record_bytes = 0
     min_id = max_id = b""
     block_seen = -1
+    types_met = 0  # types in order of first appearance by position
     for sp in r.spaces(cache=False):
         name_b = sp.stream.encode()
         if name_b <= prev_name and sp.number:
@@ -99,7 +97,7 @@ def _verify(r: ESDBReader) -> None:
         for id16, raw in r._raw(sp):
             bi = _block_of(bpos, sp.first_pos + rel)
             if bi != block_seen:
-                stored += _check_block(r, bi)
+                _check_block(r, bi)
                 block_seen = bi
             at = boff[bi]
             if id16 <= prev_id:
@@ -122,6 +120,8 @@ def _verify(r: ESDBReader) -> None:
             version, seq, type_, _d, _m, indexes = rec
             if version != sp.first_version + rel:
                 raise fail(at, f"stream {sp.stream!r}: version {version} at relative {rel}")
+            if not 0 <= seq < 1 << 64:
+                raise fail(at, f"event {id16.hex()}: seq {seq} out of range")
             first_seq = seq if first_seq is None else min(first_seq, seq)
             last_seq = max(last_seq, seq)
             rbytes += len(raw)
@@ -131,13 +131,26 @@ def _verify(r: ESDBReader) -> None:
             for name, value in indexes.items():
                 if type(name) is not str or type(value) is not str:
                     raise fail(at, "index entries must map str to str")
-                postings.setdefault((name.encode(), value.encode()), []).append(rel)
+                nb = name.encode("utf-8", "surrogatepass")
+                vb = value.encode("utf-8", "surrogatepass")
+                bad = name_problem(nb) or name_problem(vb)
+                if bad is not None:
+                    raise fail(at, f"event {id16.hex()}: index entry: {bad}")
+                postings.setdefault((nb, vb), []).append(rel)
             if meta.index_types:
+                given = indexes.get(TYPE_INDEX)
+                if given is not None and given != type_:
+                    raise fail(at, f"event {id16.hex()}: index type={given!r} is not its type")
                 plist = postings.setdefault((b"type", type_.encode()), [])
                 if not plist or plist[-1] != rel:
                     plist.append(rel)
-            if type_ not in type_ids:
+            tid = type_ids.get(type_)
+            if tid is None:
                 raise fail(r._t_off, f"event type {type_!r} missing from the type table")
+            if tid > types_met:
+                raise fail(r._t_off, f"type table lists {types[types_met]!r} before {type_!r}")
+            if tid == types_met:
+                types_met += 1
             rel += 1
         if rel != sp.count:
             raise fail(r._d_off, f"space {sp.stream!r} holds {rel} events, not {sp.count}")
@@ -145,12 +158,14 @@ def _verify(r: ESDBReader) -> None:
             raise fail(r._d_off, f"space {sp.stream!r}: first/last ULID disagree with its events")
         if rbytes != sp.record_bytes:
             raise fail(r._d_off, f"space {sp.stream!r}: record byte count disagrees")
-        stored += _check_secondary(r, sp, postings)
+        _check_secondary(r, sp, postings, data_chunks)
         record_bytes += rbytes
     if expect_pos != meta.event_count:
         raise fail(r._d_off, f"spaces hold {expect_pos} events, footer says {meta.event_count}")
     if block_seen != len(boff) - 1:
         raise fail(r._k_off, "block index names blocks no space uses")
+    if types_met != len(types):
+        raise fail(r._t_off, f"type table lists {len(types) - types_met} types no event has")
     if meta.event_count and (
         min_id != meta.first_id
         or max_id != meta.last_id
@@ -161,11 +176,12 @@ def _verify(r: ESDBReader) -> None:
     if record_bytes != meta.record_bytes:
         raise fail(r.size - FOOTER_SIZE, "footer record byte count disagrees with the events")
 
-    # The ULID index: strictly increasing, each entry finding its own event.
+    # The ULID index: strictly increasing, each entry finding its own event,
+    # seq rising with it.
     prev = b""
+    prev_seq = -1
     seen = 0
     for ci, off in enumerate(uoffs):
-        stored += r._chunk_ex(off, KIND_ULIDS)[1]
         ch = r._ulid_chunk(ci)
         for k, id16 in enumerate(ch.ids):
             if id16 <= prev:
@@ -177,11 +193,28 @@ def _verify(r: ESDBReader) -> None:
             ev = r._event_at(pos, sp_no, id16)
             if tid >= len(types) or types[tid] != ev.type:
                 raise fail(off, f"ULID index type of {id16.hex()} disagrees with its record")
+            if ev.seq <= prev_seq:
+                raise fail(off, f"event {id16.hex()}: seq {ev.seq} does not rise with the ULID")
+            prev_seq = ev.seq
             seen += 1
     if seen != meta.event_count:
         raise fail(r._u_off, f"ULID index holds {seen} entries, file {meta.event_count}")
-    if stored != r.size:
-        raise fail(HEADER_SIZE, f"{r.size - stored} bytes of the file belong to no checked chunk")
+    _check_tiling(r, data_chunks, HEADER_SIZE, r._index_region, "data region")
+    _check_tiling(r, index_chunks, r._index_region, r.size - FOOTER_SIZE, "index region")
+
+
+def _check_tiling(r: ESDBReader, offsets: list[int], start: int, end: int, what: str) -> None:
+    """The chunks at ``offsets`` lie end to end from ``start`` to ``end``:
+    every byte of the region is in exactly one referenced chunk."""
+    at = start
+    for off in sorted(offsets):
+        if off != at:
+            problem = "referenced twice" if off < at else f"{off - at} bytes no chunk references"
+            raise CorruptFile(r.path, min(off, at), f"{what}: {problem}")
+        (stored,) = U32.unpack_from(r._map(), off + 4)
+        at = off + CHUNK_SIZE + stored
+    if at != end:
+        raise CorruptFile(r.path, at, f"{what}: {end - at} bytes no chunk references")
 
 
 def _block_of(bpos: list[int], pos: int) -> int:
@@ -205,26 +238,28 @@ def _check_block(r: ESDBReader, bi: int) -> int:
 
 
 def _check_secondary(
-    r: ESDBReader, sp: object, expected: dict[tuple[bytes, bytes], list[int]]
-) -> int:
-    """Compare a space's stored secondary index with the one its records imply."""
-    from .format import SpaceInfo
-
-    assert isinstance(sp, SpaceInfo)
+    r: ESDBReader,
+    sp: SpaceInfo,
+    expected: dict[tuple[bytes, bytes], list[int]],
+    data_chunks: list[int],
+) -> None:
+    """Compare a space's stored secondary index with the one its records imply,
+    decoding it once."""
     off = sp.index_offset
     if off == 0:
         if expected:
             raise CorruptFile(r.path, r._d_off, f"space {sp.stream!r} lacks its secondary index")
         if sp.index_bytes:
             raise CorruptFile(r.path, r._d_off, f"space {sp.stream!r}: index byte count wrong")
-        return 0
+        return
+    if off + CHUNK_SIZE > r._index_region:
+        raise CorruptFile(r.path, off, "secondary index outside the data region")
     raw, size = r._chunk_ex(off, KIND_SECONDARY)
-    nkeys, npch, total = SECONDARY_HEADER.unpack_from(raw, 0)
-    p = SECONDARY_HEADER.size
-    pch = struct.unpack_from(f"<{npch}Q", raw, p)
-    p += 8 * npch
-    koffs = struct.unpack_from(f"<{nkeys + 1}I", raw, p)
-    kbase = p + 4 * (nkeys + 1)
+    nkeys, npch, total, kbase, kend = r._secondary_layout(sp, raw)
+    pch = struct.unpack_from(f"<{npch}Q", raw, SECONDARY_HEADER.size)
+    koffs = struct.unpack_from(f"<{nkeys + 1}I", raw, kbase - 4 * (nkeys + 1))
+    if koffs[0] != 0:
+        raise CorruptFile(r.path, off, "secondary key offsets do not start at 0")
     keys: list[tuple[bytes, bytes, int, int]] = []
     for i in range(nkeys):
         q = kbase + koffs[i]
@@ -234,7 +269,7 @@ def _check_secondary(
         (lv,) = U16.unpack_from(raw, q)
         value = raw[q + 2 : q + 2 + lv]
         start, count = SECONDARY_TAIL.unpack_from(raw, q + 2 + lv)
-        if q + 2 + lv + SECONDARY_TAIL.size != kbase + koffs[i + 1]:
+        if q + 2 + lv + SECONDARY_TAIL.size != kbase + koffs[i + 1] or len(value) != lv:
             raise CorruptFile(r.path, off, f"secondary key {i} has the wrong length")
         keys.append((name, value, start, count))
     if [(k[0], k[1]) for k in keys] != sorted(expected):
@@ -246,16 +281,31 @@ def _check_secondary(
         expect_start += count
     if expect_start != total:
         raise CorruptFile(r.path, off, "secondary index total disagrees")
-    for name, value, _start, _count in keys:
-        rels = list(r._postings(sp, name, value, False) or ())
-        if rels != expected[(name, value)]:
+    if npch == 0:
+        allp = _u32s(raw[kend : kend + 4 * total])
+    else:
+        allp = array("I")
+        for j, po in enumerate(pch):
+            praw, psize = r._chunk_ex(po, KIND_POSTINGS)
+            n = min(POSTINGS_PER_CHUNK, total - j * POSTINGS_PER_CHUNK)
+            if len(praw) != 4 * n:
+                raise CorruptFile(r.path, po, f"postings chunk of {len(praw)} bytes, not {4 * n}")
+            allp += _u32s(praw)
+            size += psize
+            data_chunks.append(po)
+    for name, value, start, count in keys:
+        if list(allp[start : start + count]) != expected[(name, value)]:
             raise CorruptFile(
                 r.path, off, f"space {sp.stream!r}: postings of {name!r}={value!r} disagree"
             )
-    for po in pch:
-        size += r._chunk_ex(po, KIND_POSTINGS)[1]
+    data_chunks.append(off)
     if size != sp.index_bytes:
         raise CorruptFile(r.path, r._d_off, f"space {sp.stream!r}: index byte count disagrees")
-    if off + CHUNK_SIZE > r._index_region:
-        raise CorruptFile(r.path, off, "secondary index outside the data region")
-    return size
+
+
+def _u32s(data: bytes) -> array[int]:
+    out = array("I")
+    out.frombytes(data)
+    if sys.byteorder == "big":  # pragma: no cover - exotic platforms
+        out.byteswap()
+    return out

@@ -17,14 +17,16 @@ import time
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import IO, Any
 
 import msgpack
 
-from ..errors import InvalidArgument
-from ..records import MAX_RECORD_BYTES, inert_ext, name_bytes
+from ..errors import FileFull, InvalidArgument, InvalidName
+from ..records import MAX_RECORD_BYTES, TYPE_INDEX, inert_ext, name_bytes
 from .format import (
+    BLOCK_INDEX_ENTRY,
     CODEC_NAMES,
     CODECS,
     DEFAULT_BLOCK_SIZE,
@@ -63,7 +65,9 @@ from .format import (
     frame_chunk,
 )
 
-_RUN = struct.Struct(">16sIII")  # a ULID-index entry while sorting: id, pos, space, type
+# A ULID-index entry while sorting: id, pos, space, type, and the seq, so the
+# merge can check that seq rises with ULID order (big-endian: bytes sort as numbers).
+_RUN = struct.Struct(">16sIIIQ")
 _RUN_PACK = _RUN.pack
 
 
@@ -148,9 +152,25 @@ class WalkData:
         return version, seq, type_, indexes
 
 
-RUN_ENTRIES = 1 << 17  # entries per sorted run (~9 MiB of Python objects)
+RUN_ENTRIES = 1 << 17  # entries per sorted run (~10 MiB of Python objects)
 _READ_ENTRIES = 2048  # entries read at a time from each run while merging
 _ULID_CHUNK_ENTRIES = INDEX_CHUNK_SIZE // 28
+
+# What the 64 MiB chunk bound allows one file (FORMAT.md, Limits): the block
+# index holds 16 bytes per block, the ULID directory 28 per I chunk.
+MAX_BLOCKS = MAX_RAW // BLOCK_INDEX_ENTRY.size
+MAX_EVENTS = min(MAX_COUNT, (MAX_RAW - 4) // ULID_DIR_ENTRY.size * _ULID_CHUNK_ENTRIES)
+_BLOCK_HEAD = 8  # a block payload's u32 count and its first record offset
+_PER_EVENT = 20  # a ULID and a record offset per event in a block
+_KEY_FIXED = 4 + 2 + 2 + SECONDARY_TAIL.size  # key offset, two name lengths, start, count
+
+
+def x_payload(key_bytes: int, postings: int) -> int:
+    """Size of an ``X`` payload whose keys (with their offsets) take
+    ``key_bytes`` and which holds ``postings`` postings."""
+    if postings <= POSTINGS_PER_CHUNK:
+        return SECONDARY_HEADER.size + 4 + key_bytes + 4 * postings
+    return SECONDARY_HEADER.size + 4 + key_bytes + 8 * -(-postings // POSTINGS_PER_CHUNK)
 
 
 def _fsync_dir(path: str) -> None:
@@ -176,11 +196,21 @@ class ESDBWriter:
         codec: str = "zstd",
         block_size: int = DEFAULT_BLOCK_SIZE,
         decoder: Decoder | None = None,
+        created: datetime | None = None,
     ) -> None:
         if codec not in CODECS:
             raise InvalidArgument(f"unknown codec {codec!r}; expected one of {sorted(CODECS)}")
         if type(block_size) is not int or not 1 <= block_size <= MAX_RAW // 2:
             raise InvalidArgument(f"block_size must be an int in 1..{MAX_RAW // 2}")
+        if created is not None and (
+            not isinstance(created, datetime) or created.tzinfo is None or created.year < 1970
+        ):
+            raise InvalidArgument("created must be an aware datetime from 1970 on")
+        self._created_us = (
+            None
+            if created is None
+            else (created - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        )
         self.path = os.fspath(path)
         if os.path.exists(self.path):
             raise FileExistsError(f"{self.path!r} already exists; ESDB files are never rewritten")
@@ -208,7 +238,10 @@ class ESDBWriter:
         self._pos = 0
         self._space_no = -1
         self._types: dict[str, int] = {}
-        self._type_info: dict[str, tuple[int, tuple[str, str]]] = {}  # type -> id, posting key
+        # type -> id, posting key, UTF-8 length
+        self._type_info: dict[str, tuple[int, tuple[str, str], int]] = {}
+        self._type_bytes = 4  # the type table's payload so far
+        self._dir_bytes = 4  # the space directory's payload so far
         self._entry_heads: dict[tuple[str, str], bytes] = {}  # see _write_secondary
         self._first_seq: int | None = None
         self._last_seq = 0
@@ -226,6 +259,8 @@ class ESDBWriter:
         self._sp_record_bytes = 0
         # (index name, value) -> relative positions in the current space
         self._postings: dict[tuple[str, str], array[int]] = {}
+        self._sp_key_bytes = 0  # its X chunk's keys and key offsets
+        self._sp_total = 0  # its postings
         # space index chunks (spooled) and their directory
         self._sp_entries: list[bytes] = []
         self._sp_entries_raw = 0
@@ -274,6 +309,7 @@ class ESDBWriter:
         first_id = last_id
         first_seq, last_seq = self._first_seq, self._last_seq
         blk_ids, blk_recs, blk_raw = self._blk_ids, self._blk_recs, self._blk_raw
+        key_bytes, total = self._sp_key_bytes, self._sp_total
         run, added = self._run, 0
         try:
             for id16, record in it:
@@ -301,27 +337,28 @@ class ESDBWriter:
                     raise InvalidArgument(f"{_where(stream, id16)}: version {version} out of range")
                 if not 0 <= seq < 1 << 64:
                     raise InvalidArgument(f"{_where(stream, id16)}: seq {seq} out of range")
-                if pos >= MAX_COUNT:
-                    raise InvalidArgument(
-                        "an ESDB file holds fewer than 2**32 events; split the input"
-                    )
+                known = type_info.get(type_) or self._new_type(stream, id16, type_)
+                rel = pos - first_pos
+                new_bytes, n_post = self._index_cost(stream, id16, type_, known, indexes, rel)
+                self._check_room(id16, pos, key_bytes + new_bytes, total + n_post)
                 # Checked: from here on the event is added.
-                if blk_ids and blk_raw + 24 + size > limit:
+                key_bytes += new_bytes
+                total += n_post
+                if blk_ids and _BLOCK_HEAD + blk_raw + _PER_EVENT + size > MAX_RAW:
                     self._pos, self._blk_raw = pos, blk_raw
                     self._flush_block()
                     blk_ids, blk_recs, blk_raw = self._blk_ids, self._blk_recs, 0
                 next_version = version + 1
                 last_id = id16
-                rel = pos - first_pos
                 for entry in indexes.items():
                     plist = postings.get(entry)
                     if plist is None:
                         postings[entry] = plist = array("I")
                     plist.append(rel)
-                known = type_info.get(type_)
-                if known is None:
-                    known = type_info[type_] = (len(self._types), ("type", type_))
+                if known[0] == len(self._types):
                     self._types[type_] = known[0]
+                    type_info[type_] = known
+                    self._type_bytes += 2 + known[2]
                 if index_types:
                     plist = postings.get(known[1])
                     if plist is None:
@@ -333,15 +370,15 @@ class ESDBWriter:
                 if first_seq is None or seq < first_seq:
                     first_seq = seq
                 added += size
-                run.append(run_pack(id16, pos, space_no, known[0]))
+                run.append(run_pack(id16, pos, space_no, known[0], seq))
                 pos += 1
                 if len(run) >= RUN_ENTRIES:
                     self._spill_run()
                     run = self._run
                 blk_ids.append(id16)
                 blk_recs.append(record)
-                blk_raw += 24 + size
-                if blk_raw >= block_size:
+                blk_raw += _PER_EVENT + size
+                if _BLOCK_HEAD + blk_raw >= block_size:
                     self._pos = pos
                     self._flush_block()
                     blk_ids, blk_recs, blk_raw = self._blk_ids, self._blk_recs, 0
@@ -349,6 +386,7 @@ class ESDBWriter:
             self._pos, self._sp_next_version, self._sp_last_id = pos, next_version, last_id
             self._first_seq, self._last_seq = first_seq, last_seq
             self._blk_raw = blk_raw
+            self._sp_key_bytes, self._sp_total = key_bytes, total
             self._record_bytes += added
             self._sp_record_bytes += added
             # Ids rise within a stream: this run's ids lie in [first_id, last_id].
@@ -356,6 +394,67 @@ class ESDBWriter:
                 self._max_id = last_id
             if first_id < self._min_id or not self._min_id:
                 self._min_id = first_id
+
+    def _new_type(self, stream: str, id16: bytes, type_: str) -> tuple[int, tuple[str, str], int]:
+        """A type not seen in this file yet: checked as a name, its would-be
+        type-table entry (recorded only once its event is added)."""
+        try:
+            tb = name_bytes(type_, "event type")
+        except InvalidName as exc:
+            raise InvalidName(f"{_where(stream, id16)}: {exc}") from None
+        if self._type_bytes + 2 + len(tb) > MAX_RAW:
+            raise FileFull(
+                f"{_where(stream, id16)}: the file's type table is full (64 MiB)", id16
+            )
+        return len(self._types), (TYPE_INDEX, type_), len(tb)
+
+    def _index_cost(
+        self,
+        stream: str,
+        id16: bytes,
+        type_: str,
+        known: tuple[int, tuple[str, str], int],
+        indexes: dict[str, str],
+        rel: int,
+    ) -> tuple[int, int]:
+        """(key bytes, postings) that this event adds to its space's ``X``
+        chunk; new keys' names are checked here, once per space."""
+        postings = self._postings
+        new_bytes = 0
+        n_post = len(indexes)
+        for entry in indexes.items():
+            if entry not in postings:
+                name, value = entry
+                try:
+                    nb = name_bytes(name, "index name")
+                    vb = name_bytes(value, f"value of index {name!r}")
+                except InvalidName as exc:
+                    raise InvalidName(f"{_where(stream, id16)}: {exc}") from None
+                new_bytes += _KEY_FIXED + len(nb) + len(vb)
+        if self._index_types:
+            given = indexes.get(TYPE_INDEX)
+            if given is None:
+                n_post += 1
+                if known[1] not in postings:
+                    new_bytes += _KEY_FIXED + 4 + known[2]
+            elif given != type_:
+                raise InvalidArgument(
+                    f"{_where(stream, id16)}: index entry type={given!r} differs from the "
+                    f"event type {type_!r} in a file that indexes types"
+                )
+        return new_bytes, n_post
+
+    def _check_room(self, id16: bytes, pos: int, key_bytes: int, total: int) -> None:
+        """FileFull unless the file can take one more event (FORMAT.md, Limits)."""
+        if pos >= MAX_EVENTS:
+            raise FileFull(f"an ESDB file holds at most {MAX_EVENTS} events", id16)
+        if len(self._block_index) // 2 + 2 > MAX_BLOCKS:
+            raise FileFull(f"an ESDB file holds at most {MAX_BLOCKS} blocks", id16)
+        if x_payload(key_bytes, total) > MAX_RAW:
+            raise FileFull(
+                f"stream {self._stream!r}: its secondary index in this file is full (64 MiB)",
+                id16,
+            )
 
     def _add_one(self, stream: str, id16: bytes, record: bytes) -> None:
         if self._done:
@@ -393,15 +492,32 @@ class ESDBWriter:
         if not 0 <= seq < 1 << 64:
             raise InvalidArgument(f"{_where(stream, id16)}: seq {seq} out of range")
         pos = self._pos
-        if pos >= MAX_COUNT:
-            raise InvalidArgument("an ESDB file holds fewer than 2**32 events; split the input")
+        known = self._type_info.get(type_) or self._new_type(stream, id16, type_)
+        if new_space:
+            # A new space may open a new S chunk: a directory entry more.
+            if self._dir_bytes + SPACE_DIR_ENTRY.size + 2 + len(stream_b) > MAX_RAW:
+                raise FileFull(f"{_where(stream, id16)}: the file's space directory is full", id16)
+            saved = self._postings, self._sp_key_bytes, self._sp_total
+            self._postings, self._sp_key_bytes, self._sp_total = {}, 0, 0
+            try:
+                new_bytes, n_post = self._index_cost(stream, id16, type_, known, indexes, 0)
+            finally:
+                self._postings, self._sp_key_bytes, self._sp_total = saved
+            self._check_room(id16, pos, new_bytes, n_post)
+        else:
+            rel = pos - self._sp_first_pos
+            new_bytes, n_post = self._index_cost(stream, id16, type_, known, indexes, rel)
+            self._check_room(id16, pos, self._sp_key_bytes + new_bytes, self._sp_total + n_post)
+        # Checked: from here on the event is added.
         blk_ids = self._blk_ids
-        if blk_ids and self._blk_raw + 24 + size > MAX_RAW - 64:
+        if blk_ids and _BLOCK_HEAD + self._blk_raw + _PER_EVENT + size > MAX_RAW:
             self._flush_block()
         if new_space:
             self._start_space(stream, stream_b)
             self._sp_first_version = version
             self._sp_first_id = id16
+        self._sp_key_bytes += new_bytes
+        self._sp_total += n_post
         self._sp_next_version = version + 1
         self._sp_last_id = id16
         rel = pos - self._sp_first_pos
@@ -412,10 +528,10 @@ class ESDBWriter:
                 postings[entry] = plist = array("I")
             plist.append(rel)
         # Per type: its id in the file's type table and its posting key.
-        known = self._type_info.get(type_)
-        if known is None:
-            known = self._type_info[type_] = (len(self._types), ("type", type_))
+        if known[0] == len(self._types):
             self._types[type_] = known[0]
+            self._type_info[type_] = known
+            self._type_bytes += 2 + known[2]
         type_id = known[0]
         if self._index_types:
             plist = postings.get(known[1])
@@ -435,13 +551,14 @@ class ESDBWriter:
         self._sp_record_bytes += size
         self._pos = pos + 1
         run = self._run
-        run.append(_RUN_PACK(id16, pos, self._space_no, type_id))
+        run.append(_RUN_PACK(id16, pos, self._space_no, type_id, seq))
         if len(run) >= RUN_ENTRIES:
             self._spill_run()
+        blk_ids = self._blk_ids
         blk_ids.append(id16)
         self._blk_recs.append(record)
-        self._blk_raw += 24 + size
-        if self._blk_raw >= self._block_size:
+        self._blk_raw += _PER_EVENT + size
+        if _BLOCK_HEAD + self._blk_raw >= self._block_size:
             self._flush_block()
 
     def _start_space(self, stream: str, stream_b: bytes) -> None:
@@ -454,6 +571,7 @@ class ESDBWriter:
         self._sp_last_id = b""
         self._sp_record_bytes = 0
         self._postings = {}
+        self._sp_key_bytes = self._sp_total = 0
 
     def _end_space(self) -> None:
         index_offset, index_bytes = self._write_secondary()
@@ -474,6 +592,7 @@ class ESDBWriter:
         )
         if not self._sp_entries:
             self._sp_chunk_first = (self._space_no, self._stream_b)
+            self._dir_bytes += SPACE_DIR_ENTRY.size + 2 + len(self._stream_b)
         self._sp_entries.append(entry)
         self._sp_entries_raw += len(entry) + 4
         if self._sp_entries_raw >= INDEX_CHUNK_SIZE:
@@ -654,12 +773,20 @@ class ESDBWriter:
         # ULID index: merge the sorted runs into chunks
         ulid_dir: list[bytes] = []
         prev = b""
+        prev_seq = b""
         batch: list[bytes] = []
         for entry in self._merged_runs():
             id16 = entry[:16]
             if id16 == prev:
                 raise InvalidArgument(f"ULID {id16.hex()} occurs twice in this file")
-            prev = id16
+            seq_b = entry[28:]
+            if seq_b <= prev_seq:
+                raise InvalidArgument(
+                    f"event {id16.hex()} has seq {int.from_bytes(seq_b, 'big')}, not above the "
+                    f"seq {int.from_bytes(prev_seq, 'big')} of the event before it in ULID "
+                    "order: seq must rise with the ULID"
+                )
+            prev, prev_seq = id16, seq_b
             batch.append(entry)
             if len(batch) == _ULID_CHUNK_ENTRIES:
                 ulid_dir.append(self._write_ulid_chunk(batch))
@@ -672,7 +799,7 @@ class ESDBWriter:
             raise InvalidArgument("too many events for one ESDB file; split the input")
         self._write(frame_chunk(KIND_ULID_DIR, codec, raw))
         # footer
-        created_us = time.time_ns() // 1000
+        created_us = time.time_ns() // 1000 if self._created_us is None else self._created_us
         empty = self._pos == 0
         body = FOOTER.pack(
             block_index_offset,

@@ -1,0 +1,190 @@
+"""The ESDB conformance corpus (conformance/): the committed files are what
+scripts/make_conformance.py makes, and this project's reader gives the
+outcome written beside each one, within bounded time and memory."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import struct
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from eventstore.errors import CorruptFile
+from eventstore.esdb import ESDBReader
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "conformance"
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_conformance", ROOT / "scripts" / "make_conformance.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_conformance"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cases() -> list[str]:
+    return sorted(p.stem for p in CORPUS.glob("*.esdb"))
+
+
+def _expected(name: str) -> dict[str, Any]:
+    with open(CORPUS / f"{name}.json", encoding="utf-8") as f:
+        out: dict[str, Any] = json.load(f)
+    return out
+
+
+def test_corpus_is_what_the_generator_makes(tmp_path: Path) -> None:
+    made = _generator().generate(str(tmp_path))
+    assert sorted(made) == _cases()
+    readme = (tmp_path / "README.md").read_bytes()
+    assert readme == (CORPUS / "README.md").read_bytes(), "conformance/README.md is generated"
+    for name in made:
+        for ext in (".esdb", ".json"):
+            assert (tmp_path / (name + ext)).read_bytes() == (CORPUS / (name + ext)).read_bytes(), (
+                f"{name}{ext} differs from what scripts/make_conformance.py makes"
+            )
+
+
+def test_corpus_covers_valid_and_invalid_files() -> None:
+    names = _cases()
+    valid = [n for n in names if _expected(n)["valid"]]
+    invalid = [n for n in names if not _expected(n)["valid"]]
+    assert len(valid) >= 10 and len(invalid) >= 40
+    assert all(n.startswith("valid-") for n in valid)
+    assert all(n.startswith("invalid-") for n in invalid)
+    readme = (CORPUS / "README.md").read_text(encoding="utf-8")
+    for n in names:  # every file is described in the README
+        assert n in readme, n
+    spec = (ROOT / "docs" / "FORMAT.md").read_text(encoding="utf-8")
+    for n in invalid:  # every broken rule exists in the spec
+        assert f"**{_expected(n)['rule']}**" in spec, (n, _expected(n)["rule"])
+
+
+def _digest_events(r: ESDBReader) -> str:
+    h = hashlib.sha256()
+    for stream, id16, rec in r.iter_all_raw():
+        sb = stream.encode()
+        h.update(id16 + struct.pack("<I", len(sb)) + sb + struct.pack("<I", len(rec)) + rec)
+    return h.hexdigest()
+
+
+def _digest_spaces(r: ESDBReader) -> str:
+    h = hashlib.sha256()
+    for sp in r.spaces():
+        sb = sp.stream.encode()
+        h.update(struct.pack("<I", len(sb)) + sb)
+        h.update(struct.pack("<QQ", sp.first_version, sp.count) + sp.first_id + sp.last_id)
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name", [n for n in _cases() if n.startswith("valid-")])
+def test_valid_file_reads_as_expected(name: str) -> None:
+    exp = _expected(name)
+    with ESDBReader(CORPUS / f"{name}.esdb") as r:
+        r.verify()
+        m, f = r.meta, exp["footer"]
+        assert (m.event_count, m.space_count, m.block_count) == (
+            f["event_count"],
+            f["space_count"],
+            f["block_count"],
+        )
+        assert (m.first_seq, m.last_seq, m.record_bytes) == (
+            f["first_seq"],
+            f["last_seq"],
+            f["record_bytes"],
+        )
+        assert (m.first_id or bytes(16)).hex() == f["first_id"]
+        assert (m.last_id or bytes(16)).hex() == f["last_id"]
+        assert int(m.created.timestamp() * 1_000_000) == f["created_us"]
+        assert (m.codec, m.index_types) == (f["codec"], f["index_types"])
+        assert r.types() == exp["types"]
+        assert _digest_spaces(r) == exp["spaces_sha256"]
+        spaces = list(r.spaces())
+        for sp, e in zip(spaces, exp["spaces"], strict=False):
+            assert (sp.stream, sp.first_version, sp.count) == (
+                e["stream"],
+                e["first_version"],
+                e["count"],
+            )
+        assert _digest_events(r) == exp["events_sha256"]
+        order = hashlib.sha256(b"".join(e.id.bytes for e in r.read_all())).hexdigest()
+        assert order == exp["ulid_order_sha256"]
+        for pos, (e, (stream, id16, rec)) in enumerate(
+            zip(exp.get("events", []), r.iter_all_raw(), strict=False)
+        ):
+            assert (e["position"], e["id"], e["stream"], e["record"]) == (
+                pos,
+                id16.hex(),
+                stream,
+                rec.hex(),
+            )
+        for q in exp["index_queries"]:
+            got = [e.version for e in r.read_index(q["stream"], q["name"], q["value"])]
+            assert len(got) == q["count"] and got[: len(q["versions"])] == q["versions"]
+        # Every event is found by its id and read back the same way by stream.
+        for sp in spaces[:50]:
+            for ev in r.read_stream(sp.stream):
+                assert r.get(ev.id) == ev
+
+
+@pytest.mark.parametrize("name", [n for n in _cases() if n.startswith("invalid-")])
+def test_invalid_file_is_refused_fast(name: str) -> None:
+    """Refused with CorruptFile at the stage the corpus says (open, or the full
+    check), and never another exception; within 2 s and 50 MiB, however much
+    the file's counts claim."""
+    exp = _expected(name)
+    path = CORPUS / f"{name}.esdb"
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        if exp["stage"] == "open":
+            with pytest.raises(CorruptFile):
+                ESDBReader(path)
+        else:
+            with ESDBReader(path) as r, pytest.raises(CorruptFile):
+                r.verify()
+            _every_read_refuses_or_answers(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 2.0
+    assert peak < 50 << 20, f"{name}: {peak >> 20} MiB"
+
+
+def _every_read_refuses_or_answers(path: Path) -> None:
+    """Each read path of a damaged file either answers or raises CorruptFile."""
+    with ESDBReader(path) as r:
+        steps: list[Any] = [
+            lambda: list(r.spaces()),
+            r.types,
+            lambda: list(r.read_all()),
+            lambda: list(r.read_all(backwards=True, types=["buy"], stream_prefix="c")),
+            lambda: [list(r.read_stream(sp.stream)) for sp in r.spaces()],
+            lambda: [list(r.read_index(sp.stream, "type", "buy")) for sp in r.spaces()],
+            lambda: list(r.iter_all_raw()),
+            lambda: r.get(bytes.fromhex("0190a0b0c0d000000000000000000002")),
+        ]
+        for step in steps:
+            with contextlib.suppress(CorruptFile):
+                step()
+
+
+def test_readme_names_the_generator_and_the_digests() -> None:
+    readme = (CORPUS / "README.md").read_text(encoding="utf-8")
+    assert "scripts/make_conformance.py" in readme
+    assert "events_sha256" in readme and "spaces_sha256" in readme
+    assert os.path.exists(ROOT / "scripts" / "make_conformance.py")
