@@ -67,7 +67,7 @@ def raw_chunk(kind: str, payload: bytes) -> bytes:
 
 
 def zstd_chunk(kind: str, payload: bytes) -> bytes:
-    stored = zstandard.ZstdCompressor(level=19).compress(payload)
+    stored = zstandard.ZstdCompressor(level=12).compress(payload)
     if len(stored) >= len(payload):  # as the writer does: never store a larger chunk
         return raw_chunk(kind, payload)
     return chunk(kind, CODEC_ZSTD, stored, len(payload))
@@ -586,18 +586,25 @@ def _hostile_k(lay: Layout) -> None:
 
 
 def _hostile_d(lay: Layout) -> None:
-    entry = struct.pack("<QQH", 0, 0, 1) + b"a"
-    n = (32 << 20) // len(entry)
-    lay.d_payload = struct.pack("<I", n) + entry * n
+    """600,000 directory entries, in order and in range, so that only their
+    count (against the region that must hold their S chunks) gives them away."""
+    region = lay.foot[13]  # an offset inside the index region
+    entries = [struct.pack("<QQH", region, i, 7) + b"d%06d" % i for i in range(1, 600_000)]
+    first = struct.pack("<QQH", 0, 0, 2) + b"c1"  # the real chunk (emit fixes its offset)
+    lay.d_payload = struct.pack("<I", len(entries) + 1) + first + b"".join(entries)
     lay.squeeze = True
-    lay.foot[4] = lay.foot[5] = n  # event and space counts claimed to match
+    lay.foot[4] = lay.foot[5] = len(entries) + 1  # event and space counts claimed to match
 
 
 def _hostile_u(lay: Layout) -> None:
-    n = (32 << 20) // 28
-    lay.u_payload = struct.pack("<I", n) + struct.pack("<16sQI", bytes(16), 0, 1) * n
+    """600,000 ULID directory entries, in order and in range: as above."""
+    region = lay.foot[13]
+    n = 600_000
+    first = lay.u_payload[4:32]
+    rest = b"".join(struct.pack("<16sQI", uid(1 << 40 | i), region, 1) for i in range(1, n))
+    lay.u_payload = struct.pack("<I", n) + first + rest
     lay.squeeze = True
-    lay.foot[4] = n
+    lay.foot[4] = n + 1
 
 
 def _big_s(v: dict[str, bytes]) -> bytes:
@@ -931,21 +938,21 @@ INVALID = [
     Invalid(
         "invalid-bound-block-index",
         "L2",
-        "1 Mi blocks claimed in a 130-byte data region",
+        "1 Mi blocks claimed in a 249-byte data region",
         "open",
         _relaid(_hostile_k),
     ),
     Invalid(
         "invalid-bound-space-directory",
         "L2",
-        "a space directory of 1.6 M entries in a 1 KB file",
+        "a space directory of 600,000 entries, in order, in a small file",
         "verify",
         _relaid(_hostile_d),
     ),
     Invalid(
         "invalid-bound-ulid-directory",
         "L2",
-        "a ULID directory of 1.2 M entries in a 1 KB file",
+        "a ULID directory of 600,000 entries, in order, in a small file",
         "verify",
         _relaid(_hostile_u),
     ),

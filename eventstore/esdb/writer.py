@@ -566,6 +566,8 @@ class ESDBWriter:
             self._end_space()
         self._space_no += 1
         self._stream, self._stream_b = stream, stream_b
+        if not self._sp_entries:  # it will open an S chunk: a directory entry
+            self._dir_bytes += SPACE_DIR_ENTRY.size + 2 + len(stream_b)
         self._sp_first_pos = self._pos
         self._sp_first_id = b""
         self._sp_last_id = b""
@@ -592,7 +594,6 @@ class ESDBWriter:
         )
         if not self._sp_entries:
             self._sp_chunk_first = (self._space_no, self._stream_b)
-            self._dir_bytes += SPACE_DIR_ENTRY.size + 2 + len(self._stream_b)
         self._sp_entries.append(entry)
         self._sp_entries_raw += len(entry) + 4
         if self._sp_entries_raw >= INDEX_CHUNK_SIZE:
