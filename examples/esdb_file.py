@@ -15,9 +15,8 @@ import os
 import sys
 import tempfile
 
-from eventstore.esdb import ESDBReader, ESDBWriter
+from eventstore.esdb import ESDBReader, ESDBWriter, encode_record
 from eventstore.ids import MonotonicULIDs
-from eventstore.records import encode_record
 
 # (customer id, unix timestamp, event type, data), as in the Go example.
 EVENTS = [

@@ -1107,10 +1107,10 @@ class ESDBReader:
             after = None
 
     def id_at(self, rank: int) -> bytes:
-        """Id of the event at ``rank`` (0-based) in the file's ULID order.
-
-        A file holds a gap-free seq range in ULID order, so the event with seq
-        ``s`` is at rank ``s - meta.first_seq``.
+        """Id (16 bytes) of the event at ``rank`` (0-based) in the file's ULID
+        order, which is also its seq order (FORMAT.md, I3). In a file without
+        seq gaps (no removed events), the event with seq ``s`` is at rank
+        ``s - meta.first_seq``.
         """
         if type(rank) is not int or not 0 <= rank < self._events:
             raise InvalidArgument(f"rank {rank!r} outside 0..{self._events - 1}")
