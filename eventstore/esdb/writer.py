@@ -310,6 +310,9 @@ class ESDBWriter:
         first_seq, last_seq = self._first_seq, self._last_seq
         blk_ids, blk_recs, blk_raw = self._blk_ids, self._blk_recs, self._blk_raw
         key_bytes, total = self._sp_key_bytes, self._sp_total
+        max_events, block_index = MAX_EVENTS, self._block_index
+        max_index_items = 2 * (MAX_BLOCKS - 2)  # _check_room's block test, as array items
+        x_room = MAX_RAW - 20 - 4 * POSTINGS_PER_CHUNK - 16
         run, added = self._run, 0
         try:
             for id16, record in it:
@@ -337,13 +340,38 @@ class ESDBWriter:
                     raise InvalidArgument(f"{_where(stream, id16)}: version {version} out of range")
                 if not 0 <= seq < 1 << 64:
                     raise InvalidArgument(f"{_where(stream, id16)}: seq {seq} out of range")
-                known = type_info.get(type_) or self._new_type(stream, id16, type_)
+                known = type_info.get(type_)
+                new_type = known is None
+                if known is None:
+                    known = self._new_type(stream, id16, type_)
                 rel = pos - first_pos
-                new_bytes, n_post = self._index_cost(stream, id16, type_, known, indexes, rel)
-                self._check_room(id16, pos, key_bytes + new_bytes, total + n_post)
+                # What the event adds to the space's X chunk, inline (the
+                # common case: no new key); _index_cost is the full version.
+                new_bytes, n_post = 0, len(indexes)
+                slow = False
+                for entry in indexes.items():
+                    if entry not in postings:
+                        slow = True
+                        break
+                if index_types:
+                    if TYPE_INDEX in indexes or known[1] not in postings:
+                        slow = True
+                    n_post += 1
+                if slow:
+                    new_bytes, n_post = self._index_cost(stream, id16, type_, known, indexes, rel)
+                t2 = total + n_post
+                # Arithmetic only, unless the file is near a limit: an X
+                # payload is at most 20 + its key bytes + 64 KiB of inline
+                # postings + 8 bytes per 16,384 postings (see x_payload).
+                if (
+                    pos >= max_events
+                    or key_bytes + new_bytes + (t2 >> 11) > x_room
+                    or len(block_index) > max_index_items
+                ):
+                    self._check_room(id16, pos, key_bytes + new_bytes, t2)
                 # Checked: from here on the event is added.
                 key_bytes += new_bytes
-                total += n_post
+                total = t2
                 if blk_ids and _BLOCK_HEAD + blk_raw + _PER_EVENT + size > MAX_RAW:
                     self._pos, self._blk_raw = pos, blk_raw
                     self._flush_block()
@@ -355,7 +383,7 @@ class ESDBWriter:
                     if plist is None:
                         postings[entry] = plist = array("I")
                     plist.append(rel)
-                if known[0] == len(self._types):
+                if new_type:
                     self._types[type_] = known[0]
                     type_info[type_] = known
                     self._type_bytes += 2 + known[2]
