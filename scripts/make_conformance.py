@@ -906,6 +906,13 @@ INVALID = [
         "verify",
         _patched_record(b"\x96\x01\x02\xa3buy", b"\x97\x01\x02\xa3buy"),
     ),
+    Invalid(
+        "invalid-record-duplicate-key",
+        "R1",
+        "a map in a record holds the same key twice",
+        "verify",
+        _patched_record(b"\x81\xa5total\xa49.99", b"\x82\xa2to\xa2ab\xa2to\xa1b"),
+    ),
     Invalid("invalid-seq-order", "I3", "seq MUST rise with the ULID", "verify", _seq_order),
     Invalid(
         "invalid-index-type-differs",

@@ -213,3 +213,12 @@ def test_compaction_splits_a_stream_whose_index_fills_a_file(tmp_path: Path) -> 
         for f in result.files:
             with open(f, "rb") as fh:
                 assert fh.read(HEADER_SIZE)[:4] == b"\x89ESD"
+
+
+def test_writer_refuses_a_map_with_a_key_twice(tmp_path: Path) -> None:
+    w = ESDBWriter(str(tmp_path / "f.esdb"))
+    twice = b"\x96\x00\x01\xa1T\x82\xa1a\x01\xa1a\x02\xc0\x80"  # data {"a": 1, "a": 2}
+    with pytest.raises(InvalidArgument, match="not an event record"):
+        w.add("s", uid(1), twice)
+    assert w.events == 0
+    w.abort()

@@ -14,10 +14,8 @@ import sys
 from array import array
 from typing import TYPE_CHECKING
 
-import msgpack
-
 from ..errors import CorruptFile
-from ..records import TYPE_INDEX, inert_ext
+from ..records import TYPE_INDEX, reads_back
 from .format import (
     CHUNK_SIZE,
     FOOTER_SIZE,
@@ -105,7 +103,7 @@ def _verify(r: ESDBReader) -> None:
             prev_id = id16
             first_id = first_id or id16
             try:
-                rec = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
+                rec = reads_back(raw)  # every map's keys distinct too (R1)
             except Exception as exc:
                 raise fail(at, f"undecodable record of event {id16.hex()}: {exc}") from None
             if not (

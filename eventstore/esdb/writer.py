@@ -24,7 +24,7 @@ from typing import IO, Any
 import msgpack
 
 from ..errors import FileFull, InvalidArgument, InvalidName
-from ..records import MAX_RECORD_BYTES, TYPE_INDEX, inert_ext, name_bytes
+from ..records import MAX_RECORD_BYTES, TYPE_INDEX, inert_ext, name_bytes, reads_back
 from .format import (
     BLOCK_INDEX_ENTRY,
     CODEC_NAMES,
@@ -106,9 +106,7 @@ def decode_full(stream: str, id16: bytes, record: bytes) -> tuple[int, int, str,
     """Decode a record in full, data and metadata too, with the reader's
     options: a record the reader could not decode must not reach a file."""
     try:
-        version, seq, type_, _data, _meta, indexes = _unpackb(
-            record, raw=False, strict_map_key=False, ext_hook=inert_ext
-        )
+        version, seq, type_, _data, _meta, indexes = reads_back(record)
     except Exception:
         raise _not_a_record(stream, id16) from None
     _check_fields(stream, id16, version, seq, type_, indexes)
