@@ -97,8 +97,10 @@ class Tiering:
         The cutoff is ``before`` (a datetime, or a ULID: events with smaller
         ids move) or now minus ``older_than``. A cutoff at or below the
         watermark is a no-op; one in the future is an :class:`InvalidArgument`.
-        Above ``max_file_events`` the range is split into several files.
-        ``progress`` is called with counts of events written. Reads and
+        Above ``max_file_events`` the range is split into several files, and
+        a range whose file would pass a format limit (FileFull) is cut where
+        it filled and written again as two. ``progress`` is called with
+        counts of events written (a file written again counts again). Reads and
         appends go on meanwhile and answer the same throughout.
         """
         started = time.perf_counter()
