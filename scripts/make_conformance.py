@@ -1042,8 +1042,8 @@ the files can change without a change of the format: rerun the script.
   read that meets the damage MUST refuse too, and no read may answer with
   anything the damage made up). A reader MUST refuse each within bounded
   time and memory: this project's does within 2 s and 50 MiB, whatever the
-  file's counts claim (the `invalid-bound-*` files claim millions of
-  entries in a file of a few KB).
+  file's counts claim (the `invalid-bound-*` files claim up to millions of
+  entries in files of 2 KB to 1 MB).
 
 Digests (sha256, lowercase hex):
 
