@@ -125,3 +125,14 @@ class FileFull(InvalidArgument):
     def __init__(self, message: str, event_id: bytes) -> None:
         self.event_id = event_id
         super().__init__(message)
+
+
+# -- h7-server: deletion by KurrentDB's rules ---------------------------------
+
+
+class StreamDeleted(EventStoreError, LookupError):
+    """The stream was tombstoned: it can never be read or appended to again."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        super().__init__(f"Event stream '{stream}' is deleted.")

@@ -57,9 +57,11 @@ def main(ctx: click.Context, lock_timeout: float) -> None:
 
 def _register() -> None:
     from .esdb import esdb
+    from .serve import serve_command
     from .store_commands import COMMANDS
 
     main.add_command(esdb)
+    main.add_command(serve_command)
     for command in COMMANDS:
         main.add_command(command)
 
