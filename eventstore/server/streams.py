@@ -24,6 +24,7 @@ from ..deletion import (
 from ..errors import EventStoreError, StoreClosed, WrongExpectedVersion
 from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, NewEvent
 from .codec import (
+    POSITION_STEP,
     created_ticks,
     event_uuid,
     expected_number,
@@ -136,6 +137,13 @@ def _proposed(messages: Any, max_size: int) -> list[NewEvent]:
             )
         )
     return events
+
+
+def _check_position(commit: int) -> None:
+    """KurrentDB's answer (code and text, which clients match) to a position
+    that no event is at."""
+    if commit % POSITION_STEP:
+        raise _Refused(grpc.StatusCode.UNKNOWN, "Trying to read from an invalid position.")
 
 
 def _wev_text(stream: str, expected: Any, actual: int) -> str:
@@ -255,7 +263,9 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         which = aopts.WhichOneof("all_option")
         last = self.store.last_seq
         if which == "position":
-            at = first_seq_at(aopts.position.commit_position)
+            commit = aopts.position.commit_position
+            _check_position(commit)
+            at = first_seq_at(commit)
             start = at - 1 if backwards else at
         elif which == "end":
             start = last if backwards else last + 1
@@ -351,7 +361,8 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         aopts = options.all
         which = aopts.WhichOneof("all_option")
         if which == "position":
-            after = aopts.position.commit_position // position_of(1)
+            _check_position(aopts.position.commit_position)
+            after = aopts.position.commit_position // POSITION_STEP
         elif which == "end":
             after = self.store.last_seq
         else:
