@@ -131,7 +131,7 @@ for _method in ("Create", "Update", "Delete", "GetInfo", "ReplayParked", "Restar
     setattr(
         PersistentSubscriptionsServicer,
         _method,
-        _unimplemented(f"PersistentSubscriptions.{_method}"),
+        staticmethod(_unimplemented(f"PersistentSubscriptions.{_method}")),
     )
 
 
@@ -141,7 +141,7 @@ def _read_unimplemented(request_iterator: Any, context: grpc.ServicerContext) ->
     )
 
 
-PersistentSubscriptionsServicer.Read = _read_unimplemented
+PersistentSubscriptionsServicer.Read = staticmethod(_read_unimplemented)
 
 
 class Unimplemented(grpc.GenericRpcHandler):  # type: ignore[misc]

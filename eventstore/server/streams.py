@@ -209,12 +209,16 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         if options.WhichOneof("stream_option") == "stream":
             stream = _stream_name(options.stream.stream_identifier)
             if subscribe:
-                yield from self._subscribed(context, lambda: self._follow_stream(options, stream))
+                yield from self._subscribed(
+                    context, lambda gone: self._follow_stream(options, stream, gone)
+                )
             else:
                 yield from self._read_stream(options.stream, stream, backwards, options.count)
         elif options.WhichOneof("stream_option") == "all":
             if subscribe:
-                yield from self._subscribed(context, lambda: self._follow_all(options, filt))
+                yield from self._subscribed(
+                    context, lambda gone: self._follow_all(options, filt, gone)
+                )
             else:
                 yield from self._read_all(options.all, backwards, options.count, filt, context)
         else:
@@ -285,7 +289,9 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
     # -- subscriptions ----------------------------------------------------------
 
     def _subscribed(
-        self, context: grpc.ServicerContext, follow: Callable[[], Iterator[Any]]
+        self,
+        context: grpc.ServicerContext,
+        follow: Callable[[threading.Event], Iterator[Any]],
     ) -> Iterator[Any]:
         with self._sub_lock:
             if self._subscriptions >= self.limits.max_subscriptions:
@@ -294,26 +300,39 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
                     f"Maximum subscriptions reached ({self.limits.max_subscriptions})",
                 )
             self._subscriptions += 1
+        gone = threading.Event()  # the client cancelled or went away
+
+        def on_done() -> None:
+            gone.set()
+            self.store.wake_waiters()
+
+        context.add_callback(on_done)
         try:
             yield streams_pb2.ReadResp(
                 confirmation=streams_pb2.ReadResp.SubscriptionConfirmation(
                     subscription_id=str(uuid.uuid4())
                 )
             )
-            for resp in follow():
-                if not context.is_active():
+            for resp in follow(gone):
+                if gone.is_set():
                     return
                 yield resp
         finally:
             with self._sub_lock:
                 self._subscriptions -= 1
 
-    def _wait(self, seen_seq: int) -> None:
-        """Wait for a commit after ``seen_seq`` (or a short while); refuse once stopping."""
+    def _wait(self, seen_seq: int, gone: threading.Event) -> bool:
+        """Wait for a commit after ``seen_seq`` (or a short while); False once the
+        client is gone. Refuses once the server is stopping."""
         stopping = self.limits.stopping
         if stopping.is_set():
             raise _Refused(grpc.StatusCode.UNAVAILABLE, "Server is shutting down")
-        self.store.wait_for_commit(seen_seq, self.limits.live_wait, until=stopping.is_set)
+        self.store.wait_for_commit(
+            seen_seq,
+            self.limits.live_wait,
+            until=lambda: stopping.is_set() or gone.is_set(),
+        )
+        return not gone.is_set()
 
     def _too_slow(self, behind: int) -> None:
         if behind > self.limits.max_lag:
@@ -322,7 +341,7 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
                 "Consumer too slow to handle event while live. Client resubscription required.",
             )
 
-    def _follow_stream(self, options: Any, stream: str) -> Iterator[Any]:
+    def _follow_stream(self, options: Any, stream: str, gone: threading.Event) -> Iterator[Any]:
         sopts = options.stream
         which = sopts.WhichOneof("revision_option")
         if which == "revision":
@@ -355,9 +374,12 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
                         timestamp=_timestamp(), stream_revision=next_version - 1
                     )
                 )
-            self._wait(seen)
+            if not self._wait(seen, gone):
+                return
 
-    def _follow_all(self, options: Any, filt: EventFilter | None) -> Iterator[Any]:
+    def _follow_all(
+        self, options: Any, filt: EventFilter | None, gone: threading.Event
+    ) -> Iterator[Any]:
         aopts = options.all
         which = aopts.WhichOneof("all_option")
         if which == "position":
@@ -406,7 +428,8 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
                         ),
                     )
                 )
-            self._wait(seen)
+            if not self._wait(seen, gone):
+                return
 
     @staticmethod
     def _checkpoint(seq: int) -> streams_pb2.ReadResp:
