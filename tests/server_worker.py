@@ -1,0 +1,56 @@
+"""A client process for tests/test_server_processes.py: appends through the
+server with racing expected versions and writes one line per acknowledged
+append (flushed at once, so the lines survive the server being killed).
+
+    python -m tests.server_worker PORT OUT_FILE APPENDS SEED
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+
+from kurrentdbclient import KurrentDBClient, NewEvent
+from kurrentdbclient.exceptions import KurrentDBClientError, WrongCurrentVersionError
+
+STREAMS = ["shared-a", "shared-b", "shared-c"]
+
+
+def main() -> int:
+    port, out_path, appends, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rng = random.Random(seed)
+    client = KurrentDBClient(f"esdb://127.0.0.1:{port}?Tls=False&MaxDiscoverAttempts=1")
+    failures = 0
+    with open(out_path, "a", encoding="utf-8") as out:
+        done = 0
+        while done < appends:
+            stream = rng.choice(STREAMS)
+            events = [NewEvent(type="Raced", data=b"{}") for _ in range(rng.randint(1, 3))]
+            try:
+                current = client.get_current_version(stream, timeout=5)
+                position = client.append_to_stream(
+                    stream,
+                    events=events if len(events) > 1 else events[0],
+                    current_version=current,
+                    timeout=5,
+                )
+            except WrongCurrentVersionError:
+                continue  # lost the race: read again and retry
+            except KurrentDBClientError:
+                failures += 1
+                if failures > 20:
+                    return 3  # the server is gone
+                time.sleep(0.05)
+                continue
+            line = {"stream": stream, "ids": [str(e.id) for e in events], "position": position}
+            out.write(json.dumps(line) + "\n")
+            out.flush()
+            done += 1
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
