@@ -70,6 +70,7 @@ def serve_command(
     """
     try:
         from ..server import serve
+        from ..server.admin import AdminServer
         from ..server.transport import load_users
     except ImportError as exc:  # the server extra is not installed
         raise click.ClickException(
@@ -92,6 +93,13 @@ def serve_command(
         users = load_users(users_file) if users_file else None
         with opened(path, create=True, sync=sync) as store:
             server = serve(store, listen, tls_cert=tls_cert, tls_key=tls_key, users=users)
+            admin = AdminServer(store)
+            if not admin.start():
+                click.echo(
+                    f"eventstore serve: {path} is too long a path for the operator socket; "
+                    "stop the server to run other eventstore commands on it",
+                    err=True,
+                )
             mode = "TLS" if tls_cert else "insecure"
             click.echo(f"eventstore serve: {path} on {server.address} ({mode}), ready", err=False)
             sys.stdout.flush()
@@ -101,6 +109,7 @@ def serve_command(
                     next_compaction = time.monotonic() + every
                     _scheduled_compaction(store, older)
             server.stop()
+            admin.stop()
     except EventStoreError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

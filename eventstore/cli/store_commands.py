@@ -91,11 +91,32 @@ def check_store_path(path: str, create: bool) -> None:
         fail(f"{path} is not an eventstore store")
 
 
+# Stores that `eventstore serve` holds, by real path: the commands it runs for
+# other processes (eventstore/server/admin.py) use these instead of opening.
+SERVED: dict[str, EventStore] = {}
+
+
+def _forward_to_server(path: str) -> None:
+    """If a server holds the store, run this command there and exit with its status."""
+    try:
+        from ..server.admin import forward
+    except ImportError:  # the server extra is not installed
+        return
+    code = forward(path)
+    if code is not None:
+        sys.exit(code)
+
+
 @contextmanager
 def opened(path: str, *, create: bool = False, sync: bool = False) -> Iterator[EventStore]:
     """The store at ``path``, open for the block; fails with one line if it is
     missing (unless ``create``), not a store, or held by another process for
-    longer than ``--lock-timeout``."""
+    longer than ``--lock-timeout``. A store that `eventstore serve` holds is
+    worked on through the server."""
+    served = SERVED.get(os.path.realpath(path))
+    if served is not None:
+        yield served
+        return
     check_store_path(path, create)
     made = not os.path.exists(path)
     deadline = time.monotonic() + _lock_timeout()
@@ -104,6 +125,7 @@ def opened(path: str, *, create: bool = False, sync: bool = False) -> Iterator[E
             store = EventStore.open(path, sync=sync)
             break
         except StoreLocked:
+            _forward_to_server(path)
             if time.monotonic() >= deadline:
                 fail(
                     f"store {path} is open in another process (its lock is held); "

@@ -1,0 +1,137 @@
+"""`eventstore serve` from the command line: usage, a graceful stop, scheduled
+compaction, and the other commands working on the store while it is served."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
+
+from eventstore import EventStore
+
+from .server_fixtures import ROOT, free_port, serve_process
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eventstore.cli", "--lock-timeout", "0", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    neither = cli("serve", str(tmp_path / "s"))
+    assert neither.returncode == 2
+    assert "--tls-cert and --tls-key, or --insecure" in neither.stderr
+    both = cli("serve", str(tmp_path / "s"), "--insecure", "--tls-cert", "c", "--tls-key", "k")
+    assert both.returncode == 2 and "contradicts" in both.stderr
+    bad = cli("serve", str(tmp_path / "s"), "--insecure", "--listen", "nowhere")
+    assert bad.returncode == 1 and "HOST:PORT" in bad.stderr
+    assert not (tmp_path / "s" / "hot").exists() or bad.returncode == 1
+
+
+def test_commands_work_on_a_served_store(tmp_path: Path) -> None:
+    store = tmp_path / "live"
+    port = free_port()
+    with serve_process(store, "--listen", f"127.0.0.1:{port}", "--insecure") as server:
+        client = KurrentDBClient(f"esdb://127.0.0.1:{port}?Tls=False")
+        client.append_to_stream(
+            "order-1",
+            events=[NewEvent(type="Placed", data=b'{"n":1}')],
+            current_version=StreamState.NO_STREAM,
+        )
+        stop = threading.Event()
+
+        def keep_appending() -> None:  # the application goes on meanwhile
+            while not stop.is_set():
+                client.append_to_stream(
+                    "busy",
+                    events=NewEvent(type="Tick", data=b"{}"),
+                    current_version=StreamState.ANY,
+                )
+
+        writer = threading.Thread(target=keep_appending)
+        writer.start()
+        try:
+            appended = cli("append", str(store), "order-1", "Paid", "--data", "{}", "-e", "0")
+            assert appended.returncode == 0, appended.stderr
+            read = cli("read", str(store), "order-1", "--json")
+            assert read.returncode == 0, read.stderr
+            assert [json.loads(line)["type"] for line in read.stdout.splitlines()] == [
+                "Placed",
+                "Paid",
+            ]
+            ulid = json.loads(read.stdout.splitlines()[0])["id"]
+            got = cli("get", str(store), ulid, "--json")
+            assert got.returncode == 0 and json.loads(got.stdout)["stream"] == "order-1"
+            assert cli("all", str(store), "--limit", "3").returncode == 0
+            compact = cli("compact", str(store), "--older-than", "1s")
+            assert compact.returncode == 0, compact.stderr
+            assert cli("merge", str(store)).returncode == 0
+            stats = cli("stats", str(store), "--json")
+            assert stats.returncode == 0 and json.loads(stats.stdout.splitlines()[0])["events"] >= 2
+            verify = cli("verify", str(store))
+            assert verify.returncode == 0 and verify.stdout.startswith("OK"), verify.stdout
+            backup = cli("backup", "live", str(tmp_path / "bak"))  # relative store path
+            assert backup.returncode != 0  # "live" is not the cwd's: no store there
+            backup = cli("backup", str(store), "bak-rel")
+            assert backup.returncode == 0, backup.stderr
+            assert (ROOT / "bak-rel" / "hot").is_dir()  # relative paths are the caller's
+            exported = cli("export", str(store), "-")
+            assert exported.returncode == 0 and '"order-1"' in exported.stdout
+            missing = cli("get", str(store), "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            assert missing.returncode == 1 and missing.stderr.startswith("error: no event")
+        finally:
+            stop.set()
+            writer.join()
+            client.close()
+            import shutil
+
+            shutil.rmtree(ROOT / "bak-rel", ignore_errors=True)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    assert not (store / "serve.sock").exists()
+    with EventStore.open(str(store)) as reopened:
+        reopened.verify()
+        assert reopened.stream_version("order-1") == 1
+    assert not (tmp_path / "bak").exists()  # the refused backup made nothing
+
+
+def test_scheduled_compaction(tmp_path: Path) -> None:
+    store = tmp_path / "sched"
+    port = free_port()
+    with serve_process(
+        store,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--insecure",
+        "--compact-older-than",
+        "1s",
+        "--compact-every",
+        "1s",
+    ):
+        client = KurrentDBClient(f"esdb://127.0.0.1:{port}?Tls=False")
+        client.append_to_stream(
+            "s",
+            events=[NewEvent(type="T", data=b"{}") for _ in range(5)],
+            current_version=StreamState.NO_STREAM,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            stats = cli("stats", str(store), "--json")
+            assert stats.returncode == 0, stats.stderr
+            if json.loads(stats.stdout.splitlines()[0])["cold_events"] >= 5:
+                break
+            assert time.monotonic() < deadline, stats.stdout
+            time.sleep(0.5)
+        assert len(client.get_stream("s")) == 5  # reads the same, now from the archive
+        client.close()
