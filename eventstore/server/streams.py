@@ -102,7 +102,6 @@ def recorded_event(event: Event) -> streams_pb2.ReadResp:
                     "type": event.type,
                     "content-type": content_type,
                     "created": str(created_ticks(event)),
-                    "eventstore-id": str(event.id),
                     "eventstore-seq": str(event.seq),
                 },
                 custom_metadata=wire_metadata(event),
@@ -649,3 +648,4 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         except (EventStoreError, _Refused, ValueError, TypeError) as exc:
             self._fail(context, exc)
             raise AssertionError("unreachable") from exc
+
