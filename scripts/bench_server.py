@@ -253,10 +253,11 @@ def _es_worker(env: dict[str, str], n: int, worker: int, start: Any, out: Any) -
     out.put(time.perf_counter() - t)
 
 
-def es_workload(env: dict[str, str], procs: int, n: int) -> float:
+def es_workload(env: dict[str, str], procs: int, n: int, create: bool = False) -> float:
     per = max(1, n // procs)
-    # the tables exist (a one-process warm-up made them): racing CREATEs fail on PostgreSQL
-    wall, _ = run_procs(_es_worker, procs, {**env, "CREATE_TABLE": "false"}, per)
+    # after a one-process warm-up made the tables: racing CREATEs fail on PostgreSQL
+    env = env if create else {**env, "CREATE_TABLE": "false"}
+    wall, _ = run_procs(_es_worker, procs, env, per)
     return procs * per / wall
 
 
@@ -346,9 +347,9 @@ def main() -> int:
                 pg = None
         try:
             # one process first: it creates the tables, which racing processes cannot
-            es_workload(es_env, 1, 1)
+            es_workload(es_env, 1, 1, create=True)
             if pg is not None:
-                es_workload(pg.env(), 1, 1)
+                es_workload(pg.env(), 1, 1, create=True)
             for procs in procs_list:
                 ours_es = es_workload(es_env, procs, n // 2)
                 line = f"{'eventsourcing app -> server':38} {procs:>5} {ours_es:>10.0f}"
