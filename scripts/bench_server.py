@@ -28,6 +28,7 @@ import queue
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -299,40 +300,60 @@ class Postgres:
 # -- main ----------------------------------------------------------------------------
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def _row(name: str, procs: int, r: dict[str, float]) -> None:
+    extra = f" {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}" if "p50_ms" in r else ""
+    print(f"{name:40} {procs:>5} {r['events_s']:>10.0f}{extra}", flush=True)
+
+
+def _ratio(name: str, procs: int, a: dict[str, float], b: dict[str, float]) -> None:
+    print(f"{'  ' + name:40} {procs:>5} {a['events_s'] / b['events_s']:>10.2f}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="events per workload")
     parser.add_argument("--procs", default="1,4,16")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     procs_list = [int(p) for p in args.procs.split(",")]
     n = args.events
+    rounds = range(args.rounds)
     tmp = Path(tempfile.mkdtemp(prefix="bench-server-"))
     server, port = start_eventstore(tmp / "served")
     bare, bare_port = start_bare(n)
+    pg: Postgres | None = None
     try:
-        print(f"events per workload: {n}; {os.cpu_count()} cores; sync=True everywhere")
-        print(f"{'workload':38} {'procs':>5} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"events per workload: {n}; {os.cpu_count()} cores; sync=True everywhere; "
+              f"medians of {args.rounds} interleaved rounds")
+        print(f"{'workload':40} {'procs':>5} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for batch in (1, 10):
             for procs in procs_list:
-                ours = appends(port, procs, n, batch)
-                ceiling = appends(bare_port, procs, n, batch)
-                mine = inprocess(tmp / f"inproc-{batch}-{procs}", procs, n, batch)
-                for name, r in (("server", ours), ("bare grpcio ceiling", ceiling),
-                                ("in-process (threads)", mine)):
-                    print(f"{'append x' + str(batch) + ' ' + name:38} {procs:>5} "
-                          f"{r['events_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
-                print(f"{'  server / ceiling':38} {procs:>5} "
-                      f"{ours['events_s'] / ceiling['events_s']:>10.2f}")
+                got: dict[str, list[dict[str, float]]] = {"s": [], "b": [], "i": []}
+                for r in rounds:
+                    got["s"].append(appends(port, procs, n, batch))
+                    got["b"].append(appends(bare_port, procs, n, batch))
+                    got["i"].append(inprocess(tmp / f"in-{batch}-{procs}-{r}", procs, n, batch))
+                ours, ceiling, mine = (_median(got[k]) for k in "sbi")
+                _row(f"append x{batch} server", procs, ours)
+                _row(f"append x{batch} bare grpcio ceiling", procs, ceiling)
+                _row(f"append x{batch} in-process (threads)", procs, mine)
+                _ratio("server / ceiling", procs, ours, ceiling)
         for procs in procs_list:
-            ours_r = reads(port, procs, n)
-            bare_r = reads(bare_port, procs, n)
-            print(f"{'read $all server':38} {procs:>5} {ours_r:>10.0f}")
-            print(f"{'read $all bare grpcio ceiling':38} {procs:>5} {bare_r:>10.0f}")
-            print(f"{'  server / ceiling':38} {procs:>5} {ours_r / bare_r:>10.2f}")
+            got_r: dict[str, list[dict[str, float]]] = {"s": [], "b": []}
+            for _ in rounds:
+                got_r["s"].append({"events_s": reads(port, procs, n)})
+                got_r["b"].append({"events_s": reads(bare_port, procs, n)})
+            ours, ceiling = _median(got_r["s"]), _median(got_r["b"])
+            _row("read $all server", procs, ours)
+            _row("read $all bare grpcio ceiling", procs, ceiling)
+            _ratio("server / ceiling", procs, ours, ceiling)
         es_env = {"PERSISTENCE_MODULE": "eventsourcing_kurrentdb",
                   "KURRENTDB_URI": f"esdb://127.0.0.1:{port}?Tls=False"}
-        pg: Postgres | None = None
         if not args.no_postgres and shutil.which("initdb"):
             try:
                 import psycopg  # noqa: F401
@@ -345,29 +366,30 @@ def main() -> int:
                 if pg is not None:
                     pg.__exit__()
                 pg = None
-        try:
-            # one process first: it creates the tables, which racing processes cannot
-            es_workload(es_env, 1, 1, create=True)
-            if pg is not None:
-                es_workload(pg.env(), 1, 1, create=True)
-            for procs in procs_list:
-                ours_es = es_workload(es_env, procs, n // 2)
-                line = f"{'eventsourcing app -> server':38} {procs:>5} {ours_es:>10.0f}"
-                print(line)
+        # one process first: it creates the tables, which racing processes cannot
+        es_workload(es_env, 1, 1, create=True)
+        if pg is not None:
+            es_workload(pg.env(), 1, 1, create=True)
+        for procs in procs_list:
+            got_e: dict[str, list[dict[str, float]]] = {"s": [], "p": []}
+            for _ in rounds:
+                got_e["s"].append({"events_s": es_workload(es_env, procs, n // 2)})
                 if pg is not None:
-                    pg_es = es_workload(pg.env(), procs, n // 2)
-                    print(f"{'eventsourcing app -> PostgreSQL':38} {procs:>5} {pg_es:>10.0f}")
-                    print(f"{'  server / PostgreSQL':38} {procs:>5} {ours_es / pg_es:>10.2f}")
-        finally:
+                    got_e["p"].append({"events_s": es_workload(pg.env(), procs, n // 2)})
+            ours = _median(got_e["s"])
+            _row("eventsourcing app -> server", procs, ours)
             if pg is not None:
-                pg.__exit__()
+                theirs = _median(got_e["p"])
+                _row("eventsourcing app -> PostgreSQL", procs, theirs)
+                _ratio("server / PostgreSQL", procs, ours, theirs)
     finally:
+        if pg is not None:
+            pg.__exit__()
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
         bare.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
