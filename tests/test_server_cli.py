@@ -18,12 +18,12 @@ from eventstore import EventStore
 from .server_fixtures import ROOT, free_port, serve_process
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "eventstore.cli", "--lock-timeout", "0", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         timeout=timeout,
     )
 
@@ -81,11 +81,13 @@ def test_commands_work_on_a_served_store(tmp_path: Path) -> None:
             assert stats.returncode == 0 and json.loads(stats.stdout.splitlines()[0])["events"] >= 2
             verify = cli("verify", str(store))
             assert verify.returncode == 0 and verify.stdout.startswith("OK"), verify.stdout
-            backup = cli("backup", "live", str(tmp_path / "bak"))  # relative store path
-            assert backup.returncode != 0  # "live" is not the cwd's: no store there
-            backup = cli("backup", str(store), "bak-rel")
+            elsewhere = tmp_path / "elsewhere"
+            elsewhere.mkdir()
+            backup = cli("backup", "live", str(tmp_path / "bak"), cwd=elsewhere)
+            assert backup.returncode != 0  # "live" is relative to the caller: no store there
+            backup = cli("backup", "../live", "bak-rel", cwd=elsewhere)
             assert backup.returncode == 0, backup.stderr
-            assert (ROOT / "bak-rel" / "hot").is_dir()  # relative paths are the caller's
+            assert (elsewhere / "bak-rel" / "hot").is_dir()  # relative paths are the caller's
             exported = cli("export", str(store), "-")
             assert exported.returncode == 0 and '"order-1"' in exported.stdout
             missing = cli("get", str(store), "01ARZ3NDEKTSV4RRFFQ69G5FAV")
@@ -94,9 +96,6 @@ def test_commands_work_on_a_served_store(tmp_path: Path) -> None:
             stop.set()
             writer.join()
             client.close()
-            import shutil
-
-            shutil.rmtree(ROOT / "bak-rel", ignore_errors=True)
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0
     assert not (store / "serve.sock").exists()
