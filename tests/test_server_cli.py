@@ -134,3 +134,28 @@ def test_scheduled_compaction(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert len(client.get_stream("s")) == 5  # reads the same, now from the archive
         client.close()
+
+
+def test_verify_while_appends_go_on(tmp_path: Path) -> None:
+    """verify on a served store races appends: what lies past the log's end is
+    newer than the view, not damage."""
+    from eventstore import NewEvent as StoreEvent
+    from eventstore.cli.store_commands import verify_public
+
+    with EventStore.open(str(tmp_path / "s")) as store:
+        store.append("a", [StoreEvent("A")])
+        stop = threading.Event()
+
+        def append() -> None:
+            while not stop.is_set():
+                store.append("a", [StoreEvent("A")])
+                store.append(f"b{store.last_seq % 7}", [StoreEvent("B")])
+
+        writer = threading.Thread(target=append)
+        writer.start()
+        try:
+            for _ in range(40):
+                verify_public(store, lambda n: None)
+        finally:
+            stop.set()
+            writer.join()

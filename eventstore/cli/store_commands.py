@@ -1093,6 +1093,11 @@ class VerifyFailed(EventStoreError):
     """The store is not what its layout promises."""
 
 
+def _appended_after(events: Iterator[Event], seq: int) -> bool:
+    first = next(events, None)
+    return first is not None and first.seq > seq
+
+
 def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str, Any]:
     """Check a store through public reads: every archive file's checksums and
     ranges, and the global log (seq gap-free from 1, ids strictly increasing,
@@ -1130,12 +1135,16 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
         versions[ev.stream] = ev.version
         seq, prev = ev.seq, ev.id.bytes
         advance(1)
-    if seq != store.last_seq:
+    # A served store takes appends while this reads: what is past the log's end
+    # must be events committed after the view was taken (seq above its end).
+    if seq != store.last_seq and not _appended_after(store.read_all(from_seq=seq + 1), seq):
         raise VerifyFailed(
             f"the log ends at seq {seq}, but the store's last seq is {store.last_seq}"
         )
     for stream, version in versions.items():
-        if store.stream_version(stream) != version:
+        if store.stream_version(stream) != version and not _appended_after(
+            store.read_stream(stream, from_version=version + 1), seq
+        ):
             raise VerifyFailed(
                 f"stream {stream!r}: version {store.stream_version(stream)}, "
                 f"but its last event is version {version}"
