@@ -56,7 +56,10 @@ def main() -> int:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > 5:
-                    return 3  # the server is gone
+                    # The server is gone. os._exit: a process whose grpc channel
+                    # saw its server die can hang in interpreter teardown.
+                    out.flush()
+                    os._exit(3)
                 time.sleep(0.05)
                 continue
             failing_since = None

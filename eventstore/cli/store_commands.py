@@ -1136,8 +1136,13 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
         seq, prev = ev.seq, ev.id.bytes
         advance(1)
     # A served store takes appends while this reads: what is past the log's end
-    # must be events committed after the view was taken (seq above its end).
-    if seq != store.last_seq and not _appended_after(store.read_all(from_seq=seq + 1), seq):
+    # must be events committed after the view was taken (seq above its end),
+    # and a commit the view shows may not be reported yet (wait for it, briefly).
+    if store.last_seq < seq:
+        store.wait_for_commit(seq - 1, timeout=1.0)
+    if seq != store.last_seq and not (
+        store.last_seq > seq and _appended_after(store.read_all(from_seq=seq + 1), seq)
+    ):
         raise VerifyFailed(
             f"the log ends at seq {seq}, but the store's last seq is {store.last_seq}"
         )
