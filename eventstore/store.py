@@ -40,6 +40,7 @@ from .events import (
     STREAM_EXISTS,
     AppendResult,
     Event,
+    Expected,
     ExpectedVersion,
     NewEvent,
     Snapshot,
@@ -102,12 +103,11 @@ class _Prepared:
     )
 
     def __init__(
-        self, stream: str, events: Sequence[NewEvent], expected: Any, index_types: bool
+        self, stream: str, events: Sequence[NewEvent], expected: object, index_types: bool
     ) -> None:
         self.stream = stream = plain_name(stream, "stream name")
         self.stream_b = name_bytes(stream, "stream name")
-        _check_expected(expected)
-        self.expected = expected
+        self.expected = _check_expected(expected)
         if isinstance(events, (NewEvent, str, bytes)) or not isinstance(events, Sequence):
             raise InvalidType(
                 f"events for stream {stream!r} must be a list of NewEvent, "
@@ -458,18 +458,21 @@ def _index_tail(entry: tuple[str, str], index_types: bool) -> bytes:
     return tail_b
 
 
-def _check_expected(expected: Any) -> None:
+def _check_expected(expected: object) -> Expected:
+    """``expected`` as an :data:`Expected`, checked at run time too (callers
+    without a type checker pass anything)."""
     if isinstance(expected, ExpectedVersion):
-        return
+        return expected
     if type(expected) is not int:
         raise InvalidType(
             f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int, got {expected!r}"
         )
     if expected < -1:
         raise InvalidArgument(f"expected_version {expected} is below -1")
+    return expected
 
 
-def _version_matches(expected: Any, current: int) -> bool:
+def _version_matches(expected: Expected, current: int) -> bool:
     if expected is ANY:
         return True
     if expected is NO_STREAM:
@@ -900,7 +903,7 @@ class EventStore(Tiering, Transfer):
     # -- writes --------------------------------------------------------------
 
     def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Any = ANY
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
     ) -> AppendResult:
         """Append ``events`` to ``stream`` atomically, if its version is as expected.
 
@@ -912,7 +915,7 @@ class EventStore(Tiering, Transfer):
 
     def append_many(
         self,
-        appends: Iterable[tuple[str, Sequence[NewEvent], Any]],
+        appends: Iterable[tuple[str, Sequence[NewEvent], Expected]],
         *,
         checkpoint: tuple[str, Any] | None = None,
     ) -> list[AppendResult]:
