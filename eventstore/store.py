@@ -56,9 +56,11 @@ from .records import (
     check_serialisable,
     encode_record,
     encoder,
+    may_hold_ext,
     name_bytes,
     plain_name,
     reads_back,
+    refuse_bad_ext,
     unpack,
 )
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
@@ -193,6 +195,12 @@ class _Prepared:
                             stream, k, types_[k], datas[k], metas[k], earlier
                         ) from None
             raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
+        if may_hold_ext(b"".join(packed)):  # an ExtType code msgpack would wrap?
+            for n, record in enumerate(packed):
+                try:
+                    refuse_bad_ext(record, datas[n], metas[n])
+                except ValueError as exc:
+                    raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
         if suspect:
             # A conversion ran (Encoder._default): decode-check every record,
             # and key the index entries by what was stored, as user code may
@@ -308,6 +316,7 @@ class _Prepared:
                 indexes = _NO_INDEXES
             try:
                 packed = pack([type_, data, metadata, indexes])
+                refuse_bad_ext(packed, data, metadata)
                 if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
                     converted = bool(suspect)
                     suspect.clear()
