@@ -45,6 +45,7 @@ __all__ = [
     "decode_ext",
     "register_ext",
     "unregister_ext",
+    "zone",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,22 @@ def _decode_datetime(data: bytes) -> datetime | None:
         elif kind == _NAMED:
             tz = timezone(offset, name_b.decode("utf-8", "surrogatepass"))
         else:
-            key = name_b.decode("ascii")
-            if not _ZONE_KEY.fullmatch(key):
-                return None
-            tz = ZoneInfo(key)
+            tz = zone(name_b.decode("ascii"))
     except Exception:  # out of range, bad text, a zone this machine lacks
         return None
     return wall.replace(tzinfo=tz, fold=flags & _FOLD)
+
+
+def zone(key: str) -> ZoneInfo:
+    """``ZoneInfo(key)`` for a well-formed IANA key this machine has;
+    ``ValueError`` otherwise (ZoneInfo opens a file named by the key: no
+    absolute paths, no ``..``)."""
+    if len(key) > _MAX_ZONE_NAME or not _ZONE_KEY.fullmatch(key):
+        raise ValueError(f"{key[:60]!r} is not an IANA time zone key")
+    try:
+        return ZoneInfo(key)
+    except Exception:  # ZoneInfoNotFoundError, or a file that is no zone
+        raise ValueError(f"time zone {key!r} is not known on this machine") from None
 
 
 # -- UUID and Decimal ----------------------------------------------------------------
@@ -244,8 +254,7 @@ def encode_value(value: Any) -> msgpack.ExtType | None:
                     data = encode(value)
                 except Exception as exc:
                     raise TypeError(
-                        f"the encoder registered for {klass.__name__} (ext {code}) failed: "
-                        f"{exc!r}"
+                        f"the encoder registered for {klass.__name__} (ext {code}) failed: {exc!r}"
                     ) from exc
                 if not isinstance(data, (bytes, bytearray, memoryview)):
                     raise TypeError(
@@ -281,4 +290,3 @@ def decode_ext(code: int, data: bytes) -> Any:
             except Exception:
                 log.warning("the decoder registered for ext %d failed", code, exc_info=True)
     return _ext(code, data)
-
