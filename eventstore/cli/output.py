@@ -20,7 +20,9 @@ aware datetime (ext 120)       ``{"$datetime": "<ISO 8601>[<IANA zone>]"}``
                                (RFC 9557: the zone in brackets, for a
                                ``ZoneInfo``; none for a fixed offset), or
                                ``{"$datetime": ["<ISO 8601>", "<name>"]}``
-                               for a named ``timezone(offset, name)``
+                               for a named ``timezone(offset, name)``;
+                               ``[_fold=1]`` ends the text when ``fold=1``
+                               is not told by the offset
 UUID (ext 121)                 ``{"$uuid": "<8-4-4-4-12 hex>"}``
 Decimal (ext 122)              ``{"$decimal": "<str(value)>"}``
 =============================  =============================================
@@ -44,7 +46,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
@@ -137,13 +139,21 @@ def to_json(value: Any) -> Any:
 def _datetime_json(value: datetime) -> str | list[str]:
     tz = value.tzinfo
     text = value.isoformat()
+    key = getattr(tz, "key", None) if type(tz) is not timezone else None
+    if isinstance(key, str):
+        text += f"[{key}]"
+    # fold=1 that the offset does not tell (RFC 9557's suffix syntax, a private key).
+    if value.fold and (key is None or value.replace(fold=0).utcoffset() == value.utcoffset()):
+        text += _FOLD_TAG
     if type(tz) is timezone:
         args = tz.__getinitargs__()  # type: ignore[attr-defined]  # (offset[, name])
-        return [text, str(args[1])] if len(args) == 2 else text
-    key = getattr(tz, "key", None)
-    return f"{text}[{key}]" if isinstance(key, str) else text
+        if len(args) == 2:
+            return [text, str(args[1])]
+    return text
 
 
+_FOLD_TAG = "[_fold=1]"
+_OFFSET = re.compile(r"(.+?)([+-])(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{6}))?)?")
 _ZONE_SUFFIX = re.compile(r"(.*)\[([^\[\]]+)\]")
 
 
@@ -153,27 +163,43 @@ def _datetime_from_json(inner: Any) -> datetime:
         inner, name = inner
     if not isinstance(inner, str):
         raise BadJSON("$datetime wants an ISO 8601 string (or [ISO 8601, zone name])")
+    fold = 1 if inner.endswith(_FOLD_TAG) else 0
+    inner = inner.removesuffix(_FOLD_TAG)
     zone = None
     if name is None and (m := _ZONE_SUFFIX.fullmatch(inner)):
         inner, zone = m.group(1), m.group(2)
+    # The offset by hand: fromisoformat() loses an offset's microseconds near zero.
+    m = _OFFSET.fullmatch(inner)
+    if m is None:
+        try:
+            datetime.fromisoformat(inner)
+        except ValueError:
+            raise BadJSON(f"$datetime holds no ISO 8601 date and time: {inner[:40]!r}") from None
+        raise BadJSON(f"$datetime {inner[:40]!r} has no UTC offset (naive times are refused)")
     try:
-        parsed = datetime.fromisoformat(inner)
+        wall = datetime.fromisoformat(m.group(1))
     except ValueError:
         raise BadJSON(f"$datetime holds no ISO 8601 date and time: {inner[:40]!r}") from None
-    offset = parsed.utcoffset()
-    if offset is None:
-        raise BadJSON(f"$datetime {inner[:40]!r} has no UTC offset (naive times are refused)")
-    if name is not None:
-        return parsed.replace(tzinfo=timezone(offset, name))
+    if wall.tzinfo is not None:
+        raise BadJSON(f"$datetime holds no ISO 8601 date and time: {inner[:40]!r}")
+    sign, hours, minutes, seconds, micros = m.group(2, 3, 4, 5, 6)
+    offset = timedelta(
+        hours=int(hours),
+        minutes=int(minutes),
+        seconds=int(seconds or 0),
+        microseconds=int(micros or 0),
+    ) * (-1 if sign == "-" else 1)
+    if offset >= timedelta(days=1):
+        raise BadJSON(f"$datetime {inner[:40]!r}: the offset is a day or more")
+    wall = wall.replace(fold=fold)
     if zone is None:
-        return parsed.replace(tzinfo=timezone(offset))
+        return wall.replace(tzinfo=timezone(offset) if name is None else timezone(offset, name))
     try:
         tzinfo = values.zone(zone)
     except ValueError as exc:
         raise BadJSON(f"$datetime: {exc}") from None
-    wall = parsed.replace(tzinfo=None)
-    for fold in (0, 1):  # the fold whose offset the text gives (RFC 9557)
-        candidate = wall.replace(tzinfo=tzinfo, fold=fold)
+    for candidate_fold in (fold,) if fold else (0, 1):  # the fold the offset gives (RFC 9557)
+        candidate = wall.replace(tzinfo=tzinfo, fold=candidate_fold)
         if candidate.utcoffset() == offset:
             return candidate
     raise BadJSON(f"$datetime {inner[:40]!r}: offset {offset} is not one zone {zone} has then")
