@@ -28,6 +28,7 @@ loses nothing: the next ``__anext__`` gets the event that wait was for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import threading
@@ -285,6 +286,11 @@ class AsyncSubscription:
         self._closed = False
         self._last: Event | None = None  # the last event delivered
         self._lock = threading.Lock()  # the subscription is made, or closed
+        self._started = False
+
+    def _start_thread(self) -> None:
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            self._thread.submit(int).result()
 
     def _subscription(self) -> Subscription:
         with self._lock:
@@ -317,6 +323,11 @@ class AsyncSubscription:
         if self._closed:
             return None
         if self._waiting is None:
+            if not self._started:
+                # Its thread is started from a worker: starting a thread waits
+                # for it to run, which the loop should not.
+                await self._astore._run(self._start_thread)
+                self._started = True
             loop = asyncio.get_running_loop()
             try:
                 self._waiting = loop.run_in_executor(self._thread, self._fetch, timeout)
