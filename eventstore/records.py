@@ -10,8 +10,14 @@ is bounded by the bytes actually present.
 
 from __future__ import annotations
 
+import gc
 import threading
-from collections.abc import Callable, Mapping
+import uuid
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from itertools import accumulate, compress
 from typing import Any
 
 import msgpack
@@ -246,6 +252,7 @@ def inert_ext(code: int, data: bytes) -> Any:
 # bytes may hold an ext value at all.
 _EXT_HEADS = bytes([0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8])
 _NOT_EXT_HEADS = bytes(b for b in range(256) if b not in _EXT_HEADS)
+_MARK_EXT_HEADS = bytes(1 if b in _EXT_HEADS else 0 for b in range(256))
 
 
 def may_hold_ext(packed: bytes) -> bool:
@@ -254,18 +261,118 @@ def may_hold_ext(packed: bytes) -> bool:
     return bool(packed.translate(None, _NOT_EXT_HEADS))
 
 
+class _ExtFound(Exception):
+    pass
+
+
+def _ext_found(code: int, data: bytes) -> Any:
+    raise _ExtFound
+
+
+def holds_ext(packed: bytes) -> bool:
+    """Whether ``packed`` holds an ext value: decoded (in C, strings left
+    undecoded) only if its bytes may."""
+    if not packed.translate(None, _NOT_EXT_HEADS):
+        return False
+    try:
+        msgpack.unpackb(packed, raw=True, strict_map_key=False, ext_hook=_ext_found)
+    except _ExtFound:
+        return True
+    except Exception:  # would not decode: let the walk decide
+        return True
+    return False
+
+
 def refuse_bad_ext(packed: bytes, *originals: Any) -> None:
     """``ValueError`` if the values ``packed`` was made from hold an
     ``ExtType`` whose code is outside -128..127: msgpack packs only the low
     byte of the code, which would store it as another code. (ExtType's
     constructor refuses such codes, but ``_replace``, ``_make`` and
-    ``tuple.__new__`` do not.) Walks the values only when the bytes may hold
-    an ext value."""
-    if may_hold_ext(packed):
+    ``tuple.__new__`` do not.) The values are walked only when the packed
+    bytes hold an ext value."""
+    if holds_ext(packed):
         for value in originals:
-            path = _bad_ext_path(value, "")
-            if path is not None:
-                raise ValueError(f"an ExtType{path} has a code outside -128..127")
+            if _has_bad_ext(value):
+                raise ValueError("an ExtType has a code outside -128..127")
+
+
+def first_bad_ext(packed: list[bytes], *columns: Sequence[Any]) -> int:
+    """The index of the first of ``packed`` (made from ``columns[k][n]`` for
+    record ``n``) whose values hold an ``ExtType`` with a code outside
+    -128..127, or -1. For a batch: the bytes are searched at once, and only
+    records with a byte that may start an ext value are looked into."""
+    joined = b"".join(packed)
+    if not joined.translate(None, _NOT_EXT_HEADS):
+        return -1
+    # Every ext head byte made 0x01, the rest 0x00: one find() per record hit.
+    marks = joined.translate(_MARK_EXT_HEADS)
+    ends = list(accumulate(map(len, packed)))
+    find = marks.find
+    order: list[int] = []
+    i = find(1)
+    while i >= 0:
+        n = bisect_right(ends, i)
+        order.append(n)
+        i = find(1, ends[n])  # on from the next record: one hit a record is enough
+    values = [column[n] for n in order for column in columns]
+    if not _may_hold_ext_type(values):
+        return -1
+    for n in order:
+        if any(_has_bad_ext(column[n]) for column in columns):
+            return n
+    return -1
+
+
+def _may_hold_ext_type(values: list[Any]) -> bool:
+    """Whether ``values`` may hold an ``ExtType``: a breadth-first walk in C
+    (``gc.get_referents`` of plain containers), level by level; any type
+    but the plain ones (a subclass, say) makes it answer True, for the
+    walk in Python to decide."""
+    level = values
+    while level:
+        kinds = set(map(type, level))
+        if not kinds <= _KNOWN:
+            return True
+        if not kinds & _CONTAINERS:
+            return False
+        level = gc.get_referents(*compress(level, map(_CONTAINERS.__contains__, map(type, level))))
+    return False
+
+
+# Leaves: nothing inside them can be an ExtType.
+_PLAIN = frozenset(
+    {str, int, float, bool, bytes, type(None), datetime, uuid.UUID, Decimal, msgpack.Timestamp}
+)
+_CONTAINERS = frozenset({dict, list, tuple})
+_KNOWN = _PLAIN | _CONTAINERS
+
+
+def _has_bad_ext(value: Any) -> bool:
+    """Whether ``value`` holds an ``ExtType`` with a code outside -128..127."""
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind in _PLAIN:
+            continue
+        if kind is dict:
+            extend(item.keys())
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif isinstance(item, msgpack.ExtType):
+            code = tuple.__getitem__(item, 0)
+            if type(code) is not int or not -128 <= code <= 127:
+                return True
+        elif isinstance(item, dict):  # subclasses, read as the Encoder reads them
+            extend(dict.keys(item))
+            extend(dict.values(item))
+        elif isinstance(item, list):
+            extend(list.__iter__(item))
+        elif isinstance(item, tuple):
+            extend(tuple.__iter__(item))
+    return False
 
 
 def _children(item: Any, path: str) -> list[tuple[Any, str]]:

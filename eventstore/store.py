@@ -56,7 +56,7 @@ from .records import (
     check_serialisable,
     encode_record,
     encoder,
-    may_hold_ext,
+    first_bad_ext,
     name_bytes,
     plain_name,
     reads_back,
@@ -195,12 +195,10 @@ class _Prepared:
                             stream, k, types_[k], datas[k], metas[k], earlier
                         ) from None
             raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
-        if may_hold_ext(b"".join(packed)):  # an ExtType code msgpack would wrap?
-            for n, record in enumerate(packed):
-                try:
-                    refuse_bad_ext(record, datas[n], metas[n])
-                except ValueError as exc:
-                    raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
+        n = first_bad_ext(packed, datas, metas)  # an ExtType code msgpack would wrap?
+        if n >= 0:
+            bad = ValueError("an ExtType has a code outside -128..127")
+            raise _unstorable(stream, n, types_[n], datas[n], metas[n], bad)
         if suspect:
             # A conversion ran (Encoder._default): decode-check every record,
             # and key the index entries by what was stored, as user code may
