@@ -84,6 +84,7 @@ class AsyncEventStore:
         self.store = store
         self.page_size = page_size
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="eventstore-aio")
+        self._pool_closed = False
 
     @classmethod
     async def open(
@@ -122,8 +123,12 @@ class AsyncEventStore:
     # -- lifecycle ------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the store (waiting, in a thread, for queued appends), then the pool."""
+        """Close the store (waiting, in a thread, for queued appends), then the
+        pool. Closing twice is fine."""
+        if self._pool_closed:
+            return
         await self._run(self.store.close)
+        self._pool_closed = True
         self._pool.shutdown(wait=False)
 
     async def __aenter__(self) -> AsyncEventStore:
@@ -340,7 +345,11 @@ class AsyncSubscription:
         if self._waiting is waiting:
             self._waiting = None
         self._buffer.extend(events)
-        return self._deliver() if self._buffer else None
+        if self._buffer:
+            return self._deliver()
+        if self._sub is not None and self._sub.closed:  # the store closed: free the thread
+            self.close()
+        return None
 
     def _deliver(self) -> Event:
         self._last = event = self._buffer.popleft()

@@ -111,6 +111,7 @@ def test_reads_and_writes_answer_as_the_blocking_store(tmp_path: Path) -> None:
             with pytest.raises(InvalidArgument):  # bad arguments surface at the first step
                 [e async for e in astore.read_stream("order-1", limit=-1)]
         assert astore.closed and store.closed
+        await astore.close()  # twice is fine
         with pytest.raises(StoreClosed):
             await astore.append("order-1", [NewEvent("Late")])
 
@@ -140,6 +141,10 @@ def test_a_subscription_catches_up_then_follows_live_appends(tmp_path: Path) -> 
                 assert got == list(range(30))  # every event once, in order
                 assert sub.position == list(astore.store.read_all(types=["New"]))[-1].id
             assert await sub.get() is None  # closed: iteration ends
+            live = astore.subscribe(after=astore.store.read_all(backwards=True).__next__().id)
+            assert await live.get(timeout=0.01) is None
+        assert await asyncio.wait_for(live.get(), 5) is None  # the store closed under it
+        assert live._closed
 
     run(main())
 
