@@ -862,6 +862,7 @@ class EventStore(Tiering, Transfer):
         stream_b = name_bytes(stream, "stream name")
         if type(version) is not int or version < 0:
             raise InvalidArgument(f"snapshot version must be a non-negative int, got {version!r}")
+        check_serialisable(state, f"snapshot state of stream {stream!r}")  # errors name state[...]
         value = check_serialisable([version, state], f"snapshot state of stream {stream!r}")
         with self._lock:
             self._check_open()
