@@ -322,34 +322,49 @@ class AsyncSubscription:
 
     async def get(self, timeout: float | None = None) -> Event | None:
         """The next event; None when closed, or after ``timeout`` seconds with
-        nothing new."""
-        if self._buffer:
-            return self._deliver()
-        if self._closed:
-            return None
-        if self._waiting is None:
-            if not self._started:
-                # Its thread is started from a worker: starting a thread waits
-                # for it to run, which the loop should not.
-                await self._astore._run(self._start_thread)
-                self._started = True
-            loop = asyncio.get_running_loop()
-            try:
-                self._waiting = loop.run_in_executor(self._thread, self._fetch, timeout)
-            except RuntimeError:  # the thread was shut down: closed meanwhile
+        nothing new (``timeout=0``: only what is stored already)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + max(timeout, 0.0)
+        while True:
+            if self._buffer:
+                return self._deliver()
+            if self._closed:
                 return None
-        waiting = self._waiting
-        # Shielded: a cancelled consumer leaves the wait running, and its
-        # events are kept for the next call.
-        events = await asyncio.shield(waiting)
-        if self._waiting is waiting:
-            self._waiting = None
-        self._buffer.extend(events)
-        if self._buffer:
-            return self._deliver()
-        if self._sub is not None and self._sub.closed:  # the store closed: free the thread
-            self.close()
-        return None
+            fresh = self._waiting is None
+            if fresh:
+                if not self._started:
+                    # Its thread is started from a worker: starting a thread
+                    # waits for it to run, which the loop should not.
+                    await self._astore._run(self._start_thread)
+                    self._started = True
+                left = None if deadline is None else max(deadline - loop.time(), 0.0)
+                try:
+                    self._waiting = loop.run_in_executor(self._thread, self._fetch, left)
+                except RuntimeError:  # the thread was shut down: closed meanwhile
+                    return None
+            waiting = self._waiting
+            assert waiting is not None
+            try:
+                # Shielded: a consumer cancelled (or out of time) leaves the
+                # wait running, and its events are kept for the next call.
+                if fresh or deadline is None:
+                    events = await asyncio.shield(waiting)
+                else:  # a wait an earlier call left, bounded by this call's timeout
+                    left = max(deadline - loop.time(), 0.0)
+                    events = await asyncio.wait_for(asyncio.shield(waiting), left)
+            except TimeoutError:
+                return None
+            if self._waiting is waiting:
+                self._waiting = None
+            self._buffer.extend(events)
+            if self._buffer:
+                continue
+            if self._sub is not None and self._sub.closed:  # the store closed: free the thread
+                self.close()
+                return None
+            if deadline is not None and loop.time() >= deadline:
+                return None
+            # else: a wait an earlier call left timed out on its own; wait again
 
     def _deliver(self) -> Event:
         self._last = event = self._buffer.popleft()

@@ -165,6 +165,15 @@ def test_cancelling_a_wait_on_a_subscription_loses_nothing(tmp_path: Path) -> No
             assert first is not None and second is not None
             assert (first.type, second.type) == ("First", "Second")
             assert await sub.get(timeout=0.05) is None  # nothing more, after a timeout
+            # A wait cut short by a timeout is bounded by the next call's
+            # timeout, and what it fetches goes to the next call.
+            bounded = asyncio.ensure_future(sub.get(timeout=10))
+            await asyncio.sleep(0.05)
+            bounded.cancel()
+            assert await sub.get(timeout=0.05) is None
+            await astore.append("a", [NewEvent("Third")])
+            third = await asyncio.wait_for(sub.get(), 5)
+            assert third is not None and third.type == "Third"
             # close() from the loop ends a pending wait at once
             waiting = asyncio.ensure_future(sub.get())
             await asyncio.sleep(0.05)
