@@ -127,6 +127,9 @@ _CONVERSIONS: tuple[tuple[type | tuple[type, ...], Callable[[Any], Any]], ...] =
 )
 
 
+_EXT_EXACT = frozenset({datetime, uuid.UUID, Decimal})
+
+
 class Encoder:
     """Packs user values (event data, metadata, snapshots) into msgpack, refusing
     any value that would not decode back.
@@ -162,6 +165,10 @@ class Encoder:
         Decimal) come first."""
         ext = values.encode_value(value)
         if ext is not None:
+            if type(value) not in _EXT_EXACT:
+                # A subclass (or a registered type) may be unequal to a key
+                # its decoded value equals.
+                self.suspect.append(value)
             return ext
         for base, convert in _CONVERSIONS:
             if isinstance(value, base):
@@ -228,12 +235,14 @@ def _distinct_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
 
 def reads_back(packed: bytes) -> Any:
     """``packed`` decoded, or an exception unless it decodes as the value that
-    was packed: every map key hashable and distinct, every ext value valid."""
+    was packed: every map key hashable and distinct (eventstore's ext types
+    decoded: a datetime key must not meet an equal one), every ext value
+    valid."""
     return msgpack.unpackb(
         packed,
         raw=False,
         strict_map_key=False,
-        ext_hook=inert_ext,
+        ext_hook=values.decode_builtin,  # no user decoder runs in a check
         object_pairs_hook=_distinct_keys,
     )
 
@@ -291,9 +300,11 @@ def refuse_bad_ext(packed: bytes, *originals: Any) -> None:
     ``tuple.__new__`` do not.) The values are walked only when the packed
     bytes hold an ext value."""
     if holds_ext(packed):
-        for value in originals:
-            if _has_bad_ext(value):
-                raise ValueError("an ExtType has a code outside -128..127")
+        trouble = max(map(_ext_trouble, originals), default=_FINE)
+        if trouble == _BAD_CODE:
+            raise ValueError("an ExtType has a code outside -128..127")
+        if trouble == _DECODED_CODE:
+            reads_back(packed)  # as a key, it may now equal another key of its map
 
 
 def first_bad_ext(packed: list[bytes], *columns: Sequence[Any]) -> int:
@@ -318,8 +329,14 @@ def first_bad_ext(packed: list[bytes], *columns: Sequence[Any]) -> int:
     if not _may_hold_ext_type(values):
         return -1
     for n in order:
-        if any(_has_bad_ext(column[n]) for column in columns):
+        trouble = max(_ext_trouble(column[n]) for column in columns)
+        if trouble == _BAD_CODE:
             return n
+        if trouble == _DECODED_CODE:
+            try:
+                reads_back(packed[n])
+            except Exception:  # keys that collide once decoded
+                return n
     return -1
 
 
@@ -347,8 +364,15 @@ _CONTAINERS = frozenset({dict, list, tuple})
 _KNOWN = _PLAIN | _CONTAINERS
 
 
-def _has_bad_ext(value: Any) -> bool:
-    """Whether ``value`` holds an ``ExtType`` with a code outside -128..127."""
+_FINE, _DECODED_CODE, _BAD_CODE = 0, 1, 2
+
+
+def _ext_trouble(value: Any) -> int:
+    """``_BAD_CODE`` if ``value`` holds an ``ExtType`` with a code outside
+    -128..127; else ``_DECODED_CODE`` if it holds one with a code that reads
+    decode (eventstore's 120..122: made by hand, it may decode to a value
+    equal to another key of its map); else ``_FINE``."""
+    found = _FINE
     stack = [value]
     pop, extend = stack.pop, stack.extend
     while stack:
@@ -364,7 +388,9 @@ def _has_bad_ext(value: Any) -> bool:
         elif isinstance(item, msgpack.ExtType):
             code = tuple.__getitem__(item, 0)
             if type(code) is not int or not -128 <= code <= 127:
-                return True
+                return _BAD_CODE
+            if code in _DECODED_CODES:
+                found = _DECODED_CODE
         elif isinstance(item, dict):  # subclasses, read as the Encoder reads them
             extend(dict.keys(item))
             extend(dict.values(item))
@@ -372,7 +398,10 @@ def _has_bad_ext(value: Any) -> bool:
             extend(list.__iter__(item))
         elif isinstance(item, tuple):
             extend(tuple.__iter__(item))
-    return False
+    return found
+
+
+_DECODED_CODES = frozenset({values.EXT_DATETIME, values.EXT_UUID, values.EXT_DECIMAL})
 
 
 def _children(item: Any, path: str) -> list[tuple[Any, str]]:

@@ -42,6 +42,7 @@ __all__ = [
     "EXT_DECIMAL",
     "EXT_UUID",
     "FIRST_RESERVED_CODE",
+    "decode_builtin",
     "decode_ext",
     "register_ext",
     "unregister_ext",
@@ -269,6 +270,17 @@ def encode_value(value: Any) -> msgpack.ExtType | None:
     if isinstance(value, Decimal):
         return encode_decimal(value)
     return None
+
+
+def decode_builtin(code: int, data: bytes) -> Any:
+    """:func:`decode_ext` without registered decoders: eventstore's own types
+    only, so checks of stored bytes (``verify``, compaction) run no user code."""
+    builtin = _BUILTIN_DECODERS.get(code)
+    if builtin is not None:
+        value = builtin(data)
+        if value is not None:
+            return value
+    return _ext(code, data)
 
 
 def decode_ext(code: int, data: bytes) -> Any:

@@ -250,6 +250,30 @@ def test_ext_codes_outside_a_byte_are_refused_not_wrapped(store: EventStore, bad
     assert next(store.read_stream("s")).data == edge
 
 
+def test_keys_that_would_collide_once_decoded_are_refused(store: EventStore) -> None:
+    u = uuid.UUID(int=5)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    when = store.append("probe", [NewEvent("T", [at])])
+    stored = msgpack.unpackb(  # the ext bytes of `at`, as the hot tier holds them
+        store._hot.db.get(next(k for k, _ in store._hot.db.iterator(prefix=b"e"))), raw=False
+    )[3][0]
+    assert when.last_seq == 1 and isinstance(stored, msgpack.ExtType)
+    colliding = [
+        {msgpack.ExtType(EXT_UUID, u.bytes): 1, u: 2},
+        {msgpack.ExtType(EXT_DECIMAL, b"1"): "x", 1: "y"},  # Decimal(1) == 1
+        {"k": {stored: 1, at: 2}},
+    ]
+    for value in colliding:
+        for n in (1, 12):
+            with pytest.raises(UnserialisableData, match="same key twice"):
+                store.append("s", [NewEvent("T", {})] * (n - 1) + [NewEvent("T", value)])
+    assert store.last_seq == 1
+    # As values (not keys), or alone, such hand-made ext values are stored and decode.
+    store.append("s", [NewEvent("T", {"u": msgpack.ExtType(EXT_UUID, u.bytes), "k": {stored: 1}})])
+    assert next(store.read_stream("s")).data == {"u": u, "k": {at: 1}}
+    store.verify()
+
+
 # -- decoding is inert --------------------------------------------------------------------
 
 
