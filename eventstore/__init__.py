@@ -15,7 +15,17 @@ from .errors import (
     StoreLocked,
     WrongExpectedVersion,
 )
-from .events import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Event, NewEvent, Snapshot
+from .events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    Event,
+    Expected,
+    ExpectedVersion,
+    NewEvent,
+    Snapshot,
+)
 from .store import EventStore
 from .subscriptions import Projection, Subscription
 from .tiering import CompactResult
@@ -32,6 +42,8 @@ __all__ = [
     "Event",
     "EventStore",
     "EventStoreError",
+    "Expected",
+    "ExpectedVersion",
     "NewEvent",
     "Projection",
     "Repository",

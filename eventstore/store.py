@@ -40,6 +40,7 @@ from .events import (
     STREAM_EXISTS,
     AppendResult,
     Event,
+    Expected,
     ExpectedVersion,
     NewEvent,
     Snapshot,
@@ -55,9 +56,11 @@ from .records import (
     check_serialisable,
     encode_record,
     encoder,
+    first_bad_ext,
     name_bytes,
     plain_name,
     reads_back,
+    refuse_bad_ext,
     unpack,
 )
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
@@ -102,12 +105,11 @@ class _Prepared:
     )
 
     def __init__(
-        self, stream: str, events: Sequence[NewEvent], expected: Any, index_types: bool
+        self, stream: str, events: Sequence[NewEvent], expected: object, index_types: bool
     ) -> None:
         self.stream = stream = plain_name(stream, "stream name")
         self.stream_b = name_bytes(stream, "stream name")
-        _check_expected(expected)
-        self.expected = expected
+        self.expected = _check_expected(expected)
         if isinstance(events, (NewEvent, str, bytes)) or not isinstance(events, Sequence):
             raise InvalidType(
                 f"events for stream {stream!r} must be a list of NewEvent, "
@@ -193,6 +195,10 @@ class _Prepared:
                             stream, k, types_[k], datas[k], metas[k], earlier
                         ) from None
             raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
+        n = first_bad_ext(packed, datas, metas)  # an ExtType code msgpack would wrap?
+        if n >= 0:
+            bad = ValueError("an ExtType has a code outside -128..127")
+            raise _unstorable(stream, n, types_[n], datas[n], metas[n], bad)
         if suspect:
             # A conversion ran (Encoder._default): decode-check every record,
             # and key the index entries by what was stored, as user code may
@@ -308,6 +314,7 @@ class _Prepared:
                 indexes = _NO_INDEXES
             try:
                 packed = pack([type_, data, metadata, indexes])
+                refuse_bad_ext(packed, data, metadata)
                 if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
                     converted = bool(suspect)
                     suspect.clear()
@@ -458,18 +465,21 @@ def _index_tail(entry: tuple[str, str], index_types: bool) -> bytes:
     return tail_b
 
 
-def _check_expected(expected: Any) -> None:
+def _check_expected(expected: object) -> Expected:
+    """``expected`` as an :data:`Expected`, checked at run time too (callers
+    without a type checker pass anything)."""
     if isinstance(expected, ExpectedVersion):
-        return
+        return expected
     if type(expected) is not int:
         raise InvalidType(
             f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int, got {expected!r}"
         )
     if expected < -1:
         raise InvalidArgument(f"expected_version {expected} is below -1")
+    return expected
 
 
-def _version_matches(expected: Any, current: int) -> bool:
+def _version_matches(expected: Expected, current: int) -> bool:
     if expected is ANY:
         return True
     if expected is NO_STREAM:
@@ -852,6 +862,7 @@ class EventStore(Tiering, Transfer):
         stream_b = name_bytes(stream, "stream name")
         if type(version) is not int or version < 0:
             raise InvalidArgument(f"snapshot version must be a non-negative int, got {version!r}")
+        check_serialisable(state, f"snapshot state of stream {stream!r}")  # errors name state[...]
         value = check_serialisable([version, state], f"snapshot state of stream {stream!r}")
         with self._lock:
             self._check_open()
@@ -900,7 +911,7 @@ class EventStore(Tiering, Transfer):
     # -- writes --------------------------------------------------------------
 
     def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Any = ANY
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
     ) -> AppendResult:
         """Append ``events`` to ``stream`` atomically, if its version is as expected.
 
@@ -912,7 +923,7 @@ class EventStore(Tiering, Transfer):
 
     def append_many(
         self,
-        appends: Iterable[tuple[str, Sequence[NewEvent], Any]],
+        appends: Iterable[tuple[str, Sequence[NewEvent], Expected]],
         *,
         checkpoint: tuple[str, Any] | None = None,
     ) -> list[AppendResult]:

@@ -365,3 +365,67 @@ def test_loading_with_snapshots_equals_replaying_everything(
         n = acc.version + 1
         if n >= every:
             assert snap is not None and snap.version >= n - every
+
+
+def test_update_backs_off_with_growing_jittered_waits(store: EventStore) -> None:
+    repo = Repository(store, Account)
+    repo.save(Account.open("a"))
+    waits: list[float] = []
+
+    def loses_five_times(acc: Account) -> None:
+        if len(waits) < 5:
+            rival = repo.get("a")
+            rival.deposit(1)
+            repo.save(rival)
+        acc.deposit(10)
+
+    repo.update("a", loses_five_times, backoff=0.01, max_backoff=0.05, sleep=waits.append)
+    assert repo.get("a").balance == 5 + 10
+    assert len(waits) == 5  # one wait before each of the five retries
+    caps = [0.01, 0.02, 0.04, 0.05, 0.05]
+    assert all(0 <= w <= cap for w, cap in zip(waits, caps, strict=True)), waits
+    assert len(set(waits)) == 5  # jittered: random, not a fixed schedule
+
+    # The defaults wait too (the real sleep), growing from 5 ms.
+    waits.clear()
+    repo.update("a", loses_five_times, sleep=waits.append)
+    assert len(waits) == 5 and all(0 <= w <= 0.005 * 2**n for n, w in enumerate(waits))
+    assert sum(waits) > 0
+
+    waits.clear()
+    with pytest.raises(WrongExpectedVersion):
+        repo.update("a", loses_five_times, attempts=3, sleep=waits.append)
+    assert len(waits) == 2  # no wait after the last attempt
+
+    with pytest.raises(InvalidArgument):
+        repo.update("a", lambda acc: acc.deposit(1), backoff=-1.0)
+    with pytest.raises(InvalidArgument):
+        retry_on_conflict(lambda: 1, max_backoff=float("nan"))
+
+
+def test_update_defaults_let_eight_threads_on_one_durable_aggregate_all_succeed(
+    tmp_path: Path,
+) -> None:
+    threads, each = 8, 12
+    with EventStore.open(tmp_path / "durable", sync=True) as durable:
+        repo = Repository(durable, Account)
+        repo.save(Account.open("hot"))
+        failures: list[BaseException] = []
+        start = threading.Barrier(threads)
+
+        def work() -> None:
+            start.wait()
+            for _ in range(each):
+                try:
+                    repo.update("hot", lambda acc: acc.deposit(1))
+                except BaseException as exc:  # counted: every command must succeed
+                    failures.append(exc)
+
+        ts = [threading.Thread(target=work) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert failures == []
+        acc = repo.get("hot")
+        assert acc.balance == threads * each == acc.version

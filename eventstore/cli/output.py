@@ -16,7 +16,20 @@ map, all keys str, none        an object
 starting with ``$``
 any other map                  ``{"$map": [[key, value], ...]}``
 ext (incl. timestamps)         ``{"$ext": [code, "<base64>"]}``
+aware datetime (ext 120)       ``{"$datetime": "<ISO 8601>[<IANA zone>]"}``
+                               (RFC 9557: the zone in brackets, for a
+                               ``ZoneInfo``; none for a fixed offset), or
+                               ``{"$datetime": ["<ISO 8601>", "<name>"]}``
+                               for a named ``timezone(offset, name)``;
+                               ``[_fold=1]`` ends the text when ``fold=1``
+                               is not told by the offset
+UUID (ext 121)                 ``{"$uuid": "<8-4-4-4-12 hex>"}``
+Decimal (ext 122)              ``{"$decimal": "<str(value)>"}``
 =============================  =============================================
+
+A datetime's ISO text carries its UTC offset, which picks ``fold`` for a
+wall time a zone passes twice (or never); a value of a type registered with
+:func:`eventstore.values.register_ext` is written as its ``$ext``.
 """
 
 from __future__ import annotations
@@ -26,16 +39,21 @@ import binascii
 import json
 import math
 import os
+import re
 import struct
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
 import click
 import msgpack
 
+from .. import values
 from ..errors import EventStoreError
 from ..events import Event
 
@@ -103,7 +121,88 @@ def to_json(value: Any) -> Any:
         return [to_json(v) for v in value]
     if isinstance(value, msgpack.Timestamp):
         return {"$ext": [-1, base64.b64encode(value.to_bytes()).decode("ascii")]}
+    if isinstance(value, datetime):
+        return {"$datetime": _datetime_json(value)}
+    if isinstance(value, uuid.UUID):
+        return {"$uuid": str(value)}
+    if isinstance(value, Decimal):
+        return {"$decimal": Decimal.__str__(value)}
+    try:
+        ext = values.encode_value(value)  # a type with a registered codec
+    except TypeError:
+        ext = None
+    if ext is not None:
+        return to_json(ext)
     return {"$repr": repr(value)}  # never made by msgpack; refused by from_json
+
+
+def _datetime_json(value: datetime) -> str | list[str]:
+    tz = value.tzinfo
+    text = value.isoformat()
+    key = getattr(tz, "key", None) if type(tz) is not timezone else None
+    if isinstance(key, str):
+        text += f"[{key}]"
+    # fold=1 that the offset does not tell (RFC 9557's suffix syntax, a private key).
+    if value.fold and (key is None or value.replace(fold=0).utcoffset() == value.utcoffset()):
+        text += _FOLD_TAG
+    if type(tz) is timezone:
+        args = tz.__getinitargs__()  # type: ignore[attr-defined]  # (offset[, name])
+        if len(args) == 2:
+            return [text, str(args[1])]
+    return text
+
+
+_FOLD_TAG = "[_fold=1]"
+_OFFSET = re.compile(r"(.+?)([+-])(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{6}))?)?")
+_ZONE_SUFFIX = re.compile(r"(.*)\[([^\[\]]+)\]")
+
+
+def _datetime_from_json(inner: Any) -> datetime:
+    name: str | None = None
+    if isinstance(inner, list) and len(inner) == 2 and all(isinstance(x, str) for x in inner):
+        inner, name = inner
+    if not isinstance(inner, str):
+        raise BadJSON("$datetime wants an ISO 8601 string (or [ISO 8601, zone name])")
+    fold = 1 if inner.endswith(_FOLD_TAG) else 0
+    inner = inner.removesuffix(_FOLD_TAG)
+    zone = None
+    if name is None and (m := _ZONE_SUFFIX.fullmatch(inner)):
+        inner, zone = m.group(1), m.group(2)
+    # The offset by hand: fromisoformat() loses an offset's microseconds near zero.
+    m = _OFFSET.fullmatch(inner)
+    if m is None:
+        try:
+            datetime.fromisoformat(inner)
+        except ValueError:
+            raise BadJSON(f"$datetime holds no ISO 8601 date and time: {inner[:40]!r}") from None
+        raise BadJSON(f"$datetime {inner[:40]!r} has no UTC offset (naive times are refused)")
+    try:
+        wall = datetime.fromisoformat(m.group(1))
+    except ValueError:
+        raise BadJSON(f"$datetime holds no ISO 8601 date and time: {inner[:40]!r}") from None
+    if wall.tzinfo is not None:
+        raise BadJSON(f"$datetime holds no ISO 8601 date and time: {inner[:40]!r}")
+    sign, hours, minutes, seconds, micros = m.group(2, 3, 4, 5, 6)
+    offset = timedelta(
+        hours=int(hours),
+        minutes=int(minutes),
+        seconds=int(seconds or 0),
+        microseconds=int(micros or 0),
+    ) * (-1 if sign == "-" else 1)
+    if offset >= timedelta(days=1):
+        raise BadJSON(f"$datetime {inner[:40]!r}: the offset is a day or more")
+    wall = wall.replace(fold=fold)
+    if zone is None:
+        return wall.replace(tzinfo=timezone(offset) if name is None else timezone(offset, name))
+    try:
+        tzinfo = values.zone(zone)
+    except ValueError as exc:
+        raise BadJSON(f"$datetime: {exc}") from None
+    for candidate_fold in (fold,) if fold else (0, 1):  # the fold the offset gives (RFC 9557)
+        candidate = wall.replace(tzinfo=tzinfo, fold=candidate_fold)
+        if candidate.utcoffset() == offset:
+            return candidate
+    raise BadJSON(f"$datetime {inner[:40]!r}: offset {offset} is not one zone {zone} has then")
 
 
 def _b64(text: Any, tag: str) -> bytes:
@@ -167,9 +266,28 @@ def _tagged(tag: str, inner: Any) -> Any:
         ):
             raise BadJSON("$ext wants [code (-128..127), base64]")
         return msgpack.ExtType(inner[0], _b64(inner[1], tag))
+    if tag == "$datetime":
+        return _datetime_from_json(inner)
+    if tag == "$uuid":
+        if not isinstance(inner, str):
+            raise BadJSON("$uuid wants a string")
+        try:
+            return uuid.UUID(inner)
+        except ValueError:
+            raise BadJSON(f"$uuid holds no UUID: {inner[:40]!r}") from None
+    if tag == "$decimal":
+        if not isinstance(inner, str) or not _DECIMAL.fullmatch(inner):
+            raise BadJSON(f"$decimal wants a decimal number as a string, got {str(inner)[:40]!r}")
+        return Decimal(inner)
     if tag == "$repr":
         raise BadJSON(f"a $repr value cannot be read back: {str(inner)[:60]}")
     raise BadJSON(f"unknown tag {tag!r}")
+
+
+# What Decimal() reads, less the spaces and underscores it also takes.
+_DECIMAL = re.compile(
+    r"[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|inf(inity)?|s?nan\d*)", re.IGNORECASE
+)
 
 
 def parse_json(text: str, what: str) -> Any:

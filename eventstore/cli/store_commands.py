@@ -32,7 +32,7 @@ from ulid import ULID
 from ..archive import ARCHIVE_DIR
 from ..errors import CorruptFile, EventStoreError, InvalidArgument, StoreLocked
 from ..esdb import ESDBReader
-from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, NewEvent
+from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected, NewEvent
 from ..ids import to_ulid_bytes
 from ..store import EventStore
 from .output import (
@@ -152,7 +152,7 @@ def parse_ulid(text: str, what: str) -> ULID:
         raise InvalidArgument(f"{what}: {exc}") from None
 
 
-def parse_expected(text: str) -> Any:
+def parse_expected(text: str) -> Expected:
     symbols = {"any": ANY, "no_stream": NO_STREAM, "stream_exists": STREAM_EXISTS}
     if text.lower() in symbols:
         return symbols[text.lower()]
