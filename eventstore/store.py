@@ -698,14 +698,26 @@ class EventStore(Tiering, Transfer):
                 reserved,
                 held_by(self._hot.db, files, state.watermark),
             )
-            if state.entries is _NO_FILES and any(
-                parse_name(u.name) is not None for u in self.unexpected_files
-            ):
+            # With no manifest, a file of the store's own naming that no
+            # interrupted compaction explains means the manifest was lost.
+            unexplained = [
+                u.name
+                for u in self.unexpected_files
+                if (parsed := parse_name(u.name)) is not None and parsed[0] not in reserved
+            ]
+            if state.entries is _NO_FILES and unexplained:
                 raise StoreDamaged(
                     f"store {self.path}: archive/ holds files of this store "
-                    f"({', '.join(u.name for u in self.unexpected_files[:5])}) but the hot "
-                    f"tier has no archive manifest naming them; {advice(self.path)}"
+                    f"({', '.join(unexplained[:5])}) but the hot tier has no archive "
+                    f"manifest naming them; {advice(self.path)}"
                 )
+            try:
+                last = self._hot.view().last_global()
+            except Exception as exc:  # plyvel's errors, or msgpack's on a damaged entry
+                raise StoreDamaged(
+                    f"store {self.path}: its hot tier (LevelDB) cannot be read: {exc}; "
+                    f"{advice(self.path)}"
+                ) from None
             # -- checked; from here on the open finishes interrupted work.
             self._index_types = self._settle_config(state.config, index_types)
             os.makedirs(self._archive_dir, exist_ok=True)
@@ -731,7 +743,6 @@ class EventStore(Tiering, Transfer):
                 highest_number(listing(self._archive_dir)) + 1,
             )
             watermark = state.watermark
-            last = self._hot.view().last_global()
             floor = int.from_bytes(last[0], "big") if last else 0
             self._seq = last[1] if last else 0
             if files:  # when every event is cold, the files hold the highs
@@ -814,7 +825,11 @@ class EventStore(Tiering, Transfer):
             raw_manifest = db.get(keys.MANIFEST)
             watermark = db.get(keys.WATERMARK)
             raw_strays = db.get(keys.STRAY)
-            any_key = next(db.iterator(include_value=False), None)
+            it = db.iterator(include_value=False)
+            try:
+                any_key = next(it, None)
+            finally:
+                it.close()
         except plyvel.Error as exc:
             raise damaged(f"its hot tier (LevelDB) cannot be read: {exc}") from None
         except Exception as exc:  # msgpack raises several unrelated types
