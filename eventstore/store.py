@@ -141,8 +141,8 @@ def locate_store(path: str, create: bool) -> bool:
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise NotAStore(
-            f"{path} holds other things ({shown}) and no store; nothing was created "
-            "(open a new or empty folder, or the store's own folder)"
+            f"{path} is not an eventstore store: it holds other things ({shown}); "
+            "nothing was created (open a new or empty folder, or the store's own folder)"
         )
     hot_files = os.listdir(hot) if os.path.isdir(hot) else None
     unfinished = (

@@ -200,15 +200,21 @@ class Tiering:
             if not committing:
                 for f in made:
                     segments.delete(self._hot.db, f.number, f.first_id, f.reader)
-                strays = self._strays.after(made={f.number for f in made}, retired=set())
-                self._hot.db.put(keys.STRAY, strays.value(), sync=True)
-                self._strays = strays
+                # The deletes durable (LevelDB's log is ordered) before a file goes.
+                self._hot.db.put(keys.STRAY, self._strays.value(), sync=True)
         except Exception:
             committing = True  # keep the files: the sweep needs them
         for f in made:
             f.reader.close()
             if not committing:
                 _remove_quietly(os.path.join(self._archive_dir, f.name))
+        if not committing:
+            # Only now forget the numbers: a file whose number is still
+            # reserved is one the next open may prove its own and remove.
+            with contextlib.suppress(Exception):  # else the next open sweeps them
+                strays = self._strays.after(made={f.number for f in made}, retired=set())
+                self._hot.db.put(keys.STRAY, strays.value(), sync=True)
+                self._strays = strays
 
     def _check_seqs(
         self, snap: Any, cutoff: bytes, seq_at_floor: int, made: list[ArchiveFile]
@@ -292,9 +298,14 @@ class Tiering:
                     raise
                 made.append(merged)
                 # Past the commit point: the replaced files' keys go, durably,
-                # then the files (open views keep their own mapping of them).
+                # then the files (open views keep their own mapping of them),
+                # then the numbers (reserved until the files are gone, so
+                # that an open after a crash here proves the files its own).
                 for old in run:
                     segments.delete(self._hot.db, old.number, old.first_id, old.reader)
+                self._hot.db.put(keys.STRAY, self._strays.value(), sync=True)
+                for old in run:
+                    _remove_quietly(os.path.join(self._archive_dir, old.name))
                 strays = segments.Strays(
                     self._hot.db,
                     set(self._strays.making),
@@ -302,8 +313,6 @@ class Tiering:
                 )
                 self._hot.db.put(keys.STRAY, strays.value(), sync=True)
                 self._strays = strays
-                for old in run:
-                    _remove_quietly(os.path.join(self._archive_dir, old.name))
         return CompactResult(
             [os.path.join(self._archive_dir, f.name) for f in made],
             sum(f.events for f in made),

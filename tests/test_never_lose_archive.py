@@ -564,7 +564,7 @@ def test_open_on_a_folder_holding_other_things_raises_not_a_store(tmp_path: Path
     (home / "photo.jpg").write_bytes(b"\xff\xd8")
     (home / "src").mkdir()
     for create in (True, False):
-        with pytest.raises(NotAStore, match=r"holds other things"):
+        with pytest.raises(NotAStore, match=r"not an eventstore store: it holds other things"):
             EventStore.open(home, create=create)
     assert sorted(os.listdir(home)) == ["photo.jpg", "src"]
     a_file = tmp_path / "file"
