@@ -31,6 +31,7 @@ from eventstore.errors import (
     StoreNotFound,
     UnsafePath,
 )
+from eventstore.esdb import ESDBWriter
 from eventstore.ids import ulid_from_int
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,13 @@ def get_system(path: Path, key: bytes) -> bytes | None:
         return value
     finally:
         db.close()
+
+
+def segment_numbers(store: EventStore) -> set[int]:
+    """The file numbers the store's segment keys point at."""
+    return {
+        msgpack.unpackb(value)[0] for _key, value in store._hot.db.iterator(prefix=keys.SEGMENT)
+    }
 
 
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -350,10 +358,25 @@ def test_a_reserved_number_holding_a_foreign_file_is_left_alone(tmp_path: Path) 
             ("00000001.esdb", "holds events the store has nowhere else")
         ]
         assert len(list(store.read_all())) == 20
+        # The crashed compaction's segment keys went too: found by a scan,
+        # not from the space index of the file now under its number.
+        assert segment_numbers(store) == set()
         compact_all(store)
         assert [os.path.basename(f.path) for f in store.archive_files()] == ["00000002.esdb"]
         assert len(list(store.read_all())) == 20
+        assert segment_numbers(store) == {2}
     assert (path / "archive" / "00000001.esdb").read_bytes() == foreign
+
+
+def test_the_esdb_writer_never_writes_through_a_symlink_at_its_temp_name(
+    tmp_path: Path,
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    os.symlink(victim, tmp_path / "f.esdb.tmp")
+    with pytest.raises(FileExistsError):
+        ESDBWriter(tmp_path / "f.esdb")
+    assert victim.read_bytes() == b"precious"
 
 
 def test_export_does_not_follow_a_symlink_at_its_temp_name(tmp_path: Path) -> None:
@@ -616,3 +639,55 @@ def test_cli_commands_that_read_never_create(tmp_path: Path) -> None:
         assert proc.returncode == 1 and proc.stderr.startswith("error: no store at"), proc.stderr
         assert "Traceback" not in proc.stderr
     assert sorted(os.listdir(tmp_path)) == []
+
+
+# -- leftovers stay provable until they are gone ------------------------------
+
+KILLED_REMOVING_A_LEFTOVER = {
+    "merge": """
+        two = 2
+        for _ in range(two):
+            fill(store, 10)
+            compact_all(store)
+        tiering._remove_quietly = die  # the replaced files' keys are gone, the files not yet
+        store.merge_archives()
+        """,
+    "undo": """
+        fill(store, 20)
+        def fail(*args):
+            raise RuntimeError("before the commit point")
+        store._check_seqs = fail
+        tiering._remove_quietly = die  # the undone file's keys are gone, the file not yet
+        compact_all(store)
+        """,
+}
+
+
+@pytest.mark.parametrize("case", sorted(KILLED_REMOVING_A_LEFTOVER))
+def test_a_process_killed_removing_its_leftovers_leaves_them_provable(
+    tmp_path: Path, case: str
+) -> None:
+    # The numbers used to be forgotten before the files went: killed in
+    # between, the files were no longer the store's to remove, for ever.
+    path = tmp_path / "s"
+    head = """
+        import os, signal, sys
+        from eventstore import EventStore, tiering
+        from tests.test_never_lose_archive import compact_all, fill
+
+        def die(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        store = EventStore.open(sys.argv[1])
+        """
+    proc = run_python(
+        textwrap.dedent(head) + textwrap.dedent(KILLED_REMOVING_A_LEFTOVER[case]), str(path)
+    )
+    assert proc.returncode == -9, proc.stderr
+    leftovers = ["00000001.esdb", "00000002.esdb"] if case == "merge" else ["00000001.esdb"]
+    assert set(leftovers) <= set(os.listdir(path / "archive"))
+    with EventStore.open(path) as store:
+        assert store.unexpected_files == []
+        assert store.orphans_removed == leftovers
+        assert len(list(store.read_all())) == 20
+    assert os.listdir(path / "archive") == (["00000003.esdb"] if case == "merge" else [])
