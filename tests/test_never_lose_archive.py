@@ -20,6 +20,8 @@ from pathlib import Path
 import msgpack
 import plyvel
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventstore import ANY, EventStore, NewEvent, keys
 from eventstore.errors import (
@@ -691,3 +693,67 @@ def test_a_process_killed_removing_its_leftovers_leaves_them_provable(
         assert store.orphans_removed == leftovers
         assert len(list(store.read_all())) == 20
     assert os.listdir(path / "archive") == (["00000003.esdb"] if case == "merge" else [])
+
+
+# -- whatever is planted in archive/, open deletes none of it ------------------
+
+_PLANTS = st.lists(
+    st.tuples(
+        st.one_of(
+            st.integers(0, 40).map(lambda n: f"{n:08d}.esdb"),
+            st.integers(0, 40).map(lambda n: f"{n:08d}.esdb.tmp"),
+            st.integers(0, 40).map(lambda n: f"{n:09d}.esdb"),
+            st.sampled_from(["notes.esdb", ".hidden.esdb", "x.esdb.tmp", "README", "a.b"]),
+        ),
+        st.sampled_from(["own copy", "foreign", "bytes", "empty", "fifo", "symlink", "folder"]),
+    ),
+    min_size=1,
+    max_size=4,
+    unique_by=lambda plant: plant[0],
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(plants=_PLANTS)
+def test_open_removes_nothing_it_cannot_prove_its_own(
+    tmp_path_factory: pytest.TempPathFactory, plants: list[tuple[str, str]]
+) -> None:
+    base = tmp_path_factory.mktemp("planted")
+    store, other = base / "s", base / "other"
+    log = make_store(store, files=2)
+    make_store(other, files=1)
+    folder = store / "archive"
+    named = set(os.listdir(folder))
+    planted: dict[str, str] = {}
+    for name, kind in plants:
+        if name in named:
+            continue  # replacing a named file is ArchiveMismatch's business, tested above
+        target = folder / name
+        if kind == "own copy":
+            shutil.copy(folder / "00000001.esdb", target)
+        elif kind == "foreign":
+            shutil.copy(other / "archive" / "00000001.esdb", target)
+        elif kind == "bytes":
+            target.write_bytes(b"\x89ESDB\r\n\x1a" + os.urandom(64))
+        elif kind == "empty":
+            target.write_bytes(b"")
+        elif kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "symlink":
+            os.symlink(other / "archive" / "00000001.esdb", target)
+        else:
+            target.mkdir()
+        planted[name] = kind
+    before = {n: os.lstat(folder / n).st_ino for n in os.listdir(folder)}
+    with EventStore.open(store) as s:
+        assert {n: os.lstat(folder / n).st_ino for n in os.listdir(folder)} == before
+        assert sorted(u.name for u in s.unexpected_files) == sorted(planted)
+        assert s.orphans_removed == []
+        assert [(str(e.id), e.seq) for e in s.read_all()] == log
+        fill(s, 2)
+        compact_all(s)  # a new number: above every planted name
+    after = {n: os.lstat(folder / n).st_ino for n in os.listdir(folder)}
+    assert {n: i for n, i in after.items() if n in before} == before
+    assert len(log_of(other)) == 15  # and the other store is whole
