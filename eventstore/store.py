@@ -159,9 +159,8 @@ def locate_store(path: str, create: bool) -> bool:
         raise StoreDamaged(f"store {path}: {what}; {advice(path)}")
     if create:
         return True
-    raise StoreNotFound(
-        f"no store at {path}: the folder is empty (pass create=True to make a new store there)"
-    )
+    what = "its creation was cut short before it held anything" if names else "the folder is empty"
+    raise StoreNotFound(f"no store at {path}: {what} (pass create=True to make a new store there)")
 
 
 class _Prepared:
@@ -685,7 +684,7 @@ class EventStore(Tiering, Transfer):
             ) from None
         files: tuple[ArchiveFile, ...] = ()
         try:
-            state = self._read_state(index_types)
+            state = self._read_state(index_types, create)
             files = tuple(open_files(self._archive_dir, state.entries))
             # Strays: numbers an interrupted compaction or merge was making or
             # had replaced, whose segment keys may exist.
@@ -811,7 +810,7 @@ class EventStore(Tiering, Transfer):
         """
         return cls(os.fspath(path), sync=sync, index_types=index_types, create=create)
 
-    def _read_state(self, index_types: bool | None) -> _State:
+    def _read_state(self, index_types: bool | None, create: bool) -> _State:
         """The store's system keys, checked for shape; :class:`StoreDamaged`
         if they are unreadable or missing where the store's files say they
         must exist. Reads only."""
@@ -840,6 +839,11 @@ class EventStore(Tiering, Transfer):
             # configuration, and such a store holds nothing yet.
             if any_key is not None or archived:
                 raise damaged("its hot tier has no configuration but holds data")
+            if not create:
+                raise StoreNotFound(
+                    f"no store at {self.path}: its creation was cut short before it held "
+                    "anything (pass create=True to finish making it)"
+                )
         elif not isinstance(config, dict) or not isinstance(config.get("layout"), int):
             raise IncompatibleStore(f"store {self.path!r} has an unreadable configuration")
         else:

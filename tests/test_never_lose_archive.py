@@ -757,3 +757,26 @@ def test_open_removes_nothing_it_cannot_prove_its_own(
     after = {n: os.lstat(folder / n).st_ino for n in os.listdir(folder)}
     assert {n: i for n, i in after.items() if n in before} == before
     assert len(log_of(other)) == 15  # and the other store is whole
+
+
+def test_a_creation_cut_short_is_finished_only_with_create(tmp_path: Path) -> None:
+    # LevelDB made (CURRENT written), the configuration not yet: nothing in
+    # it to lose, so create=True finishes the store; create=False makes nothing.
+    path = tmp_path / "s"
+    path.mkdir()
+    plyvel.DB(str(path / "hot"), create_if_missing=True).close()
+    with pytest.raises(StoreNotFound, match="cut short"):
+        EventStore.open(path, create=False)
+    assert get_system(path, keys.system_key(b"config")) is None
+    with EventStore.open(path) as store:
+        fill(store, 1)
+    assert len(log_of(path)) == 1
+    # Cut shorter: LevelDB had written its lock and log, not yet CURRENT.
+    (tmp_path / "t" / "hot").mkdir(parents=True)
+    (tmp_path / "t" / "hot" / "LOCK").write_bytes(b"")
+    (tmp_path / "t" / "hot" / "LOG").write_text("creating\n")
+    with pytest.raises(StoreNotFound, match="cut short"):
+        EventStore.open(tmp_path / "t", create=False)
+    with EventStore.open(tmp_path / "t") as store:
+        fill(store, 1)
+    assert len(log_of(tmp_path / "t")) == 1
