@@ -10,6 +10,7 @@ error and that no file was deleted or written outside it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -303,6 +304,17 @@ def test_a_users_notes_esdb_is_left_alone_and_reported(tmp_path: Path) -> None:
         )
         assert out.returncode == 0, out.stderr
         assert f"left alone: {notes} (not a name this store gives its files)" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "eventstore.cli", "verify", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert [u["name"] for u in json.loads(out.stdout)["unexpected_files"]] == [
+        "README",
+        "notes.esdb",
+    ]
 
 
 def test_a_new_file_never_takes_the_name_of_a_file_left_alone(tmp_path: Path) -> None:

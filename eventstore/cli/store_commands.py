@@ -31,7 +31,7 @@ import click
 from ulid import ULID
 
 from ..archive import ARCHIVE_DIR
-from ..errors import CorruptFile, EventStoreError, InvalidArgument, StoreLocked
+from ..errors import CorruptFile, EventStoreError, InvalidArgument, StoreLocked, StoreNotFound
 from ..esdb import ESDBReader
 from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, NewEvent
 from ..ids import to_ulid_bytes
@@ -85,6 +85,8 @@ def check_store_path(path: str, create: bool) -> None:
     store's own check (StoreNotFound, NotAStore, StoreDamaged)."""
     try:
         locate_store(path, create)
+    except StoreNotFound:
+        fail(f"no store at {path} (check the path; `append` and `import` make new stores)")
     except EventStoreError as exc:
         fail(str(exc))
 
@@ -1163,7 +1165,8 @@ def verify(path: str, as_json: bool) -> None:
         except VerifyFailed as exc:
             raise VerifyFailed(f"{path}: {exc}") from None
     if as_json:
-        echo_json({"ok": True, "path": path, **found, "unexpected_files": left_alone})
+        unexpected = [{"name": u.name, "reason": u.reason} for u in store.unexpected_files]
+        echo_json({"ok": True, "path": path, **found, "unexpected_files": unexpected})
     else:
         click.echo(
             f"OK {path}: {_plural(found['events'], 'event')} in "
