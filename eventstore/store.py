@@ -712,6 +712,8 @@ class EventStore(Tiering, Transfer):
                 )
             try:
                 last = self._hot.view().last_global()
+                if last is not None and (len(last[0]) != 16 or type(last[1]) is not int):
+                    raise ValueError(f"the newest global entry is malformed: {last!r:.120}")
             except Exception as exc:  # plyvel's errors, or msgpack's on a damaged entry
                 raise StoreDamaged(
                     f"store {self.path}: its hot tier (LevelDB) cannot be read: {exc}; "
