@@ -667,6 +667,8 @@ class EventStore(Tiering, Transfer):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be a str or path-like, got {type(path).__name__}")
         self.path = os.fspath(path)
+        if not self.path:
+            raise InvalidArgument("path must not be empty")
         self.sync = bool(sync)
         self._archive_dir = os.path.join(self.path, ARCHIVE_DIR)
         # Everything is checked before anything is written: a store that
