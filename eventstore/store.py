@@ -108,8 +108,10 @@ class _State(NamedTuple):
 
 
 # Names a store's own folder may hold besides its two tiers: the stores that
-# eventstore.contrib.eventsourcing keeps for other purposes.
+# eventstore.contrib.eventsourcing keeps for other purposes, and the folder
+# mkfs puts at the root of a new volume (a store may own a whole volume).
 _OWN_PREFIXES = ("eventsourcing-",)
+_OWN_EXTRAS = ("lost+found",)
 # What LevelDB leaves in a folder before its creation completes (CURRENT is
 # written last): nothing that holds data.
 _LEVELDB_SCAFFOLD = re.compile(r"(LOCK|LOG|LOG\.old|MANIFEST-[0-9]+|[0-9]+\.dbtmp)\Z")
@@ -135,6 +137,7 @@ def locate_store(path: str, create: bool) -> bool:
     if os.path.isfile(os.path.join(hot, "CURRENT")):
         return False
     names = os.listdir(path)
+    names = [n for n in names if n not in _OWN_EXTRAS]
     foreign = sorted(
         n for n in names if n not in (HOT_DIR, ARCHIVE_DIR) and not n.startswith(_OWN_PREFIXES)
     )

@@ -667,7 +667,8 @@ def test_open_on_a_folder_holding_other_things_raises_not_a_store(tmp_path: Path
 
 def test_create_still_makes_new_stores_and_reopens_existing_ones(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    for path in (tmp_path / "new", tmp_path / "empty"):
+    (tmp_path / "volume" / "lost+found").mkdir(parents=True)  # a new volume's root
+    for path in (tmp_path / "new", tmp_path / "empty", tmp_path / "volume"):
         with EventStore.open(path) as store:
             fill(store, 2)
         assert len(log_of(path)) == 2
