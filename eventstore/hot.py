@@ -96,9 +96,11 @@ LEVELDB_OPTIONS: dict[str, Any] = {
 }
 
 
-def open_leveldb(path: str) -> Any:
+def open_leveldb(path: str, create: bool = True) -> Any:
+    # create=False for a store that exists: a LevelDB without its CURRENT
+    # file must fail, not come back new and empty beside the archive.
     try:
-        return plyvel.DB(path, create_if_missing=True, **LEVELDB_OPTIONS)
+        return plyvel.DB(path, create_if_missing=create, **LEVELDB_OPTIONS)
     except plyvel.IOError as exc:
         if b"lock" in str(exc).encode() or "lock" in str(exc):
             raise StoreLocked(
@@ -497,9 +499,9 @@ class HotView:
 class HotTier:
     """The LevelDB database of one store."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, create: bool = True) -> None:
         self.path = path
-        self.db: Any = open_leveldb(path)
+        self.db: Any = open_leveldb(path, create)
         self.gate = Gate()
         self.resources = Resources()
 

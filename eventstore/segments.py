@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 
 from . import keys
-from .archive import ArchiveFile, file_name
+from .archive import ArchiveFile, file_name, open_reader
 from .errors import CorruptFile
 from .esdb import ESDBReader
 
@@ -111,44 +111,54 @@ class Strays:
         packed: bytes = msgpack.packb([sorted(self.making), sorted(self.retired)])
         return packed
 
+    def forget(self) -> None:
+        """Drop every number, durably: their keys and leftover files are gone."""
+        self.making.clear()
+        self.retired.clear()
+        self.db.put(keys.STRAY, self.value(), sync=True)
+
     def highest(self) -> int:
         return max(self.making | self.retired, default=0)
 
 
-def sweep(db: Any, folder: str, strays: Strays, named: set[int]) -> list[int]:
+def sweep(db: Any, folder: str, strays: Strays, named: set[int], own: set[int]) -> list[int]:
     """Delete the segment keys of every stray file number the manifest does
-    not name (``named``), then forget the numbers; returns the ones swept.
-    Runs at open, before orphan files are removed. (A number being made that
-    the manifest names was committed by a commit whose success went
-    unreported: its keys are live.)
+    not name (``named``); returns the ones swept. Runs at open, before the
+    store's leftover files are removed, and leaves the numbers recorded:
+    :meth:`Strays.forget` drops them once the files are gone. (A number
+    being made that the manifest names was committed by a commit whose
+    success went unreported: its keys are live.)
 
     A file being made has keys only once it is complete under its final name
     (they are written after the rename), and it is removed only after its
     keys are durably gone, so its file tells which keys to delete, and no
-    file means no keys. The same holds for a retired file; should one be
-    missing anyway, every segment key is scanned.
+    file means no keys. The same holds for a retired file. But a file is
+    read for its keys only if the store proved it its own (``own``): under
+    a number's name may sit another file, whose space index would name the
+    wrong keys. For those, and a retired file gone missing, every segment
+    key is scanned.
     """
     if not (strays.making or strays.retired):
         return []
     swept = sorted((strays.making | strays.retired) - named)
-    missing: set[int] = set()
+    scan: set[int] = set()
     for number in swept:
         path = os.path.join(folder, file_name(number))
-        if not os.path.exists(path):
-            if number in strays.retired:
-                missing.add(number)
+        if number not in own:
+            if os.path.lexists(path) or number in strays.retired:
+                scan.add(number)
             continue
         try:
-            with ESDBReader(path) as reader:
+            reader, _crc = open_reader(path)
+            with reader:
                 first_id = reader.meta.first_id
                 if first_id is not None:
                     delete(db, number, first_id, reader)
-        except CorruptFile:
-            missing.add(number)
-    if missing:
-        _scan_delete(db, missing)
-    strays.making.clear()
-    strays.retired.clear()
+        except (CorruptFile, OSError):
+            scan.add(number)
+    if scan:
+        _scan_delete(db, scan)
+    # Durable before any file goes (the deletes above are unsynced batches).
     db.put(keys.STRAY, strays.value(), sync=True)
     return swept
 

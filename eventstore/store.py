@@ -12,25 +12,42 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import re
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, islice, repeat
 from threading import get_ident
 from types import NoneType
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
+import plyvel
 from ulid import ULID
 
 from . import keys, segments
-from .archive import ARCHIVE_DIR, open_files, remove_orphans
+from .archive import (
+    ARCHIVE_DIR,
+    ArchiveFile,
+    advice,
+    check_entries,
+    check_folder,
+    classify_unnamed,
+    highest_number,
+    listing,
+    open_files,
+    parse_name,
+)
 from .errors import (
     EventStoreError,
     InvalidArgument,
     InvalidNameType,
     InvalidType,
+    NotAStore,
     StoreClosed,
+    StoreDamaged,
+    StoreNotFound,
     UnserialisableData,
     WrongExpectedVersion,
 )
@@ -64,7 +81,7 @@ from .records import (
     unpack,
 )
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
-from .tiering import Tiering
+from .tiering import Tiering, held_by
 from .transfer import HOT_DIR, Transfer
 from .view import Tiers, View
 
@@ -77,6 +94,79 @@ _packb = msgpack.packb
 
 class IncompatibleStore(EventStoreError):
     """The store on disk was written by a newer eventstore, or with other options."""
+
+
+# The manifest of a store that has never archived anything (no manifest key).
+_NO_FILES: list[list[Any]] = []
+
+
+class _State(NamedTuple):
+    """A store's system keys as open() found them, checked for shape."""
+
+    config: Any
+    entries: list[list[Any]]
+    next_file: int
+    watermark: bytes
+    strays: segments.Strays
+
+
+# Names a store's own folder may hold besides its two tiers: the stores that
+# eventstore.contrib.eventsourcing keeps for other purposes, and the folder
+# mkfs puts at the root of a new volume (a store may own a whole volume).
+_OWN_PREFIXES = ("eventsourcing-",)
+_OWN_EXTRAS = ("lost+found",)
+# What LevelDB leaves in a folder before its creation completes (CURRENT is
+# written last): nothing that holds data.
+_LEVELDB_SCAFFOLD = re.compile(r"(LOCK|LOG|LOG\.old|MANIFEST-[0-9]+|[0-9]+\.dbtmp)\Z")
+
+
+def locate_store(path: str, create: bool) -> bool:
+    """Decide, without writing anything, whether ``path`` is a store (False)
+    or a store to create (True); raise if it is neither. A store is a folder
+    whose ``hot/CURRENT`` exists; a new one is a missing or empty folder (or
+    one whose creation was cut short before LevelDB wrote anything)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if create:
+            return True
+        raise StoreNotFound(
+            f"no store at {path}: the folder does not exist "
+            "(check the path; pass create=True to make a new store there)"
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotAStore(f"{path} is not a folder, so it cannot be a store; nothing was created")
+    hot = os.path.join(path, HOT_DIR)
+    if os.path.isfile(os.path.join(hot, "CURRENT")):
+        return False
+    names = os.listdir(path)
+    names = [n for n in names if n not in _OWN_EXTRAS]
+    foreign = sorted(
+        n for n in names if n not in (HOT_DIR, ARCHIVE_DIR) and not n.startswith(_OWN_PREFIXES)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise NotAStore(
+            f"{path} is not an eventstore store: it holds other things ({shown}); "
+            "nothing was created (open a new or empty folder, or the store's own folder)"
+        )
+    hot_files = os.listdir(hot) if os.path.isdir(hot) else None
+    unfinished = (
+        names == [HOT_DIR]
+        and hot_files is not None
+        and all(_LEVELDB_SCAFFOLD.match(n) for n in hot_files)
+    )
+    if names and not unfinished:
+        what = (
+            "its hot tier (hot/) is missing"
+            if hot_files is None
+            else "its hot tier has no CURRENT file (LevelDB would start it over, empty)"
+        )
+        raise StoreDamaged(f"store {path}: {what}; {advice(path)}")
+    if create:
+        return True
+    what = "its creation was cut short before it held anything" if names else "the folder is empty"
+    raise StoreNotFound(f"no store at {path}: {what} (pass create=True to make a new store there)")
 
 
 class _Prepared:
@@ -579,38 +669,96 @@ def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
 class EventStore(Tiering, Transfer):
     """An embedded event store. Open it with :meth:`open`; close it or use ``with``."""
 
-    def __init__(self, path: str, *, sync: bool = False, index_types: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        sync: bool = False,
+        index_types: bool | None = None,
+        create: bool = True,
+    ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be a str or path-like, got {type(path).__name__}")
         self.path = os.fspath(path)
+        if not self.path:
+            raise InvalidArgument("path must not be empty")
         self.sync = bool(sync)
-        os.makedirs(self.path, exist_ok=True)
-        self._hot = HotTier(os.path.join(self.path, HOT_DIR))
         self._archive_dir = os.path.join(self.path, ARCHIVE_DIR)
+        # Everything is checked before anything is written: a store that
+        # refuses to open is left exactly as it was found.
+        new = locate_store(self.path, create)
+        if new:
+            os.makedirs(self.path, exist_ok=True)
+        check_folder(self._archive_dir)
         try:
-            self._index_types = self._load_config(index_types)
+            self._hot = HotTier(os.path.join(self.path, HOT_DIR), create=new)
+        except plyvel.Error as exc:
+            raise StoreDamaged(
+                f"store {self.path}: its hot tier (LevelDB) does not open: {exc}; "
+                f"{advice(self.path)}"
+            ) from None
+        files: tuple[ArchiveFile, ...] = ()
+        try:
+            state = self._read_state(index_types, create)
+            files = tuple(open_files(self._archive_dir, state.entries))
+            # Strays: numbers an interrupted compaction or merge was making or
+            # had replaced, whose segment keys may exist.
+            self._strays = state.strays
+            named = {int(entry[0]) for entry in state.entries}
+            reserved = (self._strays.making | self._strays.retired) - named
+            ours, self.unexpected_files = classify_unnamed(
+                self._archive_dir,
+                {str(entry[1]) for entry in state.entries},
+                reserved,
+                held_by(self._hot.db, files, state.watermark),
+            )
+            # With no manifest, a file of the store's own naming that no
+            # interrupted compaction explains means the manifest was lost.
+            unexplained = [
+                u.name
+                for u in self.unexpected_files
+                if (parsed := parse_name(u.name)) is not None and parsed[0] not in reserved
+            ]
+            if state.entries is _NO_FILES and unexplained:
+                raise StoreDamaged(
+                    f"store {self.path}: archive/ holds files of this store "
+                    f"({', '.join(unexplained[:5])}) but the hot tier has no archive "
+                    f"manifest naming them; {advice(self.path)}"
+                )
+            try:
+                last = self._hot.view().last_global()
+                if last is not None and (len(last[0]) != 16 or type(last[1]) is not int):
+                    raise ValueError(f"the newest global entry is malformed: {last!r:.120}")
+            except Exception as exc:  # plyvel's errors, or msgpack's on a damaged entry
+                raise StoreDamaged(
+                    f"store {self.path}: its hot tier (LevelDB) cannot be read: {exc}; "
+                    f"{advice(self.path)}"
+                ) from None
+            # -- checked; from here on the open finishes interrupted work.
+            self._index_types = self._settle_config(state.config, index_types)
             os.makedirs(self._archive_dir, exist_ok=True)
-            raw_watermark = self._hot.db.get(keys.WATERMARK)
-            watermark = bytes(16) if raw_watermark is None else raw_watermark
-            manifest = self._hot.get_system(b"manifest") or {"next": 1, "files": []}
-            self._next_file = int(manifest["next"])
-            # Segment keys of files an interrupted compaction or merge was
-            # making or had replaced go before the files themselves.
-            self._strays = segments.Strays.load(self._hot.db)
-            # Never reuse a number whose keys may exist (belt and braces: the
-            # sweep below removes them first).
-            self._next_file = max(self._next_file, self._strays.highest() + 1)
+            # The segment keys of leftover numbers go first, then the files
+            # proven the store's own, then the numbers.
             self.strays_swept = segments.sweep(
                 self._hot.db,
                 self._archive_dir,
                 self._strays,
-                {int(entry[0]) for entry in manifest["files"]},
+                named,
+                {parsed[0] for parsed in map(parse_name, ours) if parsed and not parsed[1]},
             )
-            self.orphans_removed = remove_orphans(
-                self._archive_dir, {entry[1] for entry in manifest["files"]}
+            for name in ours:
+                os.remove(os.path.join(self._archive_dir, name))
+            self.orphans_removed = ours
+            if self._strays.making or self._strays.retired:
+                self._strays.forget()
+            # Never reuse a number whose keys may exist, nor the name of a
+            # file left alone in the folder.
+            self._next_file = max(
+                state.next_file,
+                self._strays.highest() + 1,
+                highest_number(listing(self._archive_dir)) + 1,
             )
-            files = tuple(open_files(self._archive_dir, manifest["files"]))
-            last = self._hot.view().last_global()
+            watermark = state.watermark
             floor = int.from_bytes(last[0], "big") if last else 0
             self._seq = last[1] if last else 0
             if files:  # when every event is cold, the files hold the highs
@@ -620,6 +768,8 @@ class EventStore(Tiering, Transfer):
             # even if the clock now reads earlier than the last cutoff.
             floor = max(floor, int.from_bytes(watermark, "big") - 1)
         except BaseException:
+            for f in files:
+                f.reader.close()
             self._hot.close()
             raise
         self._ids = MonotonicULIDs(floor)
@@ -654,19 +804,113 @@ class EventStore(Tiering, Transfer):
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, sync: bool = False, index_types: bool | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        sync: bool = False,
+        index_types: bool | None = None,
+        create: bool = True,
     ) -> EventStore:
-        """Open (creating if needed) the store in folder ``path``.
+        """Open the store in folder ``path``, creating it if ``create`` (the
+        default) and the folder is missing or empty.
 
         ``sync=True`` makes every append durable before it returns.
         ``index_types`` (fixed when the store is created, default True) files
         every event under ``type=<its type>`` in its stream's indexes.
-        Raises :class:`StoreLocked` if another process has the store open.
+        Raises :class:`StoreLocked` if another process has the store open,
+        :class:`StoreNotFound` if there is no store and ``create`` is False,
+        :class:`NotAStore` for a folder holding other things,
+        :class:`StoreDamaged` (or :class:`ArchiveMismatch`) for a store whose
+        files are missing or do not agree, :class:`UnsafePath` for an
+        ``archive`` that is a symlink or a file in it that is not a regular
+        file. None of them changes anything on disk.
         """
-        return cls(os.fspath(path), sync=sync, index_types=index_types)
+        return cls(os.fspath(path), sync=sync, index_types=index_types, create=create)
 
-    def _load_config(self, index_types: bool | None) -> bool:
-        config = self._hot.get_system(b"config")
+    def _read_state(self, index_types: bool | None, create: bool) -> _State:
+        """The store's system keys, checked for shape; :class:`StoreDamaged`
+        if they are unreadable or missing where the store's files say they
+        must exist. Reads only."""
+        db = self._hot.db
+
+        def damaged(problem: str) -> StoreDamaged:
+            return StoreDamaged(f"store {self.path}: {problem}; {advice(self.path)}")
+
+        try:
+            config = self._hot.get_system(b"config")
+            raw_manifest = db.get(keys.MANIFEST)
+            watermark = db.get(keys.WATERMARK)
+            raw_strays = db.get(keys.STRAY)
+            it = db.iterator(include_value=False)
+            try:
+                any_key = next(it, None)
+            finally:
+                it.close()
+        except plyvel.Error as exc:
+            raise damaged(f"its hot tier (LevelDB) cannot be read: {exc}") from None
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise damaged(f"its configuration does not decode: {exc}") from None
+        archived = [n for n in listing(self._archive_dir) if parse_name(n) is not None]
+        if config is None:
+            # Only a store that never finished its creation lacks a
+            # configuration, and such a store holds nothing yet.
+            if any_key is not None or archived:
+                raise damaged("its hot tier has no configuration but holds data")
+            if not create:
+                raise StoreNotFound(
+                    f"no store at {self.path}: its creation was cut short before it held "
+                    "anything (pass create=True to finish making it)"
+                )
+        elif not isinstance(config, dict) or not isinstance(config.get("layout"), int):
+            raise IncompatibleStore(f"store {self.path!r} has an unreadable configuration")
+        else:
+            if config["layout"] > LAYOUT_VERSION:
+                raise IncompatibleStore(
+                    f"store {self.path!r} has layout version {config['layout']}; "
+                    f"this eventstore reads up to {LAYOUT_VERSION}"
+                )
+            stored = bool(config.get("index_types", True))
+            if index_types is not None and bool(index_types) != stored:
+                raise IncompatibleStore(
+                    f"store {self.path!r} was created with index_types={stored}; "
+                    "it cannot be reopened with a different setting"
+                )
+        if raw_manifest is None:
+            if watermark is not None:
+                raise damaged("its hot tier has a watermark but no archive manifest")
+            entries, next_file = _NO_FILES, 1
+        else:
+            try:
+                manifest = unpack(raw_manifest)
+            except Exception as exc:  # msgpack raises several unrelated types
+                raise damaged(f"its archive manifest does not decode: {exc}") from None
+            if (
+                not isinstance(manifest, dict)
+                or type(manifest.get("next")) is not int
+                or manifest["next"] < 1
+            ):
+                raise damaged("its archive manifest is not one this store writes")
+            entries = check_entries(manifest.get("files"), self.path)
+            next_file = manifest["next"]
+            if watermark is None and entries:
+                raise damaged("its archive manifest names files but it has no watermark")
+        if watermark is not None and len(watermark) != 16:
+            raise damaged("its watermark is not a ULID")
+        try:
+            strays = segments.Strays.load(db) if raw_strays is not None else None
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise damaged(f"its record of files being made does not decode: {exc}") from None
+        if strays is None:
+            strays = segments.Strays(db, set(), set())
+        elif not all(type(n) is int for n in strays.making | strays.retired):
+            raise damaged("its record of files being made is not one this store writes")
+        return _State(
+            config, entries, next_file, bytes(16) if watermark is None else watermark, strays
+        )
+
+    def _settle_config(self, config: Any, index_types: bool | None) -> bool:
+        """The store's ``index_types``, writing the configuration of a new
+        store and migrating an older layout (``config`` passed _read_state's checks)."""
         if config is None:
             chosen = True if index_types is None else bool(index_types)
             self._hot.db.put(
@@ -675,19 +919,7 @@ class EventStore(Tiering, Transfer):
                 sync=True,
             )
             return chosen
-        if not isinstance(config, dict) or not isinstance(config.get("layout"), int):
-            raise IncompatibleStore(f"store {self.path!r} has an unreadable configuration")
-        if config["layout"] > LAYOUT_VERSION:
-            raise IncompatibleStore(
-                f"store {self.path!r} has layout version {config['layout']}; "
-                f"this eventstore reads up to {LAYOUT_VERSION}"
-            )
         stored = bool(config.get("index_types", True))
-        if index_types is not None and bool(index_types) != stored:
-            raise IncompatibleStore(
-                f"store {self.path!r} was created with index_types={stored}; "
-                "it cannot be reopened with a different setting"
-            )
         if config["layout"] < LAYOUT_VERSION:
             segments.migrate_legacy(self._hot.db)
             self._hot.db.put(

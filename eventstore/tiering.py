@@ -11,7 +11,8 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,7 +20,7 @@ import msgpack
 from ulid import ULID
 
 from . import keys, segments
-from .archive import ArchiveFile
+from .archive import ArchiveFile, Held, highest_number
 from .compaction import compact_range, merge_files, split_at, split_range
 from .errors import CorruptFile, FileFull, InvalidArgument, StoreClosed
 from .hot import HotTier, LevelDBCorruption, damaged
@@ -52,6 +53,28 @@ class ArchiveInfo(NamedTuple):
     last_seq: int
     events: int
     bytes: int
+
+
+def held_by(db: Any, files: Sequence[ArchiveFile], watermark: bytes) -> Held:
+    """Whether the store (its named ``files``, and the hot tier at and above
+    the ``watermark``) holds the event with a given id at a given seq: the
+    test that an unnamed file holds nothing the store would lose with it."""
+    firsts = [f.first_id for f in files]
+
+    def held(id16: bytes, seq: int) -> bool:
+        try:
+            at = bisect_right(firsts, id16) - 1
+            if at >= 0 and id16 <= files[at].last_id:
+                event = files[at].reader.get(id16)
+                return event is not None and event.seq == seq
+            if id16 < watermark:
+                return False  # hot keys below the watermark are garbage, going
+            entry = db.get(keys.GLOBAL + id16)
+            return entry is not None and int(unpack(entry)[2]) == seq
+        except Exception:  # unreadable or damaged: not proof of anything
+            return False
+
+    return held
 
 
 def _remove_quietly(path: str) -> None:
@@ -177,15 +200,21 @@ class Tiering:
             if not committing:
                 for f in made:
                     segments.delete(self._hot.db, f.number, f.first_id, f.reader)
-                strays = self._strays.after(made={f.number for f in made}, retired=set())
-                self._hot.db.put(keys.STRAY, strays.value(), sync=True)
-                self._strays = strays
+                # The deletes durable (LevelDB's log is ordered) before a file goes.
+                self._hot.db.put(keys.STRAY, self._strays.value(), sync=True)
         except Exception:
             committing = True  # keep the files: the sweep needs them
         for f in made:
             f.reader.close()
             if not committing:
                 _remove_quietly(os.path.join(self._archive_dir, f.name))
+        if not committing:
+            # Only now forget the numbers: a file whose number is still
+            # reserved is one the next open may prove its own and remove.
+            with contextlib.suppress(Exception):  # else the next open sweeps them
+                strays = self._strays.after(made={f.number for f in made}, retired=set())
+                self._hot.db.put(keys.STRAY, strays.value(), sync=True)
+                self._strays = strays
 
     def _check_seqs(
         self, snap: Any, cutoff: bytes, seq_at_floor: int, made: list[ArchiveFile]
@@ -269,9 +298,14 @@ class Tiering:
                     raise
                 made.append(merged)
                 # Past the commit point: the replaced files' keys go, durably,
-                # then the files (open views keep their own mapping of them).
+                # then the files (open views keep their own mapping of them),
+                # then the numbers (reserved until the files are gone, so
+                # that an open after a crash here proves the files its own).
                 for old in run:
                     segments.delete(self._hot.db, old.number, old.first_id, old.reader)
+                self._hot.db.put(keys.STRAY, self._strays.value(), sync=True)
+                for old in run:
+                    _remove_quietly(os.path.join(self._archive_dir, old.name))
                 strays = segments.Strays(
                     self._hot.db,
                     set(self._strays.making),
@@ -279,8 +313,6 @@ class Tiering:
                 )
                 self._hot.db.put(keys.STRAY, strays.value(), sync=True)
                 self._strays = strays
-                for old in run:
-                    _remove_quietly(os.path.join(self._archive_dir, old.name))
         return CompactResult(
             [os.path.join(self._archive_dir, f.name) for f in made],
             sum(f.events for f in made),
@@ -317,11 +349,17 @@ class Tiering:
         """A new file number, recorded as being made before any key of it is
         written, so that a crash leaves it to be swept, never reused."""
         number = self._next_file
-        self._next_file += 1
+        # Above any file in the folder, named or not (a file left alone at
+        # open, say): a new file never takes an existing file's name.
+        taken = os.listdir(self._archive_dir)
+        number = max(number, highest_number(taken) + 1)
+        self._next_file = number + 1
         strays = segments.Strays(
             self._hot.db, self._strays.making | {number}, set(self._strays.retired)
         )
-        self._hot.db.put(keys.STRAY, strays.value())
+        # Synced: the record that reserves the number is what lets the next
+        # open prove a file of that number its own and remove it.
+        self._hot.db.put(keys.STRAY, strays.value(), sync=True)
         self._strays = strays
         return number
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -19,12 +20,42 @@ import plyvel
 from . import keys
 from .archive import ARCHIVE_DIR
 from .compaction import fsync_folder
-from .errors import CorruptFile, InvalidArgument
+from .errors import CorruptFile, InvalidArgument, UnsafePath
 from .hot import HotTier, HotView
 from .view import Tiers, View
 
 HOT_DIR = "hot"
 _packb = msgpack.packb
+
+# A backup is built in DEST + PARTIAL_SUFFIX, marked with PARTIAL_MARK until
+# it is complete: only a folder so marked is ever deleted as a leftover.
+PARTIAL_SUFFIX = ".partial"
+PARTIAL_MARK = ".eventstore-backup-in-progress"
+_MARK_TEXT = b"an eventstore backup in progress; deleted by the next backup to this destination\n"
+
+
+def _clear_partial(tmp: str) -> None:
+    """Remove a leftover staging folder of an earlier backup, if it is
+    provably one (a real folder holding our mark); refuse anything else."""
+    try:
+        st = os.lstat(tmp)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath(
+            f"{tmp!r} (where a backup is staged) is a symlink; not following it. Remove it"
+        )
+    try:
+        mark = os.lstat(os.path.join(tmp, PARTIAL_MARK))
+        ours = stat.S_ISDIR(st.st_mode) and stat.S_ISREG(mark.st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        ours = False
+    if not ours:
+        raise InvalidArgument(
+            f"{tmp!r} (where a backup is staged) exists and is not a backup in progress "
+            "of eventstore; move it away, or back up to another destination"
+        )
+    shutil.rmtree(tmp)
 
 
 class BackupResult(NamedTuple):
@@ -59,11 +90,48 @@ class Transfer:
         Appends and reads go on meanwhile; the backup is a store that opens."""
         started = time.perf_counter()
         dest = os.fspath(dest)
-        if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        self._check_backup_dest(dest)
+        tmp = dest.rstrip("/") + PARTIAL_SUFFIX
+        _clear_partial(tmp)
+        os.mkdir(tmp)  # exclusive: fails if anything took the name meanwhile
+        try:
+            return self._backup_into(tmp, dest, started)
+        except BaseException:
+            # Ours (we just made it): never leave half a backup behind.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _check_backup_dest(self, dest: str) -> None:
+        if not dest:
+            raise InvalidArgument("backup destination must not be empty")
+        home = os.path.realpath(self.path)
+        target = os.path.realpath(dest)
+        if target == home or target.startswith(home.rstrip(os.sep) + os.sep):
+            raise UnsafePath(
+                f"backup destination {dest!r} is inside the store {self.path!r}; "
+                "a backup must live outside the folder it copies"
+            )
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath(f"backup destination {dest!r} is a symlink; give a real folder")
+        if not stat.S_ISDIR(st.st_mode) or os.listdir(dest):
             raise InvalidArgument(f"backup destination {dest!r} exists and is not an empty folder")
-        tmp = dest.rstrip("/") + ".partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(os.path.join(tmp, ARCHIVE_DIR))
+
+    def _backup_into(self, tmp: str, dest: str, started: float) -> BackupResult:
+        # The mark says the folder is ours, so a later backup may delete it.
+        mark = os.open(
+            os.path.join(tmp, PARTIAL_MARK),
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+            0o644,
+        )
+        try:
+            os.write(mark, _MARK_TEXT)
+        finally:
+            os.close(mark)
+        os.mkdir(os.path.join(tmp, ARCHIVE_DIR))
         with self._maintenance:  # no compaction or merge swaps files meanwhile
             self._check_open()
             with self._tier_lock:
@@ -98,6 +166,7 @@ class Transfer:
                 snap.close()  # before close() can free the database under it
         events = max(last[1] if last else 0, tiers.files[-1].last_seq if tiers.files else 0)
         fsync_folder(os.path.join(tmp, ARCHIVE_DIR))
+        os.remove(os.path.join(tmp, PARTIAL_MARK))  # complete: a store, nothing else
         fsync_folder(tmp)
         if os.path.isdir(dest):
             os.rmdir(dest)

@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -30,11 +31,11 @@ import click
 from ulid import ULID
 
 from ..archive import ARCHIVE_DIR
-from ..errors import CorruptFile, EventStoreError, InvalidArgument, StoreLocked
+from ..errors import CorruptFile, EventStoreError, InvalidArgument, StoreLocked, StoreNotFound
 from ..esdb import ESDBReader
 from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected, NewEvent
 from ..ids import to_ulid_bytes
-from ..store import EventStore
+from ..store import EventStore, locate_store
 from .output import (
     BadJSON,
     Table,
@@ -64,12 +65,12 @@ json_option = click.option(
 
 
 def looks_like_store(path: str) -> bool:
-    """A folder holding a store (its LevelDB hot tier).
-
-    TODO(store API): ``EventStore.open(path, create=False)`` raising a
-    ``StoreNotFound`` would replace this peek at the layout.
-    """
-    return os.path.isfile(os.path.join(path, "hot", "CURRENT"))
+    """A folder holding a store: what ``EventStore.open(path, create=False)``
+    looks for, checked without opening it (so without taking its lock)."""
+    try:
+        return not locate_store(path, create=False)
+    except EventStoreError:
+        return False
 
 
 def _lock_timeout() -> float:
@@ -79,16 +80,15 @@ def _lock_timeout() -> float:
 
 
 def check_store_path(path: str, create: bool) -> None:
-    if looks_like_store(path):
-        return
-    if not os.path.exists(path):
-        if create:
-            return
-        fail(f"no store at {path}")
-    if not os.path.isdir(path):
-        fail(f"{path} is not a folder")
-    if not create or os.listdir(path):
-        fail(f"{path} is not an eventstore store")
+    """Fail with one line, before anything is opened or made, unless ``path``
+    holds a store (or, with ``create``, is missing or an empty folder): the
+    store's own check (StoreNotFound, NotAStore, StoreDamaged)."""
+    try:
+        locate_store(path, create)
+    except StoreNotFound:
+        fail(f"no store at {path} (check the path; `append` and `import` make new stores)")
+    except EventStoreError as exc:
+        fail(str(exc))
 
 
 # Stores that `eventstore serve` holds, by real path: the commands it runs for
@@ -122,7 +122,7 @@ def opened(path: str, *, create: bool = False, sync: bool = False) -> Iterator[E
     deadline = time.monotonic() + _lock_timeout()
     while True:
         try:
-            store = EventStore.open(path, sync=sync)
+            store = EventStore.open(path, sync=sync, create=create)
             break
         except StoreLocked:
             _forward_to_server(path)
@@ -551,7 +551,7 @@ def tail(
                 fail(f"store {path} went away")
             if store_signature(path) != seen:
                 try:
-                    store = EventStore.open(path)
+                    store = EventStore.open(path, create=False)
                 except StoreLocked:
                     now = time.monotonic()
                     if locked_since is None:
@@ -615,6 +615,8 @@ class StoreStats:
     hot_bytes: int
     archive_bytes: int
     files: list[ArchiveInfo] = field(default_factory=list)
+    # Files in archive/ the store does not name, left alone at open: "name (why)".
+    unexpected_files: list[str] = field(default_factory=list)
 
 
 def folder_bytes(path: str) -> int:
@@ -627,15 +629,17 @@ def folder_bytes(path: str) -> int:
 
 
 def archive_paths(store: EventStore) -> list[str]:
-    """The store's archive files. After open they are exactly the manifest's
-    (open removes orphans).
+    """The store's archive files: those its manifest names (checked at open).
+    Other files in the folder are left alone (``store.unexpected_files``)."""
+    return [info.path for info in store.archive_files()]
 
-    TODO(store API): ``EventStore.archive_files()`` would make this exact
-    without listing the folder."""
-    folder = os.path.join(store.path, ARCHIVE_DIR)
-    if not os.path.isdir(folder):
-        return []
-    return [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.endswith(".esdb")]
+
+def unexpected_lines(store: EventStore) -> list[str]:
+    """One line per file in archive/ that the store does not name and left alone."""
+    return [
+        f"left alone: {os.path.join(store.path, ARCHIVE_DIR, u.name)} ({u.reason})"
+        for u in store.unexpected_files
+    ]
 
 
 def archive_infos(store: EventStore, streams: set[str] | None = None) -> list[ArchiveInfo]:
@@ -693,6 +697,7 @@ def store_stats(store: EventStore) -> StoreStats:
         hot_bytes=folder_bytes(store.path) - archive_bytes,
         archive_bytes=archive_bytes,
         files=files,
+        unexpected_files=[f"{u.name} ({u.reason})" for u in store.unexpected_files],
     )
 
 
@@ -704,6 +709,7 @@ def stats(path: str, as_json: bool) -> None:
     """Event counts per tier, sizes on disk, archive files, streams."""
     with opened(path) as store:
         s = store_stats(store)
+        left_alone = unexpected_lines(store)
     if as_json:
         head = asdict(s)
         del head["files"]
@@ -740,6 +746,8 @@ def stats(path: str, as_json: bool) -> None:
                 ]
             )
         table.flush()
+    for line in left_alone:
+        click.echo(line)
 
 
 # -- compact, merge ------------------------------------------------------------------------
@@ -892,9 +900,16 @@ def export(path: str, file: str, after: str | None, force: bool) -> None:
         if file == "-":
             n = _write_export(sys.stdout, header, store.read_all(position), total)
             return
-        tmp = f"{file}.tmp-{os.getpid()}"
+        # A temporary name nobody can predict, created exclusively (mkstemp:
+        # O_CREAT|O_EXCL, so never through a symlink planted beside FILE).
+        fd, tmp = tempfile.mkstemp(
+            prefix=os.path.basename(file) + ".", suffix=".tmp", dir=os.path.dirname(file) or "."
+        )
         try:
-            with open(tmp, "w", encoding="utf-8") as out:
+            mask = os.umask(0)  # the mode open() would have given the file
+            os.umask(mask)
+            os.fchmod(fd, 0o666 & ~mask)
+            with open(fd, "w", encoding="utf-8") as out:
                 n = _write_export(out, header, store.read_all(position), total)
                 out.flush()
                 os.fsync(out.fileno())
@@ -1175,6 +1190,7 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
 def verify(path: str, as_json: bool) -> None:
     """Check a store (or a backup) end to end; exit 1 at the first problem."""
     with opened(path) as store:
+        left_alone = unexpected_lines(store)
         try:
             with progress_bar(store.last_seq, "verifying") as advance:
                 found = verify_public(store, advance)
@@ -1185,7 +1201,8 @@ def verify(path: str, as_json: bool) -> None:
         except VerifyFailed as exc:
             raise VerifyFailed(f"{path}: {exc}") from None
     if as_json:
-        echo_json({"ok": True, "path": path, **found})
+        unexpected = [{"name": u.name, "reason": u.reason} for u in store.unexpected_files]
+        echo_json({"ok": True, "path": path, **found, "unexpected_files": unexpected})
     else:
         click.echo(
             f"OK {path}: {_plural(found['events'], 'event')} in "
@@ -1193,6 +1210,8 @@ def verify(path: str, as_json: bool) -> None:
             f"{found['cold_events']:,} in {_plural(found['files'], 'file')}); seq gap-free, "
             "ids increasing, versions dense, checksums good"
         )
+        for line in left_alone:
+            click.echo(line)
 
 
 COMMANDS = [

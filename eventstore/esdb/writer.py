@@ -219,7 +219,8 @@ class ESDBWriter:
         self._block_size = block_size
         # decode_full unless the caller vouches for its records (WalkData)
         self._decode: Decoder = decode_full if decoder is None else decoder
-        self._f: IO[bytes] = open(self.tmp_path, "wb")  # noqa: SIM115 (closed in finish/abort)
+        # "x": created exclusively, never through a symlink planted at the name
+        self._f: IO[bytes] = open(self.tmp_path, "xb")  # noqa: SIM115 (closed in finish/abort)
         self._spaces_spool: IO[bytes] | None = None
         self._runs: IO[bytes] | None = None
         self._done = False
