@@ -136,3 +136,20 @@ class StreamDeleted(EventStoreError, LookupError):
     def __init__(self, stream: str) -> None:
         self.stream = stream
         super().__init__(f"Event stream '{stream}' is deleted.")
+
+
+# -- h3-bounds: ids at the edges of time ------------------------------------
+
+
+class IdsExhausted(EventStoreError, OverflowError):
+    """The id generator reached the end of the ULID space: no larger id exists.
+
+    Only an id already stored at (or next to) the largest ULID gets a store
+    here; ``import_events`` refuses such ids, so a store fed through the API
+    never does.
+    """
+
+
+class IdOutOfRange(InvalidArgument):
+    """An imported id lies further in the future than the import allows, or in
+    the last millisecond of the ULID space, which the store keeps free."""

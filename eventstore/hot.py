@@ -181,6 +181,15 @@ class Resources:
             for obj in reversed(self._entries.pop(owner, ())):  # iterators, then the snapshot
                 obj.close()
 
+    def forget(self) -> list[Any]:
+        """Every tracked object, no longer tracked and not released (after fork()).
+        No lock: only the forking thread exists, and it may have held it."""
+        self._lock = threading.RLock()  # a parent thread may have held the old one
+        self._closed = True
+        objs = [obj for objs in self._entries.values() for obj in objs]
+        self._entries.clear()
+        return objs
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -550,3 +559,10 @@ class HotTier:
         self.resources.close()
         if not self.db.closed:
             self.db.close()
+
+    def disown(self) -> list[Any]:
+        """In a child after fork(): hand over the database and every plyvel
+        object of open views without releasing any (they are the parent's),
+        and stop reads under way at their next page."""
+        self.gate.closed = True
+        return [self.db, *self.resources.forget()]

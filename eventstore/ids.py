@@ -12,14 +12,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, overload
 
 from ulid import ULID
 
-from .errors import InvalidULID
+from .errors import IdOutOfRange, IdsExhausted, InvalidULID
 
 MAX_ULID = (1 << 128) - 1
 _RANDOM_BITS = 80
+MAX_TIMESTAMP_MS = (1 << 48) - 1  # the last millisecond a ULID can name (in 10889)
 
 
 def _clock_ms() -> int:
@@ -45,6 +47,10 @@ class MonotonicULIDs:
         """The highest id made (or the floor, if none was made yet)."""
         return self._last
 
+    def now_ms(self) -> int:
+        """The generator's clock: Unix time in milliseconds."""
+        return self._clock()
+
     def raise_floor(self, floor: int) -> None:
         """Make every later id greater than ``floor``."""
         with self._lock:
@@ -64,7 +70,7 @@ class MonotonicULIDs:
             last = first + count - 1
             if last > MAX_ULID:
                 self._last = first - 1
-                raise OverflowError("ULID space exhausted")
+                raise _exhausted(first - 1, count)
             self._last = last
             return range(first, last + 1)
 
@@ -79,9 +85,49 @@ class MonotonicULIDs:
             # which keeps the order and costs at most a millisecond of skew.
             value = last + 1
         if value > MAX_ULID:
-            raise OverflowError("ULID space exhausted")
+            raise _exhausted(last, 1)
         self._last = value
         return value
+
+
+def _exhausted(last: int, count: int) -> IdsExhausted:
+    return IdsExhausted(
+        f"no room for {count} more id(s) above {ulid_from_int(last)}: the ULID space "
+        "ends there. The store holds an id at the end of time (an import from before "
+        "imports were checked?); export its events and import them into a new store"
+    )
+
+
+def check_importable(value: int, now_ms: int, tolerance_ms: int | None) -> None:
+    """Refuse an id to import that lies more than ``tolerance_ms`` after
+    ``now_ms`` (None: any time), or in the ULID space's last millisecond.
+
+    Every later id is made above the highest stored one: one id far ahead
+    pins all later ids and timestamps there (and age-based compaction stops),
+    and one at the very end leaves no id to make at all.
+    """
+    ms = value >> _RANDOM_BITS
+    if ms >= MAX_TIMESTAMP_MS:
+        raise IdOutOfRange(
+            f"id {ulid_from_int(value)} is in the last millisecond of the ULID space, "
+            "which stays free so that later appends still get ids"
+        )
+    if tolerance_ms is not None and ms > now_ms + tolerance_ms:
+        raise IdOutOfRange(
+            f"id {ulid_from_int(value)} is timed {_fmt_ms(ms)}, "
+            f"{(ms - now_ms) / 86_400_000:.1f} days after this machine's clock "
+            f"({_fmt_ms(now_ms)}); imports accept up to {tolerance_ms / 1000:g} s ahead: "
+            "every later id would be pinned after it. Check the clocks, or raise "
+            "the tolerance (import_events(clock_tolerance=...))"
+        )
+
+
+def _fmt_ms(ms: int) -> str:
+    try:
+        when = datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        return f"{ms} ms after 1970"
+    return when.isoformat(timespec="milliseconds")
 
 
 def ulid_from_bytes(raw: bytes) -> ULID:

@@ -17,6 +17,7 @@ import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from itertools import chain, islice, repeat
 from threading import get_ident
 from types import NoneType
@@ -26,7 +27,7 @@ import msgpack
 import plyvel
 from ulid import ULID
 
-from . import keys, segments
+from . import forks, keys, segments
 from .archive import (
     ARCHIVE_DIR,
     ArchiveFile,
@@ -40,6 +41,7 @@ from .archive import (
     parse_name,
 )
 from .errors import (
+    AppendTooLarge,
     EventStoreError,
     InvalidArgument,
     InvalidNameType,
@@ -49,6 +51,7 @@ from .errors import (
     StoreDamaged,
     StoreNotFound,
     UnserialisableData,
+    UsedAfterFork,
     WrongExpectedVersion,
 )
 from .events import (
@@ -63,7 +66,14 @@ from .events import (
     Snapshot,
 )
 from .hot import HotTier
-from .ids import MonotonicULIDs, UlidRange, to_ulid_bytes, ulid_from_bytes, ulid_from_int
+from .ids import (
+    MonotonicULIDs,
+    UlidRange,
+    check_importable,
+    to_ulid_bytes,
+    ulid_from_bytes,
+    ulid_from_int,
+)
 from .records import (
     MAX_RECORD_BYTES,
     TYPE_INDEX,
@@ -90,6 +100,14 @@ from .view import Tiers, View
 LAYOUT_VERSION = 2
 
 _packb = msgpack.packb
+
+# One append (or append_many, or import batch) at most: far above what an
+# application appends at once, far below what holds the writer lock for
+# seconds or builds a gigabyte of keys. Configurable at open.
+DEFAULT_MAX_APPEND_EVENTS = 100_000
+DEFAULT_MAX_APPEND_BYTES = 64 << 20
+# How far ahead of this machine's clock an imported id may be timed.
+DEFAULT_IMPORT_CLOCK_TOLERANCE = timedelta(days=1)
 
 
 class IncompatibleStore(EventStoreError):
@@ -188,6 +206,7 @@ class _Prepared:
         "index_owners",
         "index_prefixes",
         "n",
+        "size",
         "stream",
         "stream_b",
         "tails",
@@ -195,7 +214,12 @@ class _Prepared:
     )
 
     def __init__(
-        self, stream: str, events: Sequence[NewEvent], expected: object, index_types: bool
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected: object,
+        index_types: bool,
+        room: int = DEFAULT_MAX_APPEND_EVENTS,
     ) -> None:
         self.stream = stream = plain_name(stream, "stream name")
         self.stream_b = name_bytes(stream, "stream name")
@@ -211,6 +235,11 @@ class _Prepared:
         if not events:
             raise InvalidArgument(f"append to stream {stream!r} has no events")
         self.n = len(events)
+        if self.n > room:  # before a byte is packed
+            raise AppendTooLarge(
+                f"append to stream {stream!r} of {self.n} events: one append holds at "
+                f"most {room} more (max_append_events at open); split it"
+            )
         enc = encoder()
         enc.busy = True
         try:
@@ -223,7 +252,8 @@ class _Prepared:
             raise AssertionError(f"{len(self.tails)} records for {self.n} events")
         # One record over the limit makes the sum over it: summed in C, and
         # searched only then.
-        if sum(map(len, self.tails)) > _MAX_TAIL:
+        self.size = sum(map(len, self.tails))
+        if self.size > _MAX_TAIL:
             for n, tail in enumerate(self.tails):
                 if len(tail) > _MAX_TAIL:
                     raise InvalidArgument(
@@ -662,8 +692,62 @@ _STALLED = 0.5  # seconds an appender waits before it checks for lost wake-ups
 _VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
 
 
+# An imported event, checked: id, stream and type bytes, plain indexes, record.
+_Imported = tuple[bytes, bytes, bytes, dict[str, str], bytes]
+
+
 def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
     return events if limit is None else islice(events, limit)
+
+
+def _used_after_fork(path: str) -> UsedAfterFork:
+    return UsedAfterFork(
+        f"store {path!r} was opened by process {os.getppid()} (or an ancestor) and this "
+        f"process ({os.getpid()}) is a child forked from it: the handle is the parent's and "
+        "refuses everything here. Open the store after the fork (one process owns a "
+        "store), or reach it through `eventstore serve`; see docs/operations.md"
+    )
+
+
+class _Forked:
+    """What a store's locks and hot tier become in a child after fork():
+    any use raises UsedAfterFork. A lock another thread of the parent held at
+    the fork would never be released here, and the database's files, log
+    and lock are the parent's."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        raise _used_after_fork(self._path)
+
+    def __enter__(self) -> None:
+        raise _used_after_fork(self._path)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Owner:
+    """The process that opened a store handle, and the handle's append bounds.
+
+    One attribute for the three: an instance dict of more than 30 keys loses
+    CPython's shared-key layout, and with it the fast path of every
+    ``self.x`` on the append path (measured: 0.6 us of a 14 us append).
+    """
+
+    __slots__ = ("max_bytes", "max_events", "pid")
+
+    def __init__(self, pid: int, max_events: int, max_bytes: int) -> None:
+        self.pid = pid
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+
+
+# The parent's plyvel objects, in a child: never freed there (see _disown).
+_DISOWNED: list[Any] = []
 
 
 class EventStore(Tiering, Transfer):
@@ -676,6 +760,8 @@ class EventStore(Tiering, Transfer):
         sync: bool = False,
         index_types: bool | None = None,
         create: bool = True,
+        max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
+        max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be a str or path-like, got {type(path).__name__}")
@@ -683,6 +769,13 @@ class EventStore(Tiering, Transfer):
         if not self.path:
             raise InvalidArgument("path must not be empty")
         self.sync = bool(sync)
+        for name, bound in (
+            ("max_append_events", max_append_events),
+            ("max_append_bytes", max_append_bytes),
+        ):
+            if type(bound) is not int or bound < 1:
+                raise InvalidArgument(f"{name} must be a positive int, got {bound!r}")
+        self._own = _Owner(os.getpid(), max_append_events, max_append_bytes)
         self._archive_dir = os.path.join(self.path, ARCHIVE_DIR)
         # Everything is checked before anything is written: a store that
         # refuses to open is left exactly as it was found.
@@ -799,6 +892,7 @@ class EventStore(Tiering, Transfer):
         # notifies only when there are some (notify_all costs ~1 us even then).
         self._commit_waiters = 0
         self._cleaner: threading.Thread | None = None
+        forks.own(self)  # disowned in a child after fork()
         if watermark != bytes(16):  # finish what an interrupted cleanup left
             self._start_cleanup()
 
@@ -810,6 +904,8 @@ class EventStore(Tiering, Transfer):
         sync: bool = False,
         index_types: bool | None = None,
         create: bool = True,
+        max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
+        max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
     ) -> EventStore:
         """Open the store in folder ``path``, creating it if ``create`` (the
         default) and the folder is missing or empty.
@@ -817,6 +913,10 @@ class EventStore(Tiering, Transfer):
         ``sync=True`` makes every append durable before it returns.
         ``index_types`` (fixed when the store is created, default True) files
         every event under ``type=<its type>`` in its stream's indexes.
+        ``max_append_events`` and ``max_append_bytes`` bound one append,
+        ``append_many`` or import batch (default 100,000 events and 64 MiB of
+        packed type, data, metadata and indexes); a larger one raises
+        :class:`AppendTooLarge` and writes nothing.
         Raises :class:`StoreLocked` if another process has the store open,
         :class:`StoreNotFound` if there is no store and ``create`` is False,
         :class:`NotAStore` for a folder holding other things,
@@ -824,8 +924,17 @@ class EventStore(Tiering, Transfer):
         files are missing or do not agree, :class:`UnsafePath` for an
         ``archive`` that is a symlink or a file in it that is not a regular
         file. None of them changes anything on disk.
+        The handle belongs to this process: used in a child after ``fork()``
+        it raises :class:`UsedAfterFork` (see docs/operations.md).
         """
-        return cls(os.fspath(path), sync=sync, index_types=index_types, create=create)
+        return cls(
+            os.fspath(path),
+            sync=sync,
+            index_types=index_types,
+            create=create,
+            max_append_events=max_append_events,
+            max_append_bytes=max_append_bytes,
+        )
 
     def _read_state(self, index_types: bool | None, create: bool) -> _State:
         """The store's system keys, checked for shape; :class:`StoreDamaged`
@@ -936,7 +1045,16 @@ class EventStore(Tiering, Transfer):
         self.close()
 
     def close(self) -> None:
-        """Close the store. Later calls raise :class:`StoreClosed`; closing twice is fine."""
+        """Close the store. Later calls raise :class:`StoreClosed`; closing twice is fine.
+
+        In a child after ``fork()`` it raises :class:`UsedAfterFork` and
+        releases nothing: the database and its lock are the parent's.
+        """
+        if self._own.pid != os.getpid():
+            if self._closed:
+                return  # closed before the fork: nothing is held, nothing to refuse
+            raise _used_after_fork(self.path)
+        # (It stays in forks' weak set: disowning a closed store changes nothing.)
         with self._maintenance, self._lock:
             if self._closed:
                 return
@@ -963,6 +1081,8 @@ class EventStore(Tiering, Transfer):
 
         Appends wake waiters directly; nothing polls.
         """
+        if self._own.pid != os.getpid():
+            raise _used_after_fork(self.path)
         with self._committed:
             self._commit_waiters += 1
             try:
@@ -980,6 +1100,8 @@ class EventStore(Tiering, Transfer):
 
     def wake_waiters(self) -> None:
         """Wake every :meth:`wait_for_commit` so it re-checks its ``until``."""
+        if self._own.pid != os.getpid():
+            raise _used_after_fork(self.path)
         with self._committed:
             self._committed.notify_all()
 
@@ -995,6 +1117,7 @@ class EventStore(Tiering, Transfer):
         """Follow the global log after ``after`` (or from the checkpoint stored
         under ``name``): catch up, then deliver new events live as they commit.
         See :class:`eventstore.subscriptions.Subscription`."""
+        self._check_open()
         return Subscription(self, after, types, stream_prefix, name, page_size=page_size)
 
     # -- moving whole stores -----------------------------------------------------
@@ -1005,18 +1128,69 @@ class EventStore(Tiering, Transfer):
         *,
         batch_size: int = 4096,
         progress: Callable[[int], None] | None = None,
+        clock_tolerance: timedelta | None = DEFAULT_IMPORT_CLOCK_TOLERANCE,
     ) -> int:
         """Append existing events keeping their ids, versions and seqs (an
         export's round trip). Each id must lie above every id the store holds,
         each seq continue the log without a gap, each version continue its
         stream; a violation raises :class:`InvalidArgument` before its batch
-        (of ``batch_size`` events, each written atomically) is written."""
+        (each written atomically) is written.
+
+        A batch is ``batch_size`` events (at most the store's
+        ``max_append_events``), or fewer when the next event would take it
+        past ``max_append_bytes``. An id timed more than ``clock_tolerance``
+        after this machine's clock (default one day; None: no limit), or in
+        the last millisecond of the ULID space, raises :class:`IdOutOfRange`:
+        every later id is made above it, so one id a century ahead would pin
+        every later id and timestamp there, and the largest ULID would leave
+        no id to make."""
+        self._check_open()
+        if type(batch_size) is not int or batch_size < 1:
+            raise InvalidArgument(f"batch_size must be a positive int, got {batch_size!r}")
+        if batch_size > self._own.max_events:
+            raise AppendTooLarge(
+                f"import batch_size {batch_size} is above the store's max_append_events "
+                f"({self._own.max_events})"
+            )
+        tolerance_ms: int | None = None
+        if clock_tolerance is not None:
+            if not isinstance(clock_tolerance, timedelta) or clock_tolerance < timedelta(0):
+                raise InvalidArgument(
+                    f"clock_tolerance must be a timedelta >= 0 or None, got {clock_tolerance!r}"
+                )
+            tolerance_ms = clock_tolerance // timedelta(milliseconds=1)
         it = iter(events)
+        carried: tuple[Event, _Imported] | None = None
         total = 0
-        while chunk := list(islice(it, batch_size)):
+        while True:
             # Checked and packed before the writer lock: packing may run user
             # code (a subclass's conversion), which may append in turn.
-            prepared = [self._prepare_import(event) for event in chunk]
+            chunk: list[Event] = []
+            prepared: list[_Imported] = []
+            size = 0
+            now_ms = self._ids.now_ms()
+            if carried is not None:
+                chunk.append(carried[0])
+                prepared.append(carried[1])
+                size = len(carried[1][4])
+                carried = None
+            for event in it:
+                ready = self._prepare_import(event, now_ms, tolerance_ms)
+                if len(ready[4]) > self._own.max_bytes:
+                    raise AppendTooLarge(
+                        f"event {event.id} is a record of {len(ready[4])} bytes, above "
+                        f"the store's max_append_bytes ({self._own.max_bytes})"
+                    )
+                if size + len(ready[4]) > self._own.max_bytes:
+                    carried = (event, ready)  # starts the next batch
+                    break
+                chunk.append(event)
+                prepared.append(ready)
+                size += len(ready[4])
+                if len(chunk) == batch_size:
+                    break
+            if not chunk:
+                return total
             with self._lock:
                 self._ready_to_queue()
                 writes = _Writes()
@@ -1063,9 +1237,8 @@ class EventStore(Tiering, Transfer):
             total += len(chunk)
             if progress is not None:
                 progress(len(chunk))
-        return total
 
-    def _prepare_import(self, event: Event) -> tuple[bytes, bytes, bytes, dict[str, str], bytes]:
+    def _prepare_import(self, event: Event, now_ms: int, tolerance_ms: int | None) -> _Imported:
         """An imported event's id, stream and type bytes, plain indexes and
         record, checked; its place in the log is checked under the lock."""
         if type(event.version) is not int or type(event.seq) is not int:
@@ -1074,6 +1247,7 @@ class EventStore(Tiering, Transfer):
                 "both must be ints"
             )
         id16 = to_ulid_bytes(event.id)
+        check_importable(int.from_bytes(id16, "big"), now_ms, tolerance_ms)
         stream_b = name_bytes(event.stream, "stream name")
         type_ = plain_name(event.type, "event type")
         type_b = name_bytes(type_, "event type")
@@ -1132,7 +1306,35 @@ class EventStore(Tiering, Transfer):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def max_append_events(self) -> int:
+        """Events one append, ``append_many`` or import batch may hold."""
+        return self._own.max_events
+
+    @property
+    def max_append_bytes(self) -> int:
+        """Packed bytes (type, data, metadata, indexes) one append may hold."""
+        return self._own.max_bytes
+
+    def _disown(self) -> None:
+        """In a child after fork(): make every use of this handle raise
+        UsedAfterFork, and never free the parent's plyvel objects. Freeing
+        them runs LevelDB's destructors, which wait for a compaction thread
+        that does not exist here or lock a mutex a parent thread may have
+        held at the fork, and close the parent's log file."""
+        self._own.pid = 0  # no process's pid: _check_open refuses
+        refuse: Any = _Forked(self.path)
+        for obj in self._hot.disown():
+            _keep_forever(obj)
+        self._hot = refuse
+        self._lock = self._maintenance = self._tier_lock = refuse
+        self._written = self._committed = refuse
+
     def _check_open(self) -> None:
+        # ~0.1 us, a syscall: for forks that bypass os.register_at_fork (a C
+        # extension's fork()); _disown covers the rest, get()'s fast path too.
+        if self._own.pid != os.getpid():
+            raise _used_after_fork(self.path)
         if self._closed:
             raise StoreClosed(f"store {self.path!r} is closed")
         if self._failed is not None:
@@ -1149,7 +1351,8 @@ class EventStore(Tiering, Transfer):
 
         ``expected_version`` is ANY, NO_STREAM, STREAM_EXISTS or the exact
         version of the stream's last event (-1 for a new stream). Raises
-        :class:`WrongExpectedVersion` otherwise, writing nothing.
+        :class:`WrongExpectedVersion` otherwise, writing nothing. More
+        events or bytes than the store's bounds raise :class:`AppendTooLarge`.
         """
         return self.append_many([(stream, events, expected_version)])[0]
 
@@ -1165,15 +1368,28 @@ class EventStore(Tiering, Transfer):
         checked against the stream as the earlier parts leave it.
         ``checkpoint=(name, value)`` stores a checkpoint in the same write, so
         a process manager records the events it emits and the position it
-        consumed atomically.
+        consumed atomically. The whole append is bounded by the store's
+        ``max_append_events`` and ``max_append_bytes`` (:class:`AppendTooLarge`).
         """
+        self._check_open()  # at once: a forked or closed handle packs nothing
         parts = []
+        room = self._own.max_events
+        size = 0
         for item in appends:
             if not isinstance(item, tuple) or len(item) != 3:
                 raise InvalidType(
                     f"append_many takes (stream, events, expected_version) tuples, got {item!r:.80}"
                 )
-            parts.append(_Prepared(item[0], item[1], item[2], self._index_types))
+            part = _Prepared(item[0], item[1], item[2], self._index_types, room)
+            room -= part.n
+            size += part.size
+            if size > self._own.max_bytes:
+                raise AppendTooLarge(
+                    f"append of {size} bytes or more (packed, up to stream {part.stream!r}): "
+                    f"one append holds at most {self._own.max_bytes} "
+                    "(max_append_bytes at open); split it"
+                )
+            parts.append(part)
         if not parts:
             raise InvalidArgument("append_many was given no appends")
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
@@ -1268,8 +1484,10 @@ class EventStore(Tiering, Transfer):
         """Under the writer lock, before an append reads seqs and versions: the
         store is open, an append this thread abandoned (see _Pending) is
         written first (led by this thread when it heads the queue), and a
-        cut-short _enqueue is settled."""
-        self._check_open()
+        cut-short _enqueue is settled. (The callers checked the pid before
+        the lock: the syscall once per append.)"""
+        if self._closed or self._failed is not None:
+            self._check_open()
         left = self._in_flight.get(get_ident())
         if left is not None and not left.done:
             self._wait_for_queue(lambda: left.done)
@@ -1521,6 +1739,15 @@ class EventStore(Tiering, Transfer):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<EventStore {self.path!r} {state}>"
+
+
+def _keep_forever(obj: Any) -> None:
+    """One more reference to ``obj`` than anything will drop, so that not even
+    the interpreter's shutdown frees it (a list would be cleared then)."""
+    import ctypes  # only ever in a forked child
+
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    _DISOWNED.append(obj)
 
 
 def _checkpoint_put(name: str, value: Any) -> tuple[bytes, bytes]:

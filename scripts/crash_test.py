@@ -14,18 +14,36 @@ the store with ``sync=True`` and runs three threads:
   archive files (random ``max_events``) at random moments, printing ``C`` or
   ``M`` before it starts and ``c`` or ``m`` when done;
 * a reader checks, during all that, that any one view shows a gap-free
-  ``$all`` and dense stream versions.
+  ``$all`` and dense stream versions;
+* the maintainer also compacts and at once deletes the hot copies
+  (``cleanup()``, racing the background cleaner), printing ``K``/``k``, and
+  takes online backups into ``STORE.backups/`` (``B``/``b``);
+* an importer copies the log, a slice at a time, into a second store
+  (``STORE.mirror``) with ``import_events`` and random batch sizes,
+  printing ``J`` (start seq, count, batch size) before and ``I`` after;
+* about a third of the writer's batches are ``append_many(...,
+  checkpoint=...)``: the checkpoint names the batch and the position
+  consumed before it, in the same write; once acknowledged, a second one
+  is set with ``set_checkpoint`` (``P``).
 
 The parent kills the child with SIGKILL after a random delay, or shortly
-after it announced a compaction or a merge, reopens the store itself and
-checks: every acknowledged event present exactly once with its acknowledged
-id, stream, version, seq and payload; whole appends only (unacknowledged ones
-only as whole batches at the tail); no event in both tiers (raw LevelDB keys
-against the ids in the ESDB files the manifest names, no id in two files,
-orphan files removed at open, garbage below the watermark collected); seq
-gap-free, versions dense, ids increasing, also for an append made after the
-reopen; and every read (``read_all`` both ways, with ``after``, ``from_seq``,
-``types`` and ``stream_prefix``; ``read_stream`` and ``read_index`` both ways;
+after it announced a compaction, a merge, a cleanup, an import or a backup,
+reopens the store itself and checks: every acknowledged event present
+exactly once with its acknowledged id, stream, version, seq and payload;
+whole appends only (unacknowledged ones only as whole batches at the tail);
+no event in both tiers (raw LevelDB keys against the ids in the ESDB files
+the manifest names, no id in two files, orphan files removed at open,
+garbage below the watermark collected); seq gap-free, versions dense, ids
+increasing, also for an append made after the reopen; the writer's
+checkpoint naming exactly the last checkpointed batch in the store, and the
+one set afterwards a checkpointed batch in the store, not older than the
+last acknowledged; the
+mirror a prefix of the log holding every acknowledged import and whole
+import batches only, and passing ``verify()``; every acknowledged backup
+(and one renamed into place just before the kill) opening, passing
+``verify()`` and holding the log's first events, as many as it said; and
+every read (``read_all`` both ways, with ``after``, ``from_seq``, ``types``
+and ``stream_prefix``; ``read_stream`` and ``read_index`` both ways;
 ``get``; ``stream_version``; ``last_seq``) identical to the history the
 parent derives from the batch numbers alone. The payload of batch ``b`` is a
 pure function of ``(seed, b)``, so a run is deterministic apart from timing.
@@ -63,6 +81,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 import plyvel
+from ulid import ULID
 
 from eventstore import ANY, EventStore, NewEvent
 from eventstore import keys as K
@@ -134,6 +153,32 @@ def make_batch(seed: int, batch: int) -> list[Part]:
     return parts
 
 
+def checkpointed(seed: int, batch: int) -> bool:
+    """Whether batch ``batch`` is appended with a checkpoint in the same write
+    (``append_many(..., checkpoint=...)``, as a process manager records the
+    events it emits with the position it consumed)."""
+    return random.Random(f"cp/{seed}/{batch}").random() < 0.3
+
+
+CHECKPOINT = "writer"  # written in the same write as its batch
+AFTER = "writer-after"  # written by set_checkpoint once its batch is acknowledged
+
+
+def checkpoint_value(batch: int, consumed: str | None) -> dict[str, Any]:
+    """The checkpoint written with batch ``batch``: the batch, and the id of
+    the last event before it (the "position consumed")."""
+    return {"batch": batch, "consumed": consumed}
+
+
+def mirror_path(store: str) -> str:
+    """The store the child imports the main store's log into."""
+    return store + ".mirror"
+
+
+def backups_path(store: str) -> str:
+    return store + ".backups"
+
+
 def digest(spec: Spec) -> str:
     packed = msgpack.packb(
         [spec.stream, spec.type, spec.data, spec.metadata, spec.indexes], use_bin_type=True
@@ -167,7 +212,20 @@ def child_main(path: str, seed: int, round_no: int, first_batch: int) -> None:
             while True:
                 time.sleep(rng.uniform(0.005, 0.1))
                 n += 1
-                if rng.random() < 0.65:
+                pick = rng.random()
+                if pick < 0.15:
+                    # A compaction, then its hot copies deleted at once (the
+                    # background cleaner races this, as it does after any).
+                    res = store.compact(before=datetime.now(UTC))
+                    emit(f"K {n} {res.events}")
+                    deleted = store.cleanup()
+                    emit(f"k {n} {deleted}")
+                elif pick < 0.3:
+                    dest = os.path.join(backups_path(path), f"r{round_no}-{n}")
+                    emit("B " + json.dumps({"n": n, "dest": dest}))
+                    copy = store.backup(dest)
+                    emit("b " + json.dumps({"n": n, "dest": dest, "events": copy.events}))
+                elif pick < 0.75:
                     r = rng.random()
                     before: datetime | str
                     if r < 0.4 or not recent:
@@ -208,9 +266,31 @@ def child_main(path: str, seed: int, round_no: int, first_batch: int) -> None:
         except BaseException:
             die("reader thread")
 
+    mirror = EventStore.open(mirror_path(path), sync=True)
+
+    def copy_into_mirror() -> None:
+        """Import the main store's log, a slice at a time, into the mirror."""
+        rng = random.Random(f"import/{seed}/{round_no}")
+        try:
+            while True:
+                time.sleep(rng.uniform(0.002, 0.05))
+                start = mirror.last_seq + 1
+                events = list(store.read_all(from_seq=start, limit=rng.choice([1, 9, 60, 400])))
+                if not events:
+                    continue
+                batch_size = rng.choice([1, 4, 32, 4096])
+                emit("J " + json.dumps({"start": start, "n": len(events), "batch": batch_size}))
+                mirror.import_events(events, batch_size=batch_size)
+                emit(f"I {mirror.last_seq}")
+        except BaseException:
+            die("import thread")
+
     threading.Thread(target=maintain, daemon=True).start()
     threading.Thread(target=read, daemon=True).start()
+    threading.Thread(target=copy_into_mirror, daemon=True).start()
     rng = random.Random(f"writer/{seed}/{round_no}")
+    newest = list(store.read_all(backwards=True, limit=1))
+    consumed = str(newest[0].id) if newest else None
     emit("READY")
     batch = first_batch
     try:
@@ -225,7 +305,10 @@ def child_main(path: str, seed: int, round_no: int, first_batch: int) -> None:
                 ]
                 appends.append((part.stream, events, expected))
                 planned[part.stream] += len(part.specs)
-            if len(appends) == 1 and rng.random() < 0.5:
+            if checkpointed(seed, batch):
+                value = checkpoint_value(batch, consumed)
+                results = store.append_many(appends, checkpoint=(CHECKPOINT, value))
+            elif len(appends) == 1 and rng.random() < 0.5:
                 results = [store.append(*appends[0])]
             else:
                 results = store.append_many(appends)
@@ -243,7 +326,11 @@ def child_main(path: str, seed: int, round_no: int, first_batch: int) -> None:
                         ]
                     )
             emit("A " + json.dumps({"b": batch, "e": acked}))
+            if checkpointed(seed, batch):
+                store.set_checkpoint(AFTER, {"batch": batch})
+                emit(f"P {batch}")
             recent.append(str(results[-1].ids[-1]))
+            consumed = recent[-1]
             batch += 1
             if rng.random() < 0.8:  # a few hundred appends a second keeps the checks quick
                 time.sleep(rng.uniform(0.001, 0.008))
@@ -288,6 +375,8 @@ class History:
     seed: int
     rows: list[Row] = field(default_factory=list)  # the verified log, in order
     next_batch: int = 0
+    mirrored: int = 0  # events in the mirror store, as last verified
+    after_floor: int = -1  # the newest batch whose set_checkpoint(AFTER) returned
     _cache: dict[int, list[Part]] = field(default_factory=dict)
 
     def batch(self, b: int) -> list[Part]:
@@ -306,6 +395,12 @@ class ChildRun:
     merges: int
     moved: int
     error: str | None  # what the child itself found wrong, if anything
+    cleanups: int = 0  # compactions whose hot copies the child then deleted
+    imported: int = 0  # the mirror's last_seq after the last acknowledged import
+    importing: dict[str, int] | None = None  # the import under way at the kill
+    backups: list[tuple[str, int]] = field(default_factory=list)  # (dest, events), finished
+    backing_up: str | None = None  # a backup begun and not acknowledged
+    after: int = -1  # the newest batch whose set_checkpoint(AFTER) returned
 
 
 def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
@@ -357,14 +452,16 @@ def run_child(
         if "READY" not in seen:
             raise Violation(f"child did not start: {seen[-3:]}")
         started = time.monotonic()
-        mode = rng.choice(["timer", "timer", "compact", "compact", "merge"])
+        mode = rng.choice(
+            ["timer", "timer", "compact", "compact", "merge", "cleanup", "import", "backup"]
+        )
         if mode == "timer":
             deadline = started + rng.uniform(0.02, 0.9)
             while not eof and time.monotonic() < deadline:
                 take(deadline - time.monotonic())
         else:
-            tag = "C" if mode == "compact" else "M"
-            wanted = rng.randint(1, 4)
+            tag = {"compact": "C", "merge": "M", "cleanup": "K", "import": "J", "backup": "B"}[mode]
+            wanted = rng.randint(1, 2) if tag in "KB" else rng.randint(1, 4)
             delay = rng.choice([0.0, rng.uniform(0, 0.003), rng.uniform(0, 0.02)])
             deadline = started + 3.0
             count = 0
@@ -389,7 +486,11 @@ def run_child(
     if not errors and proc.returncode != -signal.SIGKILL:
         raise Violation(f"child exited by itself with status {proc.returncode}: {seen[-3:]}")
     acks: dict[int, list[Ack]] = {}
-    compactions = merges = moved = 0
+    compactions = merges = moved = cleanups = imported = 0
+    after = -1
+    importing: dict[str, int] | None = None
+    backups: list[tuple[str, int]] = []
+    backing_up: str | None = None
     for line in seen:
         tag, _, rest = line.partition(" ")
         if tag == "A":
@@ -399,8 +500,34 @@ def run_child(
             compactions += tag == "c"
             merges += tag == "m"
             moved += int(rest.split()[2]) if tag == "c" else 0
+        elif tag == "k":
+            cleanups += 1
+        elif tag == "P":
+            after = int(rest)
+        elif tag == "J":
+            importing = json.loads(rest)
+        elif tag == "I":
+            imported, importing = int(rest), None
+        elif tag == "B":
+            backing_up = json.loads(rest)["dest"]
+        elif tag == "b":
+            msg = json.loads(rest)
+            backups.append((msg["dest"], msg["events"]))
+            backing_up = None
     return ChildRun(
-        acks, mode, killed_after, compactions, merges, moved, errors[0] if errors else None
+        acks,
+        mode,
+        killed_after,
+        compactions,
+        merges,
+        moved,
+        errors[0] if errors else None,
+        cleanups,
+        imported,
+        importing,
+        backups,
+        backing_up,
+        after,
     )
 
 
@@ -710,7 +837,13 @@ def append_after_reopen(s: EventStore, history: History, events: list[Event]) ->
             )
         )
         versions[part.stream] += len(part.specs)
-    results = s.append_many(appends)
+    if checkpointed(history.seed, b):
+        consumed = str(events[-1].id) if events else None
+        results = s.append_many(appends, checkpoint=(CHECKPOINT, checkpoint_value(b, consumed)))
+        s.set_checkpoint(AFTER, {"batch": b})
+        history.after_floor = b
+    else:
+        results = s.append_many(appends)
     seq = len(events)
     for result in results:
         for id_ in result.ids:
@@ -755,6 +888,106 @@ def check_segment_keys(store: str, raw: Raw) -> None:
     )
 
 
+def check_checkpoint(s: EventStore, history: History) -> None:
+    """The checkpoint written with the checkpointed batches (one atomic write
+    with the events) names the last such batch in the store, and the
+    position consumed before it: never a batch the kill lost, never an older
+    one than the events say."""
+    want = max(
+        (b for b in range(history.next_batch) if checkpointed(history.seed, b)), default=None
+    )
+    got = s.get_checkpoint(CHECKPOINT)
+    if want is None:
+        check(got is None, f"checkpoint {got!r}, but no checkpointed batch is in the store")
+        return
+    consumed = None
+    for r in reversed(history.rows):  # the last event of the batches before it
+        tag = r[5].get("b") if isinstance(r[5], dict) else None
+        if tag is not None and tag < want:
+            consumed = str(ULID.from_bytes(r[0]))
+            break
+    check(
+        got == checkpoint_value(want, consumed),
+        f"checkpoint {got!r}, but the last checkpointed batch in the store is {want} "
+        f"(consumed {consumed}): the checkpoint and its events disagree",
+    )
+
+
+def check_after_checkpoint(s: EventStore, history: History, run: ChildRun | None) -> None:
+    """The checkpoint set once its batch was acknowledged: never ahead of the
+    events (its batch is in the store), never behind the last one whose
+    set_checkpoint returned (sync=True: it is durable)."""
+    if run is not None:
+        history.after_floor = max(history.after_floor, run.after)
+    got = s.get_checkpoint(AFTER)
+    if got is None:
+        check(history.after_floor < 0, f"{AFTER} lost: it was set for batch {history.after_floor}")
+        return
+    batch = got.get("batch") if isinstance(got, dict) else None
+    check(
+        isinstance(batch, int) and checkpointed(history.seed, batch) and batch < history.next_batch,
+        f"{AFTER} is {got!r}: not a checkpointed batch in the store "
+        f"(batches < {history.next_batch})",
+    )
+    check(
+        batch >= history.after_floor,
+        f"{AFTER} names batch {batch}, but it was set for batch {history.after_floor} since",
+    )
+
+
+def check_mirror(store: str, history: History, events: list[Event], run: ChildRun) -> int:
+    """The store the child imported into: a prefix of the main log, holding
+    every acknowledged import, and whole import batches of the one under
+    way at the kill. Returns how many events it holds."""
+    path = mirror_path(store)
+    if not os.path.exists(path):
+        check(history.mirrored == 0 and run.imported == 0, f"{path} is gone")
+        return 0
+    with EventStore.open(path) as m:
+        got = [row(e) for e in m.read_all()]
+        n = len(got)
+        check(
+            got == [row(e) for e in events[:n]],
+            f"the mirror's {n} events are not the main log's first {n}",
+        )
+        floor = max(history.mirrored, run.imported)
+        if run.importing is None:
+            allowed = {floor}
+        else:
+            start, count, size = (run.importing[k] for k in ("start", "n", "batch"))
+            check(start - 1 >= floor, f"an import from seq {start} began below {floor}")
+            allowed = {start - 1 + min(k * size, count) for k in range(count // size + 2)}
+        check(
+            n in allowed,
+            f"the mirror holds {n} events; after the acknowledged imports and whole "
+            f"batches of the one under way ({run.importing}) it may hold {sorted(allowed)}",
+        )
+        m.verify()
+    history.mirrored = n
+    return n
+
+
+def check_backups(store: str, events: list[Event], run: ChildRun) -> int:
+    """Every acknowledged backup opens, verifies, and holds a prefix of the
+    log as long as it said; one under way at the kill is absent or whole."""
+    found = list(run.backups)
+    if run.backing_up is not None and os.path.exists(run.backing_up):
+        found.append((run.backing_up, -1))  # renamed into place just before the kill
+    for dest, count in found:
+        check(os.path.isdir(dest), f"acknowledged backup {dest} is missing")
+        with EventStore.open(dest) as b:
+            got = [row(e) for e in b.read_all()]
+            if count >= 0:
+                check(len(got) == count, f"backup {dest} holds {len(got)} events, said {count}")
+            check(
+                got == [row(e) for e in events[: len(got)]],
+                f"backup {dest} is not a prefix of the log",
+            )
+            b.verify()
+    shutil.rmtree(backups_path(store), ignore_errors=True)  # and any .partial left
+    return len(found)
+
+
 class RoundStats(NamedTuple):
     events: int
     cold: int
@@ -763,10 +996,16 @@ class RoundStats(NamedTuple):
     strays: int
     unacked: int
     garbage: int
+    mirrored: int = 0
+    backups: int = 0
 
 
 def verify(
-    store: str, history: History, acks: dict[int, list[Ack]], rng: random.Random
+    store: str,
+    history: History,
+    acks: dict[int, list[Ack]],
+    rng: random.Random,
+    run: ChildRun | None = None,
 ) -> RoundStats:
     raw = raw_state(store)
     folder = os.path.join(store, "archive")
@@ -788,6 +1027,8 @@ def verify(
         )
         events = list(s.read_all())
         unacked = expected_rows(history, events, acks)
+        check_checkpoint(s, history)
+        check_after_checkpoint(s, history, run)
         cold, files, boundaries = check_files(store, raw, events)
         check_reads(s, events, boundaries, rng)  # racing the background cleanup
         s.cleanup()  # finish what the cleanup thread resumed at open
@@ -799,9 +1040,16 @@ def verify(
         after.watermark == raw.watermark and after.manifest == raw.manifest,
         "opening and reading changed the watermark or the manifest",
     )
+    mirrored = backups = 0
+    if run is not None:
+        mirrored = check_mirror(store, history, events, run)
+        backups = check_backups(store, events, run)
     with EventStore.open(store, sync=True) as s:
         append_after_reopen(s, history, events)
-    return RoundStats(len(events), cold, files, len(orphans), strays, unacked, raw.below)
+        check_checkpoint(s, history)
+    return RoundStats(
+        len(events), cold, files, len(orphans), strays, unacked, raw.below, mirrored, backups
+    )
 
 
 # -- the command line ----------------------------------------------------------
@@ -828,6 +1076,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def remove_store(store: str) -> None:
+    for folder in (store, mirror_path(store), backups_path(store)):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if args.child:
@@ -846,11 +1099,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in_compaction": 0,
         "orphan_rounds": 0,
         "stray_rounds": 0,
+        "cleanups": 0,
+        "garbage_rounds": 0,
+        "backups": 0,
+        "in_import": 0,
     }
     for round_no in range(1, args.rounds + 1):
         if epoch < 0 or (args.rounds_per_store and (round_no - 1) % args.rounds_per_store == 0):
             if store:
-                shutil.rmtree(store, ignore_errors=True)
+                remove_store(store)
             epoch += 1
             store = os.path.join(base, f"store-{args.seed}-{epoch:03d}")
             if os.path.exists(store):
@@ -864,18 +1121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if run.error is not None:
                 # Say what the child saw, and what the store holds after it.
                 try:
-                    verify(store, history, run.acks, rng)
+                    verify(store, history, run.acks, rng, run)
                     after = "the store passed every check after reopen"
                 except Violation as exc:
                     after = f"the store after reopen: {exc}"
                 raise Violation(f"the child failed: {run.error}\n{after}")
-            stats = verify(store, history, run.acks, rng)
+            stats = verify(store, history, run.acks, rng, run)
         except Violation as exc:
             print(f"FAIL round {round_no} (seed {args.seed}, store {store}): {exc}", flush=True)
             if args.keep:
                 print(f"kept the store at {store}", flush=True)
             else:
-                shutil.rmtree(store, ignore_errors=True)
+                remove_store(store)
                 if not args.path:
                     shutil.rmtree(base, ignore_errors=True)
             return 1
@@ -884,15 +1141,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         totals["merges"] += run.merges
         totals["orphan_rounds"] += stats.orphans > 0
         totals["stray_rounds"] += stats.strays > 0
+        totals["cleanups"] += run.cleanups
+        totals["garbage_rounds"] += stats.garbage > 0
+        totals["backups"] += stats.backups
+        totals["in_import"] += run.importing is not None
         print(
             f"round {round_no}/{args.rounds} store {epoch} kill={run.mode}@"
             f"{run.killed_after:.3f}s acked={len(run.acks)} unacked={stats.unacked} "
             f"compactions={run.compactions} merges={run.merges} events={stats.events} "
             f"cold={stats.cold} files={stats.files} orphans={stats.orphans} strays={stats.strays} "
-            f"garbage={stats.garbage} ok ({time.monotonic() - t0:.2f}s)",
+            f"garbage={stats.garbage} cleanups={run.cleanups} mirrored={stats.mirrored}"
+            f"{'+' if run.importing else ''} backups={stats.backups} "
+            f"ok ({time.monotonic() - t0:.2f}s)",
             flush=True,
         )
-    shutil.rmtree(store, ignore_errors=True)
+    remove_store(store)
     if not args.path:
         shutil.rmtree(base, ignore_errors=True)
     print(
@@ -900,7 +1163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"appends, {totals['compactions']} compactions and {totals['merges']} merges "
         f"completed in killed processes; orphan files removed at open in "
         f"{totals['orphan_rounds']} rounds, stray segment keys swept in "
-        f"{totals['stray_rounds']}; {time.monotonic() - started:.0f}s",
+        f"{totals['stray_rounds']}; {totals['cleanups']} cleanups completed, garbage "
+        f"left at the kill in {totals['garbage_rounds']} rounds; {totals['backups']} "
+        f"backups checked; killed mid-import in {totals['in_import']} rounds; "
+        f"{time.monotonic() - started:.0f}s",
         flush=True,
     )
     return 0

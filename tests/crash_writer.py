@@ -2,7 +2,8 @@
 
 Run as ``python -m tests.crash_writer PATH SYNC``. Each append is an
 ``append_many`` of three streams, two events each, all tagged with the batch
-number; after it returns, the batch number and its ids go to stdout, flushed.
+number, with a checkpoint naming the batch in the same write; after it
+returns, the batch number and its ids go to stdout, flushed.
 The parent kills this process with SIGKILL at a random moment.
 """
 
@@ -23,7 +24,9 @@ def main() -> None:
             [
                 (f"s-{(batch + k) % 5}", [NewEvent("T", [batch, k, j]) for j in range(2)], ANY)
                 for k in range(3)
-            ]
+            ],
+            # In the same write: after a kill it names the last batch in the store.
+            checkpoint=("writer", {"batch": batch}),
         )
         ids = " ".join(str(i) for r in results for i in r.ids)
         sys.stdout.write(f"{batch} {ids}\n")

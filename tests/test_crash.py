@@ -62,6 +62,10 @@ def test_acknowledged_appends_survive_sigkill_and_none_is_half_there(
             for e in log:
                 per_batch[e.data[0]] = per_batch.get(e.data[0], 0) + 1
             assert all(n == 6 for n in per_batch.values()), "a half-written append"
+            # The checkpoint went in the same write as its batch's events.
+            assert store.get_checkpoint("writer") == (
+                {"batch": max(per_batch)} if per_batch else None
+            ), "the checkpoint and the events disagree"
             for n in range(5):
                 events = list(store.read_stream(f"s-{n}"))
                 assert [e.version for e in events] == list(range(len(events)))

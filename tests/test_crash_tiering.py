@@ -8,6 +8,7 @@ runs a few rounds; the README gives the command for a long run.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import threading
@@ -161,3 +162,90 @@ def test_reproducer_compact_loses_an_append_being_written(tmp_path: Path) -> Non
         assert [e.seq for e in store.read_all()] == [1, 2]
     finally:
         store.close()
+
+
+# -- the checks of the phases added for issue 13: checkpoint, import, backup -------------
+
+
+def _history_with_batches(ct: ModuleType, path: str, batches: int) -> tuple[Any, list[Any]]:
+    history = ct.History(3)
+    with EventStore.open(path, sync=True) as store:
+        for _ in range(batches):
+            ct.append_after_reopen(store, history, list(store.read_all()))
+        events = list(store.read_all())
+    return history, events
+
+
+def test_the_checks_catch_a_checkpoint_that_disagrees_with_its_events(tmp_path: Path) -> None:
+    ct = _load_script()
+    path = str(tmp_path / "s")
+    assert [b for b in range(9) if ct.checkpointed(3, b)] == [7]
+    history, _ = _history_with_batches(ct, path, 9)  # batch 7 wrote the checkpoint
+    before = ct.History(3, rows=list(history.rows), next_batch=history.next_batch)
+    with EventStore.open(path) as store:
+        value = store.get_checkpoint(ct.CHECKPOINT)
+        assert value["batch"] == 7
+        store.set_checkpoint(ct.CHECKPOINT, {**value, "batch": 6})  # as if batch 7 had lost it
+    with pytest.raises(ct.Violation, match="the checkpoint and its events disagree"):
+        ct.verify(path, before, {}, ct.random.Random(1))
+
+
+def _run(ct: ModuleType, **fields: Any) -> Any:
+    return ct.ChildRun({}, "timer", 0.0, 0, 0, 0, None, **fields)
+
+
+def test_the_checks_catch_a_lost_import_and_a_half_import_batch(tmp_path: Path) -> None:
+    ct = _load_script()
+    path = str(tmp_path / "s")
+    history, events = _history_with_batches(ct, path, 6)
+    with EventStore.open(ct.mirror_path(path)) as mirror:
+        mirror.import_events(events[:5])
+    with pytest.raises(ct.Violation, match="the mirror holds 5 events"):
+        ct.check_mirror(path, history, events, _run(ct, imported=len(events)))
+    # An import of 4 events in batches of 2 under way from seq 4: 3 or 5, not 4.
+    under_way = {"start": 4, "n": 4, "batch": 2}
+    assert ct.check_mirror(path, history, events, _run(ct, imported=3, importing=under_way)) == 5
+    history.mirrored = 3
+    under_way = {"start": 4, "n": 4, "batch": 1}
+    assert ct.check_mirror(path, history, events, _run(ct, importing=under_way)) == 5
+    with pytest.raises(ct.Violation, match="may hold"):
+        history.mirrored = 3
+        under_way = {"start": 4, "n": 4, "batch": 4}
+        ct.check_mirror(path, history, events, _run(ct, importing=under_way))
+
+
+def test_the_checks_catch_a_missing_or_short_backup(tmp_path: Path) -> None:
+    ct = _load_script()
+    path = str(tmp_path / "s")
+    _, events = _history_with_batches(ct, path, 4)
+    dest = os.path.join(ct.backups_path(path), "b1")
+    with EventStore.open(path) as store:
+        made = store.backup(dest)
+    assert ct.check_backups(path, events, _run(ct, backups=[(dest, made.events)])) == 1
+    assert not os.path.exists(dest)  # checked backups are removed
+    with pytest.raises(ct.Violation, match="is missing"):
+        ct.check_backups(path, events, _run(ct, backups=[(dest, 5)]))
+    with EventStore.open(path) as store:
+        store.backup(dest)
+    with pytest.raises(ct.Violation, match=r"holds .* events, said"):
+        ct.check_backups(path, events, _run(ct, backups=[(dest, len(events) + 1)]))
+
+
+def test_the_checks_catch_a_checkpoint_set_after_its_batch_running_ahead_or_lost(
+    tmp_path: Path,
+) -> None:
+    ct = _load_script()
+    path = str(tmp_path / "s")
+    history, _ = _history_with_batches(ct, path, 9)
+    assert history.after_floor == 7
+    with EventStore.open(path) as store:
+        store.set_checkpoint(ct.AFTER, {"batch": 9})  # a batch the store does not hold
+    with EventStore.open(path) as store, pytest.raises(ct.Violation, match="not a checkpointed"):
+        ct.check_after_checkpoint(store, history, None)
+    with EventStore.open(path) as store:
+        store.set_checkpoint(ct.AFTER, None)  # as if the acknowledged one were lost
+    with EventStore.open(path) as store, pytest.raises(ct.Violation, match="lost"):
+        ct.check_after_checkpoint(store, history, None)
+    with EventStore.open(path) as store:
+        store.set_checkpoint(ct.AFTER, {"batch": 7})
+        ct.check_after_checkpoint(store, history, None)

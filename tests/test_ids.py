@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ulid import ULID
 
-from eventstore.errors import InvalidULID
+from eventstore.errors import IdsExhausted, InvalidULID
 from eventstore.ids import (
     MAX_ULID,
     MonotonicULIDs,
@@ -105,8 +105,9 @@ def test_generator_resumes_above_its_floor() -> None:
 
 def test_exhausted_id_space_is_an_error_not_a_wrap() -> None:
     gen = MonotonicULIDs(floor=MAX_ULID, clock=FakeClock(1))
-    with pytest.raises(OverflowError):
+    with pytest.raises(IdsExhausted, match="ULID space ends"):  # also an OverflowError
         gen.next_int()
+    assert gen.last == MAX_ULID
 
 
 def test_ids_from_many_threads_are_unique_and_increasing_per_thread() -> None:
@@ -190,7 +191,7 @@ def test_a_batch_of_ids_is_consecutive_and_above_everything_before() -> None:
 
 def test_a_batch_that_would_pass_the_last_ulid_raises_and_hands_out_nothing() -> None:
     gen = MonotonicULIDs(floor=MAX_ULID - 3, clock=FakeClock(1))
-    with pytest.raises(OverflowError):
+    with pytest.raises(IdsExhausted):
         gen.next_ints(5)
     assert list(gen.next_ints(3)) == [MAX_ULID - 2, MAX_ULID - 1, MAX_ULID]
 

@@ -34,8 +34,8 @@ from ..archive import ARCHIVE_DIR
 from ..errors import CorruptFile, EventStoreError, InvalidArgument, StoreLocked, StoreNotFound
 from ..esdb import ESDBReader
 from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected, NewEvent
-from ..ids import to_ulid_bytes
-from ..store import EventStore, locate_store
+from ..ids import check_importable, to_ulid_bytes
+from ..store import DEFAULT_IMPORT_CLOCK_TOLERANCE, EventStore, locate_store
 from .output import (
     BadJSON,
     Table,
@@ -1004,7 +1004,9 @@ def read_export(file: str, advance: Callable[[int], None]) -> Iterator[tuple[str
             yield where, ev
 
 
-def check_import(store: EventStore, file: str) -> int:
+def check_import(
+    store: EventStore, file: str, tolerance: timedelta = DEFAULT_IMPORT_CLOCK_TOLERANCE
+) -> int:
     """Read the whole file once before writing anything: every line an event,
     ids strictly increasing and above the store's newest, seq continuing the
     store's gap-free, versions dense per stream. Returns the event count."""
@@ -1040,21 +1042,36 @@ def check_import(store: EventStore, file: str) -> int:
             versions[ev.stream] = ev.version
             prev, seq = ev.id.bytes, ev.seq
             n += 1
+    if prev is not None and n:  # ids increase: the last is the one that could pin the clock
+        now_ms = time.time_ns() // 1_000_000
+        check_importable(
+            int.from_bytes(prev, "big"), now_ms, tolerance // timedelta(milliseconds=1)
+        )
     return n
 
 
 @click.command("import")
 @path_argument
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--clock-tolerance",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_IMPORT_CLOCK_TOLERANCE.total_seconds(),
+    show_default=True,
+    help="Seconds an event's id may be timed after this machine's clock.",
+)
 @guard
-def import_(path: str, file: str) -> None:
+def import_(path: str, file: str, clock_tolerance: float) -> None:
     """Add the events of an export FILE to a store, with their ids and seqs.
 
     The file is checked whole before anything is written. The store may be
-    new or hold only events older than the file's.
+    new or hold only events older than the file's. Ids timed further ahead
+    of the clock than --clock-tolerance are refused: every later id of the
+    store would be made after them.
     """
+    tolerance = timedelta(seconds=clock_tolerance)
     with opened(path, create=True, sync=True) as store:
-        n = check_import(store, file)
+        n = check_import(store, file, tolerance)
         if n == 0:
             click.echo(f"nothing to import: {file} holds no events")
             return
@@ -1064,7 +1081,9 @@ def import_(path: str, file: str) -> None:
                 "(the file checked out: nothing was written)"
             )
         with progress_bar(os.path.getsize(file), "importing") as advance:
-            store.import_events(ev for _, ev in read_export(file, advance))
+            store.import_events(
+                (ev for _, ev in read_export(file, advance)), clock_tolerance=tolerance
+            )
         last = store.last_seq
     click.echo(f"imported {_plural(n, 'event')} from {file}; seq now {last}")
 
