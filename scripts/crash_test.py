@@ -221,6 +221,7 @@ def child_main(path: str, seed: int, round_no: int, first_batch: int) -> None:
                     deleted = store.cleanup()
                     emit(f"k {n} {deleted}")
                 elif pick < 0.3:
+                    os.makedirs(backups_path(path), exist_ok=True)  # backup makes only DEST
                     dest = os.path.join(backups_path(path), f"r{round_no}-{n}")
                     emit("B " + json.dumps({"n": n, "dest": dest}))
                     copy = store.backup(dest)

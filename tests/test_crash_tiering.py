@@ -219,12 +219,14 @@ def test_the_checks_catch_a_missing_or_short_backup(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
     _, events = _history_with_batches(ct, path, 4)
     dest = os.path.join(ct.backups_path(path), "b1")
+    os.makedirs(ct.backups_path(path))
     with EventStore.open(path) as store:
         made = store.backup(dest)
     assert ct.check_backups(path, events, _run(ct, backups=[(dest, made.events)])) == 1
     assert not os.path.exists(dest)  # checked backups are removed
     with pytest.raises(ct.Violation, match="is missing"):
         ct.check_backups(path, events, _run(ct, backups=[(dest, 5)]))
+    os.makedirs(ct.backups_path(path))
     with EventStore.open(path) as store:
         store.backup(dest)
     with pytest.raises(ct.Violation, match=r"holds .* events, said"):
