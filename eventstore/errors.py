@@ -136,3 +136,12 @@ class StreamDeleted(EventStoreError, LookupError):
     def __init__(self, stream: str) -> None:
         self.stream = stream
         super().__init__(f"Event stream '{stream}' is deleted.")
+
+
+# -- h2-integrity: reads go on after a failed write -------------------------
+
+
+class WritesRefused(StoreClosed, StorageError):
+    """The store refuses writes, but reads go on: an earlier write failed (a
+    full disk, a failing device), or the disk was full when it opened. Free
+    the space or fix the device, then close and reopen the store."""

@@ -9,19 +9,33 @@ cold tier (they are garbage awaiting deletion) and every read here skips them.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import functools
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from itertools import chain, islice, repeat, takewhile
 from threading import get_ident
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import plyvel
 from ulid import ULID
 
 from . import keys
-from .errors import CorruptFile, StoreClosed, StoreLocked
+from .errors import (
+    CorruptFile,
+    DiskFull,
+    EventStoreError,
+    StorageError,
+    StoreClosed,
+    StoreDamaged,
+    StoreLocked,
+)
 from .events import Event
 from .ids import ulid_from_bytes
 from .records import inert_ext, record_version
@@ -76,24 +90,102 @@ def lazy_events(ids: list[bytes], streams: list[str] | str, raws: list[bytes]) -
     return map(decode_event, ids, repeat(streams) if isinstance(streams, str) else streams, raws)
 
 
-# What plyvel raises when LevelDB finds a block whose checksum is wrong (on
-# reads that ask it to verify, as compaction's scans do).
+# What plyvel raises when LevelDB finds a block whose checksum is wrong.
 LevelDBCorruption = plyvel.CorruptionError
 
 
-def damaged(exc: Exception) -> CorruptFile:
+def _message(exc: BaseException) -> str:
+    """plyvel's messages are bytes; show them as text."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
+def damaged(exc: Exception, where: str = "hot tier") -> CorruptFile:
     """The error for a LevelDB block that failed its checksum."""
-    return CorruptFile("hot tier", 0, f"LevelDB refused a damaged block: {exc}")
+    return CorruptFile(where, 0, f"LevelDB refused a damaged block: {_message(exc)}")
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+# LevelDB reports a failed write as text only ("IO error: ...: No space left on device").
+_FULL_TEXT = tuple(os.strerror(code) for code in _FULL)
+
+
+def storage_error(exc: BaseException, doing: str, decoding: bool = True) -> EventStoreError | None:
+    """The EventStoreError for a failure of the disk or of LevelDB while
+    ``doing`` something, or None for an exception that is neither (a bug, or
+    an interrupt, which stays what it is). One mapping for every boundary:
+    damage is :class:`CorruptFile`, a full disk :class:`DiskFull`, any other
+    refusal of the OS :class:`StorageError`. ``decoding``: nothing but
+    stored bytes were decoded (no user code ran), so a ValueError, KeyError,
+    IndexError or TypeError means a damaged value."""
+    if isinstance(exc, EventStoreError):
+        return exc
+    if isinstance(exc, LevelDBCorruption):
+        return damaged(exc, doing)
+    if isinstance(exc, (plyvel.Error, OSError)):
+        text = _message(exc) if isinstance(exc, plyvel.Error) else str(exc)
+        code = getattr(exc, "errno", None)
+        if code in _FULL or any(t in text for t in _FULL_TEXT):
+            return DiskFull(errno.ENOSPC, f"{doing}: the disk is full ({text})")
+        return StorageError(code or errno.EIO, f"{doing}: {text}")
+    if decoding and isinstance(
+        exc, (ValueError, KeyError, IndexError, TypeError, msgpack.UnpackException)
+    ):
+        # Raised by decoding a stored value (msgpack's errors are ValueErrors,
+        # a bad UTF-8 name a UnicodeDecodeError): the bytes are damaged.
+        return StoreDamaged(f"{doing}: a stored value does not decode ({exc!r})")
+    return None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def at_boundary(doing: str, decoding: bool = True) -> Callable[[F], F]:
+    """Wrap a public entry point so that storage failures leave it as the
+    EventStoreError :func:`storage_error` makes (the cause kept as
+    ``__cause__``), never as a raw plyvel, OS or decoding error."""
+
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                mapped = storage_error(exc, f"{doing} failed", decoding)
+                if mapped is None or mapped is exc:
+                    raise
+                raise mapped from exc
+
+        return wrapper  # type: ignore[return-value]
+
+    return wrap
 
 
 # Bloom filters spare point lookups (get, expected-version checks) a block
 # read per table that cannot hold the key; the larger cache and write buffer
 # suit a store that appends in batches and replays recent streams.
+# paranoid_checks: a damaged log record or table refuses the open instead of
+# being skipped (LevelDB would then delete the old log: acknowledged events
+# gone). Measured in scripts/bench.py (docs/benchmarks.md).
 LEVELDB_OPTIONS: dict[str, Any] = {
     "write_buffer_size": 16 << 20,
     "lru_cache_size": 64 << 20,
     "bloom_filter_bits": 10,
+    "paranoid_checks": True,
 }
+
+# Reads check LevelDB's block checksums (a block is checked once, when read
+# from disk into the cache; see docs/benchmarks.md for the price).
+VERIFY_CHECKSUMS = True
+
+
+def _damaged_store(path: str, exc: BaseException) -> StoreDamaged:
+    store = os.path.dirname(os.path.abspath(path))
+    return StoreDamaged(
+        f"store {store!r}: its hot tier (LevelDB, {path!r}) is damaged: {_message(exc)}. "
+        "Nothing was changed. Take a copy of the store folder, then run "
+        f"`eventstore repair {store}`, or restore a backup."
+    )
 
 
 def open_leveldb(path: str, create: bool = True) -> Any:
@@ -102,11 +194,64 @@ def open_leveldb(path: str, create: bool = True) -> Any:
     try:
         return plyvel.DB(path, create_if_missing=create, **LEVELDB_OPTIONS)
     except plyvel.IOError as exc:
-        if b"lock" in str(exc).encode() or "lock" in str(exc):
+        if "lock" in _message(exc):
             raise StoreLocked(
                 f"store {path!r} is already open in another process or handle ({exc})"
             ) from None
-        raise
+        mapped = storage_error(exc, f"opening the hot tier {path!r}")
+        assert mapped is not None  # an OSError always maps
+        raise mapped from exc
+    except plyvel.CorruptionError as exc:
+        raise _damaged_store(path, exc) from None
+
+
+# -- opening on a full disk ---------------------------------------------------
+#
+# LevelDB writes at every open: it turns the log into a table (up to
+# write_buffer_size) and writes a new MANIFEST, CURRENT and log. On a full
+# disk that fails, so the hot tier is opened read-only from a scratch copy:
+# the log and MANIFEST copied, the tables symlinked (LevelDB only reads
+# them; the links are what it deletes). The store's own LOCK is held
+# meanwhile, so no other process writes what the copy stands for.
+
+SCRATCH_ENV = "EVENTSTORE_SCRATCH"
+
+
+def _scratch_root() -> str:
+    chosen = os.environ.get(SCRATCH_ENV)
+    if chosen:
+        return chosen
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return tempfile.gettempdir()
+
+
+class _ReadOnlyCopy:
+    """A scratch copy of a hot tier, with the original's LOCK held."""
+
+    def __init__(self, path: str) -> None:
+        self.lock_fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR)
+        try:
+            fcntl.lockf(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.lock_fd)
+            raise StoreLocked(f"store {path!r} is already open in another process") from None
+        self.folder = tempfile.mkdtemp(prefix="eventstore-readonly-", dir=_scratch_root())
+        try:
+            for name in os.listdir(path):
+                source = os.path.join(path, name)
+                if name.endswith((".ldb", ".sst")):
+                    os.symlink(source, os.path.join(self.folder, name))
+                elif name != "LOCK" and not name.startswith("LOG") and os.path.isfile(source):
+                    shutil.copyfile(source, os.path.join(self.folder, name))
+            self.db: Any = plyvel.DB(self.folder, create_if_missing=False, **LEVELDB_OPTIONS)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        os.close(self.lock_fd)
 
 
 class Gate:
@@ -141,8 +286,16 @@ class Gate:
             self.active.remove(get_ident())
             raise StoreClosed("the store is closed")
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, kind: object = None, exc: BaseException | None = None, tb: object = None
+    ) -> None:
         self.active.remove(get_ident())
+        # The one boundary of hot-tier reads: a damaged block or value, or a
+        # failing disk, leaves as an EventStoreError.
+        if exc is not None and not isinstance(exc, EventStoreError):
+            mapped = storage_error(exc, "reading the hot tier")
+            if mapped is not None:
+                raise mapped from exc
 
     def close(self) -> None:
         self.closed = True
@@ -193,18 +346,16 @@ class Resources:
 class Snapshot:
     """A LevelDB snapshot whose iterators and self are released through :class:`Resources`."""
 
-    __slots__ = ("__weakref__", "_resources", "_snap")
+    __slots__ = ("__weakref__", "_resources", "_snap", "get")
 
     def __init__(self, db: Any, resources: Resources) -> None:
         self._resources = resources
         self._snap = db.snapshot()
         resources.track(id(self), self._snap)
-
-    def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._snap.get(key)
-        return value
+        self.get = functools.partial(self._snap.get, verify_checksums=VERIFY_CHECKSUMS)
 
     def iterator(self, **options: Any) -> Any:
+        options.setdefault("verify_checksums", VERIFY_CHECKSUMS)
         it = self._snap.iterator(**options)
         self._resources.track(id(self), it)
         return it
@@ -262,7 +413,7 @@ class HotView:
     def stream_version(self, stream_b: bytes) -> int:
         with self._gate:
             raw = self._snap.get(keys.meta_key(stream_b))
-        return -1 if raw is None else int(msgpack.unpackb(raw)[0])
+            return -1 if raw is None else int(msgpack.unpackb(raw)[0])
 
     def get(self, id16: bytes) -> Event | None:
         if id16 < self._floor:
@@ -287,7 +438,7 @@ class HotView:
                 return None
             finally:
                 it.close()
-        return key[1:], int(msgpack.unpackb(value, raw=False)[2])
+            return key[1:], int(msgpack.unpackb(value, raw=False)[2])
 
     # -- streams -------------------------------------------------------------
 
@@ -501,7 +652,19 @@ class HotTier:
 
     def __init__(self, path: str, create: bool = True) -> None:
         self.path = path
-        self.db: Any = open_leveldb(path, create)
+        # Why writes are refused (the disk was full at open), or None.
+        self.read_only: str | None = None
+        self._copy: _ReadOnlyCopy | None = None
+        try:
+            self.db: Any = open_leveldb(path, create)
+        except DiskFull as full:
+            self._copy = _ReadOnlyCopy(path)
+            self.db = self._copy.db
+            self.read_only = (
+                f"the disk was full when the store opened ({full.strerror}), so LevelDB could "
+                "not write its log and manifest; it was opened read-only from a scratch copy "
+                f"({self._copy.folder}): free space and reopen it to write"
+            )
         self.gate = Gate()
         self.resources = Resources()
 
@@ -520,7 +683,7 @@ class HotTier:
         try:
             if self.gate.closed:
                 raise StoreClosed("the store is closed")
-            entry = db.get(keys.GLOBAL + id16)
+            entry = db.get(keys.GLOBAL + id16, verify_checksums=VERIFY_CHECKSUMS)
             if entry is None:
                 return None
             # The entry is [stream, type, seq]; a stream name under 32 bytes
@@ -530,7 +693,12 @@ class HotTier:
                 stream_b = entry[2 : 2 + (tag & 0x1F)]
             else:
                 stream_b = _unpackb(entry, raw=False)[0].encode()
-            raw = db.get(keys.EVENT + stream_b + keys.SEP + id16)
+            raw = db.get(keys.EVENT + stream_b + keys.SEP + id16, verify_checksums=VERIFY_CHECKSUMS)
+        except Exception as exc:
+            mapped = storage_error(exc, "reading the hot tier")
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from exc
         finally:
             active.remove(me)
         if raw is None:
@@ -538,7 +706,10 @@ class HotTier:
         return decode_event(id16, stream_b.decode(), raw)
 
     def get_system(self, name: bytes) -> Any:
-        raw = self.db.get(keys.system_key(name))
+        try:
+            raw = self.db.get(keys.system_key(name), verify_checksums=True)
+        except LevelDBCorruption as exc:
+            raise _damaged_store(self.path, exc) from None
         return (
             None
             if raw is None
@@ -550,3 +721,5 @@ class HotTier:
         self.resources.close()
         if not self.db.closed:
             self.db.close()
+        if self._copy is not None:
+            self._copy.close()

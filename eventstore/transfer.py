@@ -81,6 +81,7 @@ class Transfer:
         _maintenance: threading.Lock
 
         def _check_open(self) -> None: ...
+        def _check_readable(self) -> None: ...
         def _view(self) -> View: ...
 
     def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
@@ -133,7 +134,7 @@ class Transfer:
             os.close(mark)
         os.mkdir(os.path.join(tmp, ARCHIVE_DIR))
         with self._maintenance:  # no compaction or merge swaps files meanwhile
-            self._check_open()
+            self._check_readable()  # a backup writes nothing here: it goes on after a failed write
             with self._tier_lock:
                 snap = self._hot.db.snapshot()
                 tiers = self._tiers
