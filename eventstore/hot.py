@@ -428,6 +428,19 @@ class HotView:
             raise CorruptFile("hot tier", 0, f"global entry {id16.hex()} has no event record")
         return make_event(id16, stream, raw)
 
+    def first_version(self, stream_b: bytes) -> int | None:
+        """Version of the stream's first hot event (at or above the floor), or None."""
+        prefix = keys.stream_prefix(stream_b)
+        with self._gate:
+            it = self._snap.iterator(start=prefix + self._floor, stop=keys.prefix_end(prefix))
+            try:
+                _key, raw = next(it)
+            except StopIteration:
+                return None
+            finally:
+                it.close()
+            return record_version(raw)
+
     def last_global(self) -> tuple[bytes, int] | None:
         """Id and seq of the newest event in the global log, or None."""
         with self._gate:
@@ -640,6 +653,26 @@ class HotView:
         with self._gate:
             key = self._seek(start, keys.prefix_end(keys.GLOBAL), seq, backwards, _global_seq)
         return None if key is None else key[1:]
+
+    def check_blocks(self) -> int:
+        """Read every key and value with block checksums verified, past the
+        block cache's contents where it can (fill_cache=False); returns the
+        number of keys. A damaged block raises (as CorruptFile, at the gate)."""
+        n = 0
+        key = b""
+        while True:
+            with self._gate:
+                it = self._snap.iterator(start=key, fill_cache=False, verify_checksums=True)
+                try:
+                    page = list(islice(it, 4096))
+                finally:
+                    it.close()
+            if key and page and page[0][0] == key:
+                page = page[1:]
+            if not page:
+                return n
+            n += len(page)
+            key = page[-1][0]
 
     def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """(key, value) of every key starting with ``prefix``, in key order."""
