@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from itertools import chain, islice, repeat, takewhile
 from threading import get_ident
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgpack
 import plyvel
@@ -230,12 +230,7 @@ class _ReadOnlyCopy:
     """A scratch copy of a hot tier, with the original's LOCK held."""
 
     def __init__(self, path: str) -> None:
-        self.lock_fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR)
-        try:
-            fcntl.lockf(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.lock_fd)
-            raise StoreLocked(f"store {path!r} is already open in another process") from None
+        self.lock_fd = _locked(path)
         self.folder = tempfile.mkdtemp(prefix="eventstore-readonly-", dir=_scratch_root())
         try:
             for name in os.listdir(path):
@@ -252,6 +247,118 @@ class _ReadOnlyCopy:
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
         os.close(self.lock_fd)
+
+
+def _locked(path: str) -> int:
+    """The hot tier's LOCK file, locked as LevelDB locks it; StoreLocked if held."""
+    fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreLocked(f"store {path!r} is already open in another process") from None
+    return fd
+
+
+class RepairResult(NamedTuple):
+    """What :func:`repair_hot_tier` did."""
+
+    kept: int  # keys whose blocks passed their checksums, copied into the new hot tier
+    dropped: int  # keys found in damaged blocks (or damaged log records: not counted)
+    rebuilt_manifest: bool  # LevelDB's own repair was needed to find the tables at all
+
+
+def _fsync_tree(folder: str) -> None:
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name), "rb") as f:
+            os.fsync(f.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def repair_hot_tier(path: str, aside: str) -> RepairResult:
+    """Copy the hot tier at ``path`` to the new folder ``aside`` (fsynced),
+    then rebuild it from what passes LevelDB's checksums, holding its lock.
+
+    LevelDB's own repair (``repair_db``) was not enough alone: it reads the
+    logs and copies tables without checking checksums, so a flipped bit came
+    back as data (seen in a test). Instead: an open without paranoid checks
+    replays the logs, dropping records whose checksum fails; then every key
+    is read back with its block's checksum verified, and only those that pass
+    go into a new LevelDB, which replaces the old. ``repair_db`` runs first
+    only if even that open fails (a damaged or missing MANIFEST)."""
+    fd = _locked(path)
+    try:  # a store open elsewhere is refused, and nobody opens it during the copy
+        shutil.copytree(path, aside, ignore=shutil.ignore_patterns("LOCK"))
+        _fsync_tree(aside)
+    finally:
+        os.close(fd)  # LevelDB takes the lock from here on
+    rebuilt = False
+    options = {k: v for k, v in LEVELDB_OPTIONS.items() if k != "paranoid_checks"}
+    try:
+        old = plyvel.DB(path, paranoid_checks=False, **options)
+    except plyvel.Error as exc:
+        if "lock" in _message(exc):
+            raise StoreLocked(f"store {path!r} is open in another process") from None
+        plyvel.repair_db(path, bloom_filter_bits=options["bloom_filter_bits"])
+        rebuilt = True
+        old = plyvel.DB(path, paranoid_checks=False, **options)
+    fresh = path.rstrip("/") + ".repairing"
+    shutil.rmtree(fresh, ignore_errors=True)
+    kept = dropped = 0
+    try:
+        new = plyvel.DB(fresh, create_if_missing=True, error_if_exists=True, **options)
+        try:
+            batch = new.write_batch()
+            for key in _keys_as_far_as_they_go(old):
+                try:
+                    value = old.get(key, verify_checksums=True, fill_cache=False)
+                except plyvel.Error:
+                    value = None
+                if value is None:  # in a damaged block, or a key made up by one
+                    dropped += 1
+                    continue
+                batch.put(key, value)
+                kept += 1
+                if kept % 10_000 == 0:
+                    batch.write()
+                    batch = new.write_batch()
+            batch.write()
+        finally:
+            new.close()
+    finally:
+        old.close()
+    _fsync_tree(fresh)
+    retired = path.rstrip("/") + ".damaged"
+    os.rename(path, retired)
+    os.rename(fresh, path)
+    shutil.rmtree(retired)
+    return RepairResult(kept, dropped, rebuilt)
+
+
+def _keys_as_far_as_they_go(db: Any) -> Iterator[bytes]:
+    """Every key LevelDB's iterator yields without checking checksums; past a
+    block it cannot read, the scan restarts just above the last key seen."""
+    last: bytes | None = None
+    while True:
+        start = last
+        it = db.iterator(
+            include_value=False, fill_cache=False, **({} if last is None else {"start": last})
+        )
+        try:
+            for key in it:
+                if key != last:
+                    last = key
+                    yield key
+            return
+        except plyvel.Error:
+            if last is None or last == start:
+                return  # no way past it: the keys beyond are lost
+        finally:
+            it.close()
 
 
 class Gate:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from types import FrameType
 from typing import IO, Any
 
@@ -1004,17 +1005,29 @@ def read_export(file: str, advance: Callable[[int], None]) -> Iterator[tuple[str
             yield where, ev
 
 
-def check_import(store: EventStore, file: str) -> int:
+def _same(stored: Event | None, ev: Event) -> bool:
+    """The stored event is the file's (compared as JSON: NaN payloads too)."""
+    return stored is not None and event_json(stored) == event_json(ev)
+
+
+def check_import(store: EventStore, file: str) -> tuple[int, int]:
     """Read the whole file once before writing anything: every line an event,
     ids strictly increasing and above the store's newest, seq continuing the
-    store's gap-free, versions dense per stream. Returns the event count."""
+    store's gap-free, versions dense per stream. Returns the event count and
+    how many of them lead the file and are in the store already, each equal
+    (an import cut short, by a full disk say: the rerun resumes after them)."""
     top = newest(store)
     prev = None if top is None else top.id.bytes
     seq = store.last_seq
     versions: dict[str, int] = {}
-    n = 0
+    n = done = 0
     with progress_bar(os.path.getsize(file), "checking ") as advance:
         for where, ev in read_export(file, advance):
+            if n == done and ev.seq <= store.last_seq and _same(store.get(ev.id), ev):
+                # Imported before: its place in the log was checked then.
+                done += 1
+                n += 1
+                continue
             if prev is not None and ev.id.bytes <= prev:
                 if n == 0:
                     raise ImportFileError(
@@ -1040,7 +1053,7 @@ def check_import(store: EventStore, file: str) -> int:
             versions[ev.stream] = ev.version
             prev, seq = ev.id.bytes, ev.seq
             n += 1
-    return n
+    return n, done
 
 
 @click.command("import")
@@ -1051,12 +1064,17 @@ def import_(path: str, file: str) -> None:
     """Add the events of an export FILE to a store, with their ids and seqs.
 
     The file is checked whole before anything is written. The store may be
-    new or hold only events older than the file's.
+    new or hold only events older than the file's. An import cut short (a
+    full disk) leaves whole batches; run it again and it resumes after the
+    events already in the store, each compared with the file's.
     """
     with opened(path, create=True, sync=True) as store:
-        n = check_import(store, file)
+        n, done = check_import(store, file)
         if n == 0:
             click.echo(f"nothing to import: {file} holds no events")
+            return
+        if done == n:
+            click.echo(f"nothing to import: the {_plural(n, 'event')} of {file} are in the store")
             return
         if not hasattr(store, "import_events"):
             fail(
@@ -1064,9 +1082,10 @@ def import_(path: str, file: str) -> None:
                 "(the file checked out: nothing was written)"
             )
         with progress_bar(os.path.getsize(file), "importing") as advance:
-            store.import_events(ev for _, ev in read_export(file, advance))
+            store.import_events(islice((ev for _, ev in read_export(file, advance)), done, None))
         last = store.last_seq
-    click.echo(f"imported {_plural(n, 'event')} from {file}; seq now {last}")
+    resumed = f" (resumed: the first {done:,} were in the store already)" if done else ""
+    click.echo(f"imported {_plural(n - done, 'event')} from {file}{resumed}; seq now {last}")
 
 
 # -- backup, verify ----------------------------------------------------------------------------
@@ -1214,6 +1233,79 @@ def verify(path: str, as_json: bool) -> None:
             click.echo(line)
 
 
+# -- repair ----------------------------------------------------------------------------------
+
+
+def _log_summary(store: EventStore) -> tuple[int, int, list[tuple[int, int]]]:
+    """Events readable, the last seq, and the seq ranges missing below it."""
+    n = last = 0
+    missing = []
+    for ev in store.read_all():
+        if ev.seq > last + 1:
+            missing.append((last + 1, ev.seq - 1))
+        n += 1
+        last = max(last, ev.seq)
+    return n, last, missing
+
+
+@click.command()
+@path_argument
+@guard
+def repair(path: str) -> None:
+    """Rebuild a damaged hot tier with LevelDB's repair, then verify the store.
+
+    The hot tier is copied aside first (PATH.before-repair-TIME/hot, printed).
+    LevelDB's repair keeps what its logs and tables still hold and drops
+    damaged records, so events can be lost: compare with a backup.
+    """
+    hot = os.path.join(path, "hot")
+    if not os.path.isfile(os.path.join(hot, "CURRENT")) and not any(
+        name.endswith((".log", ".ldb", ".sst")) for name in _listing(hot)
+    ):
+        fail(f"no hot tier (LevelDB) at {hot}")
+    try:
+        # A damaged hot tier refuses this open without changing anything.
+        with EventStore.open(path) as store:
+            n, last, missing = _log_summary(store)
+        before = f"{_plural(n, 'event')}, last seq {last}"
+    except EventStoreError as exc:
+        before = f"unknown: the store did not open ({exc})"
+    click.echo(f"before: {before}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = f"{os.path.abspath(path).rstrip('/')}.before-repair-{stamp}"
+    from ..hot import repair_hot_tier
+
+    click.echo(f"copying the hot tier to {os.path.join(aside, 'hot')} (keep it until you are sure)")
+    done = repair_hot_tier(hot, os.path.join(aside, "hot"))
+    click.echo(f"copied the hot tier to {os.path.join(aside, 'hot')}")
+    click.echo(
+        f"repaired: kept {done.kept:,} keys whose blocks passed their checksums, dropped "
+        f"{done.dropped:,} in damaged blocks, and the log records that failed theirs"
+        + ("; LevelDB rebuilt its manifest first" if done.rebuilt_manifest else "")
+    )
+    with opened(path) as store:
+        n, last, missing = _log_summary(store)
+        lost = sum(b - a + 1 for a, b in missing)
+        gaps = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in missing[:10])
+        click.echo(
+            f"after: {_plural(n, 'event')}, last seq {last}"
+            + (f"; {lost:,} missing below it (seq {gaps})" if missing else "; no seq missing")
+            + " (events lost after the last seq cannot be seen: compare with a backup)"
+        )
+        try:
+            store.verify()
+        except EventStoreError as exc:
+            fail(f"verify after repair: {exc}")
+    click.echo("verify: OK")
+
+
+def _listing(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
 COMMANDS = [
     append,
     read,
@@ -1227,4 +1319,5 @@ COMMANDS = [
     import_,
     backup,
     verify,
+    repair,
 ]
