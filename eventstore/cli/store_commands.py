@@ -1074,7 +1074,7 @@ def import_(path: str, file: str) -> None:
             click.echo(f"nothing to import: {file} holds no events")
             return
         if done == n:
-            click.echo(f"nothing to import: the {_plural(n, 'event')} of {file} are in the store")
+            click.echo(f"nothing to import: every event of {file} ({n:,}) is in the store already")
             return
         if not hasattr(store, "import_events"):
             fail(
