@@ -798,6 +798,8 @@ class HotTier:
         try:
             self.db: Any = open_leveldb(path, create)
         except DiskFull as full:
+            if not os.path.isfile(os.path.join(path, "CURRENT")):
+                raise  # nothing to read: a new store cannot be made on a full disk
             self._copy = _ReadOnlyCopy(path)
             self.db = self._copy.db
             self.read_only = (
