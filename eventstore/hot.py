@@ -174,6 +174,9 @@ LEVELDB_OPTIONS: dict[str, Any] = {
     "paranoid_checks": True,
 }
 
+# The system key where `eventstore repair` records the seqs it found lost.
+REPAIRED = b"repaired"
+
 # Reads check LevelDB's block checksums (a block is checked once, when read
 # from disk into the cache; see docs/benchmarks.md for the price).
 VERIFY_CHECKSUMS = True
@@ -483,12 +486,15 @@ class HotView:
     ``floor`` is the watermark: keys of events with smaller ids are ignored.
     """
 
-    __slots__ = ("_floor", "_gate", "_snap")
+    __slots__ = ("_floor", "_gate", "_snap", "strict")
 
-    def __init__(self, snapshot: Any, floor: bytes, gate: Gate) -> None:
+    def __init__(self, snapshot: Any, floor: bytes, gate: Gate, strict: bool = True) -> None:
         self._snap = snapshot
         self._floor = floor
         self._gate = gate
+        # Seqs and versions are dense, so a jump is damage: unless a repair
+        # recorded events as lost (REPAIRED), when reads take the log as it is.
+        self.strict = strict
 
     def _chunks(self, step: Callable[[int], tuple[Iterator[Event], bool]]) -> Iterator[Event]:
         """Events from ``step(n)`` (up to n events and whether more may follow),
@@ -581,12 +587,27 @@ class HotView:
         cut = len(prefix)
         with self._gate:
             it = self._range(start, stop, backwards, from_version is not None and backwards)
+        way = -1 if backwards else 1
+        follows: list[int] = []  # the version the next page starts at
 
         def step(n: int) -> tuple[Iterator[Event], bool]:
             ids, raws = [], []
             for k, v in islice(it, n):
                 ids.append(k[cut:])
                 raws.append(v)
+            if raws and self.strict:
+                # Versions are dense: a page whose ends do not match its length,
+                # or that does not follow the last, lost keys to a damaged block
+                # that LevelDB skipped without a word.
+                first, last = record_version(raws[0]), record_version(raws[-1])
+                if last - first != way * (len(raws) - 1) or (follows and follows[0] != first):
+                    raise CorruptFile(
+                        "hot tier",
+                        0,
+                        f"stream {stream!r}: versions jump near {first}-{last}: "
+                        "LevelDB skipped damaged data",
+                    )
+                follows[:] = [last + way]
             return lazy_events(ids, stream, raws), len(ids) == n
 
         return self._chunks(step)
@@ -725,6 +746,8 @@ class HotView:
             it = self._range(start, stop, backwards)
         snap_get = self._snap.get
         unpackb = msgpack.unpackb
+        way = -1 if backwards else 1
+        follows = [-1]  # the seq the next entry has, -1 before the first
 
         def step(n: int) -> tuple[Iterator[Event], bool]:
             ids: list[bytes] = []
@@ -736,7 +759,16 @@ class HotView:
                 id16 = key[1:]
                 if id16 == after and not backwards:
                     continue
-                stream, type_, _seq = unpackb(entry, raw=False)
+                stream, type_, seq = unpackb(entry, raw=False)
+                # seq is gap-free: a jump is keys lost to a damaged block
+                # that LevelDB skipped without a word.
+                if seq != follows[0] and follows[0] != -1 and self.strict:
+                    raise CorruptFile(
+                        "hot tier",
+                        0,
+                        f"seq {seq} where {follows[0]} belongs: LevelDB skipped damaged data",
+                    )
+                follows[0] = seq + way
                 if types is not None and type_ not in types:
                     continue
                 if stream_prefix is not None and not stream.startswith(stream_prefix):
@@ -781,6 +813,26 @@ class HotView:
             n += len(page)
             key = page[-1][0]
 
+    def global_seqs(self) -> Iterator[int]:
+        """The seq of every hot global entry at or above the floor, in id
+        order, unchecked (for counting what a damaged log still holds)."""
+        key = keys.GLOBAL + self._floor
+        stop = keys.prefix_end(keys.GLOBAL)
+        while True:
+            with self._gate:
+                it = self._snap.iterator(start=key, stop=stop)
+                try:
+                    page = list(islice(it, 4096))
+                finally:
+                    it.close()
+                if page and page[0][0] == key:
+                    page = page[1:]
+                if not page:
+                    return
+                seqs = [_global_seq(value) for _, value in page]
+            yield from seqs
+            key = page[-1][0]
+
     def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """(key, value) of every key starting with ``prefix``, in key order."""
         with self._gate:
@@ -809,10 +861,16 @@ class HotTier:
             )
         self.gate = Gate()
         self.resources = Resources()
+        # What `eventstore repair` recorded as lost: {"lost": [[first, last] seq...]}.
+        try:
+            self.repaired: dict[str, Any] | None = self.get_system(REPAIRED)
+        except BaseException:
+            self.close()
+            raise
 
     def view(self, floor: bytes = _NO_ID) -> HotView:
         with self.gate:
-            return HotView(Snapshot(self.db, self.resources), floor, self.gate)
+            return HotView(Snapshot(self.db, self.resources), floor, self.gate, not self.repaired)
 
     def get_event(self, id16: bytes) -> Event | bool | None:
         """The hot event with this id, None if there is none, or False if its

@@ -12,6 +12,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
@@ -21,7 +22,7 @@ from . import keys, segments
 from .archive import ARCHIVE_DIR
 from .compaction import fsync_folder
 from .errors import CorruptFile, InvalidArgument, UnsafePath
-from .hot import HotTier, HotView
+from .hot import REPAIRED, HotTier, HotView
 from .records import TYPE_INDEX
 from .view import Tiers, View
 
@@ -179,6 +180,32 @@ class Transfer:
             dest, events, len(tiers.files), linked, size, time.perf_counter() - started
         )
 
+    def log_gaps(self) -> tuple[int, int, list[tuple[int, int]]]:
+        """How many events the log holds, its last seq, and the seq ranges
+        missing below it: what ``eventstore repair`` reports. Unlike reads,
+        it counts past gaps rather than refusing them."""
+        view = self._view()
+        seqs = chain.from_iterable(
+            [range(f.first_seq, f.last_seq + 1) for f in view.files] + [view.hot.global_seqs()]
+        )
+        n = last = 0
+        missing = []
+        for seq in seqs:
+            if seq > last + 1:
+                missing.append((last + 1, seq - 1))
+            n += 1
+            last = max(last, seq)
+        return n, last, missing
+
+    def record_repair(self, lost: list[tuple[int, int]]) -> None:
+        """Record the seq ranges a repair found lost, durably: from then on reads
+        and verify() take the log's holes as known (those of ``lost``, for
+        verify), instead of refusing them as damage."""
+        self._check_open()
+        value = _packb({"lost": [list(r) for r in lost], "at": time.time()})
+        self._hot.db.put(keys.system_key(REPAIRED), value, sync=True)
+        self._hot.repaired = {"lost": [list(r) for r in lost]}
+
     def verify(self, progress: Callable[[int], None] | None = None) -> None:
         """Check the store end to end; :class:`CorruptFile` on the first problem.
 
@@ -254,14 +281,16 @@ class Transfer:
         seq, last_id = 0, b""
         versions: dict[str, int] = {}
         hot = view.hot
+        # Holes a repair recorded (the events were lost): first seq -> last.
+        known = {int(a): int(b) for a, b in (self._hot.repaired or {}).get("lost", [])}
         for n, event in enumerate(view.read_all(None, False, None, None), 1):
             where = f"{self.path} (event {event.id})"
-            if event.seq != seq + 1:
+            if event.seq != seq + 1 and known.get(seq + 1) != event.seq - 1:
                 raise CorruptFile(where, 0, f"seq {event.seq} after {seq}: the log has a gap")
             if event.id.bytes <= last_id:
                 raise CorruptFile(where, 0, "ids out of order")
             expected = versions.get(event.stream, -1) + 1
-            if event.version != expected:
+            if event.version != expected and not (known and event.version > expected):
                 raise CorruptFile(where, 0, f"version {event.version}, expected {expected}")
             if event.id.bytes >= view.watermark:
                 # Index entries live in blocks of their own: a damaged one would

@@ -48,6 +48,7 @@ def test_a_damaged_last_block_that_ends_the_scans_quietly_moves_nothing(tmp_path
     data = bytearray(table.read_bytes())
     data[data.index(marker) + len(marker) + 100] ^= 0xFF  # incompressible: stored raw
     table.write_bytes(bytes(data))
+
     # The last block holds the system keys too, which the open reads with
     # their checksums verified (h2-integrity): it refuses, changing nothing.
     def files() -> dict[str, bytes]:

@@ -1236,18 +1236,6 @@ def verify(path: str, as_json: bool) -> None:
 # -- repair ----------------------------------------------------------------------------------
 
 
-def _log_summary(store: EventStore) -> tuple[int, int, list[tuple[int, int]]]:
-    """Events readable, the last seq, and the seq ranges missing below it."""
-    n = last = 0
-    missing = []
-    for ev in store.read_all():
-        if ev.seq > last + 1:
-            missing.append((last + 1, ev.seq - 1))
-        n += 1
-        last = max(last, ev.seq)
-    return n, last, missing
-
-
 @click.command()
 @path_argument
 @guard
@@ -1266,7 +1254,7 @@ def repair(path: str) -> None:
     try:
         # A damaged hot tier refuses this open without changing anything.
         with EventStore.open(path) as store:
-            n, last, missing = _log_summary(store)
+            n, last, missing = store.log_gaps()
         before = f"{_plural(n, 'event')}, last seq {last}"
     except EventStoreError as exc:
         before = f"unknown: the store did not open ({exc})"
@@ -1284,7 +1272,7 @@ def repair(path: str) -> None:
         + ("; LevelDB rebuilt its manifest first" if done.rebuilt_manifest else "")
     )
     with opened(path) as store:
-        n, last, missing = _log_summary(store)
+        n, last, missing = store.log_gaps()
         lost = sum(b - a + 1 for a, b in missing)
         gaps = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in missing[:10])
         click.echo(
@@ -1292,11 +1280,20 @@ def repair(path: str) -> None:
             + (f"; {lost:,} missing below it (seq {gaps})" if missing else "; no seq missing")
             + " (events lost after the last seq cannot be seen: compare with a backup)"
         )
+        if missing:
+            # Recorded, so that reads and verify take these holes as known
+            # (they refuse unexplained ones as damage).
+            store.record_repair(missing)
         try:
             store.verify()
         except EventStoreError as exc:
             fail(f"verify after repair: {exc}")
-    click.echo("verify: OK")
+    click.echo("verify: OK" + (" (but for the events recorded lost)" if missing else ""))
+    if missing:
+        fail(
+            f"{lost:,} events were lost (recorded in the store); restore them from a backup "
+            "or an export if you have one"
+        )
 
 
 def _listing(folder: str) -> list[str]:
