@@ -338,6 +338,11 @@ def repair_hot_tier(path: str, aside: str) -> RepairResult:
     retired = path.rstrip("/") + ".damaged"
     os.rename(path, retired)
     os.rename(fresh, path)
+    parent = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(parent)  # the swap is durable before the damaged copy goes
+    finally:
+        os.close(parent)
     shutil.rmtree(retired)
     return RepairResult(kept, dropped, rebuilt)
 

@@ -499,3 +499,18 @@ def test_keys_missing_from_the_hot_tier_make_reads_refuse_not_skip(tmp_path: Pat
         assert [e.seq for e in store.read_all()] == [*range(1, 21), *range(22, 41)]
         assert len(list(store.read_stream("a"))) == 39
         store.verify()
+
+
+def test_a_compaction_on_a_full_disk_is_disk_full_and_changes_nothing(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        path = disk / "s"
+        with EventStore.open(path) as store:
+            r = store.append("a", [NewEvent("T", os.urandom(1000)) for _ in range(1000)])
+            before = snapshot_of(store)
+            fill(disk)
+            with pytest.raises(DiskFull) as caught:
+                store.compact(before=ulid_from_int(int(r.ids[-1]) + 1))
+            assert isinstance(caught.value, OSError)
+            assert store.archive_files() == [] and store.watermark is None
+            assert snapshot_of(store) == before
+        assert list((path / "archive").iterdir()) == []
