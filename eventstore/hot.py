@@ -330,6 +330,7 @@ def repair_hot_tier(path: str, aside: str) -> RepairResult:
                     batch.write()
                     batch = new.write_batch()
             batch.write()
+            _reconcile(new)
         finally:
             new.close()
     finally:
@@ -345,6 +346,29 @@ def repair_hot_tier(path: str, aside: str) -> RepairResult:
         os.close(parent)
     shutil.rmtree(retired)
     return RepairResult(kept, dropped, rebuilt)
+
+
+def _reconcile(db: Any) -> None:
+    """Make a salvaged hot tier agree with itself: an event whose global
+    entry was lost gets it back from its record (which holds seq and type);
+    global and index entries whose record was lost go (the event is lost:
+    the seq hole shows it)."""
+    batch = db.write_batch(sync=True)
+    for key, raw in db.iterator(prefix=keys.EVENT):
+        sep = key.index(keys.SEP)
+        if db.get(keys.GLOBAL + key[sep + 1 :]) is None:
+            record = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
+            entry = [key[1:sep].decode(), record[2], record[1]]
+            batch.put(keys.GLOBAL + key[sep + 1 :], msgpack.packb(entry))
+    for key, entry in db.iterator(prefix=keys.GLOBAL):
+        stream = msgpack.unpackb(entry, raw=False)[0]
+        if db.get(keys.event_key(stream.encode(), key[1:])) is None:
+            batch.delete(key)
+    for key in db.iterator(prefix=keys.INDEX, include_value=False):
+        stream_b = key[1 : key.index(keys.SEP)]
+        if db.get(keys.event_key(stream_b, key[-16:])) is None:
+            batch.delete(key)
+    batch.write()
 
 
 def _keys_as_far_as_they_go(db: Any) -> Iterator[bytes]:

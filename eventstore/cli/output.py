@@ -92,7 +92,7 @@ def guard(func: F) -> F:
             # A plyvel or decoding error the library let through: still one line.
             from ..hot import storage_error
 
-            mapped = storage_error(exc, "the store")
+            mapped = storage_error(exc, "the store", decoding=False)  # a bug stays a traceback
             if mapped is None:
                 raise
             fail(str(mapped))
