@@ -389,12 +389,20 @@ def test_after_a_disk_full_write_reads_go_on_and_a_full_disk_still_opens_to_read
             store.set_checkpoint("c", 1)
         store.close()
         filler = fill(disk)  # not a byte left
+        hot_files = {p.name: p.read_bytes() for p in (path / "hot").glob("[0-9M]*")}
         # A full disk still opens (read-only), to read, verify and export.
         with EventStore.open(path) as store:
             assert len(list(store.read_all())) == len(acked)
             store.verify()
             with pytest.raises(WritesRefused, match="disk was full"):
                 store.append("s", [NewEvent("T", 1)])
+        # What LevelDB holds on the full disk was not changed (a failed open
+        # may leave an empty file behind, which the next open removes).
+        after = {p.name: p.read_bytes() for p in (path / "hot").glob("[0-9M]*")}
+        assert {k: v for k, v in after.items() if v} == hot_files
+        assert not list(
+            Path(os.environ.get("EVENTSTORE_SCRATCH", "/dev/shm")).glob("eventstore-readonly-*")
+        )  # the scratch copy is gone
         out = tmp_path / "export.jsonl"
         proc = subprocess.run(
             [sys.executable, "-m", "eventstore.cli", "export", str(path), str(out)],
