@@ -229,12 +229,27 @@ def _scratch_root() -> str:
     return tempfile.gettempdir()
 
 
+def _remove_stale_copies(root: str) -> None:
+    """Scratch copies left by processes that died (they hold RAM in /dev/shm)."""
+    for name in os.listdir(root):
+        parts = name.split("-")
+        if name.startswith("eventstore-readonly-") and len(parts) > 3 and parts[2].isdigit():
+            try:
+                os.kill(int(parts[2]), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            except OSError:
+                pass  # alive, another user's
+
+
 class _ReadOnlyCopy:
     """A scratch copy of a hot tier, with the original's LOCK held."""
 
     def __init__(self, path: str) -> None:
         self.lock_fd = _locked(path)
-        self.folder = tempfile.mkdtemp(prefix="eventstore-readonly-", dir=_scratch_root())
+        root = _scratch_root()
+        _remove_stale_copies(root)
+        self.folder = tempfile.mkdtemp(prefix=f"eventstore-readonly-{os.getpid()}-", dir=root)
         try:
             for name in os.listdir(path):
                 source = os.path.join(path, name)

@@ -548,3 +548,39 @@ def test_repair_of_bit_rot_in_a_table_drops_the_damaged_block_and_serves_no_dama
         after = snapshot_of(store)
     assert 0 < len(after) < len(before)
     assert all(e in before for e in after)  # what is left is exactly as written
+
+
+def test_repair_of_a_store_open_elsewhere_refuses_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with EventStore.open(path) as store:
+        store.append("a", [NewEvent("T", 1)])
+        files = {p.name: p.read_bytes() for p in (path / "hot").glob("[0-9M]*")}
+        proc = subprocess.run(
+            [sys.executable, "-m", "eventstore.cli", "repair", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "already open in another process" in proc.stderr
+        assert not list(tmp_path.glob("s.before-repair-*"))
+        assert {p.name: p.read_bytes() for p in (path / "hot").glob("[0-9M]*")} == files
+        assert [e.data for e in store.read_all()] == [1]
+
+
+def test_a_scratch_copy_left_by_a_dead_process_is_removed(tmp_path: Path) -> None:
+    from eventstore.hot import _remove_stale_copies
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = tmp_path / f"eventstore-readonly-{dead.stdout.strip()}-abc"
+    alive = tmp_path / f"eventstore-readonly-{os.getpid()}-def"
+    mine = tmp_path / "eventstore-readonly-notes"
+    for folder in (stale, alive, mine):
+        folder.mkdir()
+    _remove_stale_copies(str(tmp_path))
+    assert not stale.exists() and alive.exists() and mine.exists()
