@@ -197,6 +197,20 @@ class Transfer:
             last = max(last, seq)
         return n, last, missing
 
+    def rebuild_segment_keys(self) -> int:
+        """Write every segment key afresh from the archive files the manifest
+        names, after deleting all there are: a repair may have lost some in
+        a damaged block (and reads of those streams would refuse). Returns
+        the number of keys written."""
+        with self._maintenance:
+            self._check_open()
+            db = self._hot.db
+            stale = db.iterator(prefix=keys.SEGMENT, include_value=False)
+            segments._batches(db, ((key, None) for key in stale))
+            written = sum(segments.write(db, f) for f in self._tiers.files)
+            db.put(keys.system_key(b"segments-rebuilt"), _packb(time.time()), sync=True)
+            return written
+
     def record_repair(self, lost: list[tuple[int, int]]) -> None:
         """Record the seq ranges a repair found lost, durably: from then on reads
         and verify() take the log's holes as known (those of ``lost``, for

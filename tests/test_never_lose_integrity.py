@@ -584,3 +584,29 @@ def test_a_scratch_copy_left_by_a_dead_process_is_removed(tmp_path: Path) -> Non
         folder.mkdir()
     _remove_stale_copies(str(tmp_path))
     assert not stale.exists() and alive.exists() and mine.exists()
+
+
+def test_repair_rebuilds_lost_segment_keys_from_the_archive(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    streams = _archived_store(path)
+    items = _segment_items(path / "hot")
+    db = plyvel.DB(str(path / "hot"))
+    for key, _ in items[::2]:  # as if a damaged block took them
+        db.delete(key)
+    db.close()
+    with EventStore.open(path) as store:
+        with pytest.raises(CorruptFile, match="segment keys"):
+            store.verify()
+    proc = subprocess.run(
+        [sys.executable, "-m", "eventstore.cli", "repair", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "rebuilt 15 segment keys from the archive files" in proc.stdout
+    assert "no seq missing" in proc.stdout and "verify: OK" in proc.stdout
+    assert _segment_items(path / "hot") == items
+    with EventStore.open(path) as store:
+        for stream, events in streams.items():
+            assert [tuple(e) for e in store.read_stream(stream)] == events

@@ -1272,6 +1272,9 @@ def repair(path: str) -> None:
         + ("; LevelDB rebuilt its manifest first" if done.rebuilt_manifest else "")
     )
     with opened(path) as store:
+        rebuilt = store.rebuild_segment_keys()
+        if rebuilt:
+            click.echo(f"rebuilt {rebuilt:,} segment keys from the archive files")
         n, last, missing = store.log_gaps()
         lost = sum(b - a + 1 for a, b in missing)
         gaps = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in missing[:10])
