@@ -594,9 +594,8 @@ def test_repair_rebuilds_lost_segment_keys_from_the_archive(tmp_path: Path) -> N
     for key, _ in items[::2]:  # as if a damaged block took them
         db.delete(key)
     db.close()
-    with EventStore.open(path) as store:
-        with pytest.raises(CorruptFile, match="segment keys"):
-            store.verify()
+    with EventStore.open(path) as store, pytest.raises(CorruptFile, match="segment keys"):
+        store.verify()
     proc = subprocess.run(
         [sys.executable, "-m", "eventstore.cli", "repair", str(path)],
         capture_output=True,
