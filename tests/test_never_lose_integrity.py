@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -87,11 +88,14 @@ def test_a_damaged_log_of_acknowledged_sync_appends_refuses_to_open_or_keeps_the
     size = log.stat().st_size
     assert size > 20_000 and not list((original / "hot").glob("*.ldb"))  # all in the log
     refused = 0
-    offsets = [7, 100, 1_000, size // 3, size // 2, (2 * size) // 3, size - 40, size - 5]
-    for offset in offsets:
-        case = tmp_path / f"at{offset}"
+    rnd = random.Random(13)
+    chosen = [7, 100, 1_000, size // 3, size // 2, (2 * size) // 3, size - 40, size - 5]
+    offsets = [(at, 0x10) for at in chosen]
+    offsets += [(rnd.randrange(size), 1 << rnd.randrange(8)) for _ in range(12)]
+    for offset, bit in offsets:
+        case = tmp_path / f"at{offset}-{bit}"
         shutil.copytree(original, case)
-        flip(case / "hot" / log.name, offset)
+        flip(case / "hot" / log.name, offset, bit)
         try:
             store = EventStore.open(case)
         except StoreDamaged as exc:
