@@ -613,3 +613,41 @@ def test_repair_rebuilds_lost_segment_keys_from_the_archive(tmp_path: Path) -> N
     with EventStore.open(path) as store:
         for stream, events in streams.items():
             assert [tuple(e) for e in store.read_stream(stream)] == events
+
+
+def _log_headers(log: Path) -> list[int]:
+    """Offsets of the record headers of a LevelDB log (doc/log_format.md)."""
+    data = log.read_bytes()
+    pos, headers = 0, []
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:
+            pos += 32768 - pos % 32768
+            continue
+        headers.append(pos)
+        pos += 7 + int.from_bytes(data[pos + 4 : pos + 6], "little")
+    return headers
+
+
+def test_a_damaged_length_that_makes_records_look_torn_refuses_to_open(tmp_path: Path) -> None:
+    # LevelDB takes a record running past the end of the log for a write a
+    # crash cut short, and drops it and all after it, paranoid or not.
+    original = tmp_path / "original"
+    acked = killed_writer_store(original, 100)
+    (log,) = (original / "hot").glob("*.log")
+    headers = _log_headers(log)
+    assert len(headers) == 101  # the config, then one record per append
+    cases = [(headers[-1] + 4, 0x01), (headers[-1] + 5, 0x01), (headers[-1] + 5, 0x80)]
+    cases += [(headers[-n] + 5, 0x80) for n in (2, 5)]  # earlier records of the last block
+    for offset, bit in cases:
+        case = tmp_path / f"at{offset}-{bit}"
+        shutil.copytree(original, case)
+        flip(case / "hot" / log.name, offset, bit)
+        with pytest.raises(StoreDamaged, match="is whole"):
+            EventStore.open(case)
+    # A real torn write (the last append cut short) still opens, without it.
+    case = tmp_path / "torn"
+    shutil.copytree(original, case)
+    torn = case / "hot" / log.name
+    torn.write_bytes(torn.read_bytes()[:-30])
+    with EventStore.open(case) as store:
+        assert [store.get(i) is not None for i in acked] == [True] * 99 + [False]
