@@ -237,8 +237,9 @@ def _whole_prefix(kind: int, rest: bytes, crc: int) -> int | None:
     return None
 
 
-def _damaged_log_tail(log: str) -> str | None:
-    """What is wrong with the tail of a LevelDB log file, or None.
+def _damaged_log_tail(log: str) -> tuple[str, int, int] | None:
+    """What is wrong with the tail of a LevelDB log file (and where the
+    damaged header is, and the length its checksum passes over), or None.
 
     Records never cross a 32 KiB block, so the last block is walked from its
     start; a record that runs past the end of the file is checked for a
@@ -264,7 +265,9 @@ def _damaged_log_tail(log: str) -> str | None:
             if whole is not None:
                 return (
                     f"the record at offset {start + pos} of {log} is whole (its checksum "
-                    f"passes over {whole} bytes) but its length field says {length}"
+                    f"passes over {whole} bytes) but its length field says {length}",
+                    start + pos,
+                    whole,
                 )
             return None  # a write a crash cut short: never acknowledged
         pos = end
@@ -279,9 +282,9 @@ def open_leveldb(path: str, create: bool = True) -> Any:
     except FileNotFoundError:
         logs = []
     for name in logs:
-        problem = _damaged_log_tail(os.path.join(path, name))
-        if problem is not None:
-            raise _damaged_store(path, Exception(problem))
+        found = _damaged_log_tail(os.path.join(path, name))
+        if found is not None:
+            raise _damaged_store(path, Exception(found[0]))
     try:
         return plyvel.DB(path, create_if_missing=create, **LEVELDB_OPTIONS)
     except plyvel.IOError as exc:
@@ -372,6 +375,7 @@ class RepairResult(NamedTuple):
     kept: int  # keys whose blocks passed their checksums, copied into the new hot tier
     dropped: int  # keys found in damaged blocks (or damaged log records: not counted)
     rebuilt_manifest: bool  # LevelDB's own repair was needed to find the tables at all
+    lengths_fixed: int  # log records whose damaged length field was set right
 
 
 def _fsync_tree(folder: str) -> None:
@@ -402,6 +406,18 @@ def repair_hot_tier(path: str, aside: str) -> RepairResult:
         _fsync_tree(aside)
     finally:
         os.close(fd)  # LevelDB takes the lock from here on
+    # A length field damaged so that whole records look torn is set right
+    # (their checksums prove the length); LevelDB would drop them.
+    fixed = 0
+    for name in sorted(n for n in os.listdir(path) if n.endswith(".log")):
+        log = os.path.join(path, name)
+        while (found := _damaged_log_tail(log)) is not None and fixed < 1000:
+            with open(log, "r+b") as f:
+                f.seek(found[1] + 4)
+                f.write(found[2].to_bytes(2, "little"))
+                f.flush()
+                os.fsync(f.fileno())
+            fixed += 1
     rebuilt = False
     options = {k: v for k, v in LEVELDB_OPTIONS.items() if k != "paranoid_checks"}
     try:
@@ -448,7 +464,7 @@ def repair_hot_tier(path: str, aside: str) -> RepairResult:
     finally:
         os.close(parent)
     shutil.rmtree(retired)
-    return RepairResult(kept, dropped, rebuilt)
+    return RepairResult(kept, dropped, rebuilt, fixed)
 
 
 def _reconcile(db: Any) -> None:

@@ -1270,6 +1270,11 @@ def repair(path: str) -> None:
         f"repaired: kept {done.kept:,} keys whose blocks passed their checksums, dropped "
         f"{done.dropped:,} in damaged blocks, and the log records that failed theirs"
         + ("; LevelDB rebuilt its manifest first" if done.rebuilt_manifest else "")
+        + (
+            f"; set right the damaged length of {_plural(done.lengths_fixed, 'log record')}"
+            if done.lengths_fixed
+            else ""
+        )
     )
     with opened(path) as store:
         rebuilt = store.rebuild_segment_keys()
