@@ -211,6 +211,11 @@ class Transfer:
             db.put(keys.system_key(b"segments-rebuilt"), _packb(time.time()), sync=True)
             return written
 
+    @property
+    def lost_seqs(self) -> list[tuple[int, int]]:
+        """The seq ranges ``eventstore repair`` recorded as lost (first, last)."""
+        return [(int(a), int(b)) for a, b in (self._hot.repaired or {}).get("lost", [])]
+
     def record_repair(self, lost: list[tuple[int, int]]) -> None:
         """Record the seq ranges a repair found lost, durably: from then on reads
         and verify() take the log's holes as known (those of ``lost``, for
@@ -296,7 +301,7 @@ class Transfer:
         versions: dict[str, int] = {}
         hot = view.hot
         # Holes a repair recorded (the events were lost): first seq -> last.
-        known = {int(a): int(b) for a, b in (self._hot.repaired or {}).get("lost", [])}
+        known = dict(self.lost_seqs)
         for n, event in enumerate(view.read_all(None, False, None, None), 1):
             where = f"{self.path} (event {event.id})"
             if event.seq != seq + 1 and known.get(seq + 1) != event.seq - 1:

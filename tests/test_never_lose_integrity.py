@@ -148,6 +148,15 @@ def test_repair_copies_the_hot_tier_aside_and_reports_what_it_salvaged(tmp_path:
     assert 250 < len(events) < 300 and [e.seq for e in events] == sorted(e.seq for e in events)
     original = {e.data["n"]: e.data for e in events}
     assert all(d["pad"] == "p" * 40 for d in original.values())  # no damaged byte served
+    check = subprocess.run(
+        [sys.executable, "-m", "eventstore.cli", "verify", str(store_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr
+    assert f"OK {store_path}: {len(events)} events" in check.stdout
+    assert f"but for {300 - len(events)} events a repair recorded lost" in check.stdout
 
 
 def test_repair_of_a_whole_store_reports_before_and_after_and_verifies(tmp_path: Path) -> None:

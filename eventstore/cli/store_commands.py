@@ -1155,13 +1155,14 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
     seq = 0
     prev = b""
     versions: dict[str, int] = {}
+    known = dict(store.lost_seqs)  # holes a repair recorded: first seq -> last
     for ev in store.read_all():
-        if ev.seq != seq + 1:
+        if ev.seq != seq + 1 and known.get(seq + 1) != ev.seq - 1:
             raise VerifyFailed(f"seq {ev.seq} (event {ev.id}) follows seq {seq}")
         if ev.id.bytes <= prev:
             raise VerifyFailed(f"event {ev.id} (seq {ev.seq}) is not above the previous id")
         version = versions.get(ev.stream, -1)
-        if ev.version != version + 1:
+        if ev.version != version + 1 and not (known and ev.version > version):
             raise VerifyFailed(
                 f"stream {ev.stream!r}: version {ev.version} (event {ev.id}) "
                 f"follows version {version}"
@@ -1181,8 +1182,11 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
             f"the log ends at seq {seq}, but the store's last seq is {store.last_seq}"
         )
     for stream, version in versions.items():
-        if store.stream_version(stream) != version and not _appended_after(
-            store.read_stream(stream, from_version=version + 1), seq
+        recorded = store.stream_version(stream)
+        if (
+            recorded != version
+            and not (known and recorded > version)
+            and not _appended_after(store.read_stream(stream, from_version=version + 1), seq)
         ):
             raise VerifyFailed(
                 f"stream {stream!r}: version {store.stream_version(stream)}, "
@@ -1193,9 +1197,12 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
             if store.get(id_) is None:
                 raise VerifyFailed(f"get({id_}) finds nothing; archive file {info.name} holds it")
     cold = sum(f.events for f in files)
+    lost = sum(b - a + 1 for a, b in known.items())
+    found: dict[str, Any] = {"lost": lost, "lost_seqs": sorted(known.items())} if lost else {}
     return {
-        "events": seq,
-        "hot_events": seq - cold,
+        **found,
+        "events": seq - lost,
+        "hot_events": seq - cold - lost,
         "cold_events": cold,
         "files": len(files),
         "streams": len(versions),
@@ -1226,8 +1233,15 @@ def verify(path: str, as_json: bool) -> None:
         click.echo(
             f"OK {path}: {_plural(found['events'], 'event')} in "
             f"{_plural(found['streams'], 'stream')} (hot {found['hot_events']:,}, cold "
-            f"{found['cold_events']:,} in {_plural(found['files'], 'file')}); seq gap-free, "
-            "ids increasing, versions dense, checksums good"
+            f"{found['cold_events']:,} in {_plural(found['files'], 'file')}); seq gap-free"
+            + (
+                f" but for {found['lost']:,} events a repair recorded lost (seq "
+                + ", ".join(f"{a}-{b}" for a, b in found["lost_seqs"])
+                + ")"
+                if "lost" in found
+                else ""
+            )
+            + ", ids increasing, versions dense, checksums good"
         )
         for line in left_alone:
             click.echo(line)
