@@ -400,7 +400,11 @@ def test_after_a_disk_full_write_reads_go_on_and_a_full_disk_still_opens_to_read
             store.append("s", [NewEvent("T", 1)])
         with pytest.raises(WritesRefused):
             store.set_checkpoint("c", 1)
+        # A backup (to another disk) reads only: it goes on too.
+        assert store.backup(tmp_path / "backup").events == len(acked)
         store.close()
+        with EventStore.open(tmp_path / "backup") as copy:
+            assert len(list(copy.read_all())) == len(acked)
         filler = fill(disk)  # not a byte left
         hot_files = {p.name: p.read_bytes() for p in (path / "hot").glob("[0-9M]*")}
         # A full disk still opens (read-only), to read, verify and export.
