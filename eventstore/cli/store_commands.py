@@ -1,4 +1,4 @@
-"""``eventstore append|read|get|all|tail|stats|compact|merge|export|import|backup|verify``.
+"""``eventstore append|read|get|all|tail|stats|compact|merge|export|import|backup|verify|repair``.
 
 Every command opens the store for as long as it runs and closes it: a store
 is held by one process at a time (LevelDB's lock), so these commands are for
