@@ -153,3 +153,12 @@ class IdsExhausted(EventStoreError, OverflowError):
 class IdOutOfRange(InvalidArgument):
     """An imported id lies further in the future than the import allows, or in
     the last millisecond of the ULID space, which the store keeps free."""
+
+
+# -- h2-integrity: reads go on after a failed write -------------------------
+
+
+class WritesRefused(StoreClosed, StorageError):
+    """The store refuses writes, but reads go on: an earlier write failed (a
+    full disk, a failing device), or the disk was full when it opened. Free
+    the space or fix the device, then close and reopen the store."""

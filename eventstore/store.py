@@ -52,6 +52,7 @@ from .errors import (
     StoreNotFound,
     UnserialisableData,
     UsedAfterFork,
+    WritesRefused,
     WrongExpectedVersion,
 )
 from .events import (
@@ -65,7 +66,7 @@ from .events import (
     NewEvent,
     Snapshot,
 )
-from .hot import HotTier
+from .hot import HotTier, at_boundary, storage_error
 from .ids import (
     MonotonicULIDs,
     UlidRange,
@@ -927,7 +928,8 @@ class EventStore(Tiering, Transfer):
         The handle belongs to this process: used in a child after ``fork()``
         it raises :class:`UsedAfterFork` (see docs/operations.md).
         """
-        return cls(
+        return _open(
+            cls,
             os.fspath(path),
             sync=sync,
             index_types=index_types,
@@ -1330,17 +1332,30 @@ class EventStore(Tiering, Transfer):
         self._lock = self._maintenance = self._tier_lock = refuse
         self._written = self._committed = refuse
 
-    def _check_open(self) -> None:
+    def _check_readable(self) -> None:
         # ~0.1 us, a syscall: for forks that bypass os.register_at_fork (a C
         # extension's fork()); _disown covers the rest, get()'s fast path too.
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
         if self._closed:
             raise StoreClosed(f"store {self.path!r} is closed")
+
+    def _check_open(self) -> None:
+        """Before a write: open, and writing. After a failed write the store
+        refuses writes until it is reopened (ids, seqs and versions of the
+        failed group were handed out, and LevelDB's log may end in a torn
+        record that only a reopen puts behind it); reads go on."""
+        if self._own.pid != os.getpid():
+            raise _used_after_fork(self.path)
+        if self._closed:
+            raise StoreClosed(f"store {self.path!r} is closed")
         if self._failed is not None:
-            raise StoreClosed(
-                f"store {self.path!r} failed to write ({self._failed}); close and reopen it"
+            raise WritesRefused(
+                f"store {self.path!r} failed to write ({self._failed!r}) and refuses writes; "
+                "reads go on. Fix the cause (free space), then close and reopen it"
             )
+        if self._hot.read_only is not None:
+            raise WritesRefused(f"store {self.path!r} refuses writes: {self._hot.read_only}")
 
     # -- writes --------------------------------------------------------------
 
@@ -1453,8 +1468,14 @@ class EventStore(Tiering, Transfer):
             version = self._versions.get(stream_b)
         if version is not None:
             return version
-        raw = self._hot.db.get(keys.meta_key(stream_b))
-        return -1 if raw is None else int(msgpack.unpackb(raw)[0])
+        try:
+            raw = self._hot.db.get(keys.meta_key(stream_b), verify_checksums=True)
+            return -1 if raw is None else int(msgpack.unpackb(raw)[0])
+        except Exception as exc:
+            mapped = storage_error(exc, f"reading the version of stream {stream_b!r}")
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from exc
 
     def _enqueue(
         self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int
@@ -1535,7 +1556,13 @@ class EventStore(Tiering, Transfer):
             self._lead()
         self._in_flight.pop(pending.owner, None)
         if pending.error is not None:
-            raise StoreClosed(f"append to {self.path!r} failed: {pending.error}") from pending.error
+            # DiskFull, StorageError or damage, as the failure was; an
+            # interrupt of the leader stops the store as a StoreClosed.
+            doing = f"append to {self.path!r} failed to write"
+            mapped = storage_error(pending.error, doing)
+            if mapped is None or mapped is pending.error:
+                mapped = StoreClosed(f"{doing}: {pending.error!r}")
+            raise mapped from pending.error
 
     def _await_turn(self, pending: _Pending) -> None:
         """Wait until ``pending`` is written, or it is its turn to lead.
@@ -1629,7 +1656,7 @@ class EventStore(Tiering, Transfer):
     # -- reads ---------------------------------------------------------------
 
     def _view(self) -> View:
-        self._check_open()
+        self._check_readable()
         with self._tier_lock:
             tiers = self._tiers
             return View(self._hot.view(tiers.watermark), tiers)
@@ -1677,8 +1704,8 @@ class EventStore(Tiering, Transfer):
     def get(self, event_id: ULID | str | bytes) -> Event | None:
         """The event with this id, or None. A malformed id raises ``InvalidULID``."""
         id16 = event_id.bytes if type(event_id) is ULID else to_ulid_bytes(event_id)
-        if self._closed or self._failed is not None:
-            self._check_open()
+        if self._closed:
+            self._check_readable()
         tiers = self._tiers
         if id16 >= tiers.watermark:
             # Hot: two point reads without a snapshot. Events never change, so
@@ -1732,7 +1759,7 @@ class EventStore(Tiering, Transfer):
     @property
     def last_seq(self) -> int:
         """``seq`` of the newest committed event (0 for an empty store)."""
-        self._check_open()
+        self._check_readable()
         with self._committed:
             return self._committed_seq
 
@@ -1765,5 +1792,33 @@ def _check_types(types: Iterable[str] | None) -> frozenset[str] | None:
         name_bytes(type_, "event type")
     return checked
 
+
+# The boundary of the public entry points that are not on the hot path:
+# raw plyvel, OS and decoding errors leave them as EventStoreErrors (reads
+# are mapped at the hot tier's gate, appends where the batch is written).
+
+
+@at_boundary("opening the store")
+def _open(cls: type[EventStore], path: str, **options: Any) -> EventStore:
+    return cls(path, **options)
+
+
+for _name, _decoding in [
+    ("compact", True),
+    ("merge_archives", True),
+    ("cleanup", True),
+    ("backup", True),
+    ("verify", True),
+    ("load_snapshot", True),
+    ("get_checkpoint", True),
+    ("import_events", False),  # packs user values: their errors are theirs
+    ("save_snapshot", False),
+    ("set_checkpoint", False),
+]:
+    setattr(
+        EventStore,
+        _name,
+        at_boundary(_name.replace("_", " "), _decoding)(getattr(EventStore, _name)),
+    )
 
 __all__ = ["EventStore", "IncompatibleStore", "ulid_from_bytes"]

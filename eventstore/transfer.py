@@ -12,16 +12,18 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from itertools import chain
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 import plyvel
 
-from . import keys
+from . import keys, segments
 from .archive import ARCHIVE_DIR
 from .compaction import fsync_folder
 from .errors import CorruptFile, InvalidArgument, UnsafePath
-from .hot import HotTier, HotView
+from .hot import REPAIRED, HotTier, HotView
+from .records import TYPE_INDEX
 from .view import Tiers, View
 
 HOT_DIR = "hot"
@@ -79,8 +81,10 @@ class Transfer:
         _tiers: Tiers
         _tier_lock: threading.Lock
         _maintenance: threading.Lock
+        _index_types: bool
 
         def _check_open(self) -> None: ...
+        def _check_readable(self) -> None: ...
         def _view(self) -> View: ...
 
     def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
@@ -134,7 +138,7 @@ class Transfer:
             os.close(mark)
         os.mkdir(os.path.join(tmp, ARCHIVE_DIR))
         with self._maintenance:  # no compaction or merge swaps files meanwhile
-            self._check_open()
+            self._check_readable()  # a backup writes nothing here: it goes on after a failed write
             with self._tier_lock:
                 snap = self._hot.db.snapshot()
                 tiers = self._tiers
@@ -177,14 +181,69 @@ class Transfer:
             dest, events, len(tiers.files), linked, size, time.perf_counter() - started
         )
 
+    def log_gaps(self) -> tuple[int, int, list[tuple[int, int]]]:
+        """How many events the log holds, its last seq, and the seq ranges
+        missing below it: what ``eventstore repair`` reports. Unlike reads,
+        it counts past gaps rather than refusing them."""
+        view = self._view()
+        seqs = chain.from_iterable(
+            [range(f.first_seq, f.last_seq + 1) for f in view.files] + [view.hot.global_seqs()]
+        )
+        n = last = 0
+        missing = []
+        for seq in seqs:
+            if seq > last + 1:
+                missing.append((last + 1, seq - 1))
+            n += 1
+            last = max(last, seq)
+        return n, last, missing
+
+    def rebuild_segment_keys(self) -> int:
+        """Write every segment key afresh from the archive files the manifest
+        names, after deleting all there are: a repair may have lost some in
+        a damaged block (and reads of those streams would refuse). Returns
+        the number of keys written."""
+        with self._maintenance:
+            self._check_open()
+            db = self._hot.db
+            stale = db.iterator(prefix=keys.SEGMENT, include_value=False)
+            segments._batches(db, ((key, None) for key in stale))
+            written = sum(segments.write(db, f) for f in self._tiers.files)
+            db.put(keys.system_key(b"segments-rebuilt"), _packb(time.time()), sync=True)
+            return written
+
+    @property
+    def lost_seqs(self) -> list[tuple[int, int]]:
+        """The seq ranges ``eventstore repair`` recorded as lost (first, last)."""
+        return [(int(a), int(b)) for a, b in (self._hot.repaired or {}).get("lost", [])]
+
+    def record_repair(self, lost: list[tuple[int, int]]) -> None:
+        """Record the seq ranges a repair found lost, durably: from then on reads
+        and verify() take the log's holes as known (those of ``lost``, for
+        verify), instead of refusing them as damage."""
+        self._check_open()
+        value = _packb({"lost": [list(r) for r in lost], "at": time.time()})
+        self._hot.db.put(keys.system_key(REPAIRED), value, sync=True)
+        self._hot.repaired = {"lost": [list(r) for r in lost]}
+
     def verify(self, progress: Callable[[int], None] | None = None) -> None:
         """Check the store end to end; :class:`CorruptFile` on the first problem.
 
         Every archive file's checksums and structure, the manifest against the
-        files, and the log: ids increasing, seq gap-free from 1, every global
-        entry with its record, versions dense per stream and equal to each
-        stream's recorded version."""
-        view = self._view()
+        files, every LevelDB block's checksum (a full scan of the hot tier),
+        the segment keys against the files (each space of each file has its
+        key, each key names a file that holds the stream with those versions),
+        and the log: ids increasing, seq gap-free from 1, every global entry
+        with its record and its index entries, versions dense per stream and
+        equal to each stream's recorded version. It writes nothing."""
+        with self._maintenance:  # no compaction or merge changes files or keys meanwhile
+            view = self._view()
+            self._verify_files(view)
+            view.hot.check_blocks()
+            self._verify_segments(view)
+            self._verify_log(view, progress)
+
+    def _verify_files(self, view: View) -> None:
         for f in view.files:
             path = os.path.join(self._archive_dir, f.name)
             if not os.path.exists(path):
@@ -199,26 +258,89 @@ class Transfer:
                 f.events,
             ):
                 raise CorruptFile(path, 0, "does not hold what the manifest says")
+
+    def _verify_segments(self, view: View) -> None:
+        where = f"{self.path} (segment keys)"
+        expected = 0
+        for f in view.files:
+            for sp in f.reader.spaces(cache=False):
+                expected += 1
+                key = segments.segment_key(sp.stream.encode(), f.first_id, f.number)
+                raw = view.hot.get_raw(key)
+                if raw is None:
+                    raise CorruptFile(where, 0, f"no key for stream {sp.stream!r} in {f.name}")
+                if _decoded(raw) != [f.number, sp.first_version, sp.last_version]:
+                    raise CorruptFile(
+                        where, 0, f"the key of stream {sp.stream!r} in {f.name} says {raw!r}"
+                    )
+        found = 0
+        cut = len(keys.SEGMENT)
+        for key, raw in view.hot.items(keys.SEGMENT):
+            found += 1
+            value = _decoded(raw)
+            owner = view.by_number.get(value[0]) if isinstance(value, list) and value else None
+            # x seg NUL stream NUL first_id(16) number(8)
+            stream_b, number = key[cut:-25], int.from_bytes(key[-8:], "big")
+            if (
+                owner is None
+                or key[-25:-24] != keys.SEP
+                or number != owner.number
+                or key[-24:-8] != owner.first_id
+            ):
+                raise CorruptFile(where, 0, f"key {key!r} names no archive file: {value!r}")
+            try:
+                space = owner.reader.space(stream_b.decode())
+            except (UnicodeDecodeError, ValueError):
+                space = None
+            if space is None:
+                raise CorruptFile(where, 0, f"key {key!r}: {owner.name} does not hold that stream")
+        if found != expected:
+            raise CorruptFile(where, 0, f"{found} keys for {expected} spaces in the archive")
+
+    def _verify_log(self, view: View, progress: Callable[[int], None] | None) -> None:
         seq, last_id = 0, b""
         versions: dict[str, int] = {}
+        hot = view.hot
+        # Holes a repair recorded (the events were lost): first seq -> last.
+        known = dict(self.lost_seqs)
         for n, event in enumerate(view.read_all(None, False, None, None), 1):
             where = f"{self.path} (event {event.id})"
-            if event.seq != seq + 1:
+            if event.seq != seq + 1 and known.get(seq + 1) != event.seq - 1:
                 raise CorruptFile(where, 0, f"seq {event.seq} after {seq}: the log has a gap")
             if event.id.bytes <= last_id:
                 raise CorruptFile(where, 0, "ids out of order")
             expected = versions.get(event.stream, -1) + 1
-            if event.version != expected:
+            if event.version != expected and not (known and event.version > expected):
                 raise CorruptFile(where, 0, f"version {event.version}, expected {expected}")
+            if event.id.bytes >= view.watermark:
+                # Index entries live in blocks of their own: a damaged one would
+                # hide the event from read_index.
+                stream_b, id16 = event.stream.encode(), event.id.bytes
+                entries = dict(event.indexes)
+                if self._index_types:
+                    entries[TYPE_INDEX] = event.type
+                for name, value in entries.items():
+                    ikey = keys.index_key(stream_b, name.encode(), value.encode(), id16)
+                    if hot.get_raw(ikey) is None:
+                        raise CorruptFile(where, 0, f"index entry {name}={value} is missing")
             versions[event.stream] = event.version
             seq, last_id = event.seq, event.id.bytes
             if progress is not None and n % 4096 == 0:
                 progress(4096)
         for stream, version in versions.items():
-            recorded = view.hot.stream_version(stream.encode())
-            if recorded != version:
+            recorded = hot.stream_version(stream.encode())
+            # After a repair lost a stream's last events, its version stays
+            # (versions are never handed out twice).
+            if recorded != version and not (known and recorded > version):
                 raise CorruptFile(
                     self.path,
                     0,
                     f"stream {stream!r} records version {recorded}, its events end at {version}",
                 )
+
+
+def _decoded(raw: bytes) -> Any:
+    try:
+        return msgpack.unpackb(raw)
+    except (ValueError, TypeError):
+        return None

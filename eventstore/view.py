@@ -17,6 +17,7 @@ import msgpack
 
 from . import keys
 from .archive import ArchiveFile
+from .errors import CorruptFile
 from .events import Event
 from .hot import HotView
 
@@ -49,14 +50,53 @@ class View:
         """The archive files holding part of a stream, oldest first.
 
         Keys of files this view's manifest does not name (being made, or
-        replaced by a merge) are skipped."""
+        replaced by a merge) are skipped. Damaged keys must not hide events,
+        so what they say is checked against the files and the hot tier: each
+        named file holds the stream with those versions, the versions run on
+        from 0 without a gap, and the hot tier takes over right after them
+        (a space lookup per file and two hot reads: cheap next to a replay).
+        """
         out = []
         by_number = self.by_number
-        for _key, value in self.hot.items(keys.segment_prefix(stream_b)):
-            number, first_version, last_version = msgpack.unpackb(value)
-            f = by_number.get(number)
-            if f is not None:
+        stream = ""
+        expected = 0
+        try:
+            stream = stream_b.decode()
+            for _key, value in self.hot.items(keys.segment_prefix(stream_b)):
+                number, first_version, last_version = msgpack.unpackb(value)
+                f = by_number.get(number)
+                if f is None:
+                    continue
+                space = f.reader.space(stream)
+                if (
+                    space is None
+                    or (space.first_version, space.last_version) != (first_version, last_version)
+                    or first_version != expected
+                ):
+                    raise _bad_segments(
+                        stream,
+                        f"a key names file {f.name} for versions "
+                        f"{first_version}-{last_version}, expected from {expected}",
+                    )
                 out.append((f, first_version, last_version))
+                expected = last_version + 1
+        except (ValueError, TypeError) as exc:  # a value that does not decode
+            raise _bad_segments(
+                stream or repr(stream_b), f"a key does not decode ({exc})"
+            ) from None
+        last = self.hot.stream_version(stream_b)
+        if not self.hot.strict:
+            return out  # a repair recorded losses: versions may have holes
+        if last >= expected:
+            first_hot = self.hot.first_version(stream_b)
+            if first_hot != expected:
+                raise _bad_segments(
+                    stream,
+                    f"versions {expected}-{last} are not in the archive keys, "
+                    f"and the hot tier starts at {first_hot}",
+                )
+        elif last < expected - 1:
+            raise _bad_segments(stream, f"keys reach version {expected - 1}, the stream {last}")
         return out
 
     def read_stream(
@@ -162,3 +202,12 @@ class View:
             if seq <= f.last_seq:
                 return f.reader.id_at(max(seq - f.first_seq, 0))
         return self.hot.seek_seq(seq, False)
+
+
+def _bad_segments(stream: str, problem: str) -> CorruptFile:
+    return CorruptFile(
+        "hot tier (segment keys)",
+        0,
+        f"stream {stream!r}: {problem}; the archive keys are damaged "
+        "(run `eventstore verify`, then `eventstore repair`)",
+    )

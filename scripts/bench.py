@@ -10,6 +10,7 @@ of ``--runs`` runs.
     python scripts/bench.py                 # the full set, 3 runs each
     python scripts/bench.py --quick         # small sizes, 1 run (a smoke test)
     python scripts/bench.py --only append_batched,replay --runs 5
+    python scripts/bench.py --integrity --runs 7   # checksums on reads, paranoid open
 """
 
 from __future__ import annotations
@@ -332,6 +333,83 @@ def workloads(quick: bool) -> dict[str, tuple[str, Callable[[type[Contender], Wo
     }
 
 
+# -- what integrity costs: block checksums on reads, paranoid checks at open ----
+
+
+def bench_integrity(ws: Workspace, quick: bool, runs: int) -> dict[str, dict[str, float]]:
+    """read_stream and get with and without LevelDB's block checksums, and an
+    open (which replays the log into a table) with and without paranoid
+    checks. The two settings alternate run by run; each figure is a median."""
+    import eventstore.hot as hot
+
+    n = 200_000 // (10 if quick else 1)
+    lookups = 30_000 // (10 if quick else 1)
+    # A store in tables (reads), and one whose events are all in its log (opens).
+    tabled = ws.fresh("integrity-tables")
+    logged = ws.fresh("integrity-log")
+    ids: list[Any] = []
+    for path, settle in ((tabled, True), (logged, False)):
+        with EventStore.open(path) as store:
+            events = make_events(n)
+            for start in range(0, n, 100):
+                r = store.append(f"order-{(start // 100) % 50:05d}", events[start : start + 100])
+                if settle:
+                    ids.extend(r.ids)
+            if settle:
+                store._hot.db.compact_range()
+    rnd = random.Random(3)
+    sample = [ids[rnd.randrange(len(ids))] for _ in range(lookups)]
+    samples: dict[str, dict[bool, list[float]]] = {
+        "read_stream": {True: [], False: []},
+        "read_stream_warm": {True: [], False: []},
+        "get": {True: [], False: []},
+        "open": {True: [], False: []},
+    }
+    saved = hot.VERIFY_CHECKSUMS, hot.LEVELDB_OPTIONS["paranoid_checks"]
+    try:
+        for run in range(runs):
+            for on in (True, False) if run % 2 else (False, True):  # neither always first
+                hot.VERIFY_CHECKSUMS = on
+                with EventStore.open(tabled) as store:  # an empty block cache each run
+                    t = time.perf_counter()
+                    total = sum(
+                        sum(1 for _ in store.read_stream(f"order-{s:05d}")) for s in range(50)
+                    )
+                    samples["read_stream"][on].append(total / (time.perf_counter() - t))
+                    t = time.perf_counter()  # again: every block in LevelDB's cache now
+                    for s in range(50):
+                        for _ in store.read_stream(f"order-{s:05d}"):
+                            pass
+                    samples["read_stream_warm"][on].append(n / (time.perf_counter() - t))
+                    t = time.perf_counter()
+                    for id_ in sample:
+                        store.get(id_)
+                    samples["get"][on].append(lookups / (time.perf_counter() - t))
+                assert total == n
+                hot.LEVELDB_OPTIONS["paranoid_checks"] = on
+                copy = ws.fresh("integrity-open")
+                shutil.copytree(logged, copy)
+                t = time.perf_counter()
+                EventStore.open(copy).close()
+                samples["open"][on].append(n / (time.perf_counter() - t))
+            hot.VERIFY_CHECKSUMS, hot.LEVELDB_OPTIONS["paranoid_checks"] = saved
+    finally:
+        hot.VERIFY_CHECKSUMS, hot.LEVELDB_OPTIONS["paranoid_checks"] = saved
+    out: dict[str, dict[str, float]] = {}
+    print(f"\nintegrity checks, median of {runs} interleaved runs (ratio: with / without)")
+    labels = {
+        "read_stream": "read_stream, checksums (cold)",
+        "read_stream_warm": "read_stream, checksums (cached)",
+        "get": "get by id, checksums",
+        "open": f"open, paranoid ({n:,} in log)",
+    }
+    for key, by in samples.items():
+        with_, without = statistics.median(by[True]), statistics.median(by[False])
+        out[key] = {"with": with_, "without": without, "ratio": with_ / without}
+        print(f"{labels[key]:<34}{with_:>18,.0f} e/s{without:>18,.0f} e/s{with_ / without:>11.2f}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -339,12 +417,26 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated workload names")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--no-esdb", action="store_true", help="skip the ESDB file section")
+    parser.add_argument(
+        "--integrity",
+        action="store_true",
+        help="only the price of block checksums on reads and of paranoid checks at open",
+    )
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
     chosen = workloads(args.quick)
     if args.only:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
     ws = Workspace()
+    if args.integrity:
+        try:
+            figures = bench_integrity(ws, args.quick, runs)
+        finally:
+            ws.close()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"integrity": figures}, f, indent=2)
+        return
     results: dict[str, dict[str, float]] = {}
     names = [cls.name for cls in contenders()]
     print(

@@ -134,7 +134,9 @@ def test_incremental_import_continues_a_copy(tmp_path: Path) -> None:
     ok("export", str(a), str(tmp_path / "2.jsonl"), "--after", str(events[-1].id))
     ok("import", str(b), str(tmp_path / "2.jsonl"))
     same_events(read_all(b), read_all(a))
-    fails("import", str(b), str(tmp_path / "2.jsonl"), message="import only adds events newer")
+    # A rerun resumes after the events already in (issue 13, item 14): here, all of them.
+    assert "is in the store already" in ok("import", str(b), str(tmp_path / "2.jsonl"))
+    same_events(read_all(b), read_all(a))
 
 
 def test_import_checks_the_whole_file_before_writing(tmp_path: Path) -> None:
@@ -162,7 +164,12 @@ def test_import_checks_the_whole_file_before_writing(tmp_path: Path) -> None:
         bad.write_text("\n".join(lines) + "\n")
         fails("import", str(tmp_path / f"new{n}"), str(bad), message=message)
         assert not (tmp_path / f"new{n}").exists()  # no empty store left behind
-    fails("import", str(a), str(file), message="import only adds events newer than")
+    # Its own export is in the store already: a rerun of a finished import.
+    assert "is in the store already" in ok("import", str(a), str(file))
+    other = tmp_path / "other"
+    fill(other, 8)
+    ok("export", str(other), str(tmp_path / "other.jsonl"))
+    fails("import", str(a), str(tmp_path / "other.jsonl"), message="starts at seq 1, but the next")
     assert len(read_all(a)) == 8
     fails("import", str(a), str(tmp_path / "missing.jsonl"), code=2, message="does not exist")
 

@@ -85,6 +85,17 @@ def guard(func: F) -> F:
             sys.exit(0)
         except OSError as exc:
             fail(str(exc))
+        except RecursionError:
+            # json.loads of deeply nested input (`import`, `--data -`).
+            fail("the input JSON is nested too deeply to decode")
+        except Exception as exc:
+            # A plyvel or decoding error the library let through: still one line.
+            from ..hot import storage_error
+
+            mapped = storage_error(exc, "the store", decoding=False)  # a bug stays a traceback
+            if mapped is None:
+                raise
+            fail(str(mapped))
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__

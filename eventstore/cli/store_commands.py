@@ -1,4 +1,4 @@
-"""``eventstore append|read|get|all|tail|stats|compact|merge|export|import|backup|verify``.
+"""``eventstore append|read|get|all|tail|stats|compact|merge|export|import|backup|verify|repair``.
 
 Every command opens the store for as long as it runs and closes it: a store
 is held by one process at a time (LevelDB's lock), so these commands are for
@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from types import FrameType
 from typing import IO, Any
 
@@ -1004,19 +1005,31 @@ def read_export(file: str, advance: Callable[[int], None]) -> Iterator[tuple[str
             yield where, ev
 
 
+def _same(stored: Event | None, ev: Event) -> bool:
+    """The stored event is the file's (compared as JSON: NaN payloads too)."""
+    return stored is not None and event_json(stored) == event_json(ev)
+
+
 def check_import(
     store: EventStore, file: str, tolerance: timedelta = DEFAULT_IMPORT_CLOCK_TOLERANCE
-) -> int:
+) -> tuple[int, int]:
     """Read the whole file once before writing anything: every line an event,
     ids strictly increasing and above the store's newest, seq continuing the
-    store's gap-free, versions dense per stream. Returns the event count."""
+    store's gap-free, versions dense per stream. Returns the event count and
+    how many of them lead the file and are in the store already, each equal
+    (an import cut short, by a full disk say: the rerun resumes after them)."""
     top = newest(store)
     prev = None if top is None else top.id.bytes
     seq = store.last_seq
     versions: dict[str, int] = {}
-    n = 0
+    n = done = 0
     with progress_bar(os.path.getsize(file), "checking ") as advance:
         for where, ev in read_export(file, advance):
+            if n == done and ev.seq <= store.last_seq and _same(store.get(ev.id), ev):
+                # Imported before: its place in the log was checked then.
+                done += 1
+                n += 1
+                continue
             if prev is not None and ev.id.bytes <= prev:
                 if n == 0:
                     raise ImportFileError(
@@ -1047,7 +1060,7 @@ def check_import(
         check_importable(
             int.from_bytes(prev, "big"), now_ms, tolerance // timedelta(milliseconds=1)
         )
-    return n
+    return n, done
 
 
 @click.command("import")
@@ -1067,13 +1080,18 @@ def import_(path: str, file: str, clock_tolerance: float) -> None:
     The file is checked whole before anything is written. The store may be
     new or hold only events older than the file's. Ids timed further ahead
     of the clock than --clock-tolerance are refused: every later id of the
-    store would be made after them.
+    store would be made after them. An import cut short (a full disk) leaves
+    whole batches; run it again and it resumes after the events already in
+    the store, each compared with the file's.
     """
     tolerance = timedelta(seconds=clock_tolerance)
     with opened(path, create=True, sync=True) as store:
-        n = check_import(store, file, tolerance)
+        n, done = check_import(store, file, tolerance)
         if n == 0:
             click.echo(f"nothing to import: {file} holds no events")
+            return
+        if done == n:
+            click.echo(f"nothing to import: every event of {file} ({n:,}) is in the store already")
             return
         if not hasattr(store, "import_events"):
             fail(
@@ -1082,10 +1100,12 @@ def import_(path: str, file: str, clock_tolerance: float) -> None:
             )
         with progress_bar(os.path.getsize(file), "importing") as advance:
             store.import_events(
-                (ev for _, ev in read_export(file, advance)), clock_tolerance=tolerance
+                islice((ev for _, ev in read_export(file, advance)), done, None),
+                clock_tolerance=tolerance,
             )
         last = store.last_seq
-    click.echo(f"imported {_plural(n, 'event')} from {file}; seq now {last}")
+    resumed = f" (resumed: the first {done:,} were in the store already)" if done else ""
+    click.echo(f"imported {_plural(n - done, 'event')} from {file}{resumed}; seq now {last}")
 
 
 # -- backup, verify ----------------------------------------------------------------------------
@@ -1155,13 +1175,14 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
     seq = 0
     prev = b""
     versions: dict[str, int] = {}
+    known = dict(store.lost_seqs)  # holes a repair recorded: first seq -> last
     for ev in store.read_all():
-        if ev.seq != seq + 1:
+        if ev.seq != seq + 1 and known.get(seq + 1) != ev.seq - 1:
             raise VerifyFailed(f"seq {ev.seq} (event {ev.id}) follows seq {seq}")
         if ev.id.bytes <= prev:
             raise VerifyFailed(f"event {ev.id} (seq {ev.seq}) is not above the previous id")
         version = versions.get(ev.stream, -1)
-        if ev.version != version + 1:
+        if ev.version != version + 1 and not (known and ev.version > version):
             raise VerifyFailed(
                 f"stream {ev.stream!r}: version {ev.version} (event {ev.id}) "
                 f"follows version {version}"
@@ -1181,8 +1202,11 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
             f"the log ends at seq {seq}, but the store's last seq is {store.last_seq}"
         )
     for stream, version in versions.items():
-        if store.stream_version(stream) != version and not _appended_after(
-            store.read_stream(stream, from_version=version + 1), seq
+        recorded = store.stream_version(stream)
+        if (
+            recorded != version
+            and not (known and recorded > version)
+            and not _appended_after(store.read_stream(stream, from_version=version + 1), seq)
         ):
             raise VerifyFailed(
                 f"stream {stream!r}: version {store.stream_version(stream)}, "
@@ -1193,9 +1217,12 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
             if store.get(id_) is None:
                 raise VerifyFailed(f"get({id_}) finds nothing; archive file {info.name} holds it")
     cold = sum(f.events for f in files)
+    lost = sum(b - a + 1 for a, b in known.items())
+    found: dict[str, Any] = {"lost": lost, "lost_seqs": sorted(known.items())} if lost else {}
     return {
-        "events": seq,
-        "hot_events": seq - cold,
+        **found,
+        "events": seq - lost,
+        "hot_events": seq - cold - lost,
         "cold_events": cold,
         "files": len(files),
         "streams": len(versions),
@@ -1226,11 +1253,96 @@ def verify(path: str, as_json: bool) -> None:
         click.echo(
             f"OK {path}: {_plural(found['events'], 'event')} in "
             f"{_plural(found['streams'], 'stream')} (hot {found['hot_events']:,}, cold "
-            f"{found['cold_events']:,} in {_plural(found['files'], 'file')}); seq gap-free, "
-            "ids increasing, versions dense, checksums good"
+            f"{found['cold_events']:,} in {_plural(found['files'], 'file')}); seq gap-free"
+            + (
+                f" but for {found['lost']:,} events a repair recorded lost (seq "
+                + ", ".join(f"{a}-{b}" for a, b in found["lost_seqs"])
+                + ")"
+                if "lost" in found
+                else ""
+            )
+            + ", ids increasing, versions dense, checksums good"
         )
         for line in left_alone:
             click.echo(line)
+
+
+# -- repair ----------------------------------------------------------------------------------
+
+
+@click.command()
+@path_argument
+@guard
+def repair(path: str) -> None:
+    """Rebuild a damaged hot tier with LevelDB's repair, then verify the store.
+
+    The hot tier is copied aside first (PATH.before-repair-TIME/hot, printed).
+    LevelDB's repair keeps what its logs and tables still hold and drops
+    damaged records, so events can be lost: compare with a backup.
+    """
+    hot = os.path.join(path, "hot")
+    if not os.path.isfile(os.path.join(hot, "CURRENT")) and not any(
+        name.endswith((".log", ".ldb", ".sst")) for name in _listing(hot)
+    ):
+        fail(f"no hot tier (LevelDB) at {hot}")
+    try:
+        # A damaged hot tier refuses this open without changing anything.
+        with EventStore.open(path) as store:
+            n, last, missing = store.log_gaps()
+        before = f"{_plural(n, 'event')}, last seq {last}"
+    except EventStoreError as exc:
+        before = f"unknown: the store did not open ({exc})"
+    click.echo(f"before: {before}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = f"{os.path.abspath(path).rstrip('/')}.before-repair-{stamp}"
+    from ..hot import repair_hot_tier
+
+    click.echo(f"copying the hot tier to {os.path.join(aside, 'hot')} (keep it until you are sure)")
+    done = repair_hot_tier(hot, os.path.join(aside, "hot"))
+    click.echo(f"copied the hot tier to {os.path.join(aside, 'hot')}")
+    click.echo(
+        f"repaired: kept {done.kept:,} keys whose blocks passed their checksums, dropped "
+        f"{done.dropped:,} in damaged blocks, and the log records that failed theirs"
+        + ("; LevelDB rebuilt its manifest first" if done.rebuilt_manifest else "")
+        + (
+            f"; set right the damaged length of {_plural(done.lengths_fixed, 'log record')}"
+            if done.lengths_fixed
+            else ""
+        )
+    )
+    with opened(path) as store:
+        rebuilt = store.rebuild_segment_keys()
+        if rebuilt:
+            click.echo(f"rebuilt {rebuilt:,} segment keys from the archive files")
+        n, last, missing = store.log_gaps()
+        lost = sum(b - a + 1 for a, b in missing)
+        gaps = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in missing[:10])
+        click.echo(
+            f"after: {_plural(n, 'event')}, last seq {last}"
+            + (f"; {lost:,} missing below it (seq {gaps})" if missing else "; no seq missing")
+            + " (events lost after the last seq cannot be seen: compare with a backup)"
+        )
+        if missing:
+            # Recorded, so that reads and verify take these holes as known
+            # (they refuse unexplained ones as damage).
+            store.record_repair(missing)
+        try:
+            store.verify()
+        except EventStoreError as exc:
+            fail(f"verify after repair: {exc}")
+    click.echo("verify: OK" + (" (but for the events recorded lost)" if missing else ""))
+    if missing:
+        fail(
+            f"{lost:,} events were lost (recorded in the store); restore them from a backup "
+            "or an export if you have one"
+        )
+
+
+def _listing(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 COMMANDS = [
@@ -1246,4 +1358,5 @@ COMMANDS = [
     import_,
     backup,
     verify,
+    repair,
 ]
