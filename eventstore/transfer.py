@@ -92,7 +92,7 @@ class Transfer:
         snapshot copied into a new LevelDB, plus the archive files the manifest
         names (hard-linked where the filesystem allows: they never change).
         Appends and reads go on meanwhile; the backup is a store that opens."""
-        self._check_open()  # before anything is made (a closed or forked handle)
+        self._check_readable()  # before anything is made (a closed or forked handle)
         started = time.perf_counter()
         dest = os.fspath(dest)
         self._check_backup_dest(dest)
