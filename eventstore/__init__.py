@@ -1,4 +1,11 @@
-"""eventstore: an embedded event-sourcing store (LevelDB hot tier, ESDB cold tier)."""
+"""eventstore: an embedded event-sourcing store (LevelDB hot tier, ESDB cold tier).
+
+Installed as the distribution ``tiered-eventstore``. What it promises is in
+docs/guarantees.md; the reference is the docs site (mkdocs.yml).
+"""
+
+# The one place the version is written (pyproject.toml reads it from here).
+__version__ = "0.1.0"
 
 from .aggregates import (
     Aggregate,

@@ -154,12 +154,20 @@ class Aggregate:
         indexes: Mapping[str, str] | None = None,
     ) -> None:
         """Apply a new event and keep it to be saved. Check the rules first:
-        an event, once recorded, is a fact."""
+        an event, once recorded, is a fact.
+
+        Raises:
+            UnknownEventType: the class has no method to apply events of this type.
+        """
         self.apply(type, data)
         self._pending.append(NewEvent(type, data, metadata, indexes))
 
     def apply(self, type: str, data: Any) -> None:
-        """Apply one event to the state (used by :meth:`record` and on load)."""
+        """Apply one event to the state (used by :meth:`record` and on load).
+
+        Raises:
+            UnknownEventType: the class has no ``apply_<type>`` or ``@applies(type)`` method.
+        """
         attr = self._appliers.get(type)
         if attr is None:
             if self.ignore_unknown_events:
@@ -213,7 +221,12 @@ class Repository(Generic[A]):
 
     def get(self, aggregate_id: str) -> A:
         """The aggregate as of its last saved event; :class:`AggregateNotFound`
-        if it has none."""
+        if it has none.
+
+        Raises:
+            AggregateNotFound: the aggregate's stream has no events.
+            UnknownEventType: the class has no method to apply one of its events.
+        """
         cls = self.cls
         stream = cls.stream_name(aggregate_id)
         aggregate = cls(aggregate_id)

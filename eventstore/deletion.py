@@ -8,7 +8,7 @@ bytes, or a dict appended in-process). What the store honours of it:
   delete writes ``$tb = last version + 1``, so the stream reads as not found,
   and an append goes on from the next version (expected ``NO_STREAM`` works
   on it again, as on KurrentDB). ``$all`` still holds the events: removing
-  their bytes is the retention/scavenging work's (DESIGN.md, guarantee 11).
+  their bytes is the retention/scavenging work's (docs/guarantees.md, guarantee 11).
 - A tombstone is an event of type ``$streamDeleted`` in ``$$s``: the stream
   (and its metadata stream) is deleted for ever; reads and appends refuse.
 

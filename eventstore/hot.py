@@ -23,10 +23,10 @@ from threading import get_ident
 from typing import Any, NamedTuple, TypeVar
 
 import msgpack
-import plyvel
 from ulid import ULID
 
 from . import keys
+from ._leveldb import plyvel
 from .errors import (
     CorruptFile,
     DiskFull,

@@ -1,4 +1,4 @@
-"""The hot tier's key layout (DESIGN.md, "Key layout").
+"""The hot tier's key layout (docs/guarantees.md, "Hot-tier layout").
 
 Every key starts with a one-byte namespace tag; names are UTF-8 and end with a
 NUL separator that names can never contain, so no stream's keys are a prefix
@@ -44,7 +44,7 @@ def global_key(id16: bytes) -> bytes:
 
 
 # The per-stream point keys end in the separator too, so that even these never
-# prefix another stream's keys (DESIGN.md asks that of every key of a stream).
+# prefix another stream's keys (docs/guarantees.md promises it of every key of a stream).
 def meta_key(stream: bytes) -> bytes:
     return META + stream + SEP
 

@@ -24,10 +24,10 @@ from types import NoneType
 from typing import Any, NamedTuple
 
 import msgpack
-import plyvel
 from ulid import ULID
 
 from . import forks, keys, segments
+from ._leveldb import plyvel
 from .archive import (
     ARCHIVE_DIR,
     ArchiveFile,
@@ -1118,7 +1118,15 @@ class EventStore(Tiering, Transfer):
     ) -> Subscription:
         """Follow the global log after ``after`` (or from the checkpoint stored
         under ``name``): catch up, then deliver new events live as they commit.
-        See :class:`eventstore.subscriptions.Subscription`."""
+        See :class:`eventstore.subscriptions.Subscription`.
+
+        Raises:
+            InvalidULID: ``after`` is not a ULID.
+            InvalidName: ``name``, a type or ``stream_prefix`` is not a valid name.
+            InvalidArgument: ``page_size`` below 1, both ``after`` and ``name``, or a checkpoint
+                that holds no position.
+            StoreClosed: the store is closed.
+        """
         self._check_open()
         return Subscription(self, after, types, stream_prefix, name, page_size=page_size)
 
@@ -1145,7 +1153,15 @@ class EventStore(Tiering, Transfer):
         the last millisecond of the ULID space, raises :class:`IdOutOfRange`:
         every later id is made above it, so one id a century ahead would pin
         every later id and timestamp there, and the largest ULID would leave
-        no id to make."""
+        no id to make.
+
+        Raises:
+            InvalidArgument: an id not above the store's, or a seq or version that leaves a gap; its
+                batch is not written.
+            StoreClosed: the store is closed.
+            IdOutOfRange: an id beyond ``clock_tolerance`` or in the ULID space's last millisecond.
+            AppendTooLarge: ``batch_size`` above the store's ``max_append_events``.
+        """
         self._check_open()
         if type(batch_size) is not int or batch_size < 1:
             raise InvalidArgument(f"batch_size must be a positive int, got {batch_size!r}")
@@ -1266,7 +1282,14 @@ class EventStore(Tiering, Transfer):
 
     def save_snapshot(self, stream: str, version: int, state: Any) -> None:
         """Store ``state`` as the stream's state after event ``version`` (the latest
-        snapshot replaces the previous one)."""
+        snapshot replaces the previous one).
+
+        Raises:
+            InvalidName: the stream name is empty, not a str or holds NUL.
+            InvalidArgument: ``version`` is negative or beyond the stream's last event.
+            UnserialisableData: ``state`` holds a value msgpack cannot carry.
+            StoreClosed: the store is closed.
+        """
         stream_b = name_bytes(stream, "stream name")
         if type(version) is not int or version < 0:
             raise InvalidArgument(f"snapshot version must be a non-negative int, got {version!r}")
@@ -1283,7 +1306,12 @@ class EventStore(Tiering, Transfer):
             self._hot.db.put(keys.snapshot_key(stream_b), value, sync=self.sync)
 
     def load_snapshot(self, stream: str) -> Snapshot | None:
-        """The stream's latest snapshot, or None."""
+        """The stream's latest snapshot, or None.
+
+        Raises:
+            InvalidName: the stream name is empty, not a str or holds NUL.
+            StoreClosed: the store is closed.
+        """
         stream_b = name_bytes(stream, "stream name")
         raw = self._view().hot.get_raw(keys.snapshot_key(stream_b))
         if raw is None:
@@ -1292,13 +1320,24 @@ class EventStore(Tiering, Transfer):
         return Snapshot(stream, version, state)
 
     def get_checkpoint(self, name: str) -> Any:
-        """The value stored for checkpoint ``name``, or None."""
+        """The value stored for checkpoint ``name``, or None.
+
+        Raises:
+            InvalidName: ``name`` is empty, not a str or holds NUL.
+            StoreClosed: the store is closed.
+        """
         raw = self._view().hot.get_raw(keys.checkpoint_key(name_bytes(name, "checkpoint name")))
         return None if raw is None else unpack(raw)
 
     def set_checkpoint(self, name: str, value: Any) -> None:
         """Store ``value`` (a position, or a projection's state with its position)
-        under ``name``, atomically."""
+        under ``name``, atomically.
+
+        Raises:
+            InvalidName: ``name`` is empty, not a str or holds NUL.
+            UnserialisableData: ``value`` holds a value msgpack cannot carry.
+            StoreClosed: the store is closed.
+        """
         key, packed = _checkpoint_put(name, value)
         with self._lock:
             self._check_open()
@@ -1368,6 +1407,18 @@ class EventStore(Tiering, Transfer):
         version of the stream's last event (-1 for a new stream). Raises
         :class:`WrongExpectedVersion` otherwise, writing nothing. More
         events or bytes than the store's bounds raise :class:`AppendTooLarge`.
+
+        Raises:
+            WrongExpectedVersion: the stream's version is not ``expected_version``; nothing is
+                written.
+            InvalidName: the stream, an event type, an index name or value is empty, not a str or
+                holds NUL.
+            InvalidType: an event is not a ``NewEvent``, or ``expected_version`` is not one of the
+                above.
+            InvalidArgument: no events, or ``expected_version`` below -1.
+            UnserialisableData: data or metadata msgpack cannot carry (the message names the field).
+            StoreClosed: the store is closed, or an earlier write failed.
+            AppendTooLarge: more events or bytes than the store's bounds.
         """
         return self.append_many([(stream, events, expected_version)])[0]
 
@@ -1385,6 +1436,17 @@ class EventStore(Tiering, Transfer):
         a process manager records the events it emits and the position it
         consumed atomically. The whole append is bounded by the store's
         ``max_append_events`` and ``max_append_bytes`` (:class:`AppendTooLarge`).
+
+        Raises:
+            WrongExpectedVersion: a part's stream is not at its expected version; nothing is
+                written.
+            InvalidName: as :meth:`append`.
+            InvalidType: a part is not a ``(stream, events, expected_version)`` tuple, or as
+                :meth:`append`.
+            InvalidArgument: no parts, a part with no events, or as :meth:`append`.
+            UnserialisableData: as :meth:`append`.
+            StoreClosed: the store is closed, or an earlier write failed.
+            AppendTooLarge: as :meth:`append`, for the whole call.
         """
         self._check_open()  # at once: a forked or closed handle packs nothing
         parts = []
@@ -1662,7 +1724,12 @@ class EventStore(Tiering, Transfer):
             return View(self._hot.view(tiers.watermark), tiers)
 
     def stream_version(self, stream: str) -> int:
-        """Version of the stream's last committed event; -1 if the stream does not exist."""
+        """Version of the stream's last committed event; -1 if the stream does not exist.
+
+        Raises:
+            InvalidName: the stream name is empty, not a str or holds NUL.
+            StoreClosed: the store is closed.
+        """
         stream_b = name_bytes(stream, "stream name")
         return self._view().hot.stream_version(stream_b)
 
@@ -1677,6 +1744,11 @@ class EventStore(Tiering, Transfer):
 
         ``from_version=None`` starts at the first event, or the last when
         reading backwards. The view is taken when this is called.
+
+        Raises:
+            InvalidName: the stream name is empty, not a str or holds NUL.
+            InvalidArgument: ``from_version`` or ``limit`` is negative or not an int.
+            StoreClosed: the store is closed.
         """
         stream_b = name_bytes(stream, "stream name")
         if from_version is not None and (type(from_version) is not int or from_version < 0):
@@ -1693,7 +1765,13 @@ class EventStore(Tiering, Transfer):
         backwards: bool = False,
         limit: int | None = None,
     ) -> Iterator[Event]:
-        """The events of ``stream`` filed under index ``name=value``, in order."""
+        """The events of ``stream`` filed under index ``name=value``, in order.
+
+        Raises:
+            InvalidName: the stream, index name or value is empty, not a str or holds NUL.
+            InvalidArgument: ``limit`` is negative or not an int.
+            StoreClosed: the store is closed.
+        """
         stream_b = name_bytes(stream, "stream name")
         name_b = name_bytes(name, "index name")
         value_b = name_bytes(value, "index value")
@@ -1702,7 +1780,12 @@ class EventStore(Tiering, Transfer):
         return _limited(view.read_index(stream, stream_b, name_b, value_b, backwards), limit)
 
     def get(self, event_id: ULID | str | bytes) -> Event | None:
-        """The event with this id, or None. A malformed id raises ``InvalidULID``."""
+        """The event with this id, or None. A malformed id raises ``InvalidULID``.
+
+        Raises:
+            InvalidULID: ``event_id`` is not a ULID, its 26-character string or 16 bytes.
+            StoreClosed: the store is closed.
+        """
         id16 = event_id.bytes if type(event_id) is ULID else to_ulid_bytes(event_id)
         if self._closed:
             self._check_readable()
@@ -1733,6 +1816,13 @@ class EventStore(Tiering, Transfer):
         instead (inclusive; downwards from it when backwards). ``types`` and
         ``stream_prefix`` filter on the global entry, so rejected events'
         records are never read.
+
+        Raises:
+            InvalidULID: ``after`` is not a ULID.
+            InvalidName: a type or ``stream_prefix`` is not a str (an ``InvalidNameType``).
+            InvalidArgument: ``from_seq`` or ``limit`` is negative, or both ``after`` and
+                ``from_seq`` are given.
+            StoreClosed: the store is closed.
         """
         after16 = None if after is None else to_ulid_bytes(after)
         if from_seq is not None:

@@ -5,7 +5,7 @@ position, through both tiers, a bounded page at a time, and then waits for
 new commits. It pulls from the store and holds at most one page, so a slow
 subscriber never blocks appends and never holds unbounded memory.
 
-No gaps, no duplicates (DESIGN.md, guarantee 8): commit order = id order =
+No gaps, no duplicates (docs/guarantees.md, guarantee 8): commit order = id order =
 seq order, and a commit is readable before ``wait_for_commit`` reports it.
 So a reader that notes the committed seq, then reads everything after its
 position, has seen every event up to that seq; waiting for a later seq and
@@ -145,6 +145,13 @@ class Subscription:
     its subscriptions. Every event is delivered exactly once, in commit
     order, with no gaps, whatever other threads append meanwhile and
     whatever compaction runs.
+
+    Raises:
+        InvalidULID: ``after`` is not a ULID.
+        InvalidName: ``name``, a type or ``stream_prefix`` is not a valid name.
+        InvalidArgument: ``page_size`` below 1, both ``after`` and ``name``, or a checkpoint that
+            holds no position.
+        StoreClosed: the store is closed.
     """
 
     def __init__(
@@ -198,7 +205,11 @@ class Subscription:
 
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event; None once the subscription is closed, or when
-        ``timeout`` seconds pass with nothing new (``timeout=0``: never block)."""
+        ``timeout`` seconds pass with nothing new (``timeout=0``: never block).
+
+        Raises:
+            StoreClosed: the store failed under the subscription (closing the store just ends it).
+        """
         with self._consumer:
             return self._next(timeout)
 
@@ -311,7 +322,13 @@ class Subscription:
     def checkpoint(self, event: Event | None = None, *, state: Any = ...) -> None:
         """Store the position of ``event`` (default: the last delivered) under
         this subscription's name, with ``state`` beside it if given, in one
-        atomic write. A later ``Subscription(store, name=...)`` starts after it."""
+        atomic write. A later ``Subscription(store, name=...)`` starts after it.
+
+        Raises:
+            InvalidArgument: the subscription has no ``name``.
+            UnserialisableData: ``state`` holds a value msgpack cannot carry.
+            StoreClosed: the store is closed.
+        """
         if self.name is None:
             raise InvalidArgument("checkpoint() needs a subscription opened with name=...")
         position = self.position if event is None else event.id
@@ -363,6 +380,12 @@ class Projection(Generic[S]):
 
     If ``apply`` raises, the projection closes without saving that event;
     a new ``Projection`` with the same name resumes from the last save.
+
+    Raises:
+        InvalidName: ``name``, a type or ``stream_prefix`` is not a valid name.
+        InvalidArgument: ``save_every`` or ``page_size`` below 1, or a checkpoint ``name`` that
+            holds no position.
+        StoreClosed: the store is closed.
     """
 
     def __init__(
@@ -408,13 +431,23 @@ class Projection(Generic[S]):
             self.save()
 
     def save(self) -> None:
-        """Write the state and its position now (a no-op when nothing is new)."""
+        """Write the state and its position now (a no-op when nothing is new).
+
+        Raises:
+            UnserialisableData: the state holds a value msgpack cannot carry.
+            StoreClosed: the store is closed.
+        """
         if self._unsaved and self._last is not None:
             self._sub.checkpoint(self._last, state=self.state)
             self._unsaved = 0
 
     def catch_up(self) -> int:
-        """Apply every event committed so far, save, and return how many were applied."""
+        """Apply every event committed so far, save, and return how many were applied.
+
+        Raises:
+            UnserialisableData: the state holds a value msgpack cannot carry.
+            StoreClosed: the store is closed, or failed.
+        """
         n = 0
         while (event := self._sub.get(timeout=0)) is not None:
             self._handle(event)
@@ -424,7 +457,12 @@ class Projection(Generic[S]):
 
     def run(self) -> None:
         """Apply events as they come, saving whenever it catches up, until
-        :meth:`close` (from another thread) or the store closes."""
+        :meth:`close` (from another thread) or the store closes.
+
+        Raises:
+            UnserialisableData: the state holds a value msgpack cannot carry.
+            StoreClosed: the store failed (closing it just ends the run).
+        """
         while True:
             event = self._sub.get(timeout=0)
             if event is None:

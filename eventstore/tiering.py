@@ -1,5 +1,5 @@
 """The store's cold-tier operations: compaction, merging, and cleanup of the
-hot copies of archived events (the tier protocol of DESIGN.md).
+hot copies of archived events (docs/guarantees.md, "How events move to the cold tier").
 
 A mixin of :class:`eventstore.store.EventStore`: it works on the store's own
 locks and state, declared below for the type checker.
@@ -125,6 +125,13 @@ class Tiering:
         it filled and written again as two. ``progress`` is called with
         counts of events written (a file written again counts again). Reads and
         appends go on meanwhile and answer the same throughout.
+
+        Raises:
+            InvalidArgument: both or neither of ``before`` and ``older_than``, or a cutoff in the
+                future.
+            InvalidULID: ``before`` is neither a datetime nor a ULID.
+            CorruptFile: a damaged hot-tier block was found while copying; nothing is committed.
+            StoreClosed: the store is closed.
         """
         started = time.perf_counter()
         cutoff = self._cutoff(before, older_than)
@@ -260,7 +267,13 @@ class Tiering:
     ) -> CompactResult:
         """Fold runs of adjacent archive files into single files of at most
         ``max_events`` events each, so years of daily compactions do not leave
-        thousands of files. Readers holding the old files keep reading them."""
+        thousands of files. Readers holding the old files keep reading them.
+
+        Raises:
+            InvalidArgument: ``max_events`` is not a positive int.
+            CorruptFile: an archive file being merged is damaged.
+            StoreClosed: the store is closed.
+        """
         started = time.perf_counter()
         if type(max_events) is not int or max_events < 1:
             raise InvalidArgument(f"max_events must be a positive int, got {max_events!r}")
@@ -397,7 +410,11 @@ class Tiering:
     def cleanup(self) -> int:
         """Delete, now, the hot copies of archived events that a compaction left
         behind (normally a background thread does it after each compaction,
-        a bounded batch at a time). Returns how many events' keys it deleted."""
+        a bounded batch at a time). Returns how many events' keys it deleted.
+
+        Raises:
+            StoreClosed: the store is closed.
+        """
         deleted = 0
         while True:
             with self._maintenance:

@@ -16,9 +16,9 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
-import plyvel
 
 from . import keys, segments
+from ._leveldb import plyvel
 from .archive import ARCHIVE_DIR
 from .compaction import fsync_folder
 from .errors import CorruptFile, InvalidArgument, UnsafePath
@@ -91,7 +91,13 @@ class Transfer:
         """A consistent online backup into the new folder ``dest``: a LevelDB
         snapshot copied into a new LevelDB, plus the archive files the manifest
         names (hard-linked where the filesystem allows: they never change).
-        Appends and reads go on meanwhile; the backup is a store that opens."""
+        Appends and reads go on meanwhile; the backup is a store that opens.
+
+        Raises:
+            InvalidArgument: ``dest`` exists and is not an empty folder.
+            StoreClosed: the store is closed.
+            UnsafePath: ``dest`` is inside the store or a symlink.
+        """
         self._check_readable()  # before anything is made (a closed or forked handle)
         started = time.perf_counter()
         dest = os.fspath(dest)
@@ -184,7 +190,12 @@ class Transfer:
     def log_gaps(self) -> tuple[int, int, list[tuple[int, int]]]:
         """How many events the log holds, its last seq, and the seq ranges
         missing below it: what ``eventstore repair`` reports. Unlike reads,
-        it counts past gaps rather than refusing them."""
+        it counts past gaps rather than refusing them.
+
+        Raises:
+            CorruptFile: an archive file or the hot tier is damaged where it is read.
+            StoreClosed: the store is closed.
+        """
         view = self._view()
         seqs = chain.from_iterable(
             [range(f.first_seq, f.last_seq + 1) for f in view.files] + [view.hot.global_seqs()]
@@ -202,7 +213,12 @@ class Transfer:
         """Write every segment key afresh from the archive files the manifest
         names, after deleting all there are: a repair may have lost some in
         a damaged block (and reads of those streams would refuse). Returns
-        the number of keys written."""
+        the number of keys written.
+
+        Raises:
+            WritesRefused: an earlier write failed, or the disk was full at open.
+            StoreClosed: the store is closed.
+        """
         with self._maintenance:
             self._check_open()
             db = self._hot.db
@@ -220,7 +236,12 @@ class Transfer:
     def record_repair(self, lost: list[tuple[int, int]]) -> None:
         """Record the seq ranges a repair found lost, durably: from then on reads
         and verify() take the log's holes as known (those of ``lost``, for
-        verify), instead of refusing them as damage."""
+        verify), instead of refusing them as damage.
+
+        Raises:
+            WritesRefused: an earlier write failed, or the disk was full at open.
+            StoreClosed: the store is closed.
+        """
         self._check_open()
         value = _packb({"lost": [list(r) for r in lost], "at": time.time()})
         self._hot.db.put(keys.system_key(REPAIRED), value, sync=True)
@@ -235,7 +256,12 @@ class Transfer:
         key, each key names a file that holds the stream with those versions),
         and the log: ids increasing, seq gap-free from 1, every global entry
         with its record and its index entries, versions dense per stream and
-        equal to each stream's recorded version. It writes nothing."""
+        equal to each stream's recorded version. It writes nothing.
+
+        Raises:
+            CorruptFile: the first problem found (its message names the file and what is wrong).
+            StoreClosed: the store is closed.
+        """
         with self._maintenance:  # no compaction or merge changes files or keys meanwhile
             view = self._view()
             self._verify_files(view)

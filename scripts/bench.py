@@ -30,13 +30,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-import plyvel
 
 from eventstore import EventStore, NewEvent
+from eventstore._leveldb import plyvel
 from eventstore.hot import LEVELDB_OPTIONS
 from eventstore.ids import MonotonicULIDs
 
-try:  # the eventsourcing baseline is optional: pip install eventstore[bench]
+try:  # the eventsourcing baseline is optional: pip install 'tiered-eventstore[bench]'
     from eventsourcing.persistence import StoredEvent
     from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 except ImportError:  # pragma: no cover

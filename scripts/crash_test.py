@@ -80,11 +80,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import msgpack
-import plyvel
 from ulid import ULID
 
 from eventstore import ANY, EventStore, NewEvent
 from eventstore import keys as K
+from eventstore._leveldb import plyvel
 from eventstore.esdb import ESDBReader
 from eventstore.events import Event
 

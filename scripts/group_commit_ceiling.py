@@ -33,8 +33,7 @@ import threading
 import time
 from typing import Any
 
-import plyvel
-
+from eventstore._leveldb import plyvel
 from eventstore.hot import LEVELDB_OPTIONS
 
 

@@ -21,7 +21,7 @@
 Filling 1e7 events takes minutes per contender (appends slow down as LevelDB
 compacts more levels); memory stays bounded (events are generated once, in
 one chunk, and reused; only the ids sampled for lookups are kept). Drawing
-needs matplotlib (``pip install eventstore[plots]``); measuring does not.
+needs matplotlib (``pip install 'tiered-eventstore[plots]'``); measuring does not.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        sys.exit("drawing needs matplotlib: pip install 'eventstore[plots]'")
+        sys.exit("drawing needs matplotlib: pip install 'tiered-eventstore[plots]'")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -76,8 +76,7 @@ def test_every_reading_command_on_a_store_with_bit_rot_fails_in_one_line(tmp_pat
 
 
 def test_damaged_segment_keys_fail_read_and_verify_in_one_line(tmp_path: Path) -> None:
-    import plyvel
-
+    from eventstore._leveldb import plyvel
     from eventstore.keys import SEGMENT
 
     store = tmp_path / "s"

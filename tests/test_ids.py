@@ -8,12 +8,12 @@ import random
 import threading
 import time
 
-import plyvel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ulid import ULID
 
+from eventstore._leveldb import plyvel
 from eventstore.errors import IdsExhausted, InvalidULID
 from eventstore.ids import (
     MAX_ULID,

@@ -20,12 +20,12 @@ import textwrap
 from pathlib import Path
 
 import msgpack
-import plyvel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import ANY, Event, EventStore, NewEvent, keys
+from eventstore._leveldb import plyvel
 from eventstore.errors import (
     ArchiveMismatch,
     InvalidArgument,

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import plyvel
 import pytest
 
 from eventstore import EventStore, NewEvent
+from eventstore._leveldb import plyvel
 from eventstore.errors import (
     CorruptFile,
     DiskFull,

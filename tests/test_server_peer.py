@@ -1,7 +1,8 @@
 """The eventsourcing-kurrentdb 1.2.2 test suite, unchanged, against `eventstore serve`
 (insecure on localhost:2113, TLS with admin:changeit on localhost:2114, as it expects).
 
-It runs from a temporary copy of ../shared/peer-tests/eventsourcing-kurrentdb-1.2.2.
+It runs from a temporary copy of the peer suite kept in the shared folder
+beside the repository (peer-tests/eventsourcing-kurrentdb-1.2.2).
 That suite was released against eventsourcing 9.4; two of its tests fail with
 the eventsourcing 9.5 this project tests with, for reasons that are not the
 server's (see tests/test_server_peer.py::KNOWN_9_5 and docs/server.md), so
@@ -26,7 +27,7 @@ import pytest
 from .server_fixtures import ROOT, make_cert, port_free, serve_process
 
 SUITE = Path("peer-tests") / "eventsourcing-kurrentdb-1.2.2"
-# ../shared beside the repository (CI, the main checkout); a worktree one level deeper
+# the shared folder beside the repository (CI, the main checkout); a worktree one level deeper
 PEER = next(
     (
         p / "shared" / SUITE

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from .. import __version__
+
 
 class _Group(click.Group):
     """A group whose usage errors are one ``error:`` line too, like every other
@@ -37,7 +39,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="eventstore")
+@click.version_option(__version__, package_name="tiered-eventstore")
 @click.option(
     "--lock-timeout",
     type=click.FloatRange(min=0),
@@ -51,7 +53,7 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, lock_timeout: float) -> None:
     """Read, append to, compact, export and check eventstore stores, and
-    inspect ESDB files. See docs/cli.md."""
+    inspect ESDB files. See docs/cli.md (in the source distribution)."""
     ctx.obj = {"lock_timeout": lock_timeout}
 
 

@@ -74,7 +74,7 @@ def serve_command(
         from ..server.transport import load_users
     except ImportError as exc:  # the server extra is not installed
         raise click.ClickException(
-            f"serving needs the server extra: pip install 'eventstore[server]' ({exc})"
+            f"serving needs the server extra: pip install 'tiered-eventstore[server]' ({exc})"
         ) from None
     if insecure and (tls_cert or tls_key or users_file):
         raise click.UsageError("--insecure contradicts --tls-cert/--tls-key/--users")

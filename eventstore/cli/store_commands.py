@@ -528,7 +528,7 @@ def tail(
 
     The store stays closed between reads, so other processes can open it and
     append: tail watches the store's files and opens it for a moment only
-    after they change. See docs/cli.md.
+    after they change. See docs/cli.md (in the source distribution).
     """
     position = None if after is None else parse_ulid(after, "--after")
     filters: dict[str, Any] = {"types": types or None, "stream_prefix": prefix}
