@@ -340,3 +340,68 @@ def classify_unnamed(
         else:
             left.append(UnexpectedFile(name, reason))
     return ours, left
+
+
+class RebuiltManifest(NamedTuple):
+    """What :func:`rebuild_entries` found in ``archive/``."""
+
+    entries: list[list[Any]]  # the manifest's files, in seq order
+    next_file: int  # the number the next file gets
+    left: list[UnexpectedFile]  # files it did not name, with why
+
+
+def rebuild_entries(folder: str) -> RebuiltManifest:
+    """A manifest made anew from the files in ``archive/``, for a store whose
+    manifest is lost or unreadable (``eventstore repair``). Each file this
+    store could have made is opened and checked (footer, crc); files whose
+    seqs lie inside another's (a merge's inputs, left behind when the merge
+    was cut short after its commit) are not named, and neither are files that
+    do not open. Two files that share some seqs but neither holds the other's
+    cannot both be the store's: :class:`StoreDamaged`, since picking one
+    could lose events. Changes nothing on disk."""
+    names = listing(folder)
+    found: list[ArchiveFile] = []
+    left: list[UnexpectedFile] = []
+    try:
+        for name in names:
+            parsed = parse_name(name)
+            if parsed is None:
+                left.append(UnexpectedFile(name, "not a name this store gives its files"))
+                continue
+            number, temporary = parsed
+            if temporary:
+                left.append(UnexpectedFile(name, "an unfinished file, never committed"))
+                continue
+            try:
+                reader, _crc = open_reader(os.path.join(folder, name))
+            except (CorruptFile, UnsafePath, OSError) as exc:
+                left.append(UnexpectedFile(name, f"cannot be read as an ESDB file: {exc}"))
+                continue
+            meta = reader.meta
+            reader.close()
+            if meta.first_id is None:
+                left.append(UnexpectedFile(name, "holds no events"))
+                continue
+            found.append(from_meta(folder, number, meta))
+        found.sort(key=lambda f: (f.first_seq, -f.last_seq))
+        kept: list[ArchiveFile] = []
+        for f in found:
+            if kept and f.first_seq <= kept[-1].last_seq:
+                if f.last_seq <= kept[-1].last_seq:
+                    left.append(
+                        UnexpectedFile(f.name, f"its seqs are all in {kept[-1].name} too")
+                    )
+                    continue
+                raise StoreDamaged(
+                    f"{folder}: {kept[-1].name} (seqs {kept[-1].first_seq}-"
+                    f"{kept[-1].last_seq}) and {f.name} (seqs {f.first_seq}-{f.last_seq}) "
+                    "overlap and neither holds the other: they cannot both be this "
+                    "store's, so the manifest cannot be rebuilt; restore a backup"
+                )
+            kept.append(f)
+        return RebuiltManifest(
+            [f.entry() for f in kept], highest_number(names) + 1, sorted(left)
+        )
+    finally:
+        for f in found:
+            f.reader.close()

@@ -979,6 +979,7 @@ class HotView:
         order, unchecked (for counting what a damaged log still holds)."""
         key = keys.GLOBAL + self._floor
         stop = keys.prefix_end(keys.GLOBAL)
+        resumed = False  # later pages start at the last key already given
         while True:
             with self._gate:
                 it = self._snap.iterator(start=key, stop=stop)
@@ -986,8 +987,9 @@ class HotView:
                     page = list(islice(it, 4096))
                 finally:
                     it.close()
-                if page and page[0][0] == key:
+                if resumed and page and page[0][0] == key:
                     page = page[1:]
+                resumed = True
                 if not page:
                     return
                 seqs = [_global_seq(value) for _, value in page]

@@ -1278,7 +1278,8 @@ def repair(path: str) -> None:
 
     The hot tier is copied aside first (PATH.before-repair-TIME/hot, printed).
     LevelDB's repair keeps what its logs and tables still hold and drops
-    damaged records, so events can be lost: compare with a backup.
+    damaged records, so events can be lost: compare with a backup. A lost or
+    unreadable archive manifest is rebuilt from the archive files.
     """
     hot = os.path.join(path, "hot")
     if not os.path.isfile(os.path.join(hot, "CURRENT")) and not any(
@@ -1310,6 +1311,15 @@ def repair(path: str) -> None:
             else ""
         )
     )
+    from ..repair import restore_manifest
+
+    restored = restore_manifest(path)
+    if restored is not None:
+        click.echo(
+            f"rebuilt the archive manifest from the files: it names "
+            f"{_plural(len(restored.entries), 'file')}"
+            + "".join(f"\n  left alone: {u.name} ({u.reason})" for u in restored.left)
+        )
     with opened(path) as store:
         rebuilt = store.rebuild_segment_keys()
         if rebuilt:

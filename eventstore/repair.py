@@ -1,0 +1,78 @@
+"""Repairs that need both tiers: the archive manifest rebuilt from the files.
+
+``eventstore repair`` first lets LevelDB repair the hot tier
+(:func:`eventstore.hot.repair_hot_tier`); if the archive manifest (a system
+key) did not survive, or never decodes, it is made anew here from the ESDB
+files, which describe themselves (first and last id and seq, count, crc).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgpack
+
+from . import keys
+from .archive import (
+    ARCHIVE_DIR,
+    RebuiltManifest,
+    check_entries,
+    listing,
+    parse_name,
+    rebuild_entries,
+)
+from .errors import StoreDamaged
+from .hot import open_leveldb
+from .records import unpack
+
+
+def _manifest_is_sound(raw: bytes | None, store_path: str) -> bool:
+    """Whether ``raw`` is a manifest this store writes (the checks of open)."""
+    if raw is None:
+        return False
+    try:
+        manifest: Any = unpack(raw)
+    except Exception:  # msgpack raises several unrelated types
+        return False
+    if not isinstance(manifest, dict) or type(manifest.get("next")) is not int:
+        return False
+    try:
+        check_entries(manifest.get("files"), store_path)
+    except StoreDamaged:
+        return False
+    return bool(manifest["next"] >= 1)
+
+
+def restore_manifest(store_path: str) -> RebuiltManifest | None:
+    """Rebuild the archive manifest from ``archive/`` if it is missing (while
+    the store has archive files or a watermark) or unreadable; None if it is
+    sound, or if the store never archived anything. The watermark, if lost
+    too, is set just above the last id the files hold (compaction archives
+    a prefix of the log). The store must be closed; one synced batch writes both."""
+    folder = os.path.join(store_path, ARCHIVE_DIR)
+    db = open_leveldb(os.path.join(store_path, "hot"), create=False)
+    try:
+        raw = db.get(keys.MANIFEST)
+        watermark = db.get(keys.WATERMARK)
+        has_files = any(
+            p is not None and not p[1] for p in map(parse_name, listing(folder))
+        )
+        if _manifest_is_sound(raw, store_path):
+            return None
+        if raw is None and watermark is None and not has_files:
+            return None  # never compacted: no manifest is right
+        rebuilt = rebuild_entries(folder)
+        with db.write_batch(sync=True) as batch:
+            batch.put(
+                keys.MANIFEST,
+                msgpack.packb({"next": rebuilt.next_file, "files": rebuilt.entries}),
+            )
+            if rebuilt.entries and (watermark is None or len(watermark) != 16):
+                # The floor of the hot tier: just above the last archived id
+                # (compaction's cutoff is exclusive and no id lies between).
+                last = int.from_bytes(max(e[3] for e in rebuilt.entries), "big")
+                batch.put(keys.WATERMARK, (last + 1).to_bytes(16, "big"))
+        return rebuilt
+    finally:
+        db.close()
