@@ -159,3 +159,57 @@ def test_verify_while_appends_go_on(tmp_path: Path) -> None:
         finally:
             stop.set()
             writer.join()
+
+
+def test_tail_follows_a_served_store_live_and_goes_on_after_the_server_stops(
+    tmp_path: Path,
+) -> None:
+    from .test_cli_tail import Tail, append_here
+
+    store = tmp_path / "live"
+    port = free_port()
+    with serve_process(store, "--listen", f"127.0.0.1:{port}", "--insecure") as server:
+        client = KurrentDBClient(f"esdb://127.0.0.1:{port}?Tls=False")
+        try:
+            for i in range(5):
+                client.append_to_stream(
+                    f"order-{i}",
+                    events=[NewEvent(type="Placed" if i % 2 else "Paid", data=b"{}")],
+                    current_version=StreamState.ANY,
+                )
+            every = Tail(str(store), "--json", "-n", "3")
+            placed = Tail(str(store), "--json", "--type", "Placed", "-n", "10")
+            try:
+                backlog = [json.loads(line) for line in every.take(3)]
+                assert [e["stream"] for e in backlog] == ["order-2", "order-3", "order-4"]
+                assert [json.loads(line)["stream"] for line in placed.take(2)] == [
+                    "order-1",
+                    "order-3",
+                ]
+                # Live: appended while both follow, through gRPC and through
+                # the CLI (which the server runs too).
+                client.append_to_stream(
+                    "order-9", events=[NewEvent(type="Placed", data=b"{}")],
+                    current_version=StreamState.NO_STREAM,
+                )
+                assert cli("append", str(store), "order-10", "Paid", "--data", "{}").returncode == 0
+                live = [json.loads(line) for line in every.take(2)]
+                assert [(e["stream"], e["seq"]) for e in live] == [("order-9", 6), ("order-10", 7)]
+                assert json.loads(placed.take(1)[0])["stream"] == "order-9"
+                # A tail does not hold up the operator's other commands.
+                assert cli("stats", str(store)).returncode == 0
+                assert placed.stop(signal.SIGINT)[0] == 130
+            finally:
+                if placed.proc.poll() is None:
+                    placed.proc.kill()
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=30) == 0
+            # The server is gone: tail follows the store itself, from where it was.
+            append_here(store, "after-server", "T")
+            (after,) = [json.loads(line) for line in every.take(1)]
+            assert (after["stream"], after["seq"]) == ("after-server", 8)
+            code, err = every.stop(signal.SIGINT)
+            assert code == 130, err
+            assert every.lines.empty()  # nothing twice
+        finally:
+            client.close()

@@ -528,7 +528,8 @@ def tail(
 
     The store stays closed between reads, so other processes can open it and
     append: tail watches the store's files and opens it for a moment only
-    after they change. See docs/cli.md (in the source distribution).
+    after they change. A store that `eventstore serve` holds is followed
+    through the server, live. See docs/cli.md (in the source distribution).
     """
     position = None if after is None else parse_ulid(after, "--after")
     filters: dict[str, Any] = {"types": types or None, "stream_prefix": prefix}
@@ -554,6 +555,14 @@ def tail(
                 try:
                     store = EventStore.open(path, create=False)
                 except StoreLocked:
+                    followed = _follow_served(
+                        path, position, lines if first else 0, filters, show,
+                        table.flush if table is not None else lambda: None,
+                    )
+                    if followed is not None:  # the server stopped: go on without it
+                        (position,) = followed
+                        first, seen = False, None
+                        continue
                     now = time.monotonic()
                     if locked_since is None:
                         locked_since = now
@@ -586,6 +595,46 @@ def tail(
         sys.exit(130)
     except _Stop as stop:
         sys.exit(stop.code)
+
+
+def _follow_served(
+    path: str,
+    position: ULID | None,
+    lines: int,
+    filters: dict[str, Any],
+    show: Callable[[Event], None],
+    flush: Callable[[], None],
+) -> tuple[ULID | None] | None:
+    """Follow a store that `eventstore serve` holds, through its admin socket,
+    until the server stops: ``(last position,)``; None if no server answers."""
+    try:
+        from ..server.admin import follow
+    except ImportError:  # the server extra is not installed
+        return None
+    types = filters["types"]
+    messages = follow(
+        path,
+        None if position is None else str(position),
+        lines,
+        None if types is None else list(types),
+        filters["stream_prefix"],
+    )
+    if messages is None:
+        return None
+    for message in messages:
+        if "ev" in message:
+            j = message["ev"]
+            ev = Event(
+                ULID.from_str(j["id"]), j["stream"], j["version"], j["seq"], j["type"],
+                from_json(j["data"]), from_json(j["metadata"]), from_json(j["indexes"]),
+            )
+            show(ev)
+            position = ev.id
+        elif "pos" in message:
+            position = ULID.from_str(message["pos"])
+        elif "live" in message:
+            flush()
+    return (position,)
 
 
 # -- stats -------------------------------------------------------------------------------

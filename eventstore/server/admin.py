@@ -29,6 +29,8 @@ from ..store import EventStore
 
 SOCKET_NAME = "serve.sock"
 METHOD = "/eventstore.admin.Admin/Run"
+FOLLOW = "/eventstore.admin.Admin/Follow"
+_WAKE = 0.5  # how often a follower that sees no events checks its client is there
 _MAX_PATH = 100  # sun_path is 108 bytes on Linux
 
 
@@ -113,7 +115,12 @@ class AdminServer:
                     self._serve_run,
                     request_deserializer=lambda b: json.loads(b),
                     response_serializer=lambda m: json.dumps(m).encode(),
-                )
+                ),
+                "Follow": grpc.unary_stream_rpc_method_handler(
+                    self._serve_follow,
+                    request_deserializer=lambda b: json.loads(b),
+                    response_serializer=lambda m: json.dumps(m).encode(),
+                ),
             },
         )
         self._server = grpc.server(ThreadPoolExecutor(max_workers=4), handlers=[handler])
@@ -138,6 +145,49 @@ class AdminServer:
             yield chunk
             if "x" in chunk:
                 return
+
+    def _serve_follow(
+        self, request: Any, context: grpc.ServicerContext
+    ) -> Iterator[dict[str, Any]]:
+        """``eventstore tail`` on the served store: the last ``lines`` events
+        (or those after ``after``), then each new one as it commits, through a
+        subscription, until the client goes. Runs beside other commands: it
+        prints nothing, it sends events."""
+        from ..cli.output import event_json
+
+        def bad(why: str) -> None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad follow request: {why}")
+
+        if not isinstance(request, dict):
+            bad("not an object")
+        after, lines = request.get("after"), request.get("lines")
+        types, prefix = request.get("types"), request.get("prefix")
+        if after is not None and not isinstance(after, str):
+            bad("after")
+        if type(lines) is not int or lines < 0:
+            bad("lines")
+        if types is not None and not (
+            isinstance(types, list) and all(isinstance(t, str) for t in types)
+        ):
+            bad("types")
+        if prefix is not None and not isinstance(prefix, str):
+            bad("prefix")
+        store = self.store
+        filters: dict[str, Any] = {"types": types or None, "stream_prefix": prefix}
+        position = after
+        if after is None:
+            for ev in reversed(list(store.read_all(backwards=True, limit=lines, **filters))):
+                yield {"ev": event_json(ev)}
+            newest = next(iter(store.read_all(backwards=True, limit=1)), None)
+            position = None if newest is None else str(newest.id)
+            if position is not None:
+                yield {"pos": position}
+        yield {"live": True}
+        with store.subscribe(after=position, **filters) as sub:
+            while context.is_active() and not store.closed:
+                ev = sub.get(timeout=_WAKE)
+                if ev is not None:
+                    yield {"ev": event_json(ev)}
 
     def stop(self) -> None:
         if self._server is not None:
@@ -185,3 +235,48 @@ def forward(path: str) -> int | None:
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             return None  # a socket file without a server behind it
         raise click.ClickException(f"the server holding {path} failed: {exc.details()}") from None
+
+
+def follow(
+    path: str, after: str | None, lines: int, types: list[str] | None, prefix: str | None
+) -> Iterator[dict[str, Any]] | None:
+    """The messages of ``Follow`` from the server holding ``path`` (``ev``: an
+    event as ``event_json`` gives it; ``pos``: the log's newest id; ``live``:
+    caught up), or None when no server answers there. Ends when the server
+    stops."""
+    sock = socket_path(path)
+    if not os.path.exists(sock):
+        return None
+    channel = grpc.insecure_channel(f"unix:{sock}")
+    call = channel.unary_stream(
+        FOLLOW,
+        request_serializer=lambda m: json.dumps(m).encode(),
+        response_deserializer=json.loads,
+    )
+    request = {"after": after, "lines": lines, "types": types, "prefix": prefix}
+    stream = call(request, wait_for_ready=False, timeout=None)
+    try:
+        first = next(stream)
+    except StopIteration:
+        channel.close()
+        return iter(())
+    except grpc.RpcError as exc:
+        channel.close()
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            return None
+        raise click.ClickException(f"the server holding {path} failed: {exc.details()}") from None
+
+    def rest() -> Iterator[dict[str, Any]]:
+        try:
+            yield first
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                raise click.ClickException(
+                    f"the server holding {path} failed: {exc.details()}"
+                ) from None
+        finally:
+            stream.cancel()
+            channel.close()
+
+    return rest()
