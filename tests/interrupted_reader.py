@@ -36,9 +36,11 @@ def main() -> None:
     path, seconds = sys.argv[1], float(sys.argv[2])
     faulthandler.dump_traceback_later(seconds + 15, exit=True)  # a hang shows where
     store = EventStore.open(path)
-    ids = store.append("s", [NewEvent("T", {"n": n}) for n in range(20)]).ids
+    probe = store.append("s", [NewEvent("T", {"n": n}) for n in range(20)]).ids[3]
+    # (Taken before the timer starts: indexing the ids runs library code,
+    # where an interrupt outside _read_until's handler would end the run.)
     interrupts(True)
-    interrupted = _read_until(store, time.monotonic() + seconds, ids[3])
+    interrupted = _read_until(store, time.monotonic() + seconds, probe)
     interrupts(False)
     print("interrupted", interrupted, flush=True)
     store.close()
