@@ -17,7 +17,7 @@ from ulid import ULID
 from eventstore import ANY, EventStore, NewEvent
 from eventstore.errors import UnserialisableData
 from eventstore.records import encoder
-from eventstore.store import _BULK, _Prepared
+from eventstore.prepare import _BULK, _Prepared
 
 from .strategies import new_events
 
