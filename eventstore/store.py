@@ -9,7 +9,6 @@ commit, many appends sharing one fsync.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import stat
@@ -17,7 +16,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from itertools import islice
-from threading import get_ident
 from typing import Any, NamedTuple
 
 import msgpack
@@ -48,8 +46,6 @@ from .errors import (
     StoreDamaged,
     StoreNotFound,
     UsedAfterFork,
-    WritesRefused,
-    WrongExpectedVersion,
 )
 from .events import (
     ANY,
@@ -59,23 +55,18 @@ from .events import (
     NewEvent,
     Snapshot,
 )
-from .hot import HotTier, at_boundary, storage_error
+from .hot import HotTier, at_boundary
 from .ids import (
     MonotonicULIDs,
-    UlidRange,
     check_importable,
     to_ulid_bytes,
     ulid_from_bytes,
     ulid_from_int,
 )
 from .prepare import (
-    _BULK,
     DEFAULT_MAX_APPEND_BYTES,
     DEFAULT_MAX_APPEND_EVENTS,
-    _columns,
     _Prepared,
-    _rows,
-    _version_matches,
     _Writes,
 )
 from .records import (
@@ -92,6 +83,7 @@ from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
 from .tiering import Tiering, held_by
 from .transfer import HOT_DIR, Transfer
 from .view import Tiers, View
+from .writer import Writer
 
 # 2: segment keys carry the file number (eventstore/segments.py); layout-1
 # stores are migrated when they open.
@@ -178,56 +170,6 @@ def locate_store(path: str, create: bool) -> bool:
         return True
     what = "its creation was cut short before it held anything" if names else "the folder is empty"
     raise StoreNotFound(f"no store at {path}: {what} (pass create=True to make a new store there)")
-
-
-class _Pending:
-    """An append in the writer queue, in id order.
-
-    Its ``writes`` are made under the writer lock but put into a LevelDB batch
-    by the leader that writes it: plyvel releases the GIL on every put, and
-    under contention each release hands the GIL to another thread, so puts
-    are best made by one thread while the others wait. ``wake`` is held from
-    birth and released exactly once, by a leader: when this append has been
-    written, or when it is this append's turn to lead. So each appender
-    wakes once (but after a leader that was cut short). An append that
-    leads from birth (the queue was empty) waits for nobody and has no
-    ``wake``.
-
-    ``owner`` is the appending thread. An append whose thread is found
-    outside it was abandoned (a KeyboardInterrupt cut it short before it was
-    written): that thread waits for it when it next appends, and leads it
-    when it heads the queue, as nobody else will; so do close() and
-    compact() on that thread.
-    """
-
-    __slots__ = ("done", "error", "last_seq", "leads", "owner", "versions", "wake", "writes")
-
-    def __init__(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, leads: bool
-    ) -> None:
-        self.writes = writes
-        self.versions = versions
-        self.last_seq = last_seq
-        self.done = False
-        self.leads = leads
-        self.owner = get_ident()
-        self.error: BaseException | None = None
-        self.wake: threading.Lock | None = None
-        if not leads:
-            self.wake = threading.Lock()
-            self.wake.acquire()
-
-
-def _release(wake: threading.Lock | None) -> None:
-    """Make sure ``wake`` is released. None: it leads, and waits for nobody;
-    already released: by a leader cut short, before this one."""
-    if wake is not None:
-        with contextlib.suppress(RuntimeError):
-            wake.release()
-
-
-_STALLED = 0.5  # seconds an appender waits before it checks for lost wake-ups
-_VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
 
 
 # An imported event, checked: id, stream and type bytes, plain indexes, record.
@@ -391,10 +333,10 @@ class EventStore(Tiering, Transfer):
             )
             watermark = state.watermark
             floor = int.from_bytes(last[0], "big") if last else 0
-            self._seq = last[1] if last else 0
+            seq = last[1] if last else 0
             if files:  # when every event is cold, the files hold the highs
                 floor = max(floor, int.from_bytes(files[-1].last_id, "big"))
-                self._seq = max(self._seq, files[-1].last_seq)
+                seq = max(seq, files[-1].last_seq)
             # Ids below the watermark belong to the archive: never hand one out,
             # even if the clock now reads earlier than the last cutoff.
             floor = max(floor, int.from_bytes(watermark, "big") - 1)
@@ -403,32 +345,15 @@ class EventStore(Tiering, Transfer):
                 f.reader.close()
             self._hot.close()
             raise
-        self._ids = MonotonicULIDs(floor)
+        ids = MonotonicULIDs(floor)
         # The archive files and watermark of this moment: replaced whole, never edited.
         self._tiers = Tiers(files, watermark)
         # Guards the (files, watermark) pair: a view takes both and a LevelDB
         # snapshot under it; a compaction commits and swaps both under it.
         self._tier_lock = threading.Lock()
         self._maintenance = threading.Lock()  # one compaction, merge or cleanup at a time
-        self._lock = threading.Lock()  # versions, ids, seq and queue order
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # under _lock only
-        self._written = threading.Condition(self._lock)  # a queued group was written
-        self._drain_waiters = 0  # threads waiting on _written, under _lock
-        self._leading = False  # a thread is inside _lead, under _lock
-        self._in_flight: dict[int, _Pending] = {}  # thread -> its append being written
-        self._queue: list[_Pending] = []
-        self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
-        # stream -> committed version, for expected-version checks without a
-        # LevelDB read under the writer lock; bounded, oldest entries dropped.
-        self._versions: dict[bytes, int] = {}
-        self._closed = False
-        self._failed: BaseException | None = None
-        # Woken after every commit: live subscribers wait here, not on a timer.
-        self._committed = threading.Condition(threading.Lock())
-        self._committed_seq = self._seq
-        # Threads in wait_for_commit, under _committed's lock: a commit
-        # notifies only when there are some (notify_all costs ~1 us even then).
-        self._commit_waiters = 0
+        # The writer lock, queue and group commit (eventstore/writer.py).
+        self._writer = Writer(self._hot, self.path, self.sync, ids, seq)
         self._cleaner: threading.Thread | None = None
         forks.own(self)  # disowned in a child after fork()
         if watermark != bytes(16):  # finish what an interrupted cleanup left
@@ -590,22 +515,23 @@ class EventStore(Tiering, Transfer):
         releases nothing: the database and its lock are the parent's.
         """
         if self._own.pid != os.getpid():
-            if self._closed:
+            if self._writer.closed:
                 return  # closed before the fork: nothing is held, nothing to refuse
             raise _used_after_fork(self.path)
         # (It stays in forks' weak set: disowning a closed store changes nothing.)
-        with self._maintenance, self._lock:
-            if self._closed:
+        w = self._writer
+        with self._maintenance, w._lock:
+            if w.closed:
                 return
             # Refuse new appends first, then let the queued ones finish: under
             # steady durable appends the queue would otherwise never drain.
-            self._closed = True
-            self._wait_for_queue(lambda: not self._queue)
+            w.closed = True
+            w._wait_for_queue(lambda: not w._queue)
             self._hot.close()
             for f in self._tiers.files:
                 f.reader.close()
-        with self._committed:
-            self._committed.notify_all()
+        with w._committed:
+            w._committed.notify_all()
 
     def wait_for_commit(
         self,
@@ -622,27 +548,26 @@ class EventStore(Tiering, Transfer):
         """
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
-        with self._committed:
-            self._commit_waiters += 1
+        w = self._writer
+        with w._committed:
+            w._commit_waiters += 1
             try:
-                self._committed.wait_for(
+                w._committed.wait_for(
                     lambda: (
-                        self._committed_seq > after_seq
-                        or self._closed
-                        or (until is not None and until())
+                        w._committed_seq > after_seq or w.closed or (until is not None and until())
                     ),
                     timeout,
                 )
             finally:
-                self._commit_waiters -= 1
-            return self._committed_seq
+                w._commit_waiters -= 1
+            return w._committed_seq
 
     def wake_waiters(self) -> None:
         """Wake every :meth:`wait_for_commit` so it re-checks its ``until``."""
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
-        with self._committed:
-            self._committed.notify_all()
+        with self._writer._committed:
+            self._writer._committed.notify_all()
 
     def subscribe(
         self,
@@ -714,6 +639,7 @@ class EventStore(Tiering, Transfer):
                     f"clock_tolerance must be a timedelta >= 0 or None, got {clock_tolerance!r}"
                 )
             tolerance_ms = clock_tolerance // timedelta(milliseconds=1)
+        w = self._writer
         it = iter(events)
         carried: tuple[Event, _Imported] | None = None
         total = 0
@@ -723,7 +649,7 @@ class EventStore(Tiering, Transfer):
             chunk: list[Event] = []
             prepared: list[_Imported] = []
             size = 0
-            now_ms = self._ids.now_ms()
+            now_ms = w._ids.now_ms()
             if carried is not None:
                 chunk.append(carried[0])
                 prepared.append(carried[1])
@@ -746,11 +672,11 @@ class EventStore(Tiering, Transfer):
                     break
             if not chunk:
                 return total
-            with self._lock:
-                self._ready_to_queue()
+            with w._lock:
+                w._ready_to_queue()
                 writes = _Writes()
                 put = writes.add
-                last_id, seq = self._ids.last, self._seq
+                last_id, seq = w._ids.last, w._seq
                 versions: dict[bytes, int] = {}
                 for event, (id16, stream_b, type_b, indexes, record) in zip(
                     chunk, prepared, strict=True
@@ -767,7 +693,7 @@ class EventStore(Tiering, Transfer):
                         )
                     current = versions.get(stream_b)
                     if current is None:
-                        current = self._current_version(stream_b)
+                        current = w._current_version(stream_b)
                     if event.version != current + 1:
                         raise InvalidArgument(
                             f"event {event.id} of stream {event.stream!r} has version "
@@ -786,9 +712,9 @@ class EventStore(Tiering, Transfer):
                     last_id, seq = id_int, event.seq
                 for stream_b, version in versions.items():
                     put(keys.meta_key(stream_b), _packb([version]))
-                self._ids.raise_floor(last_id)
-                pending = self._enqueue(writes, list(versions.items()), seq)
-            self._commit(pending)
+                w._ids.raise_floor(last_id)
+                pending = w._enqueue(writes, list(versions.items()), seq)
+            w._commit(pending)
             total += len(chunk)
             if progress is not None:
                 progress(len(chunk))
@@ -832,9 +758,9 @@ class EventStore(Tiering, Transfer):
             raise InvalidArgument(f"snapshot version must be a non-negative int, got {version!r}")
         check_serialisable(state, f"snapshot state of stream {stream!r}")  # errors name state[...]
         value = check_serialisable([version, state], f"snapshot state of stream {stream!r}")
-        with self._lock:
+        with self._writer._lock:
             self._check_open()
-            current = self._current_version(stream_b)
+            current = self._writer._current_version(stream_b)
             if version > current:
                 raise InvalidArgument(
                     f"snapshot of stream {stream!r} at version {version}, "
@@ -876,13 +802,13 @@ class EventStore(Tiering, Transfer):
             StoreClosed: the store is closed.
         """
         key, packed = _checkpoint_put(name, value)
-        with self._lock:
+        with self._writer._lock:
             self._check_open()
             self._hot.db.put(key, packed, sync=self.sync)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._writer.closed
 
     @property
     def max_append_events(self) -> int:
@@ -905,15 +831,15 @@ class EventStore(Tiering, Transfer):
         for obj in self._hot.disown():
             _keep_forever(obj)
         self._hot = refuse
-        self._lock = self._maintenance = self._tier_lock = refuse
-        self._written = self._committed = refuse
+        self._maintenance = self._tier_lock = refuse
+        self._writer.disown(refuse)
 
     def _check_readable(self) -> None:
         # ~0.1 us, a syscall: for forks that bypass os.register_at_fork (a C
         # extension's fork()); _disown covers the rest, get()'s fast path too.
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
-        if self._closed:
+        if self._writer.closed:
             raise StoreClosed(f"store {self.path!r} is closed")
 
     def _check_open(self) -> None:
@@ -923,15 +849,7 @@ class EventStore(Tiering, Transfer):
         record that only a reopen puts behind it); reads go on."""
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
-        if self._closed:
-            raise StoreClosed(f"store {self.path!r} is closed")
-        if self._failed is not None:
-            raise WritesRefused(
-                f"store {self.path!r} failed to write ({self._failed!r}) and refuses writes; "
-                "reads go on. Fix the cause (free space), then close and reopen it"
-            )
-        if self._hot.read_only is not None:
-            raise WritesRefused(f"store {self.path!r} refuses writes: {self._hot.read_only}")
+        self._writer.check_writable()
 
     # -- writes --------------------------------------------------------------
 
@@ -1007,250 +925,15 @@ class EventStore(Tiering, Transfer):
         if not parts:
             raise InvalidArgument("append_many was given no appends")
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
-        with self._lock:
-            self._ready_to_queue()
-            writes, results, versions = self._assign(parts)
+        w = self._writer
+        with w._lock:
+            w._ready_to_queue()
+            writes, results, versions = w._assign(parts)
             if extra is not None:
                 writes.add(*extra)
-            pending = self._enqueue(writes, versions, results[-1].last_seq)
-        self._commit(pending)
+            pending = w._enqueue(writes, versions, results[-1].last_seq)
+        w._commit(pending)
         return results
-
-    def _assign(
-        self, parts: list[_Prepared]
-    ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]]]:
-        """Check versions, assign ids and seqs, make the writes. Under the writer
-        lock, so nothing here should release the GIL: no LevelDB calls, but for
-        the version of a stream the version cache does not hold. It changes
-        nothing but the id generator (ids may be skipped): the seqs and
-        versions it hands out are taken by _enqueue."""
-        current: dict[bytes, int] = {}
-        starts = []
-        total = 0
-        for part in parts:
-            version = current.get(part.stream_b)
-            if version is None:
-                version = self._current_version(part.stream_b)
-            if not _version_matches(part.expected, version):
-                raise WrongExpectedVersion(part.stream, part.expected, version)
-            starts.append(version)
-            current[part.stream_b] = version + part.n
-            total += part.n
-        ids = self._ids.next_ints(total)
-        seq = self._seq
-        writes = _Writes()
-        pack = self._packer.pack
-        results = []
-        start = 0
-        for part, version in zip(parts, starts, strict=True):
-            n = part.n
-            part_ids = ids[start : start + n]
-            start += n
-            if n < _BULK:
-                _rows(writes, part, part_ids, version, seq, pack)
-            else:
-                _columns(writes, part, part_ids, version, seq, pack)
-            results.append(
-                AppendResult(
-                    part.stream, UlidRange(part_ids), version + 1, version + n, seq + 1, seq + n
-                )
-            )
-            seq += n
-        versions = list(current.items())
-        for stream_b, version in versions:
-            writes.add(keys.meta_key(stream_b), pack([version]))
-        return writes, results, versions
-
-    def _current_version(self, stream_b: bytes) -> int:
-        version = self._reserved.get(stream_b)
-        if version is None:
-            version = self._versions.get(stream_b)
-        if version is not None:
-            return version
-        try:
-            raw = self._hot.db.get(keys.meta_key(stream_b), verify_checksums=True)
-            return -1 if raw is None else int(msgpack.unpackb(raw)[0])
-        except Exception as exc:
-            mapped = storage_error(exc, f"reading the version of stream {stream_b!r}")
-            if mapped is None or mapped is exc:
-                raise
-            raise mapped from exc
-
-    def _enqueue(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int
-    ) -> _Pending:
-        """Queue writes whose seqs end at ``last_seq`` and which leave streams
-        at ``versions``. Under the writer lock."""
-        # Whenever the queue is not empty its head leads; an appender that
-        # finds it empty is the head, and nobody else will wake it. One that
-        # finds its own thread's append at the head finds it abandoned, and
-        # leads it (and whatever queued behind it) with its own.
-        queue = self._queue
-        me = get_ident()
-        # (Its own head that is done is not abandoned: a leader cut short in
-        # _written_group woke one appender of that group to lead it again.)
-        leads = not queue or (queue[0].owner == me and not queue[0].done)
-        pending = _Pending(writes, versions, last_seq, leads)
-        self._in_flight[me] = pending
-        # The append takes its place here, and the seq and versions follow.
-        # A KeyboardInterrupt lands only after a call: before the queue's
-        # append nothing has changed, and after it _settle_queue finishes.
-        queue.append(pending)
-        self._seq = last_seq
-        self._reserved.update(versions)
-        return pending
-
-    def _ready_to_queue(self) -> None:
-        """Under the writer lock, before an append reads seqs and versions: the
-        store is open, an append this thread abandoned (see _Pending) is
-        written first (led by this thread when it heads the queue), and a
-        cut-short _enqueue is settled. (The callers checked the pid before
-        the lock: the syscall once per append.)"""
-        if self._closed or self._failed is not None:
-            self._check_open()
-        left = self._in_flight.get(get_ident())
-        if left is not None and not left.done:
-            self._wait_for_queue(lambda: left.done)
-            self._check_open()
-        self._settle_queue()
-
-    def _settle_queue(self) -> None:
-        """Under the writer lock, before seqs and versions are read: take those
-        of a queued append whose _enqueue a KeyboardInterrupt cut short."""
-        queue = self._queue
-        if queue and queue[-1].last_seq > self._seq:
-            self._seq = queue[-1].last_seq
-            self._reserved.update(queue[-1].versions)
-
-    def _wait_for_queue(self, written: Callable[[], bool]) -> None:
-        """Under the writer lock: wait until ``written()``, leading any append
-        this thread abandoned at the head of the queue (see _Pending)."""
-        me = get_ident()
-        self._drain_waiters += 1
-        try:
-            while not written():
-                head = self._queue[0]
-                if head.owner == me and not head.done:
-                    self._lock.release()
-                    try:
-                        self._lead()
-                    finally:
-                        self._lock.acquire()
-                else:
-                    self._written.wait()
-        finally:
-            self._drain_waiters -= 1
-
-    def _commit(self, pending: _Pending) -> None:
-        """Wait until ``pending`` is written.
-
-        The head of the queue leads: it writes every queued append in one
-        LevelDB write (one fsync with ``sync=True``) while later appenders
-        queue up behind it; then it wakes each of them, and the new head to
-        lead the next group.
-        """
-        if not pending.leads:
-            self._await_turn(pending)
-        if not pending.done:
-            self._lead()
-        self._in_flight.pop(pending.owner, None)
-        if pending.error is not None:
-            # DiskFull, StorageError or damage, as the failure was; an
-            # interrupt of the leader stops the store as a StoreClosed.
-            doing = f"append to {self.path!r} failed to write"
-            mapped = storage_error(pending.error, doing)
-            if mapped is None or mapped is pending.error:
-                mapped = StoreClosed(f"{doing}: {pending.error!r}")
-            raise mapped from pending.error
-
-    def _await_turn(self, pending: _Pending) -> None:
-        """Wait until ``pending`` is written, or it is its turn to lead.
-
-        A leader wakes it for either. If a KeyboardInterrupt cut that leader's
-        wake-ups short, the wait times out, and the appender finds its append
-        written, or itself at the head with nobody leading: then it leads.
-        """
-        wake = pending.wake
-        assert wake is not None, "only an append queued behind another waits"
-        while not wake.acquire(timeout=_STALLED):
-            with self._lock:
-                if pending.done or (self._queue[0] is pending and not self._leading):
-                    return
-
-    def _lead(self) -> None:
-        """Write the queue (its head is the caller's) as one LevelDB batch."""
-        with self._lock:
-            self._settle_queue()  # this group may hold a cut-short _enqueue's append
-            group = list(self._queue)
-            self._leading = True
-        failed = self._failed
-        if failed is None:
-            try:
-                batch = self._hot.db.write_batch(sync=self.sync)
-                put = batch.put
-                for item in group:
-                    item.writes.put_into(put)
-                batch.write()
-            except BaseException as exc:
-                # Ids, seqs and versions of the whole group were handed out;
-                # continuing would leave gaps, so the store stops here.
-                self._failed = failed = exc
-        self._written_group(group, failed)
-        if failed is None:
-            with self._committed:
-                # max: the next leader, woken above, may have published first.
-                if group[-1].last_seq > self._committed_seq:
-                    self._committed_seq = group[-1].last_seq
-                if self._commit_waiters:
-                    self._committed.notify_all()
-
-    def _written_group(self, group: list[_Pending], failed: BaseException | None) -> None:
-        """Mark a group written (or failed), take it off the queue, and wake its
-        appenders and the next head to lead.
-
-        A KeyboardInterrupt can cut this short anywhere, so the ``finally``
-        wakes whoever must go on: all the group if it left the queue, or else
-        one appender of it still not done, which leads the queue again (the
-        group with it: rewriting the same keys changes nothing), never two.
-        """
-        n = len(group)
-        with self._lock:
-            left = False
-            try:
-                for item in group:
-                    item.error = failed
-                    item.done = True
-                del self._queue[:n]
-                left = True  # no call between these two: no interrupt either
-                # Versions before reservations: cut short, a stream is still
-                # found in one of them.
-                versions = self._versions
-                for item in group:
-                    for stream_b, version in item.versions:
-                        versions.pop(stream_b, None)  # re-inserted as the newest
-                        versions[stream_b] = version
-                        if self._reserved.get(stream_b) == version:
-                            del self._reserved[stream_b]
-                if len(versions) > _VERSION_CACHE:
-                    for stream_b in list(islice(versions, len(versions) - _VERSION_CACHE // 2)):
-                        del versions[stream_b]
-            finally:
-                self._leading = False  # first, and no call before it: never left stale
-                if not left and all(item.done for item in group):
-                    del self._queue[:n]
-                    left = True
-                if left:
-                    if self._queue:
-                        _release(self._queue[0].wake)
-                    for item in group[1:]:
-                        _release(item.wake)
-                else:
-                    for item in group[1:]:
-                        if not item.done:
-                            _release(item.wake)
-                            break
-                if self._drain_waiters:  # close() and compact() wait for the queue
-                    self._written.notify_all()
 
     # -- reads ---------------------------------------------------------------
 
@@ -1324,7 +1007,7 @@ class EventStore(Tiering, Transfer):
             StoreClosed: the store is closed.
         """
         id16 = event_id.bytes if type(event_id) is ULID else to_ulid_bytes(event_id)
-        if self._closed:
+        if self._writer.closed:
             self._check_readable()
         tiers = self._tiers
         if id16 >= tiers.watermark:
@@ -1387,11 +1070,11 @@ class EventStore(Tiering, Transfer):
     def last_seq(self) -> int:
         """``seq`` of the newest committed event (0 for an empty store)."""
         self._check_readable()
-        with self._committed:
-            return self._committed_seq
+        with self._writer._committed:
+            return self._writer._committed_seq
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._writer.closed else "open"
         return f"<EventStore {self.path!r} {state}>"
 
 

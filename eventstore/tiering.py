@@ -24,9 +24,10 @@ from .archive import ArchiveFile, Held, highest_number
 from .compaction import compact_range, merge_files, split_at, split_range
 from .errors import CorruptFile, FileFull, InvalidArgument, StoreClosed
 from .hot import HotTier, LevelDBCorruption, damaged
-from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
+from .ids import to_ulid_bytes, ulid_from_bytes
 from .records import unpack
 from .view import Tiers
+from .writer import Writer
 
 _packb = msgpack.packb
 
@@ -88,24 +89,17 @@ class Tiering:
     if TYPE_CHECKING:
         path: str
         _hot: HotTier
-        _ids: MonotonicULIDs
+        _writer: Writer
         _index_types: bool
         _archive_dir: str
         _tiers: Tiers
         _next_file: int
         _strays: segments.Strays
-        _lock: threading.Lock
-        _queue: list[Any]
-        _seq: int
         _tier_lock: threading.Lock
         _maintenance: threading.Lock
         _cleaner: threading.Thread | None
 
         def _check_open(self) -> None: ...
-
-        def _wait_for_queue(self, written: Callable[[], bool]) -> None: ...
-
-        def _settle_queue(self) -> None: ...
 
     def compact(
         self,
@@ -147,13 +141,14 @@ class Tiering:
             # Later appends get ids at or above the cutoff; wait until the ones
             # queued or being written are written, so the snapshot holds every
             # id below it (a batch leaves the queue only once it is written).
-            with self._lock:
-                self._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
-                self._settle_queue()
-                seq_at_floor = self._seq  # every later append is at or above the cutoff
-                if self._queue:
-                    last = self._queue[-1]
-                    self._wait_for_queue(lambda: last.done)
+            w = self._writer
+            with w._lock:
+                w._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
+                w._settle_queue()
+                seq_at_floor = w._seq  # every later append is at or above the cutoff
+                if w._queue:
+                    last = w._queue[-1]
+                    w._wait_for_queue(lambda: last.done)
             snap = self._hot.db.snapshot()
             made: list[ArchiveFile] = []
             committing = False

@@ -140,7 +140,7 @@ def test_the_hot_keys_are_exactly_what_the_records_say(
             assert (
                 db.get(b"e" + e.stream.encode() + b"\0" + e.id.bytes)[1:]
                 == (
-                    store._packer.pack([e.version, e.seq, e.type, e.data, e.metadata, e.indexes])[
+                    store._writer._packer.pack([e.version, e.seq, e.type, e.data, e.metadata, e.indexes])[
                         1:
                     ]
                 )

@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 )
 from ulid import ULID
 
-import eventstore.store
+import eventstore.writer
 from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event, EventStore, NewEvent, keys, segments
 from eventstore.errors import EventStoreError, WrongExpectedVersion
 
@@ -73,8 +73,8 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         # A tiny cache of stream versions, so that expected-version checks
         # also run on versions evicted from it and read back from LevelDB.
-        self._cache_size = eventstore.store._VERSION_CACHE
-        eventstore.store._VERSION_CACHE = 2
+        self._cache_size = eventstore.writer._VERSION_CACHE
+        eventstore.writer._VERSION_CACHE = 2
         self.dir = tempfile.mkdtemp(prefix="es-model-")
         self.path = f"{self.dir}/store"
         self.store = EventStore.open(self.path)
@@ -84,7 +84,7 @@ class StoreMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-        eventstore.store._VERSION_CACHE = self._cache_size
+        eventstore.writer._VERSION_CACHE = self._cache_size
 
     def _expect(self, stream: str, events: list[NewEvent], result: Any) -> list[Event]:
         first = self.model.version(stream) + 1
