@@ -52,6 +52,7 @@ from .output import (
     print_fields,
     progress_bar,
 )
+from .served import SERVED
 
 EXPORT_KIND = "eventstore-export"
 EXPORT_FORMAT = 1
@@ -92,15 +93,10 @@ def check_store_path(path: str, create: bool) -> None:
         fail(str(exc))
 
 
-# Stores that `eventstore serve` holds, by real path: the commands it runs for
-# other processes (eventstore/server/admin.py) use these instead of opening.
-SERVED: dict[str, EventStore] = {}
-
-
 def _forward_to_server(path: str) -> None:
     """If a server holds the store, run this command there and exit with its status."""
     try:
-        from ..server.admin import forward
+        from .remote import forward
     except ImportError:  # the server extra is not installed
         return
     code = forward(path)
