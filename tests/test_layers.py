@@ -140,7 +140,7 @@ def test_the_graph_is_read() -> None:
     edges = graph()
     assert "prepare" in edges["writer"] and "writer" in edges["store"]
     assert "esdb.format" in edges["esdb.reader"] and "subscriptions" in edges["store"]
-    assert "cli.store_commands" in edges["cli"] and "store" in edges["server"]
+    assert "cli.reading" in edges["cli"] and "store" in edges["server"]
     # from .. import __version__ in cli/__init__.py is the package itself
     assert "eventstore" in edges["cli"]
 

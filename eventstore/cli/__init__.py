@@ -58,14 +58,15 @@ def main(ctx: click.Context, lock_timeout: float) -> None:
 
 
 def _register() -> None:
+    from . import following, maintenance, reading, transfer, writing
     from .esdb import esdb
     from .serve import serve_command
-    from .store_commands import COMMANDS
 
     main.add_command(esdb)
     main.add_command(serve_command)
-    for command in COMMANDS:
-        main.add_command(command)
+    for module in (writing, reading, following, maintenance, transfer):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register()

@@ -13,7 +13,7 @@ import click
 
 from ..errors import EventStoreError
 from ..store import EventStore
-from .store_commands import opened
+from .common import opened
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
