@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import click
 from ulid import ULID
 
-from ..errors import EventStoreError, InvalidArgument, StoreLocked, StoreNotFound
+from ..errors import EventStoreError, StoreLocked, StoreNotFound
 from ..events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected
 from ..ids import to_ulid_bytes
 from ..store import EventStore, locate_store
@@ -26,6 +26,7 @@ from .output import (
     event_json,
     fail,
     human_time,
+    usage,
 )
 from .served import SERVED
 
@@ -121,7 +122,7 @@ def parse_ulid(text: str, what: str) -> ULID:
     try:
         return ULID.from_bytes(to_ulid_bytes(text))
     except EventStoreError as exc:
-        raise InvalidArgument(f"{what}: {exc}") from None
+        usage(f"{what}: {exc}")
 
 
 def parse_expected(text: str) -> Expected:
@@ -133,7 +134,7 @@ def parse_expected(text: str) -> Expected:
     except ValueError:
         value = -2
     if value < -1:
-        raise InvalidArgument(
+        usage(
             f"--expected-version wants a version (-1 or more), any, no_stream or "
             f"stream_exists; got {text!r}"
         )
@@ -143,7 +144,7 @@ def parse_expected(text: str) -> Expected:
 def parse_index(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name or not value:
-        raise InvalidArgument(f"--index wants NAME=VALUE, got {text!r}")
+        usage(f"--index wants NAME=VALUE, got {text!r}")
     return name, value
 
 
@@ -155,9 +156,7 @@ def parse_duration(text: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``45s``, ``500ms``, ``2w``, or sums like ``1d12h``."""
     parts = _DURATION.findall(text.strip())
     if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise InvalidArgument(
-            f"--older-than wants a duration like 30d, 12h, 90m, 45s or 1d12h; got {text!r}"
-        )
+        usage(f"--older-than wants a duration like 30d, 12h, 90m, 45s or 1d12h; got {text!r}")
     return timedelta(seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
 
 
@@ -166,19 +165,19 @@ def parse_cutoff(text: str) -> ULID:
     (UTC when it names no zone)."""
     if len(text) == 26:
         with suppress(EventStoreError):
-            return parse_ulid(text, "--before")
+            return ULID.from_bytes(to_ulid_bytes(text))
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidArgument(
+        usage(
             f"--before wants an ISO 8601 time (2024-05-01, 2024-05-01T12:00:00+02:00) "
             f"or a ULID; got {text!r}"
-        ) from None
+        )
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     ms = int(when.timestamp() * 1000)
     if ms < 0:
-        raise InvalidArgument(f"--before {text} is before 1970")
+        usage(f"--before {text} is before 1970")
     return ULID.from_bytes((ms << 80).to_bytes(16, "big"))
 
 
@@ -217,14 +216,22 @@ def stream_row(ev: Event) -> list[str]:
     return [str(ev.version), str(ev.seq), str(ev.id), human_time(ev), ev.type, _data_cell(ev)]
 
 
-def print_events(events: Iterator[Event], as_json: bool, one_stream: bool = False) -> int:
+def print_events(
+    events: Iterator[Event], as_json: bool, one_stream: bool = False, last_seq: int = 0
+) -> int:
+    """Events as JSON lines or a table; ``last_seq`` (the store's) sizes the
+    seq and version columns, so they hold past the rows that size the rest."""
     n = 0
     if as_json:
         for ev in events:
             echo_json(event_json(ev))
             n += 1
         return n
-    table = Table(_STREAM_HEADS, _STREAM_NUMERIC) if one_stream else Table(_LOG_HEADS, _LOG_NUMERIC)
+    digits = len(str(last_seq))  # a version is below the last seq too
+    if one_stream:
+        table = Table(_STREAM_HEADS, _STREAM_NUMERIC, min_widths=[digits, digits])
+    else:
+        table = Table(_LOG_HEADS, _LOG_NUMERIC, min_widths=[digits, 0, 0, 0, digits])
     for ev in events:
         table.row(stream_row(ev) if one_stream else log_row(ev))
         n += 1

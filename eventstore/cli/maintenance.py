@@ -14,7 +14,7 @@ import click
 from ulid import ULID
 
 from ..archive import ARCHIVE_DIR
-from ..errors import CorruptFile, EventStoreError, InvalidArgument
+from ..errors import CorruptFile, EventStoreError
 from ..esdb import ESDBReader
 from ..events import Event
 from ..store import EventStore
@@ -35,6 +35,7 @@ from .output import (
     human_bytes,
     print_fields,
     progress_bar,
+    usage,
 )
 
 # -- stats -------------------------------------------------------------------------------
@@ -236,7 +237,7 @@ def compact(
 ) -> None:
     """Move cold events from LevelDB into immutable ESDB files."""
     if (older_than is None) == (before is None):
-        raise InvalidArgument("give exactly one of --older-than or --before")
+        usage("give exactly one of --older-than or --before")
     if older_than is not None:
         age_ms = int(parse_duration(older_than) / timedelta(milliseconds=1))
         ms = time.time_ns() // 1_000_000 - age_ms
@@ -415,10 +416,12 @@ def verify(path: str, as_json: bool) -> None:
     with opened(path) as store:
         left_alone = unexpected_lines(store)
         try:
-            with progress_bar(store.last_seq, "verifying") as advance:
+            # Two passes over the log, each advancing the bar per event: the
+            # public reads here, then the store's own check.
+            with progress_bar(2 * store.last_seq, "verifying") as advance:
                 found = verify_public(store, advance)
                 if hasattr(store, "verify"):
-                    store.verify()
+                    store.verify(progress=advance)
         except CorruptFile as exc:
             raise VerifyFailed(f"{path}: {exc}") from None
         except VerifyFailed as exc:

@@ -17,13 +17,16 @@ from .common import (
     print_events,
     type_option,
 )
+from .maintenance import archive_infos
 from .output import (
+    Table,
     compact_json,
     echo_json,
     event_json,
     fail,
     guard,
     print_fields,
+    usage,
 )
 
 # -- append, read, get, all ---------------------------------------------------------
@@ -68,7 +71,7 @@ def read(
                     e for e in events if (e.version <= start if backwards else e.version >= start)
                 )
             events = _take(events, limit)
-        print_events(events, as_json, one_stream=True)
+        print_events(events, as_json, one_stream=True, last_seq=store.last_seq)
 
 
 def _take(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
@@ -134,12 +137,38 @@ def all_events(
     as_json: bool,
 ) -> None:
     """Print the global log in commit order."""
+    if after is not None and from_seq is not None:
+        usage("give --after or --from-seq, not both")
     position = None if after is None else parse_ulid(after, "--after")
     with opened(path) as store:
         events = store.read_all(
             position, backwards, limit, types or None, prefix, from_seq=from_seq
         )
-        print_events(events, as_json)
+        print_events(events, as_json, last_seq=store.last_seq)
 
 
-COMMANDS = [read, get, all_events]
+@click.command()
+@path_argument
+@prefix_option
+@json_option
+@guard
+def streams(path: str, prefix: str | None, as_json: bool) -> None:
+    """List the streams, by name, with the version of each one's last event."""
+    with opened(path) as store:
+        names: set[str] = set()
+        files = archive_infos(store, names)  # with the streams of the archive files
+        last_cold = files[-1].last_id if files else None
+        names.update(ev.stream for ev in store.read_all(after=last_cold))
+        chosen = sorted(n for n in names if prefix is None or n.startswith(prefix))
+        rows = [(name, store.stream_version(name)) for name in chosen]
+    if as_json:
+        for name, version in rows:
+            echo_json({"stream": name, "version": version})
+        return
+    table = Table(["version", "stream"], {0})
+    for name, version in rows:
+        table.row([str(version), name])
+    table.flush()
+
+
+COMMANDS = [read, get, all_events, streams]

@@ -7,10 +7,10 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import chain, islice
 from typing import IO, Any
 
 import click
@@ -38,6 +38,7 @@ from .output import (
     from_json,
     guard,
     human_bytes,
+    on_terminal,
     progress_bar,
 )
 
@@ -154,11 +155,10 @@ def parse_event_line(line: str, where: str) -> Event | None:
         raise ImportFileError(f"{where}: {exc}") from None
 
 
-def read_export(file: str, advance: Callable[[int], None]) -> Iterator[tuple[str, Event]]:
+def read_export(file: str) -> Iterator[tuple[str, Event]]:
     """The events of an export file, one line at a time, each with where it is."""
     with open(file, "rb") as f:
         for n, raw in enumerate(f, 1):
-            advance(len(raw))
             where = f"{file} line {n}"
             try:
                 line = raw.decode("utf-8")
@@ -172,6 +172,22 @@ def read_export(file: str, advance: Callable[[int], None]) -> Iterator[tuple[str
                     raise ImportFileError(f"{where}: a header line after the first line")
                 continue
             yield where, ev
+
+
+def events_in(file: str) -> int:
+    """How many events an export file holds, for a progress bar: its header's
+    count, or else its lines (counted only when a bar is drawn)."""
+    with open(file, "rb") as f:
+        first = f.readline()
+        with suppress(ValueError, UnicodeDecodeError):
+            header = json.loads(first)
+            if isinstance(header, dict) and header.get("kind") == EXPORT_KIND:
+                events = header.get("events")
+                if type(events) is int and events >= 0:
+                    return events
+        if not on_terminal():
+            return 0
+        return sum(1 for line in chain([first], f) if line.strip())
 
 
 def _same(stored: Event | None, ev: Event) -> bool:
@@ -192,8 +208,9 @@ def check_import(
     seq = store.last_seq
     versions: dict[str, int] = {}
     n = done = 0
-    with progress_bar(os.path.getsize(file), "checking ") as advance:
-        for where, ev in read_export(file, advance):
+    with progress_bar(events_in(file), "checking ") as advance:
+        for where, ev in read_export(file):
+            advance(1)
             if n == done and ev.seq <= store.last_seq and _same(store.get(ev.id), ev):
                 # Imported before: its place in the log was checked then.
                 done += 1
@@ -267,10 +284,11 @@ def import_(path: str, file: str, clock_tolerance: float) -> None:
                 "import needs EventStore.import_events(), which this eventstore lacks "
                 "(the file checked out: nothing was written)"
             )
-        with progress_bar(os.path.getsize(file), "importing") as advance:
+        with progress_bar(n - done, "importing") as advance:  # events, as written
             store.import_events(
-                islice((ev for _, ev in read_export(file, advance)), done, None),
+                islice((ev for _, ev in read_export(file)), done, None),
                 clock_tolerance=tolerance,
+                progress=advance,
             )
         last = store.last_seq
     resumed = f" (resumed: the first {done:,} were in the store already)" if done else ""

@@ -15,9 +15,11 @@ from .common import (
     path_argument,
 )
 from .output import (
+    BadJSON,
     echo_json,
     guard,
     parse_json,
+    usage,
 )
 
 
@@ -69,12 +71,14 @@ def append(
     """Append one event to STREAM (creating the store if PATH does not exist)."""
     if data == "-":
         data = sys.stdin.read()
-    event = NewEvent(
-        type_,
-        parse_json(data, "--data"),
-        None if metadata is None else parse_json(metadata, "--metadata"),
-        dict(parse_index(i) for i in indexes) or None,
-    )
+    try:
+        values = (
+            parse_json(data, "--data"),
+            (None if metadata is None else parse_json(metadata, "--metadata")),
+        )
+    except BadJSON as exc:  # a bad option value: a usage mistake
+        usage(str(exc))
+    event = NewEvent(type_, values[0], values[1], dict(parse_index(i) for i in indexes) or None)
     expected = parse_expected(expected_version)
     with opened(path, create=True, sync=not no_sync) as store:
         result = store.append(stream, [event], expected_version=expected)
