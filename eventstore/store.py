@@ -14,7 +14,7 @@ import re
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -80,9 +80,16 @@ from .records import (
     unpack,
 )
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
-from .tiering import Tiering, held_by
-from .transfer import HOT_DIR, Transfer
-from .view import Tiers, View
+from .tiering import (
+    DEFAULT_FILE_EVENTS,
+    DEFAULT_MERGED_EVENTS,
+    ArchiveInfo,
+    CompactResult,
+    Tiering,
+    held_by,
+)
+from .transfer import HOT_DIR, BackupResult, Transfer
+from .view import ArchiveSet, Tiers, View, take_view
 from .writer import Writer
 
 # 2: segment keys carry the file number (eventstore/segments.py); layout-1
@@ -230,7 +237,7 @@ class _Owner:
 _DISOWNED: list[Any] = []
 
 
-class EventStore(Tiering, Transfer):
+class EventStore:
     """An embedded event store. Open it with :meth:`open`; close it or use ``with``."""
 
     def __init__(
@@ -276,9 +283,9 @@ class EventStore(Tiering, Transfer):
             files = tuple(open_files(self._archive_dir, state.entries))
             # Strays: numbers an interrupted compaction or merge was making or
             # had replaced, whose segment keys may exist.
-            self._strays = state.strays
+            strays = state.strays
             named = {int(entry[0]) for entry in state.entries}
-            reserved = (self._strays.making | self._strays.retired) - named
+            reserved = (strays.making | strays.retired) - named
             ours, self.unexpected_files = classify_unnamed(
                 self._archive_dir,
                 {str(entry[1]) for entry in state.entries},
@@ -315,20 +322,20 @@ class EventStore(Tiering, Transfer):
             self.strays_swept = segments.sweep(
                 self._hot.db,
                 self._archive_dir,
-                self._strays,
+                strays,
                 named,
                 {parsed[0] for parsed in map(parse_name, ours) if parsed and not parsed[1]},
             )
             for name in ours:
                 os.remove(os.path.join(self._archive_dir, name))
             self.orphans_removed = ours
-            if self._strays.making or self._strays.retired:
-                self._strays.forget()
+            if strays.making or strays.retired:
+                strays.forget()
             # Never reuse a number whose keys may exist, nor the name of a
             # file left alone in the folder.
-            self._next_file = max(
+            next_file = max(
                 state.next_file,
-                self._strays.highest() + 1,
+                strays.highest() + 1,
                 highest_number(listing(self._archive_dir)) + 1,
             )
             watermark = state.watermark
@@ -347,17 +354,35 @@ class EventStore(Tiering, Transfer):
             raise
         ids = MonotonicULIDs(floor)
         # The archive files and watermark of this moment: replaced whole, never edited.
-        self._tiers = Tiers(files, watermark)
-        # Guards the (files, watermark) pair: a view takes both and a LevelDB
-        # snapshot under it; a compaction commits and swaps both under it.
-        self._tier_lock = threading.Lock()
+        self._archive = ArchiveSet(self._archive_dir, Tiers(files, watermark), next_file, strays)
         self._maintenance = threading.Lock()  # one compaction, merge or cleanup at a time
         # The writer lock, queue and group commit (eventstore/writer.py).
         self._writer = Writer(self._hot, self.path, self.sync, ids, seq)
-        self._cleaner: threading.Thread | None = None
+        check_open = _open_check(self.path, self._own, self._writer)
+        check_readable = _readable_check(self.path, self._own, self._writer)
+        # Collaborators, each given what it works on (eventstore/tiering.py,
+        # eventstore/transfer.py); the public methods below call them.
+        self._tiering = Tiering(
+            self.path,
+            self._hot,
+            self._archive,
+            self._writer,
+            self._maintenance,
+            self._index_types,
+            check_open,
+        )
+        self._transfer = Transfer(
+            self.path,
+            self._hot,
+            self._archive,
+            self._maintenance,
+            self._index_types,
+            check_open,
+            check_readable,
+        )
         forks.own(self)  # disowned in a child after fork()
         if watermark != bytes(16):  # finish what an interrupted cleanup left
-            self._start_cleanup()
+            self._tiering._start_cleanup()
 
     @classmethod
     def open(
@@ -528,7 +553,7 @@ class EventStore(Tiering, Transfer):
             w.closed = True
             w._wait_for_queue(lambda: not w._queue)
             self._hot.close()
-            for f in self._tiers.files:
+            for f in self._archive.tiers.files:
                 f.reader.close()
         with w._committed:
             w._committed.notify_all()
@@ -682,7 +707,7 @@ class EventStore(Tiering, Transfer):
                     chunk, prepared, strict=True
                 ):
                     id_int = int.from_bytes(id16, "big")
-                    if id_int <= last_id or id16 < self._tiers.watermark:
+                    if id_int <= last_id or id16 < self._archive.tiers.watermark:
                         raise InvalidArgument(
                             f"event {event.id} is not above the store's newest id "
                             f"{ulid_from_int(last_id)}: imports only extend a store"
@@ -831,8 +856,10 @@ class EventStore(Tiering, Transfer):
         for obj in self._hot.disown():
             _keep_forever(obj)
         self._hot = refuse
-        self._maintenance = self._tier_lock = refuse
+        self._maintenance = self._archive.lock = refuse
         self._writer.disown(refuse)
+        self._tiering.disown(refuse)
+        self._transfer.disown(refuse)
 
     def _check_readable(self) -> None:
         # ~0.1 us, a syscall: for forks that bypass os.register_at_fork (a C
@@ -939,9 +966,7 @@ class EventStore(Tiering, Transfer):
 
     def _view(self) -> View:
         self._check_readable()
-        with self._tier_lock:
-            tiers = self._tiers
-            return View(self._hot.view(tiers.watermark), tiers)
+        return take_view(self._hot, self._archive)
 
     def stream_version(self, stream: str) -> int:
         """Version of the stream's last committed event; -1 if the stream does not exist.
@@ -1009,13 +1034,14 @@ class EventStore(Tiering, Transfer):
         id16 = event_id.bytes if type(event_id) is ULID else to_ulid_bytes(event_id)
         if self._writer.closed:
             self._check_readable()
-        tiers = self._tiers
+        archive = self._archive
+        tiers = archive.tiers
         if id16 >= tiers.watermark:
             # Hot: two point reads without a snapshot. Events never change, so
             # only a compaction racing us (moving the event cold, deleting its
             # hot keys) can make them disagree, and then the tiers differ.
             found = self._hot.get_event(id16)
-            if found is not False and self._tiers is tiers:
+            if found is not False and archive.tiers is tiers:
                 return found  # type: ignore[return-value]
         return self._view().get(id16)
 
@@ -1073,9 +1099,169 @@ class EventStore(Tiering, Transfer):
         with self._writer._committed:
             return self._writer._committed_seq
 
+    # -- moving events to the cold tier (eventstore/tiering.py) -------------------
+
+    def compact(
+        self,
+        before: datetime | ULID | str | None = None,
+        *,
+        older_than: timedelta | None = None,
+        max_file_events: int = DEFAULT_FILE_EVENTS,
+        progress: Callable[[int], None] | None = None,
+    ) -> CompactResult:
+        """Move every event with an id in [watermark, cutoff) into new ESDB files.
+
+        The cutoff is ``before`` (a datetime, or a ULID: events with smaller
+        ids move) or now minus ``older_than``. A cutoff at or below the
+        watermark is a no-op; one in the future is an :class:`InvalidArgument`.
+        Above ``max_file_events`` the range is split into several files, and
+        a range whose file would pass a format limit (FileFull) is cut where
+        it filled and written again as two. ``progress`` is called with
+        counts of events written (a file written again counts again). Reads and
+        appends go on meanwhile and answer the same throughout.
+
+        Raises:
+            InvalidArgument: both or neither of ``before`` and ``older_than``, or a cutoff in the
+                future.
+            InvalidULID: ``before`` is neither a datetime nor a ULID.
+            CorruptFile: a damaged hot-tier block was found while copying; nothing is committed.
+            StoreClosed: the store is closed.
+        """
+        return self._tiering.compact(
+            before, older_than=older_than, max_file_events=max_file_events, progress=progress
+        )
+
+    def merge_archives(
+        self, *, max_events: int = DEFAULT_MERGED_EVENTS, min_files: int = 2
+    ) -> CompactResult:
+        """Fold runs of adjacent archive files into single files of at most
+        ``max_events`` events each, so years of daily compactions do not leave
+        thousands of files. Readers holding the old files keep reading them.
+
+        Raises:
+            InvalidArgument: ``max_events`` is not a positive int.
+            CorruptFile: an archive file being merged is damaged.
+            StoreClosed: the store is closed.
+        """
+        return self._tiering.merge_archives(max_events=max_events, min_files=min_files)
+
+    def cleanup(self) -> int:
+        """Delete, now, the hot copies of archived events that a compaction left
+        behind (normally a background thread does it after each compaction,
+        a bounded batch at a time). Returns how many events' keys it deleted.
+
+        Raises:
+            StoreClosed: the store is closed.
+        """
+        return self._tiering.cleanup()
+
+    @property
+    def watermark(self) -> ULID | None:
+        """Events with smaller ids live in archive files (None: nothing archived yet)."""
+        return self._tiering.watermark
+
+    def archive_files(self) -> list[ArchiveInfo]:
+        """The archive files the manifest names, oldest first."""
+        return self._tiering.archive_files()
+
+    # -- whole-store operations (eventstore/transfer.py) ----------------------------
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
+        """A consistent online backup into the new folder ``dest``: a LevelDB
+        snapshot copied into a new LevelDB, plus the archive files the manifest
+        names (hard-linked where the filesystem allows: they never change).
+        Appends and reads go on meanwhile; the backup is a store that opens.
+
+        Raises:
+            InvalidArgument: ``dest`` exists and is not an empty folder.
+            StoreClosed: the store is closed.
+            UnsafePath: ``dest`` is inside the store or a symlink.
+        """
+        return self._transfer.backup(dest)
+
+    def log_gaps(self) -> tuple[int, int, list[tuple[int, int]]]:
+        """How many events the log holds, its last seq, and the seq ranges
+        missing below it: what ``eventstore repair`` reports. Unlike reads,
+        it counts past gaps rather than refusing them.
+
+        Raises:
+            CorruptFile: an archive file or the hot tier is damaged where it is read.
+            StoreClosed: the store is closed.
+        """
+        return self._transfer.log_gaps()
+
+    def rebuild_segment_keys(self) -> int:
+        """Write every segment key afresh from the archive files the manifest
+        names, after deleting all there are: a repair may have lost some in
+        a damaged block (and reads of those streams would refuse). Returns
+        the number of keys written.
+
+        Raises:
+            WritesRefused: an earlier write failed, or the disk was full at open.
+            StoreClosed: the store is closed.
+        """
+        return self._transfer.rebuild_segment_keys()
+
+    @property
+    def lost_seqs(self) -> list[tuple[int, int]]:
+        """The seq ranges ``eventstore repair`` recorded as lost (first, last)."""
+        return self._transfer.lost_seqs
+
+    def record_repair(self, lost: list[tuple[int, int]]) -> None:
+        """Record the seq ranges a repair found lost, durably: from then on reads
+        and verify() take the log's holes as known (those of ``lost``, for
+        verify), instead of refusing them as damage.
+
+        Raises:
+            WritesRefused: an earlier write failed, or the disk was full at open.
+            StoreClosed: the store is closed.
+        """
+        self._transfer.record_repair(lost)
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> None:
+        """Check the store end to end; :class:`CorruptFile` on the first problem.
+
+        Every archive file's checksums and structure, the manifest against the
+        files, every LevelDB block's checksum (a full scan of the hot tier),
+        the segment keys against the files (each space of each file has its
+        key, each key names a file that holds the stream with those versions),
+        and the log: ids increasing, seq gap-free from 1, every global entry
+        with its record and its index entries, versions dense per stream and
+        equal to each stream's recorded version. It writes nothing.
+
+        Raises:
+            CorruptFile: the first problem found (its message names the file and what is wrong).
+            StoreClosed: the store is closed.
+        """
+        self._transfer.verify(progress)
+
     def __repr__(self) -> str:
         state = "closed" if self._writer.closed else "open"
         return f"<EventStore {self.path!r} {state}>"
+
+
+def _open_check(path: str, own: _Owner, writer: Writer) -> Callable[[], None]:
+    """What EventStore._check_open checks, for the collaborators: a function,
+    so that they hold no reference back to the store."""
+
+    def check_open() -> None:
+        if own.pid != os.getpid():
+            raise _used_after_fork(path)
+        writer.check_writable()
+
+    return check_open
+
+
+def _readable_check(path: str, own: _Owner, writer: Writer) -> Callable[[], None]:
+    """What EventStore._check_readable checks, for the collaborators."""
+
+    def check_readable() -> None:
+        if own.pid != os.getpid():
+            raise _used_after_fork(path)
+        if writer.closed:
+            raise StoreClosed(f"store {path!r} is closed")
+
+    return check_readable
 
 
 def _keep_forever(obj: Any) -> None:

@@ -293,7 +293,7 @@ class StoreMachine(RuleBasedStateMachine):
             raise OSError("injected failure")
 
         if at_commit:
-            self.store._commit_files = reads_then_fail  # type: ignore[method-assign]
+            self.store._tiering._commit_files = reads_then_fail  # type: ignore[method-assign]
         elif merge:
             real_write = segments.write
 
@@ -304,7 +304,7 @@ class StoreMachine(RuleBasedStateMachine):
 
             segments.write = write_then_fail  # type: ignore[assignment]
         else:
-            self.store._check_seqs = reads_then_fail  # type: ignore[method-assign]
+            self.store._tiering._check_seqs = reads_then_fail  # type: ignore[method-assign]
         try:
             if merge:
                 self.store.merge_archives(max_events=400)
@@ -324,7 +324,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def segment_keys_name_exactly_the_files_that_hold_each_stream(self) -> None:
-        files = {f.number: f for f in self.store._tiers.files}
+        files = {f.number: f for f in self.store._archive.tiers.files}
         want = {
             (sp.stream, n, sp.first_version, sp.last_version)
             for n, f in files.items()
