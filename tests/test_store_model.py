@@ -313,8 +313,8 @@ class StoreMachine(RuleBasedStateMachine):
         except OSError as exc:
             assert "injected" in str(exc)
         finally:
-            self.store.__dict__.pop("_commit_files", None)
-            self.store.__dict__.pop("_check_seqs", None)
+            self.store._tiering.__dict__.pop("_commit_files", None)
+            self.store._tiering.__dict__.pop("_check_seqs", None)
             if merge and not at_commit:
                 segments.write = real_write
         if at_commit:
