@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from ulid import ULID
 
 from eventstore import ANY, EventStore, NewEvent
 from eventstore.cli import main, maintenance, transfer
@@ -193,3 +195,16 @@ def test_verify_and_import_bars_count_events(
         ("checking", n, n),
         ("importing", n, n),
     ]
+
+
+def test_import_names_the_clock_tolerance_option(tmp_path: Path) -> None:
+    # An event timed two days ahead of this clock: the import refuses it,
+    # and says which option lets it in.
+    ahead = int((time.time() + 2 * 86400) * 1000)
+    event_id = ULID.from_bytes((ahead << 80 | 1).to_bytes(16, "big"))
+    line = {"id": str(event_id), "stream": "s", "version": 0, "seq": 1, "type": "T"}
+    file = tmp_path / "x.jsonl"
+    file.write_text(json.dumps(line) + "\n")
+    message = fails("import", str(tmp_path / "s"), str(file), message="--clock-tolerance SECONDS")
+    assert "clock_tolerance" not in message and "import_events" not in message
+    assert not (tmp_path / "s").exists()  # checked before anything was made

@@ -16,7 +16,7 @@ from typing import IO, Any
 import click
 from ulid import ULID
 
-from ..errors import EventStoreError
+from ..errors import EventStoreError, IdOutOfRange
 from ..events import Event
 from ..ids import check_importable, to_ulid_bytes
 from ..store import DEFAULT_IMPORT_CLOCK_TOLERANCE, EventStore
@@ -243,9 +243,14 @@ def check_import(
             n += 1
     if prev is not None and n:  # ids increase: the last is the one that could pin the clock
         now_ms = time.time_ns() // 1_000_000
-        check_importable(
-            int.from_bytes(prev, "big"), now_ms, tolerance // timedelta(milliseconds=1)
-        )
+        try:
+            check_importable(
+                int.from_bytes(prev, "big"), now_ms, tolerance // timedelta(milliseconds=1)
+            )
+        except IdOutOfRange as exc:  # it names the API's parameter: name the option
+            raise IdOutOfRange(
+                str(exc).replace("import_events(clock_tolerance=...)", "--clock-tolerance SECONDS")
+            ) from None
     return n, done
 
 
