@@ -9,18 +9,13 @@ commit, many appends sharing one fsync.
 
 from __future__ import annotations
 
-import contextlib
-import operator
 import os
 import re
 import stat
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import timedelta
-from itertools import chain, islice, repeat
-from threading import get_ident
-from types import NoneType
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any, NamedTuple
 
 import msgpack
@@ -50,51 +45,52 @@ from .errors import (
     StoreClosed,
     StoreDamaged,
     StoreNotFound,
-    UnserialisableData,
     UsedAfterFork,
-    WritesRefused,
-    WrongExpectedVersion,
 )
 from .events import (
     ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
     AppendResult,
     Event,
     Expected,
-    ExpectedVersion,
     NewEvent,
     Snapshot,
 )
-from .hot import HotTier, at_boundary, storage_error
+from .hot import HotTier, at_boundary
 from .ids import (
     MonotonicULIDs,
-    UlidRange,
     check_importable,
     to_ulid_bytes,
     ulid_from_bytes,
     ulid_from_int,
 )
+from .prepare import (
+    DEFAULT_MAX_APPEND_BYTES,
+    DEFAULT_MAX_APPEND_EVENTS,
+    _Prepared,
+    _Writes,
+)
 from .records import (
     MAX_RECORD_BYTES,
-    TYPE_INDEX,
-    Encoder,
     check_indexes,
     check_limit,
     check_serialisable,
     encode_record,
-    encoder,
-    first_bad_ext,
     name_bytes,
     plain_name,
-    reads_back,
-    refuse_bad_ext,
     unpack,
 )
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
-from .tiering import Tiering, held_by
-from .transfer import HOT_DIR, Transfer
-from .view import Tiers, View
+from .tiering import (
+    DEFAULT_FILE_EVENTS,
+    DEFAULT_MERGED_EVENTS,
+    ArchiveInfo,
+    CompactResult,
+    Tiering,
+    held_by,
+)
+from .transfer import HOT_DIR, BackupResult, Transfer
+from .view import ArchiveSet, Tiers, View, take_view
+from .writer import Writer
 
 # 2: segment keys carry the file number (eventstore/segments.py); layout-1
 # stores are migrated when they open.
@@ -102,11 +98,6 @@ LAYOUT_VERSION = 2
 
 _packb = msgpack.packb
 
-# One append (or append_many, or import batch) at most: far above what an
-# application appends at once, far below what holds the writer lock for
-# seconds or builds a gigabyte of keys. Configurable at open.
-DEFAULT_MAX_APPEND_EVENTS = 100_000
-DEFAULT_MAX_APPEND_BYTES = 64 << 20
 # How far ahead of this machine's clock an imported id may be timed.
 DEFAULT_IMPORT_CLOCK_TOLERANCE = timedelta(days=1)
 
@@ -188,511 +179,6 @@ def locate_store(path: str, create: bool) -> bool:
     raise StoreNotFound(f"no store at {path}: {what} (pass create=True to make a new store there)")
 
 
-class _Prepared:
-    """One stream's part of an append, validated and serialised outside the lock.
-
-    It is kept as columns, one entry per event (but ``index_prefixes``, one
-    per custom index entry), so that the writer lock builds every key with a
-    few C-level ``map`` calls rather than a Python loop per event: each
-    event's packed record less its first two fields (version and seq are
-    assigned under the lock), the packed head of its global entry, its
-    ``type`` index key prefix, and the prefixes of its other index keys,
-    ``index_each`` to an event, or else owned as ``index_owners`` says.
-    """
-
-    __slots__ = (
-        "expected",
-        "g_heads",
-        "index_each",
-        "index_owners",
-        "index_prefixes",
-        "n",
-        "size",
-        "stream",
-        "stream_b",
-        "tails",
-        "type_prefixes",
-    )
-
-    def __init__(
-        self,
-        stream: str,
-        events: Sequence[NewEvent],
-        expected: object,
-        index_types: bool,
-        room: int = DEFAULT_MAX_APPEND_EVENTS,
-    ) -> None:
-        self.stream = stream = plain_name(stream, "stream name")
-        self.stream_b = name_bytes(stream, "stream name")
-        self.expected = _check_expected(expected)
-        if isinstance(events, (NewEvent, str, bytes)) or not isinstance(events, Sequence):
-            raise InvalidType(
-                f"events for stream {stream!r} must be a list of NewEvent, "
-                f"got {type(events).__name__}"
-            )
-        # A copy: a list subclass's len() or user code run while packing (a
-        # conversion) must not change the events between count and records.
-        events = tuple(events)
-        if not events:
-            raise InvalidArgument(f"append to stream {stream!r} has no events")
-        self.n = len(events)
-        if self.n > room:  # before a byte is packed
-            raise AppendTooLarge(
-                f"append to stream {stream!r} of {self.n} events: one append holds at "
-                f"most {room} more (max_append_events at open); split it"
-            )
-        enc = encoder()
-        enc.busy = True
-        try:
-            # In bulk only when there are enough events to pay for its fixed cost.
-            if self.n < _BULK or not self._pack_plain(stream, events, index_types, enc):
-                self._pack_events(stream, events, index_types, enc)
-        finally:
-            enc.busy = False
-        if len(self.tails) != self.n:  # the columns are joined by map(), which would truncate
-            raise AssertionError(f"{len(self.tails)} records for {self.n} events")
-        # One record over the limit makes the sum over it: summed in C, and
-        # searched only then.
-        self.size = sum(map(len, self.tails))
-        if self.size > _MAX_TAIL:
-            for n, tail in enumerate(self.tails):
-                if len(tail) > _MAX_TAIL:
-                    raise InvalidArgument(
-                        f"event {n} of stream {stream!r} is {len(tail) + 1} bytes packed; "
-                        f"an event record holds at most {MAX_RECORD_BYTES}"
-                    )
-
-    def _pack_plain(
-        self, stream: str, events: Sequence[NewEvent], index_types: bool, enc: Encoder
-    ) -> bool:
-        """The common case in bulk: every event a NewEvent whose type and index
-        entries are valid plain str and whose indexes are a plain dict or None.
-        Returns False, having packed nothing and run no user code, for
-        anything else; :meth:`_pack_events` then takes one event at a time."""
-        if set(map(type, events)) != _JUST_NEW_EVENT:
-            return False
-        types_, datas, metas, indexes = zip(*events, strict=True)
-        if set(map(type, types_)) != _JUST_STR:
-            return False
-        index_types_seen = set(map(type, indexes))
-        if not index_types_seen <= _PLAIN_INDEXES:
-            return False
-        if NoneType in index_types_seen or not all(indexes):
-            # As one event at a time packs them: no indexes, None or {}, as
-            # _NO_INDEXES, which no user code can fill while data is packed.
-            indexes = tuple([d or _NO_INDEXES for d in indexes])
-        pack = enc.pack
-        index_prefix = keys.INDEX + self.stream_b + keys.SEP
-        global_heads = {}
-        type_prefixes = {}
-        try:
-            for type_ in set(types_):  # plain str, so hashing is str's own
-                type_b = name_bytes(type_, "event type")
-                # [stream, type, seq] less its seq: a fixarray of 3 and two strings.
-                global_heads[type_] = b"\x93" + pack(stream) + pack(type_)
-                type_prefixes[type_] = index_prefix + b"type\x00" + type_b + keys.SEP
-            if not self._index_columns(indexes, index_types):
-                return False
-        except EventStoreError:
-            return False  # the careful pass says which event, in order
-        self.g_heads = list(map(global_heads.__getitem__, types_))
-        self.type_prefixes = list(map(type_prefixes.__getitem__, types_)) if index_types else []
-        suspect = enc.suspect
-        suspect.clear()
-        packed: list[bytes] = []
-        try:
-            # extend() keeps what it got, so len(packed) is the failing event.
-            packed.extend(map(pack, map(list, zip(types_, datas, metas, indexes, strict=True))))
-        except Exception as exc:  # msgpack raises several unrelated types
-            n = len(packed)
-            # An earlier record that would not read back comes first, as one
-            # event at a time reports it.
-            for k, record in enumerate(packed):
-                if suspect or 0xFF in record:
-                    try:
-                        reads_back(record)
-                    except Exception as earlier:
-                        raise _unstorable(
-                            stream, k, types_[k], datas[k], metas[k], earlier
-                        ) from None
-            raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
-        n = first_bad_ext(packed, datas, metas)  # an ExtType code msgpack would wrap?
-        if n >= 0:
-            bad = ValueError("an ExtType has a code outside -128..127")
-            raise _unstorable(stream, n, types_[n], datas[n], metas[n], bad)
-        if suspect:
-            # A conversion ran (Encoder._default): decode-check every record,
-            # and key the index entries by what was stored, as user code may
-            # have changed an event's indexes while it ran.
-            suspect.clear()
-            stored_indexes = []
-            for n, record in enumerate(packed):
-                try:
-                    stored_indexes.append(reads_back(record)[3])
-                except Exception as exc:
-                    raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
-            if not self._index_columns(stored_indexes, index_types):
-                for stored in stored_indexes:
-                    check_indexes(stored, index_types)  # raises for the entry that is not str
-        elif 0xFF in b"".join(packed):  # Encoder.needs_check, for them all at once
-            for n, record in enumerate(packed):
-                if 0xFF in record:
-                    try:
-                        reads_back(record)
-                    except Exception as exc:
-                        raise _unstorable(stream, n, types_[n], datas[n], metas[n], exc) from None
-        self.tails = list(map(_DROP_HEAD, packed))
-        return True
-
-    def _index_columns(self, indexes: Sequence[dict[str, str]], index_types: bool) -> bool:
-        """The index key prefixes of events with these plain dicts of indexes
-        (the ``type`` index aside), or False if an entry is not plain str: a
-        subclass's ``__eq__`` and ``__hash__`` must not meet the cache of
-        validated entries. Raises for an invalid entry."""
-        index_prefix = keys.INDEX + self.stream_b + keys.SEP
-        # Validated index entries (a bounded cache): the same few names and
-        # values recur in every append.
-        index_tails = _INDEX_TAILS
-        prefixes: list[bytes] = []
-        add_prefix = prefixes.append
-        for entry in chain.from_iterable(map(dict.items, indexes)):
-            if type(entry[0]) is not str or type(entry[1]) is not str:
-                return False
-            try:
-                tail_b = index_tails[entry]
-            except KeyError:
-                tail_b = _index_tail(entry, index_types)
-            add_prefix(index_prefix + tail_b)
-        self.index_prefixes = prefixes
-        self.index_each, self.index_owners = -1, []
-        if prefixes:
-            counts = set(map(len, indexes))
-            if len(counts) == 1:
-                self.index_each = counts.pop()
-            else:
-                owners = map(repeat, range(self.n), map(len, indexes))
-                self.index_owners = list(chain.from_iterable(owners))
-        return True
-
-    def _pack_events(
-        self, stream: str, events: Sequence[NewEvent], index_types: bool, enc: Encoder
-    ) -> None:
-        """Every case, one event at a time, raising for the first bad event."""
-        pack = enc.pack
-        suspect = enc.suspect
-        suspect.clear()
-        index_prefix = keys.INDEX + self.stream_b + keys.SEP
-        # Per event type: its global entry head and its type index prefix.
-        by_type: dict[str, tuple[bytes, bytes, str]] = {}
-        index_tails = _INDEX_TAILS
-        self.tails = []
-        self.g_heads = []
-        self.type_prefixes = []
-        self.index_prefixes = []
-        self.index_owners = []
-        self.index_each = -1
-        add_tail = self.tails.append
-        add_global = self.g_heads.append
-        add_type_prefix = self.type_prefixes.append
-        add_prefix = self.index_prefixes.append
-        add_owner = self.index_owners.append
-        for n, event in enumerate(events):
-            if type(event) is not NewEvent:
-                raise InvalidType(
-                    f"event {n} of stream {stream!r} must be a NewEvent, got {type(event).__name__}"
-                )
-            type_, data, metadata, indexes = event
-            # Keyed by plain text, and the record takes its type from the
-            # entry: the record, its global entry and its type index key
-            # agree whatever a str subclass's __eq__ and __hash__ say.
-            try:
-                global_head, type_prefix, type_ = by_type[type_]
-            except (KeyError, TypeError):  # a new type, or no str at all
-                type_ = plain_name(type_, "event type")
-                type_b = name_bytes(type_, "event type")
-                type_prefix = index_prefix + b"type\x00" + type_b + keys.SEP
-                global_head = b"\x93" + pack(stream) + pack(type_)
-                by_type[type_] = (global_head, type_prefix, type_)
-            if indexes:
-                if type(indexes) is not dict:
-                    indexes = check_indexes(indexes, index_types)
-                for entry in indexes.items():
-                    if type(entry[0]) is not str or type(entry[1]) is not str:
-                        # Plain copies first: a subclass's __eq__ and __hash__
-                        # must not meet the cache of plain entries.
-                        indexes = check_indexes(indexes, index_types)
-                        self._rekey(n, indexes, index_types)
-                        break
-                    try:
-                        tail_b = index_tails[entry]
-                    except KeyError:
-                        tail_b = _index_tail(entry, index_types)
-                    add_prefix(index_prefix + tail_b)
-                    add_owner(n)
-            else:
-                if indexes is not None and not isinstance(indexes, Mapping):
-                    check_indexes(indexes, index_types)  # raises the type error
-                indexes = _NO_INDEXES
-            try:
-                packed = pack([type_, data, metadata, indexes])
-                refuse_bad_ext(packed, data, metadata)
-                if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
-                    converted = bool(suspect)
-                    suspect.clear()
-                    stored = reads_back(packed)
-                    if converted:
-                        # User code ran (a conversion) and may have changed
-                        # this event's indexes: key them as they were stored.
-                        self._rekey(n, check_indexes(stored[3], index_types), index_types)
-            except EventStoreError:
-                raise
-            except Exception as exc:  # msgpack raises several unrelated types
-                raise _unstorable(stream, n, type_, data, metadata, exc) from None
-            add_tail(packed[1:])
-            add_global(global_head)
-            if index_types:
-                add_type_prefix(type_prefix)
-
-    def _rekey(self, n: int, indexes: dict[str, str], index_types: bool) -> None:
-        """Event ``n``'s (the last one's) index key prefixes, from these plain
-        entries, in place of those it had."""
-        prefixes, owners = self.index_prefixes, self.index_owners
-        while owners and owners[-1] == n:
-            owners.pop()
-            prefixes.pop()
-        index_prefix = keys.INDEX + self.stream_b + keys.SEP
-        for entry in indexes.items():
-            tail_b = _INDEX_TAILS.get(entry) or _index_tail(entry, index_types)
-            prefixes.append(index_prefix + tail_b)
-            owners.append(n)
-
-
-def _rows(
-    writes: _Writes,
-    part: _Prepared,
-    ids: range,
-    version: int,
-    seq: int,
-    pack: Callable[[Any], bytes],
-) -> None:
-    """The writes of a part with few events: a loop per event, whose fixed cost
-    is lower than :func:`_columns`'s."""
-    key_put = writes.keys.append
-    value_put = writes.values.append
-    ev_prefix = keys.stream_prefix(part.stream_b)
-    global_tag = keys.GLOBAL
-    type_prefixes: Sequence[bytes | None] = part.type_prefixes or (None,) * part.n
-    id16s = []
-    for id_int, tail, g_head, type_prefix in zip(
-        ids, part.tails, part.g_heads, type_prefixes, strict=True
-    ):
-        version += 1
-        seq += 1
-        id16 = id_int.to_bytes(16, "big")
-        id16s.append(id16)
-        seq_b = pack(seq)
-        key_put(ev_prefix + id16)
-        value_put(b"\x96" + pack(version) + seq_b + tail)
-        key_put(global_tag + id16)
-        value_put(g_head + seq_b)
-        if type_prefix is not None:
-            key_put(type_prefix + id16)
-            value_put(b"")
-    if part.index_prefixes:
-        for prefix, id16 in zip(part.index_prefixes, _owners(part, id16s), strict=True):
-            key_put(prefix + id16)
-            value_put(b"")
-
-
-def _columns(
-    writes: _Writes,
-    part: _Prepared,
-    ids: range,
-    version: int,
-    seq: int,
-    pack: Callable[[Any], bytes],
-) -> None:
-    """The writes of a part as columns, each made by map() in C."""
-    n = part.n
-    add = writes.add_column
-    id16s = list(map(int.to_bytes, ids, repeat(16, n)))  # big-endian by default
-    new_versions = range(version + 1, version + n + 1)
-    if version + n < len(_RECORD_HEADS):
-        heads: Iterator[bytes] = map(_RECORD_HEADS.__getitem__, new_versions)
-    else:
-        heads = map(operator.add, repeat(_RECORD_HEADER, n), map(pack, new_versions))
-    seqs = list(map(pack, range(seq + 1, seq + n + 1)))
-    add(
-        list(map(keys.stream_prefix(part.stream_b).__add__, id16s)),
-        list(map(operator.add, map(operator.add, heads, seqs), part.tails)),
-    )
-    add(list(map(keys.GLOBAL.__add__, id16s)), list(map(operator.add, part.g_heads, seqs)))
-    if part.type_prefixes:
-        add(list(map(operator.add, part.type_prefixes, id16s)), None)
-    if part.index_prefixes:
-        index_keys = list(map(operator.add, part.index_prefixes, _owners(part, id16s)))
-        if len(index_keys) != len(part.index_prefixes):  # map() stops at the shorter
-            raise AssertionError("index keys and their events disagree")
-        add(index_keys, None)
-
-
-def _owners(part: _Prepared, id16s: list[bytes]) -> Iterable[bytes]:
-    """The id of the event that owns each of ``part``'s index key prefixes."""
-    each = part.index_each
-    if each == 1:
-        return id16s
-    if each > 1:
-        return chain.from_iterable(map(repeat, id16s, repeat(each, len(id16s))))
-    return map(id16s.__getitem__, part.index_owners)
-
-
-def _unstorable(
-    stream: str, n: int, type_: str, data: Any, metadata: Any, exc: Exception
-) -> UnserialisableData:
-    """The error for event ``n`` that would not pack or read back, naming the
-    field at fault."""
-    where = f"event {n} ({type_!r}) of stream {stream!r}"
-    check_serialisable(data, f"data of {where}")
-    check_serialisable(metadata, f"metadata of {where}")
-    # Each fits alone, not together (nesting deeper than msgpack allows).
-    return UnserialisableData(f"{where} cannot be stored: {exc}")
-
-
-# A record is a fixarray header, a version and a seq of up to 9 bytes each,
-# and the tail: its packed [type, data, metadata, indexes] less the header.
-_MAX_TAIL = MAX_RECORD_BYTES - 19
-_RECORD_HEADER = b"\x96"  # a fixarray of 6
-# The header and packed version of records of the first versions of a stream.
-_RECORD_HEADS = [_RECORD_HEADER + _packb(version) for version in range(4096)]
-_DROP_HEAD = operator.itemgetter(slice(1, None))
-_INDEX_TAILS: dict[tuple[str, str], bytes] = {}
-_NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
-_BULK = 8  # events in one part from which columns beat a loop per event
-_JUST_NEW_EVENT = {NewEvent}
-_JUST_STR = {str}
-_PLAIN_INDEXES = {dict, NoneType}
-
-
-def _index_tail(entry: tuple[str, str], index_types: bool) -> bytes:
-    """``name NUL value NUL`` of a valid index entry, or the error for a bad one."""
-    name, value = entry
-    check_indexes({name: value}, index_types)
-    tail_b = name.encode() + keys.SEP + value.encode() + keys.SEP
-    if not index_types and name == TYPE_INDEX:
-        return tail_b  # valid here, but not under index_types=True: do not cache
-    if len(_INDEX_TAILS) >= 4096:
-        _INDEX_TAILS.clear()
-    _INDEX_TAILS[entry] = tail_b
-    return tail_b
-
-
-def _check_expected(expected: object) -> Expected:
-    """``expected`` as an :data:`Expected`, checked at run time too (callers
-    without a type checker pass anything)."""
-    if isinstance(expected, ExpectedVersion):
-        return expected
-    if type(expected) is not int:
-        raise InvalidType(
-            f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int, got {expected!r}"
-        )
-    if expected < -1:
-        raise InvalidArgument(f"expected_version {expected} is below -1")
-    return expected
-
-
-def _version_matches(expected: Expected, current: int) -> bool:
-    if expected is ANY:
-        return True
-    if expected is NO_STREAM:
-        return current == -1
-    if expected is STREAM_EXISTS:
-        return current >= 0
-    return bool(expected == current)
-
-
-def _drain(it: Iterator[Any]) -> None:
-    deque(it, maxlen=0)
-
-
-class _Writes:
-    """The puts of one batch: single puts as two flat lists of bytes, always
-    appended together, and columns of keys with their values (None for
-    empty ones). Bytes are invisible to the garbage collector; a tuple per
-    put would be one more live object for it to walk, and appends make
-    several per event."""
-
-    __slots__ = ("columns", "keys", "values")
-
-    def __init__(self) -> None:
-        self.keys: list[bytes] = []
-        self.values: list[bytes] = []
-        self.columns: list[tuple[list[bytes], list[bytes] | None]] = []
-
-    def add(self, key: bytes, value: bytes) -> None:
-        self.keys.append(key)
-        self.values.append(value)
-
-    def add_column(self, keys_: list[bytes], values: list[bytes] | None) -> None:
-        self.columns.append((keys_, values))
-
-    def put_into(self, put: Callable[[bytes, bytes], None]) -> None:
-        # The put loops run in C (map, drained by a zero-length deque): a
-        # Python loop costs as much as the puts.
-        _drain(map(put, self.keys, self.values))
-        for keys_, values in self.columns:
-            _drain(map(put, keys_, repeat(b"", len(keys_)) if values is None else values))
-
-
-class _Pending:
-    """An append in the writer queue, in id order.
-
-    Its ``writes`` are made under the writer lock but put into a LevelDB batch
-    by the leader that writes it: plyvel releases the GIL on every put, and
-    under contention each release hands the GIL to another thread, so puts
-    are best made by one thread while the others wait. ``wake`` is held from
-    birth and released exactly once, by a leader: when this append has been
-    written, or when it is this append's turn to lead. So each appender
-    wakes once (but after a leader that was cut short). An append that
-    leads from birth (the queue was empty) waits for nobody and has no
-    ``wake``.
-
-    ``owner`` is the appending thread. An append whose thread is found
-    outside it was abandoned (a KeyboardInterrupt cut it short before it was
-    written): that thread waits for it when it next appends, and leads it
-    when it heads the queue, as nobody else will; so do close() and
-    compact() on that thread.
-    """
-
-    __slots__ = ("done", "error", "last_seq", "leads", "owner", "versions", "wake", "writes")
-
-    def __init__(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, leads: bool
-    ) -> None:
-        self.writes = writes
-        self.versions = versions
-        self.last_seq = last_seq
-        self.done = False
-        self.leads = leads
-        self.owner = get_ident()
-        self.error: BaseException | None = None
-        self.wake: threading.Lock | None = None
-        if not leads:
-            self.wake = threading.Lock()
-            self.wake.acquire()
-
-
-def _release(wake: threading.Lock | None) -> None:
-    """Make sure ``wake`` is released. None: it leads, and waits for nobody;
-    already released: by a leader cut short, before this one."""
-    if wake is not None:
-        with contextlib.suppress(RuntimeError):
-            wake.release()
-
-
-_STALLED = 0.5  # seconds an appender waits before it checks for lost wake-ups
-_VERSION_CACHE = 1 << 16  # streams whose committed version is kept in memory
-
-
 # An imported event, checked: id, stream and type bytes, plain indexes, record.
 _Imported = tuple[bytes, bytes, bytes, dict[str, str], bytes]
 
@@ -751,7 +237,7 @@ class _Owner:
 _DISOWNED: list[Any] = []
 
 
-class EventStore(Tiering, Transfer):
+class EventStore:
     """An embedded event store. Open it with :meth:`open`; close it or use ``with``."""
 
     def __init__(
@@ -797,9 +283,9 @@ class EventStore(Tiering, Transfer):
             files = tuple(open_files(self._archive_dir, state.entries))
             # Strays: numbers an interrupted compaction or merge was making or
             # had replaced, whose segment keys may exist.
-            self._strays = state.strays
+            strays = state.strays
             named = {int(entry[0]) for entry in state.entries}
-            reserved = (self._strays.making | self._strays.retired) - named
+            reserved = (strays.making | strays.retired) - named
             ours, self.unexpected_files = classify_unnamed(
                 self._archive_dir,
                 {str(entry[1]) for entry in state.entries},
@@ -836,28 +322,28 @@ class EventStore(Tiering, Transfer):
             self.strays_swept = segments.sweep(
                 self._hot.db,
                 self._archive_dir,
-                self._strays,
+                strays,
                 named,
                 {parsed[0] for parsed in map(parse_name, ours) if parsed and not parsed[1]},
             )
             for name in ours:
                 os.remove(os.path.join(self._archive_dir, name))
             self.orphans_removed = ours
-            if self._strays.making or self._strays.retired:
-                self._strays.forget()
+            if strays.making or strays.retired:
+                strays.forget()
             # Never reuse a number whose keys may exist, nor the name of a
             # file left alone in the folder.
-            self._next_file = max(
+            next_file = max(
                 state.next_file,
-                self._strays.highest() + 1,
+                strays.highest() + 1,
                 highest_number(listing(self._archive_dir)) + 1,
             )
             watermark = state.watermark
             floor = int.from_bytes(last[0], "big") if last else 0
-            self._seq = last[1] if last else 0
+            seq = last[1] if last else 0
             if files:  # when every event is cold, the files hold the highs
                 floor = max(floor, int.from_bytes(files[-1].last_id, "big"))
-                self._seq = max(self._seq, files[-1].last_seq)
+                seq = max(seq, files[-1].last_seq)
             # Ids below the watermark belong to the archive: never hand one out,
             # even if the clock now reads earlier than the last cutoff.
             floor = max(floor, int.from_bytes(watermark, "big") - 1)
@@ -866,36 +352,37 @@ class EventStore(Tiering, Transfer):
                 f.reader.close()
             self._hot.close()
             raise
-        self._ids = MonotonicULIDs(floor)
+        ids = MonotonicULIDs(floor)
         # The archive files and watermark of this moment: replaced whole, never edited.
-        self._tiers = Tiers(files, watermark)
-        # Guards the (files, watermark) pair: a view takes both and a LevelDB
-        # snapshot under it; a compaction commits and swaps both under it.
-        self._tier_lock = threading.Lock()
+        self._archive = ArchiveSet(self._archive_dir, Tiers(files, watermark), next_file, strays)
         self._maintenance = threading.Lock()  # one compaction, merge or cleanup at a time
-        self._lock = threading.Lock()  # versions, ids, seq and queue order
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # under _lock only
-        self._written = threading.Condition(self._lock)  # a queued group was written
-        self._drain_waiters = 0  # threads waiting on _written, under _lock
-        self._leading = False  # a thread is inside _lead, under _lock
-        self._in_flight: dict[int, _Pending] = {}  # thread -> its append being written
-        self._queue: list[_Pending] = []
-        self._reserved: dict[bytes, int] = {}  # stream -> version of queued, unwritten appends
-        # stream -> committed version, for expected-version checks without a
-        # LevelDB read under the writer lock; bounded, oldest entries dropped.
-        self._versions: dict[bytes, int] = {}
-        self._closed = False
-        self._failed: BaseException | None = None
-        # Woken after every commit: live subscribers wait here, not on a timer.
-        self._committed = threading.Condition(threading.Lock())
-        self._committed_seq = self._seq
-        # Threads in wait_for_commit, under _committed's lock: a commit
-        # notifies only when there are some (notify_all costs ~1 us even then).
-        self._commit_waiters = 0
-        self._cleaner: threading.Thread | None = None
+        # The writer lock, queue and group commit (eventstore/writer.py).
+        self._writer = Writer(self._hot, self.path, self.sync, ids, seq)
+        check_open = _open_check(self.path, self._own, self._writer)
+        check_readable = _readable_check(self.path, self._own, self._writer)
+        # Collaborators, each given what it works on (eventstore/tiering.py,
+        # eventstore/transfer.py); the public methods below call them.
+        self._tiering = Tiering(
+            self.path,
+            self._hot,
+            self._archive,
+            self._writer,
+            self._maintenance,
+            self._index_types,
+            check_open,
+        )
+        self._transfer = Transfer(
+            self.path,
+            self._hot,
+            self._archive,
+            self._maintenance,
+            self._index_types,
+            check_open,
+            check_readable,
+        )
         forks.own(self)  # disowned in a child after fork()
         if watermark != bytes(16):  # finish what an interrupted cleanup left
-            self._start_cleanup()
+            self._tiering._start_cleanup()
 
     @classmethod
     def open(
@@ -1053,22 +540,23 @@ class EventStore(Tiering, Transfer):
         releases nothing: the database and its lock are the parent's.
         """
         if self._own.pid != os.getpid():
-            if self._closed:
+            if self._writer.closed:
                 return  # closed before the fork: nothing is held, nothing to refuse
             raise _used_after_fork(self.path)
         # (It stays in forks' weak set: disowning a closed store changes nothing.)
-        with self._maintenance, self._lock:
-            if self._closed:
+        w = self._writer
+        with self._maintenance, w._lock:
+            if w.closed:
                 return
             # Refuse new appends first, then let the queued ones finish: under
             # steady durable appends the queue would otherwise never drain.
-            self._closed = True
-            self._wait_for_queue(lambda: not self._queue)
+            w.closed = True
+            w._wait_for_queue(lambda: not w._queue)
             self._hot.close()
-            for f in self._tiers.files:
+            for f in self._archive.tiers.files:
                 f.reader.close()
-        with self._committed:
-            self._committed.notify_all()
+        with w._committed:
+            w._committed.notify_all()
 
     def wait_for_commit(
         self,
@@ -1085,27 +573,26 @@ class EventStore(Tiering, Transfer):
         """
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
-        with self._committed:
-            self._commit_waiters += 1
+        w = self._writer
+        with w._committed:
+            w._commit_waiters += 1
             try:
-                self._committed.wait_for(
+                w._committed.wait_for(
                     lambda: (
-                        self._committed_seq > after_seq
-                        or self._closed
-                        or (until is not None and until())
+                        w._committed_seq > after_seq or w.closed or (until is not None and until())
                     ),
                     timeout,
                 )
             finally:
-                self._commit_waiters -= 1
-            return self._committed_seq
+                w._commit_waiters -= 1
+            return w._committed_seq
 
     def wake_waiters(self) -> None:
         """Wake every :meth:`wait_for_commit` so it re-checks its ``until``."""
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
-        with self._committed:
-            self._committed.notify_all()
+        with self._writer._committed:
+            self._writer._committed.notify_all()
 
     def subscribe(
         self,
@@ -1177,6 +664,7 @@ class EventStore(Tiering, Transfer):
                     f"clock_tolerance must be a timedelta >= 0 or None, got {clock_tolerance!r}"
                 )
             tolerance_ms = clock_tolerance // timedelta(milliseconds=1)
+        w = self._writer
         it = iter(events)
         carried: tuple[Event, _Imported] | None = None
         total = 0
@@ -1186,7 +674,7 @@ class EventStore(Tiering, Transfer):
             chunk: list[Event] = []
             prepared: list[_Imported] = []
             size = 0
-            now_ms = self._ids.now_ms()
+            now_ms = w._ids.now_ms()
             if carried is not None:
                 chunk.append(carried[0])
                 prepared.append(carried[1])
@@ -1209,17 +697,17 @@ class EventStore(Tiering, Transfer):
                     break
             if not chunk:
                 return total
-            with self._lock:
-                self._ready_to_queue()
+            with w._lock:
+                w._ready_to_queue()
                 writes = _Writes()
                 put = writes.add
-                last_id, seq = self._ids.last, self._seq
+                last_id, seq = w._ids.last, w._seq
                 versions: dict[bytes, int] = {}
                 for event, (id16, stream_b, type_b, indexes, record) in zip(
                     chunk, prepared, strict=True
                 ):
                     id_int = int.from_bytes(id16, "big")
-                    if id_int <= last_id or id16 < self._tiers.watermark:
+                    if id_int <= last_id or id16 < self._archive.tiers.watermark:
                         raise InvalidArgument(
                             f"event {event.id} is not above the store's newest id "
                             f"{ulid_from_int(last_id)}: imports only extend a store"
@@ -1230,7 +718,7 @@ class EventStore(Tiering, Transfer):
                         )
                     current = versions.get(stream_b)
                     if current is None:
-                        current = self._current_version(stream_b)
+                        current = w._current_version(stream_b)
                     if event.version != current + 1:
                         raise InvalidArgument(
                             f"event {event.id} of stream {event.stream!r} has version "
@@ -1249,9 +737,9 @@ class EventStore(Tiering, Transfer):
                     last_id, seq = id_int, event.seq
                 for stream_b, version in versions.items():
                     put(keys.meta_key(stream_b), _packb([version]))
-                self._ids.raise_floor(last_id)
-                pending = self._enqueue(writes, list(versions.items()), seq)
-            self._commit(pending)
+                w._ids.raise_floor(last_id)
+                pending = w._enqueue(writes, list(versions.items()), seq)
+            w._commit(pending)
             total += len(chunk)
             if progress is not None:
                 progress(len(chunk))
@@ -1295,9 +783,9 @@ class EventStore(Tiering, Transfer):
             raise InvalidArgument(f"snapshot version must be a non-negative int, got {version!r}")
         check_serialisable(state, f"snapshot state of stream {stream!r}")  # errors name state[...]
         value = check_serialisable([version, state], f"snapshot state of stream {stream!r}")
-        with self._lock:
+        with self._writer._lock:
             self._check_open()
-            current = self._current_version(stream_b)
+            current = self._writer._current_version(stream_b)
             if version > current:
                 raise InvalidArgument(
                     f"snapshot of stream {stream!r} at version {version}, "
@@ -1339,13 +827,13 @@ class EventStore(Tiering, Transfer):
             StoreClosed: the store is closed.
         """
         key, packed = _checkpoint_put(name, value)
-        with self._lock:
+        with self._writer._lock:
             self._check_open()
             self._hot.db.put(key, packed, sync=self.sync)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._writer.closed
 
     @property
     def max_append_events(self) -> int:
@@ -1368,15 +856,17 @@ class EventStore(Tiering, Transfer):
         for obj in self._hot.disown():
             _keep_forever(obj)
         self._hot = refuse
-        self._lock = self._maintenance = self._tier_lock = refuse
-        self._written = self._committed = refuse
+        self._maintenance = self._archive.lock = refuse
+        self._writer.disown(refuse)
+        self._tiering.disown(refuse)
+        self._transfer.disown(refuse)
 
     def _check_readable(self) -> None:
         # ~0.1 us, a syscall: for forks that bypass os.register_at_fork (a C
         # extension's fork()); _disown covers the rest, get()'s fast path too.
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
-        if self._closed:
+        if self._writer.closed:
             raise StoreClosed(f"store {self.path!r} is closed")
 
     def _check_open(self) -> None:
@@ -1386,15 +876,7 @@ class EventStore(Tiering, Transfer):
         record that only a reopen puts behind it); reads go on."""
         if self._own.pid != os.getpid():
             raise _used_after_fork(self.path)
-        if self._closed:
-            raise StoreClosed(f"store {self.path!r} is closed")
-        if self._failed is not None:
-            raise WritesRefused(
-                f"store {self.path!r} failed to write ({self._failed!r}) and refuses writes; "
-                "reads go on. Fix the cause (free space), then close and reopen it"
-            )
-        if self._hot.read_only is not None:
-            raise WritesRefused(f"store {self.path!r} refuses writes: {self._hot.read_only}")
+        self._writer.check_writable()
 
     # -- writes --------------------------------------------------------------
 
@@ -1470,258 +952,21 @@ class EventStore(Tiering, Transfer):
         if not parts:
             raise InvalidArgument("append_many was given no appends")
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
-        with self._lock:
-            self._ready_to_queue()
-            writes, results, versions = self._assign(parts)
+        w = self._writer
+        with w._lock:
+            w._ready_to_queue()
+            writes, results, versions = w._assign(parts)
             if extra is not None:
                 writes.add(*extra)
-            pending = self._enqueue(writes, versions, results[-1].last_seq)
-        self._commit(pending)
+            pending = w._enqueue(writes, versions, results[-1].last_seq)
+        w._commit(pending)
         return results
-
-    def _assign(
-        self, parts: list[_Prepared]
-    ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]]]:
-        """Check versions, assign ids and seqs, make the writes. Under the writer
-        lock, so nothing here should release the GIL: no LevelDB calls, but for
-        the version of a stream the version cache does not hold. It changes
-        nothing but the id generator (ids may be skipped): the seqs and
-        versions it hands out are taken by _enqueue."""
-        current: dict[bytes, int] = {}
-        starts = []
-        total = 0
-        for part in parts:
-            version = current.get(part.stream_b)
-            if version is None:
-                version = self._current_version(part.stream_b)
-            if not _version_matches(part.expected, version):
-                raise WrongExpectedVersion(part.stream, part.expected, version)
-            starts.append(version)
-            current[part.stream_b] = version + part.n
-            total += part.n
-        ids = self._ids.next_ints(total)
-        seq = self._seq
-        writes = _Writes()
-        pack = self._packer.pack
-        results = []
-        start = 0
-        for part, version in zip(parts, starts, strict=True):
-            n = part.n
-            part_ids = ids[start : start + n]
-            start += n
-            if n < _BULK:
-                _rows(writes, part, part_ids, version, seq, pack)
-            else:
-                _columns(writes, part, part_ids, version, seq, pack)
-            results.append(
-                AppendResult(
-                    part.stream, UlidRange(part_ids), version + 1, version + n, seq + 1, seq + n
-                )
-            )
-            seq += n
-        versions = list(current.items())
-        for stream_b, version in versions:
-            writes.add(keys.meta_key(stream_b), pack([version]))
-        return writes, results, versions
-
-    def _current_version(self, stream_b: bytes) -> int:
-        version = self._reserved.get(stream_b)
-        if version is None:
-            version = self._versions.get(stream_b)
-        if version is not None:
-            return version
-        try:
-            raw = self._hot.db.get(keys.meta_key(stream_b), verify_checksums=True)
-            return -1 if raw is None else int(msgpack.unpackb(raw)[0])
-        except Exception as exc:
-            mapped = storage_error(exc, f"reading the version of stream {stream_b!r}")
-            if mapped is None or mapped is exc:
-                raise
-            raise mapped from exc
-
-    def _enqueue(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int
-    ) -> _Pending:
-        """Queue writes whose seqs end at ``last_seq`` and which leave streams
-        at ``versions``. Under the writer lock."""
-        # Whenever the queue is not empty its head leads; an appender that
-        # finds it empty is the head, and nobody else will wake it. One that
-        # finds its own thread's append at the head finds it abandoned, and
-        # leads it (and whatever queued behind it) with its own.
-        queue = self._queue
-        me = get_ident()
-        # (Its own head that is done is not abandoned: a leader cut short in
-        # _written_group woke one appender of that group to lead it again.)
-        leads = not queue or (queue[0].owner == me and not queue[0].done)
-        pending = _Pending(writes, versions, last_seq, leads)
-        self._in_flight[me] = pending
-        # The append takes its place here, and the seq and versions follow.
-        # A KeyboardInterrupt lands only after a call: before the queue's
-        # append nothing has changed, and after it _settle_queue finishes.
-        queue.append(pending)
-        self._seq = last_seq
-        self._reserved.update(versions)
-        return pending
-
-    def _ready_to_queue(self) -> None:
-        """Under the writer lock, before an append reads seqs and versions: the
-        store is open, an append this thread abandoned (see _Pending) is
-        written first (led by this thread when it heads the queue), and a
-        cut-short _enqueue is settled. (The callers checked the pid before
-        the lock: the syscall once per append.)"""
-        if self._closed or self._failed is not None:
-            self._check_open()
-        left = self._in_flight.get(get_ident())
-        if left is not None and not left.done:
-            self._wait_for_queue(lambda: left.done)
-            self._check_open()
-        self._settle_queue()
-
-    def _settle_queue(self) -> None:
-        """Under the writer lock, before seqs and versions are read: take those
-        of a queued append whose _enqueue a KeyboardInterrupt cut short."""
-        queue = self._queue
-        if queue and queue[-1].last_seq > self._seq:
-            self._seq = queue[-1].last_seq
-            self._reserved.update(queue[-1].versions)
-
-    def _wait_for_queue(self, written: Callable[[], bool]) -> None:
-        """Under the writer lock: wait until ``written()``, leading any append
-        this thread abandoned at the head of the queue (see _Pending)."""
-        me = get_ident()
-        self._drain_waiters += 1
-        try:
-            while not written():
-                head = self._queue[0]
-                if head.owner == me and not head.done:
-                    self._lock.release()
-                    try:
-                        self._lead()
-                    finally:
-                        self._lock.acquire()
-                else:
-                    self._written.wait()
-        finally:
-            self._drain_waiters -= 1
-
-    def _commit(self, pending: _Pending) -> None:
-        """Wait until ``pending`` is written.
-
-        The head of the queue leads: it writes every queued append in one
-        LevelDB write (one fsync with ``sync=True``) while later appenders
-        queue up behind it; then it wakes each of them, and the new head to
-        lead the next group.
-        """
-        if not pending.leads:
-            self._await_turn(pending)
-        if not pending.done:
-            self._lead()
-        self._in_flight.pop(pending.owner, None)
-        if pending.error is not None:
-            # DiskFull, StorageError or damage, as the failure was; an
-            # interrupt of the leader stops the store as a StoreClosed.
-            doing = f"append to {self.path!r} failed to write"
-            mapped = storage_error(pending.error, doing)
-            if mapped is None or mapped is pending.error:
-                mapped = StoreClosed(f"{doing}: {pending.error!r}")
-            raise mapped from pending.error
-
-    def _await_turn(self, pending: _Pending) -> None:
-        """Wait until ``pending`` is written, or it is its turn to lead.
-
-        A leader wakes it for either. If a KeyboardInterrupt cut that leader's
-        wake-ups short, the wait times out, and the appender finds its append
-        written, or itself at the head with nobody leading: then it leads.
-        """
-        wake = pending.wake
-        assert wake is not None, "only an append queued behind another waits"
-        while not wake.acquire(timeout=_STALLED):
-            with self._lock:
-                if pending.done or (self._queue[0] is pending and not self._leading):
-                    return
-
-    def _lead(self) -> None:
-        """Write the queue (its head is the caller's) as one LevelDB batch."""
-        with self._lock:
-            self._settle_queue()  # this group may hold a cut-short _enqueue's append
-            group = list(self._queue)
-            self._leading = True
-        failed = self._failed
-        if failed is None:
-            try:
-                batch = self._hot.db.write_batch(sync=self.sync)
-                put = batch.put
-                for item in group:
-                    item.writes.put_into(put)
-                batch.write()
-            except BaseException as exc:
-                # Ids, seqs and versions of the whole group were handed out;
-                # continuing would leave gaps, so the store stops here.
-                self._failed = failed = exc
-        self._written_group(group, failed)
-        if failed is None:
-            with self._committed:
-                # max: the next leader, woken above, may have published first.
-                if group[-1].last_seq > self._committed_seq:
-                    self._committed_seq = group[-1].last_seq
-                if self._commit_waiters:
-                    self._committed.notify_all()
-
-    def _written_group(self, group: list[_Pending], failed: BaseException | None) -> None:
-        """Mark a group written (or failed), take it off the queue, and wake its
-        appenders and the next head to lead.
-
-        A KeyboardInterrupt can cut this short anywhere, so the ``finally``
-        wakes whoever must go on: all the group if it left the queue, or else
-        one appender of it still not done, which leads the queue again (the
-        group with it: rewriting the same keys changes nothing), never two.
-        """
-        n = len(group)
-        with self._lock:
-            left = False
-            try:
-                for item in group:
-                    item.error = failed
-                    item.done = True
-                del self._queue[:n]
-                left = True  # no call between these two: no interrupt either
-                # Versions before reservations: cut short, a stream is still
-                # found in one of them.
-                versions = self._versions
-                for item in group:
-                    for stream_b, version in item.versions:
-                        versions.pop(stream_b, None)  # re-inserted as the newest
-                        versions[stream_b] = version
-                        if self._reserved.get(stream_b) == version:
-                            del self._reserved[stream_b]
-                if len(versions) > _VERSION_CACHE:
-                    for stream_b in list(islice(versions, len(versions) - _VERSION_CACHE // 2)):
-                        del versions[stream_b]
-            finally:
-                self._leading = False  # first, and no call before it: never left stale
-                if not left and all(item.done for item in group):
-                    del self._queue[:n]
-                    left = True
-                if left:
-                    if self._queue:
-                        _release(self._queue[0].wake)
-                    for item in group[1:]:
-                        _release(item.wake)
-                else:
-                    for item in group[1:]:
-                        if not item.done:
-                            _release(item.wake)
-                            break
-                if self._drain_waiters:  # close() and compact() wait for the queue
-                    self._written.notify_all()
 
     # -- reads ---------------------------------------------------------------
 
     def _view(self) -> View:
         self._check_readable()
-        with self._tier_lock:
-            tiers = self._tiers
-            return View(self._hot.view(tiers.watermark), tiers)
+        return take_view(self._hot, self._archive)
 
     def stream_version(self, stream: str) -> int:
         """Version of the stream's last committed event; -1 if the stream does not exist.
@@ -1787,15 +1032,16 @@ class EventStore(Tiering, Transfer):
             StoreClosed: the store is closed.
         """
         id16 = event_id.bytes if type(event_id) is ULID else to_ulid_bytes(event_id)
-        if self._closed:
+        if self._writer.closed:
             self._check_readable()
-        tiers = self._tiers
+        archive = self._archive
+        tiers = archive.tiers
         if id16 >= tiers.watermark:
             # Hot: two point reads without a snapshot. Events never change, so
             # only a compaction racing us (moving the event cold, deleting its
             # hot keys) can make them disagree, and then the tiers differ.
             found = self._hot.get_event(id16)
-            if found is not False and self._tiers is tiers:
+            if found is not False and archive.tiers is tiers:
                 return found  # type: ignore[return-value]
         return self._view().get(id16)
 
@@ -1850,12 +1096,172 @@ class EventStore(Tiering, Transfer):
     def last_seq(self) -> int:
         """``seq`` of the newest committed event (0 for an empty store)."""
         self._check_readable()
-        with self._committed:
-            return self._committed_seq
+        with self._writer._committed:
+            return self._writer._committed_seq
+
+    # -- moving events to the cold tier (eventstore/tiering.py) -------------------
+
+    def compact(
+        self,
+        before: datetime | ULID | str | None = None,
+        *,
+        older_than: timedelta | None = None,
+        max_file_events: int = DEFAULT_FILE_EVENTS,
+        progress: Callable[[int], None] | None = None,
+    ) -> CompactResult:
+        """Move every event with an id in [watermark, cutoff) into new ESDB files.
+
+        The cutoff is ``before`` (a datetime, or a ULID: events with smaller
+        ids move) or now minus ``older_than``. A cutoff at or below the
+        watermark is a no-op; one in the future is an :class:`InvalidArgument`.
+        Above ``max_file_events`` the range is split into several files, and
+        a range whose file would pass a format limit (FileFull) is cut where
+        it filled and written again as two. ``progress`` is called with
+        counts of events written (a file written again counts again). Reads and
+        appends go on meanwhile and answer the same throughout.
+
+        Raises:
+            InvalidArgument: both or neither of ``before`` and ``older_than``, or a cutoff in the
+                future.
+            InvalidULID: ``before`` is neither a datetime nor a ULID.
+            CorruptFile: a damaged hot-tier block was found while copying; nothing is committed.
+            StoreClosed: the store is closed.
+        """
+        return self._tiering.compact(
+            before, older_than=older_than, max_file_events=max_file_events, progress=progress
+        )
+
+    def merge_archives(
+        self, *, max_events: int = DEFAULT_MERGED_EVENTS, min_files: int = 2
+    ) -> CompactResult:
+        """Fold runs of adjacent archive files into single files of at most
+        ``max_events`` events each, so years of daily compactions do not leave
+        thousands of files. Readers holding the old files keep reading them.
+
+        Raises:
+            InvalidArgument: ``max_events`` is not a positive int.
+            CorruptFile: an archive file being merged is damaged.
+            StoreClosed: the store is closed.
+        """
+        return self._tiering.merge_archives(max_events=max_events, min_files=min_files)
+
+    def cleanup(self) -> int:
+        """Delete, now, the hot copies of archived events that a compaction left
+        behind (normally a background thread does it after each compaction,
+        a bounded batch at a time). Returns how many events' keys it deleted.
+
+        Raises:
+            StoreClosed: the store is closed.
+        """
+        return self._tiering.cleanup()
+
+    @property
+    def watermark(self) -> ULID | None:
+        """Events with smaller ids live in archive files (None: nothing archived yet)."""
+        return self._tiering.watermark
+
+    def archive_files(self) -> list[ArchiveInfo]:
+        """The archive files the manifest names, oldest first."""
+        return self._tiering.archive_files()
+
+    # -- whole-store operations (eventstore/transfer.py) ----------------------------
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
+        """A consistent online backup into the new folder ``dest``: a LevelDB
+        snapshot copied into a new LevelDB, plus the archive files the manifest
+        names (hard-linked where the filesystem allows: they never change).
+        Appends and reads go on meanwhile; the backup is a store that opens.
+
+        Raises:
+            InvalidArgument: ``dest`` exists and is not an empty folder.
+            StoreClosed: the store is closed.
+            UnsafePath: ``dest`` is inside the store or a symlink.
+        """
+        return self._transfer.backup(dest)
+
+    def log_gaps(self) -> tuple[int, int, list[tuple[int, int]]]:
+        """How many events the log holds, its last seq, and the seq ranges
+        missing below it: what ``eventstore repair`` reports. Unlike reads,
+        it counts past gaps rather than refusing them.
+
+        Raises:
+            CorruptFile: an archive file or the hot tier is damaged where it is read.
+            StoreClosed: the store is closed.
+        """
+        return self._transfer.log_gaps()
+
+    def rebuild_segment_keys(self) -> int:
+        """Write every segment key afresh from the archive files the manifest
+        names, after deleting all there are: a repair may have lost some in
+        a damaged block (and reads of those streams would refuse). Returns
+        the number of keys written.
+
+        Raises:
+            WritesRefused: an earlier write failed, or the disk was full at open.
+            StoreClosed: the store is closed.
+        """
+        return self._transfer.rebuild_segment_keys()
+
+    @property
+    def lost_seqs(self) -> list[tuple[int, int]]:
+        """The seq ranges ``eventstore repair`` recorded as lost (first, last)."""
+        return self._transfer.lost_seqs
+
+    def record_repair(self, lost: list[tuple[int, int]]) -> None:
+        """Record the seq ranges a repair found lost, durably: from then on reads
+        and verify() take the log's holes as known (those of ``lost``, for
+        verify), instead of refusing them as damage.
+
+        Raises:
+            WritesRefused: an earlier write failed, or the disk was full at open.
+            StoreClosed: the store is closed.
+        """
+        self._transfer.record_repair(lost)
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> None:
+        """Check the store end to end; :class:`CorruptFile` on the first problem.
+
+        Every archive file's checksums and structure, the manifest against the
+        files, every LevelDB block's checksum (a full scan of the hot tier),
+        the segment keys against the files (each space of each file has its
+        key, each key names a file that holds the stream with those versions),
+        and the log: ids increasing, seq gap-free from 1, every global entry
+        with its record and its index entries, versions dense per stream and
+        equal to each stream's recorded version. It writes nothing.
+
+        Raises:
+            CorruptFile: the first problem found (its message names the file and what is wrong).
+            StoreClosed: the store is closed.
+        """
+        self._transfer.verify(progress)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._writer.closed else "open"
         return f"<EventStore {self.path!r} {state}>"
+
+
+def _open_check(path: str, own: _Owner, writer: Writer) -> Callable[[], None]:
+    """What EventStore._check_open checks, for the collaborators: a function,
+    so that they hold no reference back to the store."""
+
+    def check_open() -> None:
+        if own.pid != os.getpid():
+            raise _used_after_fork(path)
+        writer.check_writable()
+
+    return check_open
+
+
+def _readable_check(path: str, own: _Owner, writer: Writer) -> Callable[[], None]:
+    """What EventStore._check_readable checks, for the collaborators."""
+
+    def check_readable() -> None:
+        if own.pid != os.getpid():
+            raise _used_after_fork(path)
+        if writer.closed:
+            raise StoreClosed(f"store {path!r} is closed")
+
+    return check_readable
 
 
 def _keep_forever(obj: Any) -> None:

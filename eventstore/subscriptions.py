@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ulid import ULID
 
@@ -39,8 +39,41 @@ from .errors import InvalidArgument, StoreClosed
 from .events import Event
 from .ids import to_ulid_bytes, ulid_from_bytes
 
-if TYPE_CHECKING:
-    from .store import EventStore
+
+class EventSource(Protocol):
+    """What a subscription uses of a store: the surface :class:`EventStore`
+    offers. A Protocol, so this module does not import the store (which
+    imports it to offer ``subscribe``)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def read_all(
+        self,
+        after: ULID | str | bytes | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+        types: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+        *,
+        from_seq: int | None = None,
+    ) -> Iterator[Event]: ...
+
+    def wait_for_commit(
+        self,
+        after_seq: int,
+        timeout: float | None = None,
+        *,
+        until: Callable[[], bool] | None = None,
+    ) -> int: ...
+
+    def get_checkpoint(self, name: str) -> Any: ...
+
+    def set_checkpoint(self, name: str, value: Any) -> None: ...
+
 
 __all__ = ["DEFAULT_PAGE_SIZE", "Projection", "Subscription"]
 
@@ -58,7 +91,7 @@ class _CommitHub:
     ``cond``, which its own ``close()`` can notify too.
     """
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventSource) -> None:
         self._store = weakref.ref(store)
         self.cond = threading.Condition(threading.Lock())
         self.seq = 0  # the newest commit the thread has passed on
@@ -67,7 +100,7 @@ class _CommitHub:
 
     def wait(
         self,
-        store: EventStore,
+        store: EventSource,
         after_seq: int,
         stop: Callable[[], bool],
         timeout: float | None,
@@ -89,7 +122,7 @@ class _CommitHub:
         with self.cond:
             self.cond.notify_all()
 
-    def _run(self, store: EventStore, seq: int) -> None:
+    def _run(self, store: EventSource, seq: int) -> None:
         while True:
             seq = store.wait_for_commit(seq)
             closed = store.closed
@@ -101,11 +134,11 @@ class _CommitHub:
                     return
 
 
-_hubs: weakref.WeakKeyDictionary[EventStore, _CommitHub] = weakref.WeakKeyDictionary()
+_hubs: weakref.WeakKeyDictionary[EventSource, _CommitHub] = weakref.WeakKeyDictionary()
 _hubs_lock = threading.Lock()
 
 
-def _hub(store: EventStore) -> _CommitHub:
+def _hub(store: EventSource) -> _CommitHub:
     with _hubs_lock:
         hub = _hubs.get(store)
         if hub is None:
@@ -156,7 +189,7 @@ class Subscription:
 
     def __init__(
         self,
-        store: EventStore,
+        store: EventSource,
         after: ULID | str | bytes | None = None,
         types: Iterable[str] | None = None,
         stream_prefix: str | None = None,
@@ -390,7 +423,7 @@ class Projection(Generic[S]):
 
     def __init__(
         self,
-        store: EventStore,
+        store: EventSource,
         name: str,
         apply: Callable[[S, Event], S],
         initial: Callable[[], S],

@@ -1,8 +1,9 @@
 """The store's cold-tier operations: compaction, merging, and cleanup of the
 hot copies of archived events (docs/guarantees.md, "How events move to the cold tier").
 
-A mixin of :class:`eventstore.store.EventStore`: it works on the store's own
-locks and state, declared below for the type checker.
+The store holds a :class:`Tiering` and calls it; the public methods and
+their documentation are the store's (:meth:`EventStore.compact` and so on).
+Retention and scavenging belong beside compaction, here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 from ulid import ULID
@@ -24,9 +25,10 @@ from .archive import ArchiveFile, Held, highest_number
 from .compaction import compact_range, merge_files, split_at, split_range
 from .errors import CorruptFile, FileFull, InvalidArgument, StoreClosed
 from .hot import HotTier, LevelDBCorruption, damaged
-from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
+from .ids import to_ulid_bytes, ulid_from_bytes
 from .records import unpack
-from .view import Tiers
+from .view import ArchiveSet, Tiers
+from .writer import Writer
 
 _packb = msgpack.packb
 
@@ -83,29 +85,34 @@ def _remove_quietly(path: str) -> None:
 
 
 class Tiering:
-    """Compaction, merging and cleanup, mixed into EventStore."""
+    """Compaction, merging and cleanup of the hot copies: a collaborator the
+    store holds and calls. It works on the hot tier, the archive set and the
+    writer it is given, under the store's maintenance lock (one compaction,
+    merge or cleanup at a time); ``check_open`` is the store's check before
+    a write (its process, open, writing)."""
 
-    if TYPE_CHECKING:
-        path: str
-        _hot: HotTier
-        _ids: MonotonicULIDs
-        _index_types: bool
-        _archive_dir: str
-        _tiers: Tiers
-        _next_file: int
-        _strays: segments.Strays
-        _lock: threading.Lock
-        _queue: list[Any]
-        _seq: int
-        _tier_lock: threading.Lock
-        _maintenance: threading.Lock
-        _cleaner: threading.Thread | None
+    def __init__(
+        self,
+        path: str,
+        hot: HotTier,
+        archive: ArchiveSet,
+        writer: Writer,
+        maintenance: threading.Lock,
+        index_types: bool,
+        check_open: Callable[[], None],
+    ) -> None:
+        self.path = path
+        self._hot = hot
+        self._archive = archive
+        self._writer = writer
+        self._maintenance = maintenance
+        self._index_types = index_types
+        self._check_open = check_open
+        self._cleaner: threading.Thread | None = None
 
-        def _check_open(self) -> None: ...
-
-        def _wait_for_queue(self, written: Callable[[], bool]) -> None: ...
-
-        def _settle_queue(self) -> None: ...
+    def disown(self, refuse: Any) -> None:
+        """In a child after fork(): the hot tier and the lock become ``refuse``."""
+        self._hot = self._maintenance = refuse
 
     def compact(
         self,
@@ -115,24 +122,7 @@ class Tiering:
         max_file_events: int = DEFAULT_FILE_EVENTS,
         progress: Callable[[int], None] | None = None,
     ) -> CompactResult:
-        """Move every event with an id in [watermark, cutoff) into new ESDB files.
-
-        The cutoff is ``before`` (a datetime, or a ULID: events with smaller
-        ids move) or now minus ``older_than``. A cutoff at or below the
-        watermark is a no-op; one in the future is an :class:`InvalidArgument`.
-        Above ``max_file_events`` the range is split into several files, and
-        a range whose file would pass a format limit (FileFull) is cut where
-        it filled and written again as two. ``progress`` is called with
-        counts of events written (a file written again counts again). Reads and
-        appends go on meanwhile and answer the same throughout.
-
-        Raises:
-            InvalidArgument: both or neither of ``before`` and ``older_than``, or a cutoff in the
-                future.
-            InvalidULID: ``before`` is neither a datetime nor a ULID.
-            CorruptFile: a damaged hot-tier block was found while copying; nothing is committed.
-            StoreClosed: the store is closed.
-        """
+        """See :meth:`EventStore.compact`."""
         started = time.perf_counter()
         cutoff = self._cutoff(before, older_than)
         if type(max_file_events) is not int or max_file_events < 1:
@@ -141,19 +131,20 @@ class Tiering:
             )
         with self._maintenance:
             self._check_open()
-            low = self._tiers.watermark
+            low = self._archive.tiers.watermark
             if cutoff <= low:
                 return CompactResult([], 0, 0, time.perf_counter() - started)
             # Later appends get ids at or above the cutoff; wait until the ones
             # queued or being written are written, so the snapshot holds every
             # id below it (a batch leaves the queue only once it is written).
-            with self._lock:
-                self._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
-                self._settle_queue()
-                seq_at_floor = self._seq  # every later append is at or above the cutoff
-                if self._queue:
-                    last = self._queue[-1]
-                    self._wait_for_queue(lambda: last.done)
+            w = self._writer
+            with w._lock:
+                w._ids.raise_floor(int.from_bytes(cutoff, "big") - 1)
+                w._settle_queue()
+                seq_at_floor = w._seq  # every later append is at or above the cutoff
+                if w._queue:
+                    last = w._queue[-1]
+                    w._wait_for_queue(lambda: last.done)
             snap = self._hot.db.snapshot()
             made: list[ArchiveFile] = []
             committing = False
@@ -169,7 +160,7 @@ class Tiering:
                         number = self._take_file_number()
                     try:
                         f = compact_range(
-                            snap, self._archive_dir, number, lo, hi, self._index_types, progress
+                            snap, self._archive.dir, number, lo, hi, self._index_types, progress
                         )
                     except FileFull as full:
                         todo += split_at(lo, hi, full)[::-1]
@@ -190,7 +181,7 @@ class Tiering:
                 snap.close()
             self._start_cleanup()
         return CompactResult(
-            [os.path.join(self._archive_dir, f.name) for f in made],
+            [os.path.join(self._archive.dir, f.name) for f in made],
             sum(f.events for f in made),
             sum(f.size for f in made),
             time.perf_counter() - started,
@@ -208,20 +199,20 @@ class Tiering:
                 for f in made:
                     segments.delete(self._hot.db, f.number, f.first_id, f.reader)
                 # The deletes durable (LevelDB's log is ordered) before a file goes.
-                self._hot.db.put(keys.STRAY, self._strays.value(), sync=True)
+                self._hot.db.put(keys.STRAY, self._archive.strays.value(), sync=True)
         except Exception:
             committing = True  # keep the files: the sweep needs them
         for f in made:
             f.reader.close()
             if not committing:
-                _remove_quietly(os.path.join(self._archive_dir, f.name))
+                _remove_quietly(os.path.join(self._archive.dir, f.name))
         if not committing:
             # Only now forget the numbers: a file whose number is still
             # reserved is one the next open may prove its own and remove.
             with contextlib.suppress(Exception):  # else the next open sweeps them
-                strays = self._strays.after(made={f.number for f in made}, retired=set())
+                strays = self._archive.strays.after(made={f.number for f in made}, retired=set())
                 self._hot.db.put(keys.STRAY, strays.value(), sync=True)
-                self._strays = strays
+                self._archive.strays = strays
 
     def _check_seqs(
         self, snap: Any, cutoff: bytes, seq_at_floor: int, made: list[ArchiveFile]
@@ -235,7 +226,7 @@ class Tiering:
         the first event at or above it, less one; if there is none, up to the
         seq of the last append made before the id floor rose to the cutoff.
         """
-        prev = self._tiers.files[-1].last_seq if self._tiers.files else 0
+        prev = self._archive.tiers.files[-1].last_seq if self._archive.tiers.files else 0
         it = snap.iterator(
             start=keys.GLOBAL + cutoff, stop=keys.prefix_end(keys.GLOBAL), verify_checksums=True
         )
@@ -265,15 +256,7 @@ class Tiering:
     def merge_archives(
         self, *, max_events: int = DEFAULT_MERGED_EVENTS, min_files: int = 2
     ) -> CompactResult:
-        """Fold runs of adjacent archive files into single files of at most
-        ``max_events`` events each, so years of daily compactions do not leave
-        thousands of files. Readers holding the old files keep reading them.
-
-        Raises:
-            InvalidArgument: ``max_events`` is not a positive int.
-            CorruptFile: an archive file being merged is damaged.
-            StoreClosed: the store is closed.
-        """
+        """See :meth:`EventStore.merge_archives`."""
         started = time.perf_counter()
         if type(max_events) is not int or max_events < 1:
             raise InvalidArgument(f"max_events must be a positive int, got {max_events!r}")
@@ -281,7 +264,7 @@ class Tiering:
         with self._maintenance:
             self._check_open()
             runs: list[list[ArchiveFile]] = [[]]
-            for f in self._tiers.files:
+            for f in self._archive.tiers.files:
                 if runs[-1] and sum(g.events for g in runs[-1]) + f.events > max_events:
                     runs.append([])
                 runs[-1].append(f)
@@ -294,7 +277,7 @@ class Tiering:
                 if number is None:
                     number = self._take_file_number()
                 try:
-                    merged = merge_files(self._archive_dir, number, run, self._index_types)
+                    merged = merge_files(self._archive.dir, number, run, self._index_types)
                 except FileFull:
                     # Too much for one file: merge each half of the run.
                     half = len(run) // 2
@@ -305,7 +288,9 @@ class Tiering:
                 try:
                     segments.write(self._hot.db, merged)
                     committing = True
-                    self._commit_files(added=[merged], removed=run, watermark=self._tiers.watermark)
+                    self._commit_files(
+                        added=[merged], removed=run, watermark=self._archive.tiers.watermark
+                    )
                 except BaseException:
                     self._abandon([merged], committing)
                     raise
@@ -316,18 +301,18 @@ class Tiering:
                 # that an open after a crash here proves the files its own).
                 for old in run:
                     segments.delete(self._hot.db, old.number, old.first_id, old.reader)
-                self._hot.db.put(keys.STRAY, self._strays.value(), sync=True)
+                self._hot.db.put(keys.STRAY, self._archive.strays.value(), sync=True)
                 for old in run:
-                    _remove_quietly(os.path.join(self._archive_dir, old.name))
+                    _remove_quietly(os.path.join(self._archive.dir, old.name))
                 strays = segments.Strays(
                     self._hot.db,
-                    set(self._strays.making),
-                    self._strays.retired - {old.number for old in run},
+                    set(self._archive.strays.making),
+                    self._archive.strays.retired - {old.number for old in run},
                 )
                 self._hot.db.put(keys.STRAY, strays.value(), sync=True)
-                self._strays = strays
+                self._archive.strays = strays
         return CompactResult(
-            [os.path.join(self._archive_dir, f.name) for f in made],
+            [os.path.join(self._archive.dir, f.name) for f in made],
             sum(f.events for f in made),
             sum(f.size for f in made),
             time.perf_counter() - started,
@@ -361,19 +346,19 @@ class Tiering:
     def _take_file_number(self) -> int:
         """A new file number, recorded as being made before any key of it is
         written, so that a crash leaves it to be swept, never reused."""
-        number = self._next_file
+        number = self._archive.next_file
         # Above any file in the folder, named or not (a file left alone at
         # open, say): a new file never takes an existing file's name.
-        taken = os.listdir(self._archive_dir)
+        taken = os.listdir(self._archive.dir)
         number = max(number, highest_number(taken) + 1)
-        self._next_file = number + 1
+        self._archive.next_file = number + 1
         strays = segments.Strays(
-            self._hot.db, self._strays.making | {number}, set(self._strays.retired)
+            self._hot.db, self._archive.strays.making | {number}, set(self._archive.strays.retired)
         )
         # Synced: the record that reserves the number is what lets the next
         # open prove a file of that number its own and remove it.
         self._hot.db.put(keys.STRAY, strays.value(), sync=True)
-        self._strays = strays
+        self._archive.strays = strays
         return number
 
     def _commit_files(
@@ -384,37 +369,35 @@ class Tiering:
         written; the replaced files' keys become stray, deleted afterwards."""
         gone = {f.number for f in removed}
         files = sorted(
-            [f for f in self._tiers.files if f.number not in gone] + added, key=lambda f: f.first_id
+            [f for f in self._archive.tiers.files if f.number not in gone] + added,
+            key=lambda f: f.first_id,
         )
-        strays = self._strays.after(made={f.number for f in added}, retired=gone)
+        strays = self._archive.strays.after(made={f.number for f in added}, retired=gone)
         batch = self._hot.db.write_batch(sync=True)
         batch.put(
-            keys.MANIFEST, _packb({"next": self._next_file, "files": [f.entry() for f in files]})
+            keys.MANIFEST,
+            _packb({"next": self._archive.next_file, "files": [f.entry() for f in files]}),
         )
         batch.put(keys.WATERMARK, watermark)
         batch.put(keys.STRAY, strays.value())
-        with self._tier_lock:
+        with self._archive.lock:
             try:
                 batch.write()
             except BaseException:
                 # The batch may be on disk all the same: remember the replaced
                 # files as retired too (the open's sweep skips what its
                 # manifest names), so no later write of the strays forgets them.
-                self._strays = segments.Strays(
-                    self._hot.db, set(self._strays.making), self._strays.retired | gone
+                self._archive.strays = segments.Strays(
+                    self._hot.db,
+                    set(self._archive.strays.making),
+                    self._archive.strays.retired | gone,
                 )
                 raise
-            self._tiers = Tiers(tuple(files), watermark)
-        self._strays = strays
+            self._archive.tiers = Tiers(tuple(files), watermark)
+        self._archive.strays = strays
 
     def cleanup(self) -> int:
-        """Delete, now, the hot copies of archived events that a compaction left
-        behind (normally a background thread does it after each compaction,
-        a bounded batch at a time). Returns how many events' keys it deleted.
-
-        Raises:
-            StoreClosed: the store is closed.
-        """
+        """See :meth:`EventStore.cleanup`."""
         deleted = 0
         while True:
             with self._maintenance:
@@ -457,7 +440,7 @@ class Tiering:
         # fill_cache=False: deleting old events must not evict the blocks that
         # live reads keep in LevelDB's cache.
         it = snap.iterator(
-            start=keys.GLOBAL, stop=keys.GLOBAL + self._tiers.watermark, fill_cache=False
+            start=keys.GLOBAL, stop=keys.GLOBAL + self._archive.tiers.watermark, fill_cache=False
         )
         for key, entry in it:
             stream, type_, _seq = unpack(entry)
@@ -485,15 +468,15 @@ class Tiering:
 
     @property
     def watermark(self) -> ULID | None:
-        """Events with smaller ids live in archive files (None: nothing archived yet)."""
-        w = self._tiers.watermark
+        """See :attr:`EventStore.watermark`."""
+        w = self._archive.tiers.watermark
         return None if w == bytes(16) else ulid_from_bytes(w)
 
     def archive_files(self) -> list[ArchiveInfo]:
-        """The archive files the manifest names, oldest first."""
+        """See :meth:`EventStore.archive_files`."""
         return [
             ArchiveInfo(
-                os.path.join(self._archive_dir, f.name),
+                os.path.join(self._archive.dir, f.name),
                 ulid_from_bytes(f.first_id),
                 ulid_from_bytes(f.last_id),
                 f.first_seq,
@@ -501,5 +484,5 @@ class Tiering:
                 f.events,
                 f.size,
             )
-            for f in self._tiers.files
+            for f in self._archive.tiers.files
         ]

@@ -1,7 +1,7 @@
 """Whole-store operations: a consistent online backup, and end-to-end checks.
 
-A mixin of :class:`eventstore.store.EventStore`, on the store's own locks and
-state, declared below for the type checker.
+The store holds a :class:`Transfer` and calls it; the public methods and
+their documentation are the store's (:meth:`EventStore.backup` and so on).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from itertools import chain
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -24,7 +24,7 @@ from .compaction import fsync_folder
 from .errors import CorruptFile, InvalidArgument, UnsafePath
 from .hot import REPAIRED, HotTier, HotView
 from .records import TYPE_INDEX
-from .view import Tiers, View
+from .view import ArchiveSet, View, take_view
 
 HOT_DIR = "hot"
 _packb = msgpack.packb
@@ -72,32 +72,39 @@ class BackupResult(NamedTuple):
 
 
 class Transfer:
-    """Backup and verification, mixed into EventStore."""
+    """Backup, log gaps, repair bookkeeping and the end-to-end check: a
+    collaborator the store holds and calls, on the hot tier and archive set
+    it is given, under the store's maintenance lock. ``check_open`` and
+    ``check_readable`` are the store's checks before a write and a read."""
 
-    if TYPE_CHECKING:
-        path: str
-        _hot: HotTier
-        _archive_dir: str
-        _tiers: Tiers
-        _tier_lock: threading.Lock
-        _maintenance: threading.Lock
-        _index_types: bool
+    def __init__(
+        self,
+        path: str,
+        hot: HotTier,
+        archive: ArchiveSet,
+        maintenance: threading.Lock,
+        index_types: bool,
+        check_open: Callable[[], None],
+        check_readable: Callable[[], None],
+    ) -> None:
+        self.path = path
+        self._hot = hot
+        self._archive = archive
+        self._maintenance = maintenance
+        self._index_types = index_types
+        self._check_open = check_open
+        self._check_readable = check_readable
 
-        def _check_open(self) -> None: ...
-        def _check_readable(self) -> None: ...
-        def _view(self) -> View: ...
+    def disown(self, refuse: Any) -> None:
+        """In a child after fork(): the hot tier and the lock become ``refuse``."""
+        self._hot = self._maintenance = refuse
+
+    def _view(self) -> View:
+        self._check_readable()
+        return take_view(self._hot, self._archive)
 
     def backup(self, dest: str | os.PathLike[str]) -> BackupResult:
-        """A consistent online backup into the new folder ``dest``: a LevelDB
-        snapshot copied into a new LevelDB, plus the archive files the manifest
-        names (hard-linked where the filesystem allows: they never change).
-        Appends and reads go on meanwhile; the backup is a store that opens.
-
-        Raises:
-            InvalidArgument: ``dest`` exists and is not an empty folder.
-            StoreClosed: the store is closed.
-            UnsafePath: ``dest`` is inside the store or a symlink.
-        """
+        """See :meth:`EventStore.backup`."""
         self._check_readable()  # before anything is made (a closed or forked handle)
         started = time.perf_counter()
         dest = os.fspath(dest)
@@ -145,12 +152,12 @@ class Transfer:
         os.mkdir(os.path.join(tmp, ARCHIVE_DIR))
         with self._maintenance:  # no compaction or merge swaps files meanwhile
             self._check_readable()  # a backup writes nothing here: it goes on after a failed write
-            with self._tier_lock:
+            with self._archive.lock:
                 snap = self._hot.db.snapshot()
-                tiers = self._tiers
+                tiers = self._archive.tiers
             linked = size = 0
             for f in tiers.files:
-                source = os.path.join(self._archive_dir, f.name)
+                source = os.path.join(self._archive.dir, f.name)
                 target = os.path.join(tmp, ARCHIVE_DIR, f.name)
                 try:
                     os.link(source, target)
@@ -188,14 +195,7 @@ class Transfer:
         )
 
     def log_gaps(self) -> tuple[int, int, list[tuple[int, int]]]:
-        """How many events the log holds, its last seq, and the seq ranges
-        missing below it: what ``eventstore repair`` reports. Unlike reads,
-        it counts past gaps rather than refusing them.
-
-        Raises:
-            CorruptFile: an archive file or the hot tier is damaged where it is read.
-            StoreClosed: the store is closed.
-        """
+        """See :meth:`EventStore.log_gaps`."""
         view = self._view()
         seqs = chain.from_iterable(
             [range(f.first_seq, f.last_seq + 1) for f in view.files] + [view.hot.global_seqs()]
@@ -210,58 +210,30 @@ class Transfer:
         return n, last, missing
 
     def rebuild_segment_keys(self) -> int:
-        """Write every segment key afresh from the archive files the manifest
-        names, after deleting all there are: a repair may have lost some in
-        a damaged block (and reads of those streams would refuse). Returns
-        the number of keys written.
-
-        Raises:
-            WritesRefused: an earlier write failed, or the disk was full at open.
-            StoreClosed: the store is closed.
-        """
+        """See :meth:`EventStore.rebuild_segment_keys`."""
         with self._maintenance:
             self._check_open()
             db = self._hot.db
             stale = db.iterator(prefix=keys.SEGMENT, include_value=False)
             segments._batches(db, ((key, None) for key in stale))
-            written = sum(segments.write(db, f) for f in self._tiers.files)
+            written = sum(segments.write(db, f) for f in self._archive.tiers.files)
             db.put(keys.system_key(b"segments-rebuilt"), _packb(time.time()), sync=True)
             return written
 
     @property
     def lost_seqs(self) -> list[tuple[int, int]]:
-        """The seq ranges ``eventstore repair`` recorded as lost (first, last)."""
+        """See :attr:`EventStore.lost_seqs`."""
         return [(int(a), int(b)) for a, b in (self._hot.repaired or {}).get("lost", [])]
 
     def record_repair(self, lost: list[tuple[int, int]]) -> None:
-        """Record the seq ranges a repair found lost, durably: from then on reads
-        and verify() take the log's holes as known (those of ``lost``, for
-        verify), instead of refusing them as damage.
-
-        Raises:
-            WritesRefused: an earlier write failed, or the disk was full at open.
-            StoreClosed: the store is closed.
-        """
+        """See :meth:`EventStore.record_repair`."""
         self._check_open()
         value = _packb({"lost": [list(r) for r in lost], "at": time.time()})
         self._hot.db.put(keys.system_key(REPAIRED), value, sync=True)
         self._hot.repaired = {"lost": [list(r) for r in lost]}
 
     def verify(self, progress: Callable[[int], None] | None = None) -> None:
-        """Check the store end to end; :class:`CorruptFile` on the first problem.
-
-        Every archive file's checksums and structure, the manifest against the
-        files, every LevelDB block's checksum (a full scan of the hot tier),
-        the segment keys against the files (each space of each file has its
-        key, each key names a file that holds the stream with those versions),
-        and the log: ids increasing, seq gap-free from 1, every global entry
-        with its record and its index entries, versions dense per stream and
-        equal to each stream's recorded version. It writes nothing.
-
-        Raises:
-            CorruptFile: the first problem found (its message names the file and what is wrong).
-            StoreClosed: the store is closed.
-        """
+        """See :meth:`EventStore.verify`."""
         with self._maintenance:  # no compaction or merge changes files or keys meanwhile
             view = self._view()
             self._verify_files(view)
@@ -271,7 +243,7 @@ class Transfer:
 
     def _verify_files(self, view: View) -> None:
         for f in view.files:
-            path = os.path.join(self._archive_dir, f.name)
+            path = os.path.join(self._archive.dir, f.name)
             if not os.path.exists(path):
                 raise CorruptFile(path, 0, "named by the manifest but missing")
             f.reader.verify()

@@ -9,9 +9,11 @@ keys, so replaying it never touches files that do not hold it.
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import chain
+from typing import Any
 
 import msgpack
 
@@ -19,7 +21,8 @@ from . import keys
 from .archive import ArchiveFile
 from .errors import CorruptFile
 from .events import Event
-from .hot import HotView
+from .hot import HotTier, HotView
+from .segments import Strays
 
 Segment = tuple[ArchiveFile, int, int]  # file, first and last version of the stream in it
 
@@ -34,6 +37,32 @@ class Tiers:
         self.watermark = watermark
         self.firsts = [f.first_id for f in files]
         self.by_number = {f.number: f for f in files}
+
+
+class ArchiveSet:
+    """The archive folder and what the store holds of it, shared by the store
+    and the collaborators it gives it to: ``tiers``, the files and watermark
+    of this moment, replaced whole (by tiering's commit) under ``lock``, which
+    a view takes too; the next file number; and the numbers an interrupted
+    compaction or merge left (``strays``)."""
+
+    __slots__ = ("dir", "lock", "next_file", "strays", "tiers")
+
+    def __init__(self, folder: str, tiers: Tiers, next_file: int, strays: Strays) -> None:
+        self.dir = folder
+        self.tiers = tiers
+        self.next_file = next_file
+        self.strays = strays
+        # Guards the (files, watermark) pair: a view takes both and a LevelDB
+        # snapshot under it; a compaction commits and swaps both under it.
+        self.lock: Any = threading.Lock()  # Any: a forked handle puts a refuser here
+
+
+def take_view(hot: HotTier, archive: ArchiveSet) -> View:
+    """Both tiers as of now: the files and watermark, and a snapshot under them."""
+    with archive.lock:
+        tiers = archive.tiers
+        return View(hot.view(tiers.watermark), tiers)
 
 
 class View:

@@ -27,13 +27,13 @@ def count_group_writes(store: EventStore) -> list[int]:
     """Counts the store's group writes (each one LevelDB write: one fsync when
     durable), by wrapping the leader's write."""
     calls = [0]
-    lead: Callable[[], None] = store._lead
+    lead: Callable[[], None] = store._writer._lead
 
     def counted() -> None:
         calls[0] += 1
         lead()
 
-    store._lead = counted  # type: ignore[method-assign]
+    store._writer._lead = counted  # type: ignore[method-assign]
     return calls
 
 

@@ -16,8 +16,8 @@ from ulid import ULID
 
 from eventstore import ANY, EventStore, NewEvent
 from eventstore.errors import UnserialisableData
+from eventstore.prepare import _BULK, _Prepared
 from eventstore.records import encoder
-from eventstore.store import _BULK, _Prepared
 
 from .strategies import new_events
 
@@ -136,14 +136,11 @@ def test_the_hot_keys_are_exactly_what_the_records_say(
                 expected.add(b"i" + b"".join(parts_b) + e.id.bytes)
         held = {k for k in db.iterator(include_value=False) if k[:1] in (b"e", b"g", b"i")}
         assert held == expected
+        pack = store._writer._packer.pack
         for e in stored:
             assert (
                 db.get(b"e" + e.stream.encode() + b"\0" + e.id.bytes)[1:]
-                == (
-                    store._packer.pack([e.version, e.seq, e.type, e.data, e.metadata, e.indexes])[
-                        1:
-                    ]
-                )
+                == (pack([e.version, e.seq, e.type, e.data, e.metadata, e.indexes])[1:])
             )
 
 

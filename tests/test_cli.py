@@ -128,11 +128,20 @@ def test_append_failures_are_one_line_and_write_nothing(tmp_path: Path) -> None:
     fails("append", path, "a", "T", "-e", "5", message="expected version 5, actual version 0")
     fails("append", path, "a", "T", "-e", "no_stream", message="actual version 0")
     fails("append", path, "b", "T", "-e", "stream_exists", message="actual version -1")
-    fails("append", path, "a", "T", "--data", "{oops", message="--data is not valid JSON")
-    fails("append", path, "a", "T", "--metadata", "[1,", message="--metadata is not valid JSON")
-    fails("append", path, "a", "T", "--data", '{"$bytes": "!!"}', message="invalid base64")
-    fails("append", path, "a", "T", "-e", "sometimes", message="--expected-version wants")
-    fails("append", path, "a", "T", "--index", "novalue", message="NAME=VALUE")
+    fails("append", path, "a", "T", "--data", "{oops", message="--data is not valid JSON", code=2)
+    fails(
+        "append",
+        path,
+        "a",
+        "T",
+        "--metadata",
+        "[1,",
+        message="--metadata is not valid JSON",
+        code=2,
+    )
+    fails("append", path, "a", "T", "--data", '{"$bytes": "!!"}', message="invalid base64", code=2)
+    fails("append", path, "a", "T", "-e", "sometimes", message="--expected-version wants", code=2)
+    fails("append", path, "a", "T", "--index", "novalue", message="NAME=VALUE", code=2)
     fails("append", path, "", "T", message="stream name must not be empty")
     fails("append", path, "a", "T", "--index", "type=x", message="reserved")
     with EventStore.open(path) as store:
@@ -243,7 +252,7 @@ def test_get(shop: tuple[str, list[Event]]) -> None:
     assert json_lines(ok("get", path, str(ev.id), "--json")) == as_json([ev])
     fields = dict(line.split(None, 1) for line in ok("get", path, str(ev.id)).splitlines())
     assert fields["stream"] == ev.stream and fields["seq"] == str(ev.seq)
-    fails("get", path, "not-a-ulid", message="is not a ULID")
+    fails("get", path, "not-a-ulid", message="is not a ULID", code=2)
     fails("get", path, "0" * 26, message="no event with id 00000000000000000000000000")
 
 
@@ -262,7 +271,7 @@ def test_all_with_filters(shop: tuple[str, list[Event]]) -> None:
     assert got == as_json(events[8::-1])
     got = json_lines(ok("all", path, "--from-seq", "58", "--json"))
     assert got == as_json(events[57:])
-    fails("all", path, "--after", "01HZZZ", message="--after: '01HZZZ' is not a ULID")
+    fails("all", path, "--after", "01HZZZ", message="--after: '01HZZZ' is not a ULID", code=2)
     fails(
         "all",
         path,
@@ -270,7 +279,8 @@ def test_all_with_filters(shop: tuple[str, list[Event]]) -> None:
         str(events[0].id),
         "--from-seq",
         "3",
-        message="either after or from_seq",
+        message="give --after or --from-seq, not both",
+        code=2,
     )
 
 
@@ -330,10 +340,21 @@ def test_stats_compact_merge(tmp_path: Path) -> None:
 
 def test_compact_arguments(shop: tuple[str, list[Event]]) -> None:
     path, _ = shop
-    fails("compact", path, message="exactly one of --older-than or --before")
-    fails("compact", path, "--older-than", "1d", "--before", "2020-01-01", message="exactly one")
-    fails("compact", path, "--older-than", "30 days", message="--older-than wants a duration")
-    fails("compact", path, "--before", "last tuesday", message="--before wants an ISO 8601")
+    fails("compact", path, message="exactly one of --older-than or --before", code=2)
+    fails(
+        "compact",
+        path,
+        "--older-than",
+        "1d",
+        "--before",
+        "2020-01-01",
+        message="exactly one",
+        code=2,
+    )
+    fails(
+        "compact", path, "--older-than", "30 days", message="--older-than wants a duration", code=2
+    )
+    fails("compact", path, "--before", "last tuesday", message="--before wants an ISO 8601", code=2)
     future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     fails("compact", path, "--before", future, message="in the future")
     assert ok("compact", path, "--older-than", "1d12h").startswith("nothing to compact")

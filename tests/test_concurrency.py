@@ -182,7 +182,7 @@ def test_durable_appends_queued_behind_a_write_share_the_next_one(tmp_path: Path
         def hold_first_write() -> None:
             if not first.is_set():
                 first.set()  # hold it until 15 more appends queue behind it
-                _wait_for(lambda: len(store._queue) == 16)
+                _wait_for(lambda: len(store._writer._queue) == 16)
 
         db = _HeldDB(store._hot.db, hold_first_write)
         store._hot.db = db
@@ -214,7 +214,7 @@ def test_a_failed_write_stops_the_store_and_nothing_queued_behind_it_lands(
         def fail_once_others_queue() -> None:
             if armed.is_set():
                 armed.clear()
-                _wait_for(lambda: len(store._queue) == 3)
+                _wait_for(lambda: len(store._writer._queue) == 3)
                 raise OSError("disk full")
 
         store._hot.db = _HeldDB(store._hot.db, fail_once_others_queue)
@@ -265,13 +265,13 @@ def test_the_committed_seq_never_steps_back_when_leaders_publish_out_of_order(
     # Leader L1 wakes the next leader L2 before it publishes its own seq; if L2
     # publishes first, L1 must not overwrite the higher seq with its lower one.
     with EventStore.open(tmp_path / "s") as store:
-        store._committed = _DelayedPublish("L1")
+        store._writer._committed = _DelayedPublish("L1")
         first = threading.Event()
 
         def hold_first_write() -> None:
             if not first.is_set():
                 first.set()
-                _wait_for(lambda: len(store._queue) == 2)
+                _wait_for(lambda: len(store._writer._queue) == 2)
 
         db = _HeldDB(store._hot.db, hold_first_write)
         store._hot.db = db
@@ -507,8 +507,8 @@ def _interrupt_in(function: str, when: Callable[[Any, str], bool]) -> Callable[.
 def _queued(store: EventStore, n: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with store._lock:
-            if len(store._queue) >= n:
+        with store._writer._lock:
+            if len(store._writer._queue) >= n:
                 return
         time.sleep(0.005)
     raise AssertionError(f"fewer than {n} appends queued")
@@ -578,6 +578,6 @@ def test_a_leader_interrupted_in_its_bookkeeping_leaves_one_leader_and_no_one_wa
     log = list(store.read_all())
     assert [e.seq for e in log] == list(range(1, len(log) + 1))
     assert sorted(e.stream for e in log) == ["m", "m", "w0", "w1", "w2"]
-    assert store._queue == []
+    assert store._writer._queue == []
     store.verify()
     store.close()

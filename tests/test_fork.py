@@ -210,7 +210,7 @@ def test_a_child_forked_while_parent_threads_hold_the_store_refuses_instead_of_h
             # As an appender inside the writer lock and a compaction inside
             # the maintenance lock hold them (white box: timing a real one
             # to the fork is not reliable).
-            with store._maintenance, store._lock, store._tier_lock:
+            with store._maintenance, store._writer._lock, store._archive.lock:
                 held.set()
                 release.wait(30)
 

@@ -412,7 +412,7 @@ def test_a_reserved_number_holding_a_foreign_file_is_left_alone(tmp_path: Path) 
 
         store = EventStore.open(sys.argv[1])
         fill(store, 20)
-        store._commit_files = lambda **kw: os.kill(os.getpid(), signal.SIGKILL)
+        store._tiering._commit_files = lambda **kw: os.kill(os.getpid(), signal.SIGKILL)
         compact_all(store)
         """,
         str(path),
@@ -626,7 +626,7 @@ def test_fifos_the_manifest_does_not_name_are_left_alone(tmp_path: Path) -> None
     with EventStore.open(path) as store:
         fill(store, 10)
         compact_all(store)
-        store._take_file_number()  # 2: reserved, as a crash mid-compaction leaves it
+        store._tiering._take_file_number()  # 2: reserved, as a crash mid-compaction leaves it
     os.mkfifo(path / "archive" / "00000002.esdb")
     os.mkfifo(path / "archive" / "pipe.esdb")
     proc = run_python(OPEN_IN_A_CHILD, str(path), timeout=30)
@@ -726,7 +726,7 @@ KILLED_REMOVING_A_LEFTOVER = {
         fill(store, 20)
         def fail(*args):
             raise RuntimeError("before the commit point")
-        store._check_seqs = fail
+        store._tiering._check_seqs = fail
         tiering._remove_quietly = die  # the undone file's keys are gone, the file not yet
         compact_all(store)
         """,

@@ -36,7 +36,7 @@ def segment_entries(store: EventStore) -> set[tuple[str, int, int, int]]:
 def expected_entries(store: EventStore) -> set[tuple[str, int, int, int]]:
     return {
         (sp.stream, f.number, sp.first_version, sp.last_version)
-        for f in store._tiers.files
+        for f in store._archive.tiers.files
         for sp in f.reader.spaces()
     }
 
@@ -52,7 +52,7 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 def fail_before_commit(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """A compaction that fails after filing its keys, before its commit point."""
-    monkeypatch.setattr(store, "_check_seqs", _fail)
+    monkeypatch.setattr(store._tiering, "_check_seqs", _fail)
     with pytest.raises(OSError, match="injected"):
         compact_all(store)
     monkeypatch.undo()
@@ -95,7 +95,7 @@ def test_a_compaction_killed_after_filing_its_keys_is_swept_at_open(tmp_path: Pa
         path,
         """
         fill(store, 20)
-        store._commit_files = die  # after the file and its segment keys, before the commit
+        store._tiering._commit_files = die  # after the file and its segment keys, before the commit
         compact_all(store)
         """,
     )
@@ -127,7 +127,7 @@ def test_a_merge_killed_after_its_commit_point_is_swept_at_open(tmp_path: Path) 
     with EventStore.open(path) as store:
         assert store.strays_swept == [1, 2]
         assert store.orphans_removed == ["00000001.esdb", "00000002.esdb"]
-        (merged,) = store._tiers.files
+        (merged,) = store._archive.tiers.files
         assert merged.number == 3 and merged.events == 100
         assert segment_entries(store) == expected_entries(store)
         assert [e.data["n"] for e in store.read_stream("s3")] == list(range(10)) * 2
@@ -269,7 +269,7 @@ def test_a_commit_reported_failed_but_on_disk_is_kept_at_open(tmp_path: Path) ->
         assert list(store.read_all()) == log  # this process still reads it all hot
         # This process still counts file 1 as being made; the next compaction
         # records that on disk as it takes its number, and then it dies.
-        assert store._take_file_number() == 2
+        assert store._tiering._take_file_number() == 2
     with EventStore.open(path) as store:
         assert store.strays_swept == [2] and store.orphans_removed == []
         assert len(store.archive_files()) == 1
@@ -298,7 +298,7 @@ def test_a_merge_reported_failed_but_on_disk_leaks_no_keys(
         fail_before_commit(store, monkeypatch)
         log = list(store.read_all())
     with EventStore.open(path) as store:
-        assert [f.number for f in store._tiers.files] == [3]
+        assert [f.number for f in store._archive.tiers.files] == [3]
         assert store.strays_swept == [1, 2]
         assert segment_entries(store) == expected_entries(store)
         assert list(store.read_all()) == log

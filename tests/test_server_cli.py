@@ -140,7 +140,7 @@ def test_verify_while_appends_go_on(tmp_path: Path) -> None:
     """verify on a served store races appends: what lies past the log's end is
     newer than the view, not damage."""
     from eventstore import NewEvent as StoreEvent
-    from eventstore.cli.store_commands import verify_public
+    from eventstore.cli.maintenance import verify_public
 
     with EventStore.open(str(tmp_path / "s")) as store:
         store.append("a", [StoreEvent("A")])

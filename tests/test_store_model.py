@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 )
 from ulid import ULID
 
-import eventstore.store
+import eventstore.writer
 from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event, EventStore, NewEvent, keys, segments
 from eventstore.errors import EventStoreError, WrongExpectedVersion
 
@@ -73,8 +73,8 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         # A tiny cache of stream versions, so that expected-version checks
         # also run on versions evicted from it and read back from LevelDB.
-        self._cache_size = eventstore.store._VERSION_CACHE
-        eventstore.store._VERSION_CACHE = 2
+        self._cache_size = eventstore.writer._VERSION_CACHE
+        eventstore.writer._VERSION_CACHE = 2
         self.dir = tempfile.mkdtemp(prefix="es-model-")
         self.path = f"{self.dir}/store"
         self.store = EventStore.open(self.path)
@@ -84,7 +84,7 @@ class StoreMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-        eventstore.store._VERSION_CACHE = self._cache_size
+        eventstore.writer._VERSION_CACHE = self._cache_size
 
     def _expect(self, stream: str, events: list[NewEvent], result: Any) -> list[Event]:
         first = self.model.version(stream) + 1
@@ -293,7 +293,7 @@ class StoreMachine(RuleBasedStateMachine):
             raise OSError("injected failure")
 
         if at_commit:
-            self.store._commit_files = reads_then_fail  # type: ignore[method-assign]
+            self.store._tiering._commit_files = reads_then_fail  # type: ignore[method-assign]
         elif merge:
             real_write = segments.write
 
@@ -304,7 +304,7 @@ class StoreMachine(RuleBasedStateMachine):
 
             segments.write = write_then_fail  # type: ignore[assignment]
         else:
-            self.store._check_seqs = reads_then_fail  # type: ignore[method-assign]
+            self.store._tiering._check_seqs = reads_then_fail  # type: ignore[method-assign]
         try:
             if merge:
                 self.store.merge_archives(max_events=400)
@@ -313,8 +313,8 @@ class StoreMachine(RuleBasedStateMachine):
         except OSError as exc:
             assert "injected" in str(exc)
         finally:
-            self.store.__dict__.pop("_commit_files", None)
-            self.store.__dict__.pop("_check_seqs", None)
+            self.store._tiering.__dict__.pop("_commit_files", None)
+            self.store._tiering.__dict__.pop("_check_seqs", None)
             if merge and not at_commit:
                 segments.write = real_write
         if at_commit:
@@ -324,7 +324,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def segment_keys_name_exactly_the_files_that_hold_each_stream(self) -> None:
-        files = {f.number: f for f in self.store._tiers.files}
+        files = {f.number: f for f in self.store._archive.tiers.files}
         want = {
             (sp.stream, n, sp.first_version, sp.last_version)
             for n, f in files.items()

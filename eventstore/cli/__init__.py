@@ -38,7 +38,11 @@ class _Group(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group,
+    invoke_without_command=True,  # plain `eventstore` prints help and exits 0
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, package_name="tiered-eventstore")
 @click.option(
     "--lock-timeout",
@@ -55,17 +59,21 @@ def main(ctx: click.Context, lock_timeout: float) -> None:
     """Read, append to, compact, export and check eventstore stores, and
     inspect ESDB files. See docs/cli.md (in the source distribution)."""
     ctx.obj = {"lock_timeout": lock_timeout}
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 def _register() -> None:
+    from . import following, maintenance, reading, transfer, writing
     from .esdb import esdb
     from .serve import serve_command
-    from .store_commands import COMMANDS
 
     main.add_command(esdb)
     main.add_command(serve_command)
-    for command in COMMANDS:
-        main.add_command(command)
+    for module in (writing, reading, following, maintenance, transfer):
+        for command in module.COMMANDS:
+            main.add_command(command)
 
 
 _register()

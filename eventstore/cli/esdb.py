@@ -18,6 +18,7 @@ from .output import event_json as _event_json
 from .output import fail as _fail
 from .output import guard as _guard
 from .output import to_json as _jsonable
+from .output import usage
 
 
 def _open(path: str) -> ESDBReader:
@@ -138,11 +139,13 @@ def dump(file: str, stream: str | None, index: str | None, reverse: bool, as_jso
     """Print events: the whole file in ULID order, one stream, or one index."""
     if index is not None:
         if stream is None:
-            _fail("--index needs --stream (indexes are per stream)")
+            usage("--index needs --stream (indexes are per stream)")
         name, sep, value = index.partition("=")
         if not sep or not name or not value:
-            _fail(f"--index wants NAME=VALUE, got {index!r}")
+            usage(f"--index wants NAME=VALUE, got {index!r}")
     with _open(file) as r:
+        if stream is not None and r.space(stream) is None:
+            _fail(f"stream {stream!r} is not in {file}")
         if stream is None:
             events = r.read_all(backwards=reverse)
         elif index is not None:
@@ -153,7 +156,7 @@ def dump(file: str, stream: str | None, index: str | None, reverse: bool, as_jso
             if as_json:
                 click.echo(json.dumps(_event_json(ev), ensure_ascii=False))
             else:
-                data = json.dumps(_jsonable(ev.data), ensure_ascii=False, sort_keys=True)
+                data = json.dumps(_jsonable(ev.data), ensure_ascii=False)  # keys as stored
                 click.echo(f"{ev.id}  {ev.stream}@{ev.version}  #{ev.seq}  {ev.type}  {data}")
 
 

@@ -70,6 +70,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def usage(message: str) -> NoReturn:
+    """A usage mistake (a bad option value, a missing or contradicting one):
+    one ``error:`` line naming the options, and exit 2, as click's own."""
+    raise click.UsageError(message, click.get_current_context(silent=True))
+
+
 def guard(func: F) -> F:
     """Turn a library error raised mid-command into one stderr line, no traceback."""
 
@@ -363,8 +369,10 @@ class Table:
     """Rows printed as aligned columns, streaming.
 
     The first ``buffer`` rows are held back to size the columns; after that
-    rows print at once and a column only ever widens (``min_widths`` keeps
-    that rare when rows arrive one by one). The last column is never padded.
+    rows print at once and the columns stay where they are: a later cell too
+    wide for its column pushes the rest of its own row only, never the rows
+    after it. ``min_widths`` sizes columns whose widest cell is known ahead
+    (seqs up to the store's last). The last column is never padded.
     """
 
     def __init__(
@@ -385,8 +393,6 @@ class Table:
             self._flush()
 
     def _line(self, cells: Sequence[str]) -> str:
-        for i, cell in enumerate(cells[:-1]):
-            self.widths[i] = max(self.widths[i], len(cell))
         parts = [
             c.rjust(self.widths[i]) if i in self.numeric else c.ljust(self.widths[i])
             for i, c in enumerate(cells[:-1])

@@ -13,7 +13,7 @@ import click
 
 from ..errors import EventStoreError
 from ..store import EventStore
-from .store_commands import opened
+from .common import opened
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -70,8 +70,8 @@ def serve_command(
     """
     try:
         from ..server import serve
-        from ..server.admin import AdminServer
         from ..server.transport import load_users
+        from .remote import AdminServer
     except ImportError as exc:  # the server extra is not installed
         raise click.ClickException(
             f"serving needs the server extra: pip install 'tiered-eventstore[server]' ({exc})"
@@ -93,7 +93,9 @@ def serve_command(
         users = load_users(users_file) if users_file else None
         with opened(path, create=True, sync=sync) as store:
             server = serve(store, listen, tls_cert=tls_cert, tls_key=tls_key, users=users)
-            admin = AdminServer(store)
+            root = click.get_current_context().find_root().command
+            assert isinstance(root, click.Group), "serve runs under the eventstore group"
+            admin = AdminServer(store, root)
             if not admin.start():
                 click.echo(
                     f"eventstore serve: {path} is too long a path for the operator socket; "

@@ -18,6 +18,7 @@ from ulid import ULID
 
 from ..errors import CorruptFile
 from ..ids import ulid_from_bytes
+from ..records import MAX_NAME_BYTES
 
 FORMAT_VERSION = 1
 
@@ -268,3 +269,18 @@ def _zstd(stored: bytes, raw_len: int, path: str, offset: int) -> bytes:
     if not d.eof or d.unused_data:
         raise CorruptFile(path, offset, "zstd frame does not end where the chunk does")
     return out
+
+
+def name_problem(b: bytes) -> str | None:
+    """What makes ``b`` no valid name (FORMAT.md, Names), or None."""
+    if not b:
+        return "empty name"
+    if len(b) > MAX_NAME_BYTES:
+        return f"name of {len(b)} bytes (limit {MAX_NAME_BYTES})"
+    if 0 in b:
+        return "name holds a NUL byte"
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return "name is not UTF-8"
+    return None

@@ -71,6 +71,7 @@ from .format import (
     SpaceInfo,
     created_datetime,
     decompress,
+    name_problem,
 )
 
 _unpackb = msgpack.unpackb
@@ -98,21 +99,6 @@ def _u32_array(data: bytes) -> array[int]:
     if _BIG_ENDIAN:  # pragma: no cover - exotic platforms
         out.byteswap()
     return out
-
-
-def name_problem(b: bytes) -> str | None:
-    """What makes ``b`` no valid name (FORMAT.md, Names), or None."""
-    if not b:
-        return "empty name"
-    if len(b) > MAX_NAME_BYTES:
-        return f"name of {len(b)} bytes (limit {MAX_NAME_BYTES})"
-    if 0 in b:
-        return "name holds a NUL byte"
-    try:
-        b.decode("utf-8")
-    except UnicodeDecodeError:
-        return "name is not UTF-8"
-    return None
 
 
 class Block(NamedTuple):

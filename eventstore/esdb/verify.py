@@ -29,12 +29,11 @@ from .format import (
     U16,
     U32,
     SpaceInfo,
+    name_problem,
 )
 
 if TYPE_CHECKING:
     from .reader import ESDBReader
-
-from .reader import name_problem
 
 
 def verify(r: ESDBReader) -> None:

@@ -430,9 +430,7 @@ class ESDBWriter:
         except InvalidName as exc:
             raise InvalidName(f"{_where(stream, id16)}: {exc}") from None
         if self._type_bytes + 2 + len(tb) > MAX_RAW:
-            raise FileFull(
-                f"{_where(stream, id16)}: the file's type table is full (64 MiB)", id16
-            )
+            raise FileFull(f"{_where(stream, id16)}: the file's type table is full (64 MiB)", id16)
         return len(self._types), (TYPE_INDEX, type_), len(tb)
 
     def _index_cost(

@@ -648,4 +648,3 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):  # type: ignore[misc]
         except (EventStoreError, _Refused, ValueError, TypeError) as exc:
             self._fail(context, exc)
             raise AssertionError("unreachable") from exc
-

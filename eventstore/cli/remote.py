@@ -26,6 +26,8 @@ import click
 import grpc
 
 from ..store import EventStore
+from .output import event_json
+from .served import SERVED
 
 SOCKET_NAME = "serve.sock"
 METHOD = "/eventstore.admin.Admin/Run"
@@ -62,10 +64,12 @@ class _Chunks(io.TextIOBase):
 _run_lock = threading.Lock()  # sys.stdout is process-wide: one command at a time
 
 
-def _run(store: EventStore, request: dict[str, Any], out: queue.Queue[dict[str, Any]]) -> None:
-    from ..cli import main as cli_main
-    from ..cli import store_commands
-
+def _run(
+    store: EventStore,
+    cli_main: click.Group,
+    request: dict[str, Any],
+    out: queue.Queue[dict[str, Any]],
+) -> None:
     code = 0
     try:
         command: Any = cli_main
@@ -77,7 +81,7 @@ def _run(store: EventStore, request: dict[str, Any], out: queue.Queue[dict[str, 
             contextlib.redirect_stdout(_Chunks(out, "o")),
             contextlib.redirect_stderr(_Chunks(out, "e")),
         ):
-            store_commands.SERVED[os.path.realpath(store.path)] = store
+            SERVED[os.path.realpath(store.path)] = store
             try:
                 root = click.Context(cli_main, info_name="eventstore", obj={"lock_timeout": 0.0})
                 with root:
@@ -88,7 +92,7 @@ def _run(store: EventStore, request: dict[str, Any], out: queue.Queue[dict[str, 
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             finally:
-                store_commands.SERVED.pop(os.path.realpath(store.path), None)
+                SERVED.pop(os.path.realpath(store.path), None)
     except Exception as exc:  # report, never take the server down
         out.put({"e": f"error: {type(exc).__name__}: {exc}\n"})
         code = 1
@@ -96,8 +100,13 @@ def _run(store: EventStore, request: dict[str, Any], out: queue.Queue[dict[str, 
 
 
 class AdminServer:
-    def __init__(self, store: EventStore) -> None:
+    """The operator socket of a served store. ``command`` is the root
+    ``eventstore`` group the requests name commands of (given, not imported:
+    the CLI package imports this module)."""
+
+    def __init__(self, store: EventStore, command: click.Group) -> None:
         self.store = store
+        self.command = command
         self.path = socket_path(store.path)
         self._server: grpc.Server | None = None
 
@@ -138,7 +147,9 @@ class AdminServer:
         if not isinstance(request, dict) or not isinstance(request.get("command"), list):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad admin request")
         out: queue.Queue[dict[str, Any]] = queue.Queue()
-        worker = threading.Thread(target=_run, args=(self.store, request, out), daemon=True)
+        worker = threading.Thread(
+            target=_run, args=(self.store, self.command, request, out), daemon=True
+        )
         worker.start()
         while True:
             chunk = out.get()
@@ -153,8 +164,6 @@ class AdminServer:
         (or those after ``after``), then each new one as it commits, through a
         subscription, until the client goes. Runs beside other commands: it
         prints nothing, it sends events."""
-        from ..cli.output import event_json
-
         def bad(why: str) -> None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad follow request: {why}")
 
