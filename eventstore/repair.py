@@ -17,6 +17,7 @@ from . import keys
 from .archive import (
     ARCHIVE_DIR,
     RebuiltManifest,
+    UnexpectedFile,
     check_entries,
     listing,
     parse_name,
@@ -63,6 +64,8 @@ def restore_manifest(store_path: str) -> RebuiltManifest | None:
         if raw is None and watermark is None and not has_files:
             return None  # never compacted: no manifest is right
         rebuilt = rebuild_entries(folder)
+        if watermark is not None and len(watermark) == 16:
+            rebuilt = _committed_only(rebuilt, watermark, folder)
         with db.write_batch(sync=True) as batch:
             batch.put(
                 keys.MANIFEST,
@@ -76,3 +79,35 @@ def restore_manifest(store_path: str) -> RebuiltManifest | None:
         return rebuilt
     finally:
         db.close()
+
+
+def _committed_only(rebuilt: RebuiltManifest, watermark: bytes, folder: str) -> RebuiltManifest:
+    """Leave out the files a surviving watermark shows were never committed.
+
+    A compaction's commit batch writes the manifest and the watermark
+    together, and every file it names ends below the watermark. A file
+    holding ids at or above it was written by a compaction cut short before
+    its commit: its events are still hot, above the floor, so naming it
+    would serve them twice. One that starts below the watermark and ends at
+    or above it is no file this store commits.
+    """
+    kept: list[list[Any]] = []
+    left = list(rebuilt.left)
+    for entry in rebuilt.entries:
+        first_id, last_id = entry[2], entry[3]
+        if last_id < watermark:
+            kept.append(entry)
+        elif first_id >= watermark:
+            left.append(
+                UnexpectedFile(
+                    entry[1],
+                    "never committed: its events are at or above the watermark, in the hot tier",
+                )
+            )
+        else:
+            raise StoreDamaged(
+                f"{folder}: {entry[1]} holds ids on both sides of the watermark, which "
+                "no file this store commits does, so the manifest cannot be rebuilt; "
+                "restore a backup"
+            )
+    return RebuiltManifest(kept, rebuilt.next_file, sorted(left))
