@@ -129,3 +129,30 @@ def test_repair_that_loses_the_newest_event_records_it_and_never_reuses_its_seq(
         # client that saw it resumes after it, and must not skip this one.
         s.append("c", [NewEvent("T")], expected_version=ANY)
         assert [e.seq for e in s.read_all()][-2:] == [9, 11]
+
+
+# -- subscriptions ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("types", [None, ["T"]])
+def test_a_subscription_after_a_position_above_every_event_delivers_only_later_ones(
+    tmp_path: Path, types: list[str] | None
+) -> None:
+    # A position above every stored id (a checkpoint from a restored backup's
+    # future, say): the first page finds nothing after it, and reading went
+    # on by seq, which then also delivered events with ids below the position.
+    with EventStore.open(tmp_path / "s") as s:
+        r = s.append("a", [NewEvent("T", n) for n in range(3)])
+        ahead = ulid_from_int(int(r.ids[-1]) + (50 << 80))  # 50 ms of id space later
+        sub = s.subscribe(after=ahead, types=types, page_size=2)
+        assert sub.get(timeout=0) is None
+        below = s.append("a", [NewEvent("T", n) for n in range(3, 6)])
+        assert all(i < ahead for i in below.ids)
+        assert list(s.read_all(after=ahead)) == []
+        assert sub.get(timeout=0) is None
+        while True:  # ids at or above the position: time must pass it
+            later = s.append("a", [NewEvent("T", "later")])
+            if later.ids[0] > ahead:
+                break
+        got = [e.id for e in iter(lambda: sub.get(timeout=0), None)]
+        assert got == [e.id for e in s.read_all(after=ahead)] == [later.ids[0]]
