@@ -49,8 +49,9 @@ def restore_manifest(store_path: str) -> RebuiltManifest | None:
     """Rebuild the archive manifest from ``archive/`` if it is missing (while
     the store has archive files or a watermark) or unreadable; None if it is
     sound, or if the store never archived anything. The watermark, if lost
-    too, is set just above the last id the files hold (compaction archives
-    a prefix of the log). The store must be closed; one synced batch writes both."""
+    too (or alone, beside a sound manifest that names files), is set just
+    above the last id the files hold (compaction archives a prefix of the
+    log). The store must be closed; one synced batch writes both."""
     folder = os.path.join(store_path, ARCHIVE_DIR)
     db = open_leveldb(os.path.join(store_path, "hot"), create=False)
     try:
@@ -59,7 +60,15 @@ def restore_manifest(store_path: str) -> RebuiltManifest | None:
         has_files = any(
             p is not None and not p[1] for p in map(parse_name, listing(folder))
         )
+        lost_watermark = watermark is None or len(watermark) != 16
         if _manifest_is_sound(raw, store_path):
+            assert raw is not None
+            entries = unpack(raw)["files"]
+            if entries and lost_watermark:
+                # Open refuses a manifest naming files without a watermark,
+                # and points here: set it as below, or repair loops.
+                with db.write_batch(sync=True) as batch:
+                    batch.put(keys.WATERMARK, _above(entries))
             return None
         if raw is None and watermark is None and not has_files:
             return None  # never compacted: no manifest is right
@@ -71,14 +80,18 @@ def restore_manifest(store_path: str) -> RebuiltManifest | None:
                 keys.MANIFEST,
                 msgpack.packb({"next": rebuilt.next_file, "files": rebuilt.entries}),
             )
-            if rebuilt.entries and (watermark is None or len(watermark) != 16):
-                # The floor of the hot tier: just above the last archived id
-                # (compaction's cutoff is exclusive and no id lies between).
-                last = int.from_bytes(max(e[3] for e in rebuilt.entries), "big")
-                batch.put(keys.WATERMARK, (last + 1).to_bytes(16, "big"))
+            if rebuilt.entries and lost_watermark:
+                batch.put(keys.WATERMARK, _above(rebuilt.entries))
         return rebuilt
     finally:
         db.close()
+
+
+def _above(entries: list[list[Any]]) -> bytes:
+    """The floor of the hot tier for a lost watermark: just above the last
+    archived id (compaction's cutoff is exclusive and no id lies between)."""
+    last = int.from_bytes(max(e[3] for e in entries), "big")
+    return (last + 1).to_bytes(16, "big")
 
 
 def _committed_only(rebuilt: RebuiltManifest, watermark: bytes, folder: str) -> RebuiltManifest:

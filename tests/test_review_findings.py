@@ -68,6 +68,33 @@ def test_a_rebuilt_manifest_leaves_out_a_file_the_surviving_watermark_never_comm
         assert s.log_gaps() == (10, 10, [])
 
 
+@pytest.mark.parametrize("merged", [False, True])
+def test_repair_restores_a_lost_watermark_beside_a_sound_manifest(
+    tmp_path: Path, merged: bool
+) -> None:
+    # Open refuses a manifest that names files without a watermark and says
+    # to run repair; repair found the manifest sound, changed nothing, and
+    # failed with the same message: no way out but a backup.
+    path = tmp_path / "s"
+    with EventStore.open(path) as s:
+        r = s.append("a", [NewEvent("T", n) for n in range(10)])
+        s.compact(before=r.ids[3], max_file_events=2)
+        s.compact(before=r.ids[6])
+        if merged:
+            s.merge_archives()
+        s.cleanup()
+        want = [(e.id, e.seq, e.version) for e in s.read_all()]
+    db = plyvel.DB(str(path / "hot"))
+    db.delete(keys.WATERMARK)
+    db.close()
+    code, output = _repair(path)
+    assert code == 0, output
+    with EventStore.open(path) as s:
+        assert [(e.id, e.seq, e.version) for e in s.read_all()] == want
+        assert s.watermark is not None and r.ids[5] < s.watermark <= r.ids[6]
+        s.verify()
+
+
 # -- repair that loses events -------------------------------------------------------
 
 
