@@ -9,6 +9,7 @@ starts failing loudly (XPASS) the moment the fix lands and the mark can go.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import plyvel
@@ -277,3 +278,58 @@ def test_import_refuses_an_export_cut_short_at_a_line_boundary(tmp_path: Path) -
     assert done.exit_code != 0, done.output
     with EventStore.open(target) as t:
         assert t.last_seq == 0
+
+
+# -- the served store ---------------------------------------------------------------
+
+
+class _Context:
+    """The part of a grpc.ServicerContext that the admin Follow uses."""
+
+    def __init__(self, seconds: float) -> None:
+        self.active = True
+        self.until = time.monotonic() + seconds  # the client goes then at the latest
+
+    def is_active(self) -> bool:
+        return self.active and time.monotonic() < self.until
+
+    def abort(self, code: object, details: str) -> None:
+        raise AssertionError(f"aborted: {details}")
+
+
+@pytest.mark.parametrize("types", [None, ["T"]])
+def test_served_tail_does_not_skip_an_event_committed_while_it_starts(
+    tmp_path: Path, types: list[str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Follow read the last `lines` events in one view and the newest event
+    # (where the subscription starts) in a later one: an event committed
+    # between the two was in neither, and never shown.
+    from eventstore.server.admin import AdminServer
+
+    with EventStore.open(tmp_path / "s") as s:
+        s.append("a", [NewEvent("T", n) for n in range(5)])
+        reads = 0
+        real = s.read_all
+
+        def read_all(*args: object, **kwargs: object) -> object:
+            nonlocal reads
+            reads += 1
+            got = list(real(*args, **kwargs))  # type: ignore[arg-type]
+            if reads == 1:  # another client's append lands between the reads
+                s.append("a", [NewEvent("T", "between")])
+            return iter(got)
+
+        monkeypatch.setattr(s, "read_all", read_all)
+        context = _Context(5.0)
+        follow = AdminServer(s)._serve_follow(
+            {"after": None, "lines": 3, "types": types, "prefix": None}, context
+        )
+        shown = []
+        for message in follow:
+            if "live" in message:
+                monkeypatch.setattr(s, "read_all", real)
+            if "ev" in message:
+                shown.append(message["ev"]["data"])
+                if message["ev"]["data"] == "between":
+                    context.active = False
+        assert shown == [2, 3, 4, "between"]
