@@ -333,3 +333,30 @@ def test_served_tail_does_not_skip_an_event_committed_while_it_starts(
                 if message["ev"]["data"] == "between":
                     context.active = False
         assert shown == [2, 3, 4, "between"]
+
+
+def test_a_retried_append_to_a_stream_deleted_and_made_again_is_idempotent(
+    tmp_path: Path,
+) -> None:
+    # The retry (its reply was lost) looked for its event ids from version 0,
+    # among the deleted events, instead of where the stream starts again.
+    import uuid
+
+    from eventstore.deletion import delete_stream
+    from eventstore.server.codec import UUID_INDEX
+    from eventstore.server.operations import Operations
+
+    def event() -> NewEvent:
+        return NewEvent("T", b"x", indexes={UUID_INDEX: str(uuid.uuid4())})
+
+    with EventStore.open(tmp_path / "s") as s:
+        ops = Operations(s)
+        ops.append("a", [event(), event()], NO_STREAM)
+        delete_stream(s, "a")
+        again = [event(), event()]
+        first = ops.append("a", again, NO_STREAM)
+        assert (first.last_version, first.last_seq) == (3, 5)
+        assert ops.append("a", again, NO_STREAM) == first
+        assert s.last_seq == 5
+        with pytest.raises(WrongExpectedVersion):
+            ops.append("a", [event()], NO_STREAM)  # other ids: a real conflict
