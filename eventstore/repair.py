@@ -20,6 +20,7 @@ from .archive import (
     UnexpectedFile,
     check_entries,
     listing,
+    open_files,
     open_reader,
     parse_name,
     rebuild_entries,
@@ -80,12 +81,23 @@ def _restore_manifest(db: Any, store_path: str, folder: str) -> RebuiltManifest 
     lost_watermark = watermark is None or len(watermark) != 16
     if _manifest_is_sound(raw, store_path):
         assert raw is not None
-        entries = unpack(raw)["files"]
-        if entries and lost_watermark:
-            # Open refuses a manifest naming files without a watermark,
-            # and points here: set it as below, or repair loops.
+        manifest = unpack(raw)
+        entries = manifest["files"]
+        # Open refuses a manifest naming a file that is missing, does not
+        # open, or is not the one recorded, and points here: such a file's
+        # events are lost (the log's gap shows them, and repair records
+        # them); the file itself, if any, is left alone.
+        whole = [e for e in entries if _opens(folder, e)]
+        if entries and (lost_watermark or len(whole) != len(entries)):
+            # Open also refuses a manifest naming files without a
+            # watermark: set it as below, or repair loops.
             with db.write_batch(sync=True) as batch:
-                batch.put(keys.WATERMARK, _above(entries))
+                if len(whole) != len(entries):
+                    batch.put(
+                        keys.MANIFEST, msgpack.packb({"next": manifest["next"], "files": whole})
+                    )
+                if lost_watermark:
+                    batch.put(keys.WATERMARK, _above(entries))
         return None
     if raw is None and watermark is None and not has_files:
         return None  # never compacted: no manifest is right
@@ -189,6 +201,16 @@ def _restore_versions(db: Any, folder: str) -> None:
                 known = -1
             if known < version:
                 batch.put(keys.meta_key(stream_b), msgpack.packb([version]))
+
+
+def _opens(folder: str, entry: list[Any]) -> bool:
+    """Whether the file of a manifest entry opens and is the one recorded."""
+    try:
+        (f,) = open_files(folder, [entry])
+    except (StoreDamaged, CorruptFile, UnsafePath, OSError):
+        return False
+    f.reader.close()
+    return True
 
 
 def _above(entries: list[list[Any]]) -> bytes:

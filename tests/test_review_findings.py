@@ -20,6 +20,7 @@ from eventstore import ANY, NO_STREAM, EventStore, NewEvent, keys
 from eventstore.cli import main
 from eventstore.errors import CorruptFile, WrongExpectedVersion
 from eventstore.ids import ulid_from_int
+from eventstore.tiering import ArchiveInfo
 
 
 def _repair(path: Path) -> tuple[int, str]:
@@ -281,6 +282,73 @@ def test_after_a_repair_reads_still_refuse_a_seq_hole_it_did_not_record(tmp_path
             list(s.read_all(backwards=True))
         with pytest.raises(CorruptFile):
             s.verify()
+
+
+def _three_files(path: Path) -> list[ArchiveInfo]:
+    with EventStore.open(path) as s:
+        for k in range(3):
+            r = s.append("s", [NewEvent("T", 5 * k + n) for n in range(5)])
+            s.append("t", [NewEvent("T", k)])
+            s.compact(before=_after(r.ids[-1]))
+        s.append("s", [NewEvent("T", n) for n in range(15, 17)])
+        return s.archive_files()
+
+
+@pytest.mark.parametrize("damage", ["missing", "foreign"])
+def test_repair_of_a_missing_or_foreign_archive_file_records_its_events_lost(
+    tmp_path: Path, damage: str
+) -> None:
+    # Open refuses a sound manifest naming a file that is missing or not
+    # the one recorded, and points at repair: repair changed nothing and
+    # failed the same way. Now the entry goes and its events are recorded
+    # lost; the stream reads on across the hole.
+    path = tmp_path / "s"
+    files = _three_files(path)
+    middle = Path(files[1].path)
+    if damage == "missing":
+        middle.unlink()
+    else:  # the same number's file from another store
+        other = _three_files(tmp_path / "other")
+        shutil.copy(other[1].path, middle)
+    code, output = _repair(path)
+    assert code == 1 and "6 events were lost" in output, output
+    with EventStore.open(path) as s:
+        assert s.lost_seqs == [(6, 11)]  # t's first event, then s 5-9
+        assert [e.data for e in s.read_stream("s")] == [*range(5), *range(10, 17)]
+        assert [e.data for e in s.read_stream("s", backwards=True)] == [
+            *range(16, 9, -1),
+            *range(4, -1, -1),
+        ]
+        assert [e.data for e in s.read_stream("t")] == [1, 2]
+        s.verify()
+    assert middle.exists() == (damage == "foreign")  # never deleted: not provably ours
+
+
+def test_in_a_repaired_store_a_lost_segment_key_still_refuses_not_hides(tmp_path: Path) -> None:
+    # A repaired store reads across version holes; that turned off the check
+    # that a stream's archive keys run on into the hot tier, so a key lost
+    # later hid its file's events from read_stream without a word.
+    path = tmp_path / "s"
+    _three_files(path)
+    with EventStore.open(path) as s:
+        s.record_repair([(100, 100)])  # an earlier repair's loss, elsewhere
+        want = [e.data for e in s.read_stream("s")]
+    db = plyvel.DB(str(path / "hot"))
+    for stream in (b"s", b"t"):
+        *_, last = db.iterator(prefix=keys.segment_prefix(stream), include_value=False)
+        db.delete(last)  # the key of the newest file holding the stream
+    db.close()
+    with EventStore.open(path) as s:
+        for stream in ("s", "t"):
+            for backwards in (False, True):
+                with pytest.raises(CorruptFile, match="archive keys"):
+                    list(s.read_stream(stream, backwards=backwards))
+        with pytest.raises(CorruptFile):
+            s.verify()
+    _code, output = _repair(path)  # the keys are rebuilt from the files
+    assert "rebuilt" in output and "segment keys" in output, output
+    with EventStore.open(path) as s:
+        assert [e.data for e in s.read_stream("s")] == want
 
 
 # -- export and import --------------------------------------------------------------
