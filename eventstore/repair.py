@@ -117,8 +117,8 @@ def _restore_manifest(db: Any, store_path: str, folder: str) -> RebuiltManifest 
 def _restore_config(db: Any, folder: str) -> None:
     """Write the configuration again if it is lost or does not decode while
     the store holds data (open refuses that, pointing here). ``index_types``
-    is read from an archive file's flags, else from whether the oldest hot
-    event is filed under ``type=`` its type."""
+    is read from the flags of a file the manifest names, else from whether
+    the oldest hot event is filed under ``type=`` its type."""
     raw = db.get(CONFIG)
     if raw is not None:
         try:
@@ -128,10 +128,9 @@ def _restore_config(db: Any, folder: str) -> None:
         except Exception:  # msgpack raises several unrelated types
             pass
     index_types: bool | None = None
-    for name in listing(folder):
-        parsed = parse_name(name)
-        if parsed is None or parsed[1]:
-            continue
+    manifest = db.get(keys.MANIFEST)  # sound by now: only the store's own files
+    for entry in [] if manifest is None else unpack(manifest)["files"]:
+        name = entry[1]
         try:
             reader, _crc = open_reader(os.path.join(folder, name))
         except (CorruptFile, UnsafePath, OSError):
