@@ -647,15 +647,25 @@ class HotView:
     ``floor`` is the watermark: keys of events with smaller ids are ignored.
     """
 
-    __slots__ = ("_floor", "_gate", "_snap", "strict")
+    __slots__ = ("_floor", "_gate", "_lost", "_snap", "strict")
 
-    def __init__(self, snapshot: Any, floor: bytes, gate: Gate, strict: bool = True) -> None:
+    def __init__(
+        self,
+        snapshot: Any,
+        floor: bytes,
+        gate: Gate,
+        strict: bool = True,
+        lost: dict[int, int] | None = None,
+    ) -> None:
         self._snap = snapshot
         self._floor = floor
         self._gate = gate
         # Seqs and versions are dense, so a jump is damage: unless a repair
-        # recorded events as lost (REPAIRED), when reads take the log as it is.
+        # recorded events as lost (REPAIRED), when reads take a stream's
+        # versions as they are. A seq jump must still be a recorded hole
+        # (``lost``: first seq -> last), or new damage would pass unseen.
         self.strict = strict
+        self._lost = lost or {}
 
     def _chunks(self, step: Callable[[int], tuple[Iterator[Event], bool]]) -> Iterator[Event]:
         """Events from ``step(n)`` (up to n events and whether more may follow),
@@ -923,7 +933,7 @@ class HotView:
                 stream, type_, seq = unpackb(entry, raw=False)
                 # seq is gap-free: a jump is keys lost to a damaged block
                 # that LevelDB skipped without a word.
-                if seq != follows[0] and follows[0] != -1 and self.strict:
+                if seq != follows[0] and follows[0] != -1 and not self._recorded(follows[0], seq):
                     raise CorruptFile(
                         "hot tier",
                         0,
@@ -945,6 +955,13 @@ class HotView:
             return lazy_events(ids, streams, raws), scanned == n
 
         return self._chunks(step)
+
+    def _recorded(self, expected: int, seq: int) -> bool:
+        """Whether the jump from ``expected`` to ``seq`` (either way) skips
+        exactly a hole that a repair recorded."""
+        if seq > expected:
+            return self._lost.get(expected) == seq - 1
+        return self._lost.get(seq + 1) == expected
 
     def seek_seq(self, seq: int, backwards: bool) -> bytes | None:
         """Id of the hot event with ``seq``, or the nearest in the reading
@@ -1033,7 +1050,9 @@ class HotTier:
 
     def view(self, floor: bytes = _NO_ID) -> HotView:
         with self.gate:
-            return HotView(Snapshot(self.db, self.resources), floor, self.gate, not self.repaired)
+            repaired = self.repaired
+            lost = {int(a): int(b) for a, b in repaired.get("lost", [])} if repaired else None
+            return HotView(Snapshot(self.db, self.resources), floor, self.gate, not repaired, lost)
 
     def get_event(self, id16: bytes) -> Event | bool | None:
         """The hot event with this id, None if there is none, or False if its

@@ -274,6 +274,12 @@ class Subscription:
                 self._close()  # the store closed under the read
                 break
             if event is not None:
+                start = self._start
+                if self._last is None and start is not None and event.id <= start:
+                    # Read by seq after a page found nothing past a position
+                    # above every event then stored: later events may have
+                    # ids at or below it, and they are not after it.
+                    continue
                 left = self._left = self._left - 1
                 self._last = event
                 if not left or (

@@ -10,7 +10,7 @@ keys, so replaying it never touches files that do not hold it.
 from __future__ import annotations
 
 import threading
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from itertools import chain
 from typing import Any
@@ -87,8 +87,10 @@ class View:
         """
         out = []
         by_number = self.by_number
+        strict = self.hot.strict
         stream = ""
         expected = 0
+        at = -1  # index in self.files of the last file a key named
         try:
             stream = stream_b.decode()
             for _key, value in self.hot.items(keys.segment_prefix(stream_b)):
@@ -97,10 +99,12 @@ class View:
                 if f is None:
                     continue
                 space = f.reader.space(stream)
+                index = bisect_left(self.firsts, f.first_id)
                 if (
                     space is None
                     or (space.first_version, space.last_version) != (first_version, last_version)
-                    or first_version != expected
+                    or first_version < expected
+                    or (first_version > expected and (strict or self._held(stream, at, index)))
                 ):
                     raise _bad_segments(
                         stream,
@@ -109,13 +113,26 @@ class View:
                     )
                 out.append((f, first_version, last_version))
                 expected = last_version + 1
+                at = index
         except (ValueError, TypeError) as exc:  # a value that does not decode
             raise _bad_segments(
                 stream or repr(stream_b), f"a key does not decode ({exc})"
             ) from None
         last = self.hot.stream_version(stream_b)
-        if not self.hot.strict:
-            return out  # a repair recorded losses: versions may have holes
+        if not strict:
+            # A repair recorded losses: versions may have holes. A hole is
+            # a loss only if no file past the last keyed one holds the
+            # stream (a lost key would hide that file's events otherwise).
+            first_hot = self.hot.first_version(stream_b) if last >= expected else None
+            if (first_hot is not None and first_hot < expected) or (
+                last >= expected
+                and first_hot != expected
+                and self._held(stream, at, len(self.files))
+            ):
+                raise _bad_segments(
+                    stream, f"the archive keys end at version {expected - 1}, unexpected"
+                )
+            return out
         if last >= expected:
             first_hot = self.hot.first_version(stream_b)
             if first_hot != expected:
@@ -127,6 +144,12 @@ class View:
         elif last < expected - 1:
             raise _bad_segments(stream, f"keys reach version {expected - 1}, the stream {last}")
         return out
+
+    def _held(self, stream: str, after: int, before: int) -> bool:
+        """Whether a file between indexes ``after`` and ``before`` (both
+        excluded) holds the stream: only asked where versions jump in a
+        repaired store, so the probes are rare."""
+        return any(f.reader.space(stream) is not None for f in self.files[after + 1 : before])
 
     def read_stream(
         self, stream: str, stream_b: bytes, from_version: int | None, backwards: bool

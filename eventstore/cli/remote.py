@@ -25,6 +25,7 @@ from typing import Any
 import click
 import grpc
 
+from ..ids import ulid_from_int
 from ..store import EventStore
 from .output import event_json
 from .served import SERVED
@@ -185,11 +186,17 @@ class AdminServer:
         filters: dict[str, Any] = {"types": types or None, "stream_prefix": prefix}
         position = after
         if after is None:
-            for ev in reversed(list(store.read_all(backwards=True, limit=lines, **filters))):
-                yield {"ev": event_json(ev)}
+            # The newest event first, then the last lines up to it: an event
+            # committed meanwhile comes after it, from the subscription (the
+            # other way round, one committed between the two reads was lost).
             newest = next(iter(store.read_all(backwards=True, limit=1)), None)
-            position = None if newest is None else str(newest.id)
-            if position is not None:
+            if newest is not None:
+                above = int(newest.id) + 1
+                below = ulid_from_int(above) if above < 1 << 128 else None
+                last = store.read_all(below, backwards=True, limit=lines, **filters)
+                for ev in reversed(list(last)):
+                    yield {"ev": event_json(ev)}
+                position = str(newest.id)
                 yield {"pos": position}
         yield {"live": True}
         with store.subscribe(after=position, **filters) as sub:

@@ -55,16 +55,17 @@ class Operations:
             if state.tombstoned:
                 raise StreamDeleted(base_stream(stream))
             if stream.startswith("$$"):
-                store_expected = expected
+                store_expected, first = expected, 0
             else:
                 store_expected = effective_expected(state, stream, expected)
-            done = self._already_appended(stream, events, expected)
+                first = state.truncate_before  # where a stream deleted and made again starts
+            done = self._already_appended(stream, events, expected, first)
             if done is not None:
                 return done
             try:
                 result = self.store.append(stream, events, store_expected)
             except WrongExpectedVersion:
-                done = self._already_appended(stream, events, expected)
+                done = self._already_appended(stream, events, expected, first)
                 if done is not None:
                     return done
                 raise
@@ -89,10 +90,12 @@ class Operations:
                 lock.release()
 
     def _already_appended(
-        self, stream: str, events: Sequence[NewEvent], expected: Any
+        self, stream: str, events: Sequence[NewEvent], expected: Any, first: int = 0
     ) -> Appended | None:
         """If these very event ids are already in the stream where this append
-        would have put them, the append is a retry: answer as the first time."""
+        would have put them, the append is a retry: answer as the first time.
+        ``first`` is the version the stream starts at (after a soft delete,
+        where an append expecting no stream put its events)."""
         if not events:
             return None
         ids = [e.indexes.get(UUID_INDEX) if e.indexes else None for e in events]
@@ -101,7 +104,7 @@ class Operations:
         if isinstance(expected, int):
             start = expected + 1
         elif expected is NO_STREAM:
-            start = 0
+            start = first
         elif expected is ANY or expected is STREAM_EXISTS:
             found = next(self.store.read_index(stream, UUID_INDEX, ids[0], limit=1), None)
             if found is None:
