@@ -354,14 +354,6 @@ def test_in_a_repaired_store_a_lost_segment_key_still_refuses_not_hides(tmp_path
 # -- export and import --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="import ignores the export header's events and last_seq, so an export "
-    "cut short at a line boundary (a broken pipe of `export -`, a partial copy) "
-    "restores silently short (fix: cli/store_commands.py check_import reads the "
-    "header and refuses, before writing, a file whose events do not reach its "
-    "last_seq or number fewer than its events field)",
-)
 def test_import_refuses_an_export_cut_short_at_a_line_boundary(tmp_path: Path) -> None:
     source, target, dump = tmp_path / "s", tmp_path / "t", tmp_path / "dump.jsonl"
     with EventStore.open(source) as s:
@@ -374,8 +366,13 @@ def test_import_refuses_an_export_cut_short_at_a_line_boundary(tmp_path: Path) -
     dump.write_bytes(b"".join(lines[:6]))  # the header and five of the ten events
     done = runner.invoke(main, ["import", str(target), str(dump)])
     assert done.exit_code != 0, done.output
+    assert "cut short" in done.output
     with EventStore.open(target) as t:
         assert t.last_seq == 0
+    # The whole file imports.
+    dump.write_bytes(b"".join(lines))
+    done = runner.invoke(main, ["import", str(target), str(dump)])
+    assert done.exit_code == 0, done.output
 
 
 # -- the served store ---------------------------------------------------------------

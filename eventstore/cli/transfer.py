@@ -174,6 +174,17 @@ def read_export(file: str) -> Iterator[tuple[str, Event]]:
             yield where, ev
 
 
+def _header(file: str) -> dict[str, Any] | None:
+    """The export header on the file's first line, or None if it has none."""
+    with open(file, "rb") as f:
+        first = f.readline()
+    with suppress(ValueError, UnicodeDecodeError):
+        header = json.loads(first)
+        if isinstance(header, dict) and header.get("kind") == EXPORT_KIND:
+            return header
+    return None
+
+
 def events_in(file: str) -> int:
     """How many events an export file holds, for a progress bar: its header's
     count, or else its lines (counted only when a bar is drawn)."""
@@ -241,6 +252,19 @@ def check_import(
             versions[ev.stream] = ev.version
             prev, seq = ev.id.bytes, ev.seq
             n += 1
+    header = _header(file)
+    if header is not None:
+        # An export cut short at a line boundary (a broken pipe, a partial
+        # copy) parses line by line: only its header tells it is short. (More
+        # events than the header counts is fine: appends went on meanwhile.)
+        expected, last_seq = header.get("events"), header.get("last_seq")
+        if type(expected) is int and n < expected or (
+            type(last_seq) is int and seq < last_seq
+        ):
+            raise ImportFileError(
+                f"{file} holds {_plural(n, 'event')} up to seq {seq}, but its header says "
+                f"{expected} up to seq {last_seq}: the export was cut short (export it again)"
+            )
     if prev is not None and n:  # ids increase: the last is the one that could pin the clock
         now_ms = time.time_ns() // 1_000_000
         try:
