@@ -991,6 +991,20 @@ class HotView:
             n += len(page)
             key = page[-1][0]
 
+    def events_written(self) -> int:
+        """How many events the streams' versions say were ever written (each
+        stream's version + 1, summed): seqs are dense, so this is the last
+        seq handed out, even when the newest records were lost."""
+        total = 0
+        with self._gate:
+            it = self._snap.iterator(prefix=keys.META, include_key=False)
+            try:
+                for raw in it:
+                    total += int(msgpack.unpackb(raw)[0]) + 1
+            finally:
+                it.close()
+        return total
+
     def global_seqs(self) -> Iterator[int]:
         """The seq of every hot global entry at or above the floor, in id
         order, unchecked (for counting what a damaged log still holds)."""

@@ -207,6 +207,12 @@ class Transfer:
                 missing.append((last + 1, seq - 1))
             n += 1
             last = max(last, seq)
+        # The newest events lost leave no gap below the last seq; the streams'
+        # versions still count them.
+        written = view.hot.events_written()
+        if written > last:
+            missing.append((last + 1, written))
+            last = written
         return n, last, missing
 
     def rebuild_segment_keys(self) -> int:

@@ -197,15 +197,6 @@ def test_a_store_whose_repair_recorded_a_lost_event_still_compacts(tmp_path: Pat
         s.verify()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an event lost at the end of the log is invisible to log_gaps (it only "
-    "looks below the last seq), so repair records nothing, verify fails for ever on "
-    "the stream's version, and the next append reuses the lost seq (fix: "
-    "Transfer.log_gaps also counts the events the streams' versions say were "
-    "written, sum of (m-key version + 1), and reports (last+1, that) as missing; "
-    "EventStore.__init__ raises _seq to the end of the recorded lost ranges)",
-)
 def test_repair_that_loses_the_newest_event_records_it_and_never_reuses_its_seq(
     tmp_path: Path,
 ) -> None:

@@ -258,7 +258,7 @@ def check_import(
         # copy) parses line by line: only its header tells it is short. (More
         # events than the header counts is fine: appends went on meanwhile.)
         expected, last_seq = header.get("events"), header.get("last_seq")
-        if type(expected) is int and n < expected or (
+        if (type(expected) is int and n < expected) or (
             type(last_seq) is int and seq < last_seq
         ):
             raise ImportFileError(
