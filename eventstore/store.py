@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import msgpack
 from ulid import ULID
 
-from . import forks, keys, segments
+from . import forks, keys, retention, segments
 from ._leveldb import plyvel
 from .archive import (
     ARCHIVE_DIR,
@@ -40,6 +40,7 @@ from .archive import (
     open_files,
     parse_name,
 )
+from .erasure import Erasure
 from .errors import (
     AppendTooLarge,
     EventStoreError,
@@ -751,7 +752,7 @@ class _Owner:
 _DISOWNED: list[Any] = []
 
 
-class EventStore(Tiering, Transfer):
+class EventStore(Tiering, Transfer, Erasure):
     """An embedded event store. Open it with :meth:`open`; close it or use ``with``."""
 
     def __init__(
@@ -894,6 +895,8 @@ class EventStore(Tiering, Transfer):
         self._commit_waiters = 0
         self._cleaner: threading.Thread | None = None
         forks.own(self)  # disowned in a child after fork()
+        # -- h17 hook: the deletion, retention and redaction rules (retention.py)
+        self._forget = self._load_forgetting()
         if watermark != bytes(16):  # finish what an interrupted cleanup left
             self._start_cleanup()
 
@@ -1450,6 +1453,7 @@ class EventStore(Tiering, Transfer):
         """
         self._check_open()  # at once: a forked or closed handle packs nothing
         parts = []
+        rules_updates: list[tuple[str, NewEvent]] = []
         room = self._own.max_events
         size = 0
         for item in appends:
@@ -1467,6 +1471,8 @@ class EventStore(Tiering, Transfer):
                     "(max_append_bytes at open); split it"
                 )
             parts.append(part)
+            if part.stream.startswith("$$"):  # -- h17 hook: new rules of a stream
+                rules_updates.append((retention.base_stream(part.stream), item[1][-1]))
         if not parts:
             raise InvalidArgument("append_many was given no appends")
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
@@ -1476,6 +1482,8 @@ class EventStore(Tiering, Transfer):
             if extra is not None:
                 writes.add(*extra)
             pending = self._enqueue(writes, versions, results[-1].last_seq)
+            for base, last in rules_updates:  # -- h17 hook
+                self._forget.set_rules(base, retention.rules_of(last))
         self._commit(pending)
         return results
 
@@ -1494,7 +1502,13 @@ class EventStore(Tiering, Transfer):
             version = current.get(part.stream_b)
             if version is None:
                 version = self._current_version(part.stream_b)
-            if not _version_matches(part.expected, version):
+            # -- h17 hook: tombstoned and soft-deleted streams (retention.py)
+            ok = (
+                self._forget.admit(part.stream, part.expected, version)
+                if self._forget.rules
+                else None
+            )
+            if not (_version_matches(part.expected, version) if ok is None else ok):
                 raise WrongExpectedVersion(part.stream, part.expected, version)
             starts.append(version)
             current[part.stream_b] = version + part.n
@@ -1755,7 +1769,11 @@ class EventStore(Tiering, Transfer):
             raise InvalidArgument(f"from_version must be a non-negative int, got {from_version!r}")
         check_limit(limit)
         view = self._view()
-        return _limited(view.read_stream(stream, stream_b, from_version, backwards), limit)
+        events = view.read_stream(stream, stream_b, from_version, backwards)
+        if self._forget.active:  # -- h17 hook
+            self._forget.check_stream(stream)
+            events = self._forget.filter(events, _last_version(view))
+        return _limited(events, limit)
 
     def read_index(
         self,
@@ -1777,7 +1795,11 @@ class EventStore(Tiering, Transfer):
         value_b = name_bytes(value, "index value")
         check_limit(limit)
         view = self._view()
-        return _limited(view.read_index(stream, stream_b, name_b, value_b, backwards), limit)
+        events = view.read_index(stream, stream_b, name_b, value_b, backwards)
+        if self._forget.active:  # -- h17 hook
+            self._forget.check_stream(stream)
+            events = self._forget.filter(events, _last_version(view))
+        return _limited(events, limit)
 
     def get(self, event_id: ULID | str | bytes) -> Event | None:
         """The event with this id, or None. A malformed id raises ``InvalidULID``.
@@ -1796,8 +1818,13 @@ class EventStore(Tiering, Transfer):
             # hot keys) can make them disagree, and then the tiers differ.
             found = self._hot.get_event(id16)
             if found is not False and self._tiers is tiers:
+                if self._forget.active:  # -- h17 hook
+                    return self._forget.one(found, _last_version(self._view()))  # type: ignore[arg-type]
                 return found  # type: ignore[return-value]
-        return self._view().get(id16)
+        view = self._view()
+        if self._forget.active:  # -- h17 hook
+            return self._forget.one(view.get(id16), _last_version(view))
+        return view.get(id16)
 
     def read_all(
         self,
@@ -1844,7 +1871,21 @@ class EventStore(Tiering, Transfer):
                 return iter(())
             at = int.from_bytes(found, "big") + (1 if backwards else -1)
             after16 = at.to_bytes(16, "big")
-        return _limited(view.read_all(after16, backwards, type_set, stream_prefix), limit)
+        events = view.read_all(after16, backwards, type_set, stream_prefix)
+        if self._forget.active:  # -- h17 hook
+            events = self._forget.filter(events, _last_version(view))
+        return _limited(events, limit)
+
+    def _load_forgetting(self) -> retention.Forgetting:
+        """-- h17 hook: the rules of every ``$$`` stream and the redacted ids."""
+        view = self._view()
+        prefix = keys.META + b"$$"
+        metas = [k[1:-1].decode() for k, _ in view.hot.items(prefix)]
+
+        def last(meta: str) -> Event | None:
+            return next(view.read_stream(meta, meta.encode(), None, True), None)
+
+        return retention.load(metas, last, view.hot.items(retention.REDACTED_PREFIX))
 
     @property
     def last_seq(self) -> int:
@@ -1856,6 +1897,11 @@ class EventStore(Tiering, Transfer):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<EventStore {self.path!r} {state}>"
+
+
+def _last_version(view: View) -> Callable[[str], int]:
+    """A stream's last version in ``view`` (for the retention rules)."""
+    return lambda stream: view.hot.stream_version(stream.encode())
 
 
 def _keep_forever(obj: Any) -> None:
