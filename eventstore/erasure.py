@@ -231,6 +231,14 @@ class Erasure:
         return True
 
     @property
+    def removed_seqs(self) -> list[tuple[int, int]]:
+        """The seq ranges (first, last) ``scavenge()`` removed: their events
+        are husks that no read returns. A seq missing from reads but in none
+        of these (nor in ``lost_seqs``) is a hidden event a scavenge has not
+        reached yet, or damage that ``verify()`` reports."""
+        return self._forget.removed.pairs()
+
+    @property
     def redacted_ids(self) -> list[ULID]:
         """The ids of every redacted event, in id order."""
         return [ULID.from_bytes(i) for i in sorted(self._forget.redacted)]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -51,7 +52,8 @@ MAX_VERSION = (1 << 62) - 1
 MAX_AGE_SECONDS = 1000 * 366 * 86400  # a thousand years
 
 REDACTED_PREFIX = keys.SYSTEM + b"redacted" + keys.SEP
-REMOVED_KEY = keys.SYSTEM + b"removed"  # seq ranges scavenge removed (eventstore/scavenge.py)
+# Seq ranges scavenge removed: ``x removed NUL first8`` -> last8 (big-endian).
+REMOVED_PREFIX = keys.SYSTEM + b"removed" + keys.SEP
 
 
 def metadata_stream(stream: str) -> str:
@@ -65,6 +67,63 @@ def base_stream(stream: str) -> str:
 
 def redacted_key(id16: bytes) -> bytes:
     return REDACTED_PREFIX + id16
+
+
+def removed_item(first: int, last: int) -> tuple[bytes, bytes]:
+    return REMOVED_PREFIX + first.to_bytes(8, "big"), last.to_bytes(8, "big")
+
+
+class SeqRanges:
+    """Disjoint, sorted seq ranges (first, last), merged where they touch."""
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self, pairs: Iterable[tuple[int, int]] = ()) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.add(pairs)
+
+    def add(self, pairs: Iterable[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for a, b in sorted([*zip(self.starts, self.ends, strict=True), *pairs]):
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        # Replaced whole: a reader bisecting the old lists is not disturbed.
+        self.starts, self.ends = [m[0] for m in merged], [m[1] for m in merged]
+
+    def __contains__(self, seq: int) -> bool:
+        i = bisect_right(self.starts, seq) - 1
+        return i >= 0 and seq <= self.ends[i]
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts, self.ends, strict=True))
+
+    def count(self) -> int:
+        return sum(b - a + 1 for a, b in zip(self.starts, self.ends, strict=True))
+
+    def within(self, low: int, high: int) -> Iterator[int]:
+        """Every seq of the ranges in [low, high], ascending."""
+        starts, ends = self.starts, self.ends
+        i = max(bisect_right(starts, low) - 1, 0)
+        while i < len(starts) and starts[i] <= high:
+            yield from range(max(starts[i], low), min(ends[i], high) + 1)
+            i += 1
+
+
+def to_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as (first, last) runs."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
 
 
 @dataclass(frozen=True)
@@ -196,26 +255,29 @@ class Forgetting:
     """The rules and redactions of one store, in memory.
 
     ``rules`` maps a (base) stream to its rules, only for streams that have
-    some; ``redacted`` maps a redacted id16 to its stream. Both are changed in
-    place, under the writer lock; readers look up single keys (atomic under
-    the GIL).
+    some; ``redacted`` maps a redacted id16 to its stream; ``removed`` holds
+    the seqs scavenge removed (their events are husks, hidden from every read
+    whatever the rules say later). All are changed in place, under the writer
+    or maintenance lock; readers look up single keys (atomic under the GIL).
     """
 
-    __slots__ = ("clock", "redacted", "rules")
+    __slots__ = ("clock", "redacted", "removed", "rules")
 
     def __init__(
         self,
         rules: dict[str, StreamRules],
         redacted: dict[bytes, str],
+        removed: SeqRanges | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules = rules
         self.redacted = redacted
+        self.removed = SeqRanges() if removed is None else removed
         self.clock = clock
 
     @property
     def active(self) -> bool:
-        return bool(self.rules) or bool(self.redacted)
+        return bool(self.rules) or bool(self.redacted) or bool(self.removed)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -265,7 +327,7 @@ class Forgetting:
         """``events`` without those the rules remove, redacted ones marked.
         ``last_version(stream)`` is the stream's last version in the same view
         (for ``$maxCount``). No rules and no redactions: ``events`` itself."""
-        if not self.rules and not self.redacted:
+        if not self.rules and not self.redacted and not self.removed:
             return events
         return self._filtered(events, last_version)
 
@@ -274,10 +336,13 @@ class Forgetting:
     ) -> Iterator[Event]:
         rules = self.rules
         redacted = self.redacted
+        removed = self.removed
         now_ms = self.now_ms()
         floors: dict[str, tuple[int, int]] = {}
         for event in events:
             stream = event.stream
+            if removed and event.seq in removed:
+                continue
             if stream in rules:
                 floor = floors.get(stream)
                 if floor is None:
@@ -299,17 +364,23 @@ def load(
     metadata_streams: Iterable[str],
     last_event: Callable[[str], Event | None],
     redactions: Iterable[tuple[bytes, bytes]],
+    removals: Iterable[tuple[bytes, bytes]] = (),
 ) -> Forgetting:
     """The rules of a store at open: ``metadata_streams`` are its ``$$``
-    streams, ``last_event`` reads the last event of one, ``redactions`` are
-    the (key, value) pairs under REDACTED_PREFIX."""
+    streams, ``last_event`` reads the last event of one, ``redactions`` and
+    ``removals`` are the (key, value) pairs under REDACTED_PREFIX and
+    REMOVED_PREFIX."""
     rules = {}
     for meta in metadata_streams:
         found = rules_of(last_event(meta))
         if not found.empty or found.metadata:
             rules[base_stream(meta)] = found
     redacted = {key[len(REDACTED_PREFIX) :]: value.decode() for key, value in redactions}
-    return Forgetting(rules, redacted)
+    removed = SeqRanges(
+        (int.from_bytes(key[len(REMOVED_PREFIX) :], "big"), int.from_bytes(value, "big"))
+        for key, value in removals
+    )
+    return Forgetting(rules, redacted, removed)
 
 
 __all__ = [

@@ -92,6 +92,7 @@ from .records import (
     refuse_bad_ext,
     unpack,
 )
+from .scavenge import Scavenging
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
 from .tiering import Tiering, held_by
 from .transfer import HOT_DIR, Transfer
@@ -752,7 +753,7 @@ class _Owner:
 _DISOWNED: list[Any] = []
 
 
-class EventStore(Tiering, Transfer, Erasure):
+class EventStore(Tiering, Transfer, Erasure, Scavenging):
     """An embedded event store. Open it with :meth:`open`; close it or use ``with``."""
 
     def __init__(
@@ -1320,6 +1321,12 @@ class EventStore(Tiering, Transfer, Erasure):
         if raw is None:
             return None
         version, state = unpack(raw)
+        if self._forget.rules:  # -- h17 hook: a snapshot of hidden versions is hidden too
+            rules = self._forget.rules_for(stream)
+            if rules is not None and not rules.empty:
+                low, _ = rules.floor(self.stream_version(stream), self._forget.now_ms())
+                if version < low:
+                    return None
         return Snapshot(stream, version, state)
 
     def get_checkpoint(self, name: str) -> Any:
@@ -1885,7 +1892,12 @@ class EventStore(Tiering, Transfer, Erasure):
         def last(meta: str) -> Event | None:
             return next(view.read_stream(meta, meta.encode(), None, True), None)
 
-        return retention.load(metas, last, view.hot.items(retention.REDACTED_PREFIX))
+        return retention.load(
+            metas,
+            last,
+            view.hot.items(retention.REDACTED_PREFIX),
+            view.hot.items(retention.REMOVED_PREFIX),
+        )
 
     @property
     def last_seq(self) -> int:
