@@ -94,6 +94,7 @@ class Scavenging:
         _strays: segments.Strays
 
         def _check_open(self) -> None: ...
+        def _check_readable(self) -> None: ...
         def _view(self) -> View: ...
         def cleanup(self) -> int: ...
         def _take_file_number(self) -> int: ...
@@ -121,11 +122,12 @@ class Scavenging:
         """
         started = time.perf_counter()
         tell = progress or (lambda step, n: None)
-        self._check_open()
+        check = self._check_readable if dry_run else self._check_open
+        check()
         if not dry_run:
             self.cleanup()  # hot copies of archived events hold data too
         with self._maintenance:
-            self._check_open()
+            check()
             view = self._view()
             examined, new, streams = self._decide(view)
             tell("decided", len(new))

@@ -59,12 +59,13 @@ def main(ctx: click.Context, lock_timeout: float) -> None:
 
 def _register() -> None:
     from .esdb import esdb
+    from .forget_commands import COMMANDS as FORGET_COMMANDS
     from .serve import serve_command
     from .store_commands import COMMANDS
 
     main.add_command(esdb)
     main.add_command(serve_command)
-    for command in COMMANDS:
+    for command in [*COMMANDS, *FORGET_COMMANDS]:
         main.add_command(command)
 
 
