@@ -19,14 +19,19 @@ from eventstore import EventStore, NewEvent
 from eventstore.events import Event
 from eventstore.ids import ulid_from_int
 
+from .leveldb_bytes import table_blocks
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def _file_bytes(path: str) -> list[bytes]:
-    """The file's bytes, and the decompressed content of every zstd frame in it."""
+    """The file's bytes, the decompressed blocks of a LevelDB table, and the
+    decompressed content of every zstd frame in it."""
     with open(path, "rb") as f:
         data = f.read()
     out = [data]
+    if path.endswith((".ldb", ".sst")):
+        out += table_blocks(data)
     at = data.find(ZSTD_MAGIC)
     while at != -1:
         with contextlib.suppress(zstandard.ZstdError):
