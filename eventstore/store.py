@@ -1429,6 +1429,7 @@ class EventStore(Tiering, Transfer, Erasure, Scavenging):
             UnserialisableData: data or metadata msgpack cannot carry (the message names the field).
             StoreClosed: the store is closed, or an earlier write failed.
             AppendTooLarge: more events or bytes than the store's bounds.
+            StreamDeleted: the stream (or, for ``$$s``, ``s``) was tombstoned.
         """
         return self.append_many([(stream, events, expected_version)])[0]
 
@@ -1457,6 +1458,7 @@ class EventStore(Tiering, Transfer, Erasure, Scavenging):
             UnserialisableData: as :meth:`append`.
             StoreClosed: the store is closed, or an earlier write failed.
             AppendTooLarge: as :meth:`append`, for the whole call.
+            StreamDeleted: a part's stream was tombstoned; nothing is written.
         """
         self._check_open()  # at once: a forked or closed handle packs nothing
         parts = []
@@ -1770,6 +1772,7 @@ class EventStore(Tiering, Transfer, Erasure, Scavenging):
             InvalidName: the stream name is empty, not a str or holds NUL.
             InvalidArgument: ``from_version`` or ``limit`` is negative or not an int.
             StoreClosed: the store is closed.
+            StreamDeleted: the stream was tombstoned.
         """
         stream_b = name_bytes(stream, "stream name")
         if from_version is not None and (type(from_version) is not int or from_version < 0):
@@ -1796,6 +1799,7 @@ class EventStore(Tiering, Transfer, Erasure, Scavenging):
             InvalidName: the stream, index name or value is empty, not a str or holds NUL.
             InvalidArgument: ``limit`` is negative or not an int.
             StoreClosed: the store is closed.
+            StreamDeleted: the stream was tombstoned.
         """
         stream_b = name_bytes(stream, "stream name")
         name_b = name_bytes(name, "index name")
