@@ -66,3 +66,34 @@ def test_delete_tombstone_and_redact(tmp_path: Path) -> None:
         event = store.get(target)
         assert event is not None and event.redacted and event.data is None
         assert list(store.read_all(types=["T"])) == [event]
+
+
+def test_served_store_scavenges_on_a_schedule(tmp_path: Path) -> None:
+    import time
+
+    from kurrentdbclient import KurrentDBClient, StreamState
+    from kurrentdbclient import NewEvent as WireEvent
+
+    from .server_fixtures import free_port, serve_process
+
+    store = tmp_path / "sched"
+    port = free_port()
+    with serve_process(
+        store, "--listen", f"127.0.0.1:{port}", "--insecure", "--scavenge-every", "1s"
+    ):
+        client = KurrentDBClient(f"esdb://127.0.0.1:{port}?Tls=False")
+        client.append_to_stream(
+            "gone",
+            events=[WireEvent(type="T", data=b'{"x": 1}') for _ in range(3)],
+            current_version=StreamState.NO_STREAM,
+        )
+        client.delete_stream("gone", current_version=2)
+        deadline = time.monotonic() + 30
+        while True:  # `verify` runs through the server's operator socket
+            found = json.loads(ok("verify", str(store), "--json").splitlines()[0])
+            if found["removed"] == 3:
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(0.5)
+        assert found["erasure_pending"] == 0
+        client.close()
