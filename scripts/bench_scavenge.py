@@ -75,7 +75,8 @@ def main() -> None:
                 store.delete_stream(stream)
             store.backup(done_path)
             store.backup(cold_path)
-            store._hot.db.compact_range()  # both stores' tables compacted, as a scavenge leaves them
+            # Both stores with their tables compacted, as a scavenge leaves them.
+            store._hot.db.compact_range()
         with EventStore.open(done_path) as store:
             hot = store.scavenge()
             store._hot.db.compact_range()
