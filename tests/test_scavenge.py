@@ -162,3 +162,57 @@ def test_subscriber_resumes_across_a_scavenged_range(tmp_path: Path) -> None:
         from_seq = [e.seq for e in store.read_all(from_seq=4)]
         assert from_seq == [7, 8, 9, 10]  # seqs 4-6 were removed
         assert store.removed_seqs == [(4, 6)]
+
+
+def test_scavenge_while_appends_and_reads_go_on(tmp_path: Path) -> None:
+    import threading
+
+    with EventStore.open(str(tmp_path / "s")) as store:
+        for n in range(6):
+            store.append(f"s-{n}", [NewEvent("T", {"s": n, "v": v}) for v in range(50)])
+        for n in (1, 3):
+            store.delete_stream(f"s-{n}")
+        store.set_retention("s-5", max_count=10)
+        stop = threading.Event()
+        problems: list[str] = []
+
+        def append() -> None:
+            v = 0
+            while not stop.is_set():
+                store.append("live", [NewEvent("T", {"s": "live", "v": v})])
+                v += 1
+
+        def read() -> None:
+            while not stop.is_set():
+                for e in store.read_all():
+                    if e.stream in ("s-1", "s-3") or (e.stream == "s-5" and e.version < 40):
+                        problems.append(f"hidden event read: {e}")
+                    elif not e.stream.startswith("$$") and e.data != {
+                        "s": int(e.stream[2:]) if e.stream != "live" else "live",
+                        "v": e.version,
+                    }:
+                        problems.append(f"kept event changed: {e}")
+
+        threads = [threading.Thread(target=append), threading.Thread(target=read)]
+        for t in threads:
+            t.start()
+        try:
+            for round_ in range(3):
+                store.scavenge()
+                last = next(store.read_all(backwards=True, limit=1))
+                store.compact(before=ulid_from_int(int(last.id) + 1))
+                if round_ == 1:
+                    store.append("s-5", [NewEvent("T", {"s": 5, "v": 50})])
+                    store.set_retention("s-5", max_count=11)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert problems == []
+        store.scavenge()
+        store.verify()
+        assert store.scavenge(dry_run=True).scrubbed == 0
+        assert [e.version for e in store.read_stream("s-5")] == list(range(40, 51))
+        assert [e.data["v"] for e in store.read_stream("live")] == list(
+            range(store.stream_version("live") + 1)
+        )
