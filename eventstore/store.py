@@ -1830,7 +1830,7 @@ class EventStore(Tiering, Transfer, Erasure, Scavenging):
             found = self._hot.get_event(id16)
             if found is not False and self._tiers is tiers:
                 if self._forget.active:  # -- h17 hook
-                    return self._forget.one(found, _last_version(self._view()))  # type: ignore[arg-type]
+                    return self._forget.one(found, self.stream_version)  # type: ignore[arg-type]
                 return found  # type: ignore[return-value]
         view = self._view()
         if self._forget.active:  # -- h17 hook

@@ -216,3 +216,31 @@ def test_scavenge_while_appends_and_reads_go_on(tmp_path: Path) -> None:
         assert [e.data["v"] for e in store.read_stream("live")] == list(
             range(store.stream_version("live") + 1)
         )
+
+
+def test_projection_resumes_across_a_scavenge(tmp_path: Path) -> None:
+    from eventstore.subscriptions import Projection
+
+    def count(state: dict[str, int], event: Event) -> dict[str, int]:
+        state[event.stream] = state.get(event.stream, 0) + 1
+        return state
+
+    with EventStore.open(str(tmp_path / "s")) as store:
+        store.append("a", [NewEvent("T")] * 2)
+        store.append("b", [NewEvent("T")] * 2)
+        first = Projection(store, "counts", count, dict, types=["T"])
+        assert first.catch_up() == 4
+        first.close()
+        store.append("b", [NewEvent("T")] * 3)
+        store.append("a", [NewEvent("T")])
+        store.delete_stream("b")
+        store.scavenge()
+        store.append("c", [NewEvent("T")])
+        resumed = Projection(store, "counts", count, dict, types=["T"])
+        assert resumed.catch_up() == 2  # a's new event and c's: none of b's removed ones
+        assert resumed.state == {"a": 3, "b": 2, "c": 1}
+        resumed.close()
+        fresh = Projection(store, "fresh", count, dict, types=["T"])
+        fresh.catch_up()
+        assert fresh.state == {"a": 3, "c": 1}
+        fresh.close()
