@@ -217,11 +217,11 @@ class Erasure:
         id16 = event_id.bytes if type(event_id) is ULID else to_ulid_bytes(event_id)
         self._check_open()
         with self._maintenance:
-            if id16 in self._forget.redacted:
-                return False
             event = self.get(id16)
             if event is None:
                 raise EventNotFound(f"no event with id {ULID.from_bytes(id16)} in the store")
+            if id16 in self._forget.redacted:
+                return False
             if event.stream.startswith("$$"):
                 raise InvalidArgument(
                     f"event {event.id} is stream metadata ({event.stream!r}); it cannot be redacted"
