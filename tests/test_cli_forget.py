@@ -31,7 +31,7 @@ def test_retention_set_show_and_scavenge(tmp_path: Path) -> None:
         "max_age": 30 * 86400,
     }
     fails("retention", path, "a", "--max-count", "0", message="max_count must be between 1")
-    fails("retention", path, "a", "--max-age", "forever", message="duration")
+    fails("retention", path, "a", "--max-age", "forever", message="--max-age wants a duration")
     fails("retention", path, "a", "--clear", "--max-count", "3", message="--clear takes")
     verified = json.loads(ok("verify", path, "--json"))
     assert verified["erasure_pending"] == 2 and verified["removed"] == 0

@@ -81,7 +81,12 @@ def retention(
         raise InvalidArgument("--clear takes no other rule")
     age = None
     if max_age is not None:
-        age = parse_duration(max_age)
+        try:
+            age = parse_duration(max_age)
+        except InvalidArgument:
+            raise InvalidArgument(
+                f"--max-age wants a duration like 90d, 12h or 1d12h; got {max_age!r}"
+            ) from None
     with opened(path) as store:
         if changing:
             store.set_retention(
