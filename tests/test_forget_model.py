@@ -14,7 +14,7 @@ from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, rule
+from hypothesis.stateful import invariant, precondition, rule
 from ulid import ULID
 
 from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event, NewEvent
@@ -132,6 +132,13 @@ class ForgetMachine(StoreMachine):
 
     def failed_maintenance(self) -> None:  # not a rule here: it reads streams unfiltered
         pass
+
+    @precondition(lambda self: bool(self.model.log))
+    @rule()
+    def compact_everything(self) -> None:
+        last = self.model.log[-1].id
+        self.store.compact(before=ULID.from_int(int(last) + 1), max_file_events=self.file_events)
+        assert self.store.get(last) == self.model.get(last)
 
     @rule(stream=st.sampled_from(STREAMS), exact=st.booleans())
     def delete(self, stream: str, exact: bool) -> None:
