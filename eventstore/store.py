@@ -1251,10 +1251,22 @@ class EventStore(Tiering, Transfer, Erasure, Scavenging):
                         put(keys.index_key(stream_b, name.encode(), value.encode(), id16), b"")
                     versions[stream_b] = event.version
                     last_id, seq = id_int, event.seq
+                # -- h17 hook: an imported stream may be tombstoned (StreamDeleted);
+                # imported $$ events set rules, as appended ones do.
+                rules_updates = []
+                for event in chunk:
+                    if self._forget.rules:
+                        self._forget.admit(event.stream, ANY, event.version - 1)
+                    if event.stream.startswith("$$"):
+                        rules_updates.append(
+                            (retention.base_stream(event.stream), retention.rules_of(event))
+                        )
                 for stream_b, version in versions.items():
                     put(keys.meta_key(stream_b), _packb([version]))
                 self._ids.raise_floor(last_id)
                 pending = self._enqueue(writes, list(versions.items()), seq)
+                for base, rules in rules_updates:  # -- h17 hook
+                    self._forget.set_rules(base, rules)
             self._commit(pending)
             total += len(chunk)
             if progress is not None:

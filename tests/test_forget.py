@@ -256,3 +256,22 @@ def test_subscription_skips_deleted(store: EventStore) -> None:
     assert [(e.stream, e.version) for e in got if e is not None] == [("b", 0), ("b", 1), ("$$a", 0)]
     assert sub.get(timeout=0) is None
     sub.close()
+
+
+def test_imported_metadata_sets_the_rules(tmp_path: Path) -> None:
+    with EventStore.open(str(tmp_path / "src")) as src:
+        _fill(src, "a", 3)
+        src.set_retention("a", max_count=1)
+        _fill(src, "t", 1)
+        src.tombstone_stream("t")
+        log = list(src._view().read_all(None, False, None, None))  # the log as stored
+    with EventStore.open(str(tmp_path / "dst")) as dst:
+        assert dst.import_events(log) == len(log)
+        assert _versions(dst, "a") == [2]
+        with pytest.raises(StreamDeleted):
+            dst.append("t", [NewEvent("T")])
+        seq = dst.last_seq
+        late = log[-2]._replace(id=ulid_from_int(int(log[-1].id) + 1), seq=seq + 1, version=1)
+        with pytest.raises(StreamDeleted):  # an import into a tombstoned stream
+            dst.import_events([late])
+        assert dst.last_seq == seq
