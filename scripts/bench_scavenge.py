@@ -66,10 +66,12 @@ def main() -> None:
     kept = [s for s in streams if s not in set(deleted)]
     try:
         with EventStore.open(pending_path) as store:
-            for at in range(0, n, 100):
-                stream = streams[(at // 100) % STREAMS]
+            batch = max(1, min(100, n // STREAMS))  # every stream gets events
+            for at in range(0, n, batch):
+                stream = streams[(at // batch) % STREAMS]
                 store.append(
-                    stream, [NewEvent("T", {"n": at + k, "pad": "x" * 80}) for k in range(100)]
+                    stream,
+                    [NewEvent("T", {"n": at + k, "pad": "x" * 80}) for k in range(batch)],
                 )
             for stream in deleted:
                 store.delete_stream(stream)

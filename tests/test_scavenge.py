@@ -244,3 +244,27 @@ def test_projection_resumes_across_a_scavenge(tmp_path: Path) -> None:
         fresh.catch_up()
         assert fresh.state == {"a": 3, "c": 1}
         fresh.close()
+
+
+def test_bench_scavenge_small_run() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "scripts" / "bench_scavenge.py"),
+            "--events",
+            "3000",
+            "--runs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "deleted 100 streams (300 events)" in proc.stdout
+    assert "read speed, deletions pending / scavenged" in proc.stdout
