@@ -162,3 +162,10 @@ class WritesRefused(StoreClosed, StorageError):
     """The store refuses writes, but reads go on: an earlier write failed (a
     full disk, a failing device), or the disk was full when it opened. Free
     the space or fix the device, then close and reopen the store."""
+
+
+# -- h17-forget: delete, expire and erase -----------------------------------
+
+
+class EventNotFound(EventStoreError, LookupError):
+    """No event with the given id is in the store (or a deletion or retention rule removed it)."""

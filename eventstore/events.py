@@ -64,6 +64,23 @@ class Event(NamedTuple):
         ms = int.from_bytes(self.id.bytes[:6], "big")
         return datetime.fromtimestamp(ms / 1000, UTC)
 
+    @property
+    def redacted(self) -> bool:
+        """True when ``redact()`` removed this event's data and metadata (both None)."""
+        return False
+
+
+class RedactedEvent(Event):
+    """An event whose data and metadata ``redact()`` removed: both read as
+    None; id, stream, version, seq, type and indexes are the event's own.
+    Equal (as a tuple) to an Event with those values."""
+
+    __slots__ = ()
+
+    @property
+    def redacted(self) -> bool:
+        return True
+
 
 class AppendResult(NamedTuple):
     """What one stream's append wrote."""

@@ -1027,6 +1027,15 @@ class HotView:
             yield from seqs
             key = page[-1][0]
 
+    def page(self, start: bytes, stop: bytes, n: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``n`` (key, value) pairs in [start, stop) (-- h17 hook: scavenge.py)."""
+        with self._gate:
+            it = self._snap.iterator(start=start, stop=stop, fill_cache=False)
+            try:
+                return list(islice(it, n))
+            finally:
+                it.close()
+
     def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """(key, value) of every key starting with ``prefix``, in key order."""
         with self._gate:

@@ -18,6 +18,11 @@ SNAPSHOT = b"s"
 CHECKPOINT = b"c"
 SYSTEM = b"x"
 
+# The version of this layout, kept in the store's configuration. 2: segment
+# keys carry the file number (eventstore/segments.py); layout-1 stores are
+# migrated when they open.
+LAYOUT_VERSION = 2
+
 ULID_LEN = 16
 
 

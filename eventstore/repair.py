@@ -29,7 +29,6 @@ from .errors import CorruptFile, StoreDamaged, UnsafePath
 from .hot import open_leveldb
 from .records import record_version, unpack
 from .segments import Strays
-from .store import LAYOUT_VERSION
 
 CONFIG = keys.system_key(b"config")
 
@@ -152,7 +151,11 @@ def _restore_config(db: Any, folder: str) -> None:
             stream_b, id16 = key[1 : key.index(keys.SEP)], key[-16:]
             type_b = str(unpack(value)[2]).encode()
             index_types = db.get(keys.index_key(stream_b, b"type", type_b, id16)) is not None
-    db.put(CONFIG, msgpack.packb({"layout": LAYOUT_VERSION, "index_types": index_types}), sync=True)
+    db.put(
+        CONFIG,
+        msgpack.packb({"layout": keys.LAYOUT_VERSION, "index_types": index_types}),
+        sync=True,
+    )
 
 
 def _restore_strays(db: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import msgpack
 from ulid import ULID
 
-from . import forks, keys, segments
+from . import forks, keys, retention, segments
 from ._leveldb import plyvel
 from .archive import (
     ARCHIVE_DIR,
@@ -35,6 +35,7 @@ from .archive import (
     open_files,
     parse_name,
 )
+from .erasure import Erasure
 from .errors import (
     AppendTooLarge,
     EventStoreError,
@@ -79,6 +80,8 @@ from .records import (
     plain_name,
     unpack,
 )
+from .retention import StreamRules
+from .scavenge import ScavengeResult, Scavenging
 from .subscriptions import DEFAULT_PAGE_SIZE, Subscription
 from .tiering import (
     DEFAULT_FILE_EVENTS,
@@ -92,9 +95,7 @@ from .transfer import HOT_DIR, BackupResult, Transfer
 from .view import ArchiveSet, Tiers, View, take_view
 from .writer import Writer
 
-# 2: segment keys carry the file number (eventstore/segments.py); layout-1
-# stores are migrated when they open.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = keys.LAYOUT_VERSION
 
 _packb = msgpack.packb
 
@@ -385,6 +386,29 @@ class EventStore:
             check_readable,
         )
         forks.own(self)  # disowned in a child after fork()
+        # The deletion, retention and redaction rules (retention.py), which
+        # the writer checks appends against and every read filters by.
+        self._forget = self._load_forgetting()
+        self._writer.forget = self._forget
+        self._erasure = Erasure(
+            self._hot,
+            self._writer,
+            self._forget,
+            self._maintenance,
+            self._index_types,
+            check_open,
+            self.get,
+        )
+        self._scavenging = Scavenging(
+            self._hot,
+            self._archive,
+            self._tiering,
+            self._forget,
+            self._maintenance,
+            self._index_types,
+            check_open,
+            check_readable,
+        )
         if watermark != bytes(16):  # finish what an interrupted cleanup left
             self._tiering._start_cleanup()
 
@@ -739,10 +763,22 @@ class EventStore:
                         put(keys.index_key(stream_b, name.encode(), value.encode(), id16), b"")
                     versions[stream_b] = event.version
                     last_id, seq = id_int, event.seq
+                # -- h17 hook: an imported stream may be tombstoned (StreamDeleted);
+                # imported $$ events set rules, as appended ones do.
+                rules_updates = []
+                for event in chunk:
+                    if self._forget.rules:
+                        self._forget.admit(event.stream, ANY, event.version - 1)
+                    if event.stream.startswith("$$"):
+                        rules_updates.append(
+                            (retention.base_stream(event.stream), retention.rules_of(event))
+                        )
                 for stream_b, version in versions.items():
                     put(keys.meta_key(stream_b), _packb([version]))
                 w._ids.raise_floor(last_id)
                 pending = w._enqueue(writes, list(versions.items()), seq)
+                for base, rules in rules_updates:  # -- h17 hook
+                    self._forget.set_rules(base, rules)
             w._commit(pending)
             total += len(chunk)
             if progress is not None:
@@ -809,6 +845,12 @@ class EventStore:
         if raw is None:
             return None
         version, state = unpack(raw)
+        if self._forget.rules:  # -- h17 hook: a snapshot of hidden versions is hidden too
+            rules = self._forget.rules_for(stream)
+            if rules is not None and not rules.empty:
+                low, _ = rules.floor(self.stream_version(stream), self._forget.now_ms())
+                if version < low:
+                    return None
         return Snapshot(stream, version, state)
 
     def get_checkpoint(self, name: str) -> Any:
@@ -905,6 +947,7 @@ class EventStore:
             UnserialisableData: data or metadata msgpack cannot carry (the message names the field).
             StoreClosed: the store is closed, or an earlier write failed.
             AppendTooLarge: more events or bytes than the store's bounds.
+            StreamDeleted: the stream (or, for ``$$s``, ``s``) was tombstoned.
         """
         return self.append_many([(stream, events, expected_version)])[0]
 
@@ -933,9 +976,11 @@ class EventStore:
             UnserialisableData: as :meth:`append`.
             StoreClosed: the store is closed, or an earlier write failed.
             AppendTooLarge: as :meth:`append`, for the whole call.
+            StreamDeleted: a part's stream was tombstoned; nothing is written.
         """
         self._check_open()  # at once: a forked or closed handle packs nothing
         parts = []
+        rules_updates: list[tuple[str, NewEvent]] = []
         room = self._own.max_events
         size = 0
         for item in appends:
@@ -953,6 +998,8 @@ class EventStore:
                     "(max_append_bytes at open); split it"
                 )
             parts.append(part)
+            if part.stream.startswith("$$"):  # -- h17 hook: new rules of a stream
+                rules_updates.append((retention.base_stream(part.stream), item[1][-1]))
         if not parts:
             raise InvalidArgument("append_many was given no appends")
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
@@ -963,6 +1010,8 @@ class EventStore:
             if extra is not None:
                 writes.add(*extra)
             pending = w._enqueue(writes, versions, results[-1].last_seq)
+            for base, last in rules_updates:  # -- h17 hook
+                self._forget.set_rules(base, retention.rules_of(last))
         w._commit(pending)
         return results
 
@@ -998,13 +1047,18 @@ class EventStore:
             InvalidName: the stream name is empty, not a str or holds NUL.
             InvalidArgument: ``from_version`` or ``limit`` is negative or not an int.
             StoreClosed: the store is closed.
+            StreamDeleted: the stream was tombstoned.
         """
         stream_b = name_bytes(stream, "stream name")
         if from_version is not None and (type(from_version) is not int or from_version < 0):
             raise InvalidArgument(f"from_version must be a non-negative int, got {from_version!r}")
         check_limit(limit)
         view = self._view()
-        return _limited(view.read_stream(stream, stream_b, from_version, backwards), limit)
+        events = view.read_stream(stream, stream_b, from_version, backwards)
+        if self._forget.active:  # -- h17 hook
+            self._forget.check_stream(stream)
+            events = self._forget.filter(events, _last_version(view))
+        return _limited(events, limit)
 
     def read_index(
         self,
@@ -1020,13 +1074,18 @@ class EventStore:
             InvalidName: the stream, index name or value is empty, not a str or holds NUL.
             InvalidArgument: ``limit`` is negative or not an int.
             StoreClosed: the store is closed.
+            StreamDeleted: the stream was tombstoned.
         """
         stream_b = name_bytes(stream, "stream name")
         name_b = name_bytes(name, "index name")
         value_b = name_bytes(value, "index value")
         check_limit(limit)
         view = self._view()
-        return _limited(view.read_index(stream, stream_b, name_b, value_b, backwards), limit)
+        events = view.read_index(stream, stream_b, name_b, value_b, backwards)
+        if self._forget.active:  # -- h17 hook
+            self._forget.check_stream(stream)
+            events = self._forget.filter(events, _last_version(view))
+        return _limited(events, limit)
 
     def get(self, event_id: ULID | str | bytes) -> Event | None:
         """The event with this id, or None. A malformed id raises ``InvalidULID``.
@@ -1046,8 +1105,13 @@ class EventStore:
             # hot keys) can make them disagree, and then the tiers differ.
             found = self._hot.get_event(id16)
             if found is not False and archive.tiers is tiers:
+                if self._forget.active:  # -- h17 hook
+                    return self._forget.one(found, self.stream_version)  # type: ignore[arg-type]
                 return found  # type: ignore[return-value]
-        return self._view().get(id16)
+        view = self._view()
+        if self._forget.active:  # -- h17 hook
+            return self._forget.one(view.get(id16), _last_version(view))
+        return view.get(id16)
 
     def read_all(
         self,
@@ -1094,7 +1158,26 @@ class EventStore:
                 return iter(())
             at = int.from_bytes(found, "big") + (1 if backwards else -1)
             after16 = at.to_bytes(16, "big")
-        return _limited(view.read_all(after16, backwards, type_set, stream_prefix), limit)
+        events = view.read_all(after16, backwards, type_set, stream_prefix)
+        if self._forget.active:  # -- h17 hook
+            events = self._forget.filter(events, _last_version(view))
+        return _limited(events, limit)
+
+    def _load_forgetting(self) -> retention.Forgetting:
+        """-- h17 hook: the rules of every ``$$`` stream and the redacted ids."""
+        view = self._view()
+        prefix = keys.META + b"$$"
+        metas = [k[1:-1].decode() for k, _ in view.hot.items(prefix)]
+
+        def last(meta: str) -> Event | None:
+            return next(view.read_stream(meta, meta.encode(), None, True), None)
+
+        return retention.load(
+            metas,
+            last,
+            view.hot.items(retention.REDACTED_PREFIX),
+            view.hot.items(retention.REMOVED_PREFIX),
+        )
 
     @property
     def last_seq(self) -> int:
@@ -1222,6 +1305,120 @@ class EventStore:
         """
         self._transfer.record_repair(lost)
 
+    # -- forgetting (eventstore/erasure.py, eventstore/scavenge.py) ---------
+
+    def delete_stream(self, stream: str, expected_version: Expected = ANY) -> AppendResult:
+        """Soft-delete ``stream`` (KurrentDB's Delete): it reads as empty from
+        now on, in both tiers, and an append goes on from its next version
+        (``NO_STREAM`` is accepted again). ``scavenge()`` removes the events'
+        bytes. Returns the result of the metadata append to ``$$stream``.
+
+        The expected version is checked under the writer lock with the write.
+
+        Raises:
+            WrongExpectedVersion: the stream is not at ``expected_version``, or it has no
+                events to delete (actual -1); nothing is written.
+            StreamDeleted: the stream was tombstoned.
+            InvalidArgument: ``stream`` is a ``$$`` metadata stream.
+            InvalidName: the stream name is empty, not a str or holds NUL.
+        """
+        return self._erasure.delete_stream(stream, expected_version)
+
+    def tombstone_stream(self, stream: str, expected_version: Expected = ANY) -> AppendResult:
+        """Delete ``stream`` for ever (KurrentDB's Tombstone): every read of it
+        and every append to it (or to ``$$stream``) raises
+        :class:`StreamDeleted` from now on; ``scavenge()`` removes its events'
+        bytes (the tombstone itself, in ``$$stream``, stays).
+
+        Raises:
+            WrongExpectedVersion: the stream is not at ``expected_version``; nothing is written.
+            StreamDeleted: the stream was tombstoned already.
+            InvalidArgument: ``stream`` is a ``$$`` metadata stream.
+            InvalidName: the stream name is empty, not a str or holds NUL.
+        """
+        return self._erasure.tombstone_stream(stream, expected_version)
+
+    def set_retention(
+        self,
+        stream: str,
+        *,
+        max_age: timedelta | int | None = None,
+        max_count: int | None = None,
+        truncate_before: int | None = None,
+    ) -> AppendResult:
+        """Set the retention rules of ``stream`` (its ``$$stream`` metadata
+        ``$maxAge`` in seconds, ``$maxCount``, ``$tb``); None removes a rule.
+        Other metadata keys are kept. Every read honours the rules at once,
+        in both tiers; ``scavenge()`` removes the bytes. Until a scavenge,
+        loosening a rule brings the events it hid back; after one they are gone.
+
+        Raises:
+            InvalidArgument: a value is negative, zero where it cannot be, or absurd
+                (``max_age`` over 1000 years or not whole seconds).
+            InvalidType: a value is not an int (or a timedelta for ``max_age``).
+            StreamDeleted: the stream was tombstoned.
+            InvalidName: the stream name is empty, not a str or holds NUL.
+        """
+        return self._erasure.set_retention(
+            stream, max_age=max_age, max_count=max_count, truncate_before=truncate_before
+        )
+
+    def stream_rules(self, stream: str) -> StreamRules:
+        """The deletion and retention rules of ``stream`` (and its other metadata).
+
+        Raises:
+            InvalidName: the stream name is empty, not a str or holds NUL.
+        """
+        return self._erasure.stream_rules(stream)
+
+    def redact(self, event_id: ULID | str | bytes) -> bool:
+        """Remove the data and metadata of one event (for a regulator's
+        request): from now on it reads as a :class:`RedactedEvent` (``data``
+        and ``metadata`` None, ``redacted`` True) with its id, stream,
+        version, seq, type and indexes unchanged, so histories keep their
+        shape. ``scavenge()`` removes the bytes. Returns False if the event
+        was redacted already (nothing changes).
+
+        Raises:
+            InvalidULID: ``event_id`` is not a ULID.
+            EventNotFound: no event with this id is in the store (or a rule removed it).
+            InvalidArgument: the event belongs to a ``$$`` metadata stream.
+            StoreClosed: the store is closed, or refuses writes.
+        """
+        return self._erasure.redact(event_id)
+
+    @property
+    def removed_seqs(self) -> list[tuple[int, int]]:
+        """The seq ranges (first, last) ``scavenge()`` removed: their events
+        are husks that no read returns. A seq missing from reads but in none
+        of these (nor in ``lost_seqs``) is a hidden event a scavenge has not
+        reached yet, or damage that ``verify()`` reports."""
+        return self._erasure.removed_seqs
+
+    @property
+    def redacted_ids(self) -> list[ULID]:
+        """The ids of every redacted event, in id order."""
+        return self._erasure.redacted_ids
+
+    def scavenge(
+        self, *, dry_run: bool = False, progress: Callable[[str, int], None] | None = None
+    ) -> ScavengeResult:
+        """Remove, from every file of the store, the data and metadata of
+        the events that deletions, retention rules and redactions hide (see
+        eventstore/scavenge.py for how, and docs/guarantees.md). Reads and
+        appends go on meanwhile and answer the same throughout. Backups made
+        before keep the data.
+
+        ``dry_run`` writes nothing and counts what a scavenge would do:
+        ``removed + scrubbed == 0`` means the store holds no byte of an
+        erased event. ``progress(step, n)`` hears of each step.
+
+        Raises:
+            CorruptFile: an archive file or the hot tier is damaged where it is read.
+            StoreClosed: the store is closed, or refuses writes.
+        """
+        return self._scavenging.scavenge(dry_run=dry_run, progress=progress)
+
     def verify(self, progress: Callable[[int], None] | None = None) -> None:
         """Check the store end to end; :class:`CorruptFile` on the first problem.
 
@@ -1266,6 +1463,11 @@ def _readable_check(path: str, own: _Owner, writer: Writer) -> Callable[[], None
             raise StoreClosed(f"store {path!r} is closed")
 
     return check_readable
+
+
+def _last_version(view: View) -> Callable[[str], int]:
+    """A stream's last version in ``view`` (for the retention rules)."""
+    return lambda stream: view.hot.stream_version(stream.encode())
 
 
 def _keep_forever(obj: Any) -> None:

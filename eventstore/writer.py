@@ -26,6 +26,7 @@ from .events import AppendResult
 from .hot import HotTier, storage_error
 from .ids import MonotonicULIDs, UlidRange
 from .prepare import _BULK, _columns, _Prepared, _rows, _version_matches, _Writes
+from .retention import Forgetting
 
 
 class _Pending:
@@ -89,6 +90,8 @@ class Writer:
         self.sync = sync
         self._ids = ids
         self._seq = seq
+        # The deletion rules, set by the store once it has read them.
+        self.forget: Forgetting | None = None
         self.closed = False
         self._lock = threading.Lock()  # versions, ids, seq and queue order
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # under _lock only
@@ -141,7 +144,14 @@ class Writer:
             version = current.get(part.stream_b)
             if version is None:
                 version = self._current_version(part.stream_b)
-            if not _version_matches(part.expected, version):
+            # Tombstoned and soft-deleted streams have their own rules (retention.py).
+            forget = self.forget
+            ok = (
+                forget.admit(part.stream, part.expected, version)
+                if forget is not None and forget.rules
+                else None
+            )
+            if not (_version_matches(part.expected, version) if ok is None else ok):
                 raise WrongExpectedVersion(part.stream, part.expected, version)
             starts.append(version)
             current[part.stream_b] = version + part.n

@@ -137,6 +137,28 @@ _CASES: list[tuple[str, str, Callable[[EventStore], object]]] = [
     ("cleanup", "StoreClosed", lambda s: (s.close(), s.cleanup())),
     ("append", "StoreClosed", lambda s: (s.close(), s.append("a", [NewEvent("T")]))),
     ("read_stream", "StoreClosed", lambda s: (s.close(), list(s.read_stream("a")))),
+    ("delete_stream", "WrongExpectedVersion", lambda s: s.delete_stream("a", 3)),
+    ("delete_stream", "InvalidArgument", lambda s: s.delete_stream("$$a")),
+    ("delete_stream", "InvalidName", lambda s: s.delete_stream("")),
+    ("delete_stream", "StreamDeleted", lambda s: (s.tombstone_stream("a"), s.delete_stream("a"))),
+    ("tombstone_stream", "WrongExpectedVersion", lambda s: s.tombstone_stream("a", NO_STREAM)),
+    ("tombstone_stream", "StreamDeleted",
+     lambda s: (s.tombstone_stream("a"), s.tombstone_stream("a"))),
+    ("append", "StreamDeleted",
+     lambda s: (s.tombstone_stream("a"), s.append("a", [NewEvent("T")]))),
+    ("read_stream", "StreamDeleted", lambda s: (s.tombstone_stream("a"), s.read_stream("a"))),
+    ("read_index", "StreamDeleted",
+     lambda s: (s.tombstone_stream("a"), s.read_index("a", "type", "T"))),
+    ("set_retention", "InvalidArgument", lambda s: s.set_retention("a", max_count=-1)),
+    ("set_retention", "InvalidType", lambda s: s.set_retention("a", max_count="1")),  # type: ignore[arg-type]
+    ("set_retention", "StreamDeleted",
+     lambda s: (s.tombstone_stream("a"), s.set_retention("a", max_count=1))),
+    ("stream_rules", "InvalidName", lambda s: s.stream_rules("")),
+    ("redact", "EventNotFound", lambda s: s.redact("01ARZ3NDEKTSV4RRFFQ69G5FAV")),
+    ("redact", "InvalidULID", lambda s: s.redact("nope")),
+    ("redact", "InvalidArgument",
+     lambda s: (s.set_retention("a", max_count=1), s.redact(next(s.read_stream("$$a")).id))),
+    ("scavenge", "StoreClosed", lambda s: (s.close(), s.scavenge())),
 ]
 
 

@@ -22,10 +22,16 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("foundations", ["errors", "events", "keys", "values", "_leveldb", "forks"]),
     ("ids and records", ["ids", "records"]),
     ("tiers", ["hot", "esdb.*"]),
-    ("archive, views, appends", ["archive", "segments", "compaction", "view", "prepare"]),
-    ("writer and tier operations", ["writer", "tiering", "transfer", "repair", "subscriptions"]),
+    ("archive, views, appends", [
+        "archive", "segments", "compaction", "view", "prepare", "retention",
+    ]),
+    ("writer and tier operations", [
+        "writer", "tiering", "transfer", "repair", "erasure", "scavenge", "subscriptions",
+    ]),
     ("facade", ["store"]),
-    ("on the facade", ["eventstore", "aggregates", "aio", "deletion", "contrib.*"]),
+    ("on the facade", [
+        "eventstore", "aggregates", "aio", "deletion", "shredding", "contrib.*",
+    ]),
     ("server", ["server.*"]),
     ("command line", ["cli.*"]),
 ]

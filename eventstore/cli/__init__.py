@@ -67,6 +67,7 @@ def main(ctx: click.Context, lock_timeout: float) -> None:
 def _register() -> None:
     from . import following, maintenance, reading, transfer, writing
     from .esdb import esdb
+    from .forgetting import COMMANDS as FORGET_COMMANDS
     from .serve import serve_command
 
     main.add_command(esdb)
@@ -74,6 +75,8 @@ def _register() -> None:
     for module in (writing, reading, following, maintenance, transfer):
         for command in module.COMMANDS:
             main.add_command(command)
+    for command in FORGET_COMMANDS:
+        main.add_command(command)
 
 
 _register()

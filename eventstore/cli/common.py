@@ -152,11 +152,12 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 *
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 
 
-def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``500ms``, ``2w``, or sums like ``1d12h``."""
+def parse_duration(text: str, option: str = "--older-than") -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``500ms``, ``2w``, or sums like
+    ``1d12h``, given to ``option`` (named in the usage error)."""
     parts = _DURATION.findall(text.strip())
     if not parts or "".join(n + u for n, u in parts) != text.strip():
-        usage(f"--older-than wants a duration like 30d, 12h, 90m, 45s or 1d12h; got {text!r}")
+        usage(f"{option} wants a duration like 30d, 12h, 90m, 45s or 1d12h; got {text!r}")
     return timedelta(seconds=sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
 
 

@@ -17,6 +17,7 @@ from ..archive import ARCHIVE_DIR
 from ..errors import CorruptFile, EventStoreError
 from ..esdb import ESDBReader
 from ..events import Event
+from ..ids import to_ulid_bytes
 from ..store import EventStore
 from .common import (
     _plural,
@@ -354,7 +355,10 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
     prev = b""
     versions: dict[str, int] = {}
     known = dict(store.lost_seqs)  # holes a repair recorded: first seq -> last
-    for ev in store.read_all():
+    # -- h17 hook: the log as stored, husks of removed events and events a
+    # rule hides included (public reads skip them, and their seqs with them).
+    view = store._view()
+    for ev in view.read_all(None, False, None, None):
         if ev.seq != seq + 1 and known.get(seq + 1) != ev.seq - 1:
             raise VerifyFailed(f"seq {ev.seq} (event {ev.id}) follows seq {seq}")
         if ev.id.bytes <= prev:
@@ -384,7 +388,9 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
         if (
             recorded != version
             and not (known and recorded > version)
-            and not _appended_after(store.read_stream(stream, from_version=version + 1), seq)
+            and not _appended_after(  # a fresh view: appends go on meanwhile
+                store._view().read_stream(stream, stream.encode(), version + 1, False), seq
+            )
         ):
             raise VerifyFailed(
                 f"stream {stream!r}: version {store.stream_version(stream)}, "
@@ -392,11 +398,15 @@ def verify_public(store: EventStore, advance: Callable[[int], None]) -> dict[str
             )
     for info in files:
         for id_ in (info.first_id, info.last_id):
-            if store.get(id_) is None:
+            if view.get(to_ulid_bytes(id_)) is None:
                 raise VerifyFailed(f"get({id_}) finds nothing; archive file {info.name} holds it")
     cold = sum(f.events for f in files)
     lost = sum(b - a + 1 for a, b in known.items())
     found: dict[str, Any] = {"lost": lost, "lost_seqs": sorted(known.items())} if lost else {}
+    # -- h17 hook: does the store still hold bytes of erased events?
+    pending = store.scavenge(dry_run=True)
+    found["erasure_pending"] = pending.scrubbed
+    found["removed"] = sum(b - a + 1 for a, b in store.removed_seqs)
     return {
         **found,
         "events": seq - lost,
@@ -442,6 +452,13 @@ def verify(path: str, as_json: bool) -> None:
                 else ""
             )
             + ", ids increasing, versions dense, checksums good"
+            + (f"; {found['removed']:,} events removed by scavenge" if found["removed"] else "")
+            + (
+                f"; it still holds bytes of {found['erasure_pending']:,} erased "
+                "events (run `eventstore scavenge`)"
+                if found["erasure_pending"]
+                else ""
+            )
         )
         for line in left_alone:
             click.echo(line)

@@ -51,6 +51,12 @@ def parse_duration(text: str) -> timedelta:
     metavar="DURATION",
     help="How often the scheduled compaction runs.",
 )
+@click.option(
+    "--scavenge-every",
+    metavar="DURATION",
+    help="Scavenge on a schedule (e.g. 1d): remove the bytes of deleted, expired and "
+    "redacted events.",
+)
 def serve_command(
     path: str,
     listen: str,
@@ -61,6 +67,7 @@ def serve_command(
     sync: bool,
     compact_older_than: str | None,
     compact_every: str,
+    scavenge_every: str | None,
 ) -> None:
     """Open the store at PATH (creating it) and serve it until SIGTERM or SIGINT.
 
@@ -80,8 +87,13 @@ def serve_command(
         raise click.UsageError("--insecure contradicts --tls-cert/--tls-key/--users")
     if not insecure and not (tls_cert and tls_key):
         raise click.UsageError("give --tls-cert and --tls-key, or --insecure")
-    older = parse_duration(compact_older_than) if compact_older_than else None
+    older = None
+    if compact_older_than:
+        older = parse_duration(compact_older_than)
     every = parse_duration(compact_every).total_seconds()
+    scavenge_s = None
+    if scavenge_every:
+        scavenge_s = parse_duration(scavenge_every).total_seconds()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -106,10 +118,14 @@ def serve_command(
             click.echo(f"eventstore serve: {path} on {server.address} ({mode}), ready", err=False)
             sys.stdout.flush()
             next_compaction = time.monotonic() + every
+            next_scavenge = time.monotonic() + (scavenge_s or 0)
             while not stop.wait(0.2 if older is None else min(0.2, every)):
                 if older is not None and time.monotonic() >= next_compaction:
                     next_compaction = time.monotonic() + every
                     _scheduled_compaction(store, older)
+                if scavenge_s is not None and time.monotonic() >= next_scavenge:
+                    next_scavenge = time.monotonic() + scavenge_s
+                    _scheduled_scavenge(store)
             server.stop()
             admin.stop()
     except EventStoreError as exc:
@@ -117,6 +133,13 @@ def serve_command(
     except OSError as exc:
         raise click.ClickException(f"cannot serve: {exc}") from None
     click.echo("eventstore serve: stopped, store closed", err=True)
+
+
+def _scheduled_scavenge(store: EventStore) -> None:
+    try:
+        store.scavenge()
+    except EventStoreError as exc:  # report and keep serving
+        click.echo(f"eventstore serve: scheduled scavenge failed: {exc}", err=True)
 
 
 def _scheduled_compaction(store: EventStore, older: timedelta) -> None:
