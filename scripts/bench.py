@@ -1,15 +1,27 @@
 """eventstore benchmarks, side by side with the baselines a user would pick.
 
 Every workload runs through eventstore and, in the same process and run,
-through raw plyvel (the same events, one key each: the floor LevelDB itself
-sets) and through the ``eventsourcing`` library's SQLite recorder. It prints
-events per second and the ratios, because these machines are shared and
-noisy: only ratios taken side by side are stable. Each figure is the median
-of ``--runs`` runs.
+through two raw plyvel floors and the ``eventsourcing`` library's SQLite
+recorder:
 
-    python scripts/bench.py                 # the full set, 3 runs each
-    python scripts/bench.py --quick         # small sizes, 1 run (a smoke test)
-    python scripts/bench.py --only append_batched,replay --runs 5
+- ``same-keys``: raw plyvel writing exactly the keys and values eventstore
+  writes for the same events (captured from a scratch store beforehand, so
+  each append's puts are ready-made bytes: the timed part is a WriteBatch,
+  its puts and its write). What is left between it and eventstore is the
+  store's own Python; its reads use the same layout (a stream's ``e`` keys,
+  and ``get`` as two lookups: global entry, then record);
+- ``plyvel``: the same events as one key each, msgpack-packed (what the
+  engine costs with the cheapest layout a user could pick).
+
+Contenders interleave round by round (the order rotates each round), so all
+see the same machine load; each figure is the median of ``--runs`` rounds,
+and each ratio the median of the per-round ratios, with their spread. Only
+ratios taken side by side are stable on a shared machine.
+
+    python scripts/bench.py                 # the full set, 5 rounds each
+    python scripts/bench.py --quick         # small sizes, 1 round (a smoke test)
+    python scripts/bench.py --only append_batched,replay --runs 7
+    python scripts/bench.py --hot --busy 1  # the hot path, a busy loop beside it
     python scripts/bench.py --integrity --runs 7   # checksums on reads, paranoid open
 """
 
@@ -21,11 +33,13 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +106,9 @@ class Contender:
 
     def settle(self) -> None:
         """Finish background work left by the writes before reads are timed."""
+
+    def prepare(self, ws: Workspace, events: list[NewEvent], streams: int, per_append: int) -> None:
+        """Untimed work before a fill (the same-keys floor captures its writes)."""
 
 
 class Store(Contender):
@@ -176,6 +193,108 @@ class RawPlyvel(Contender):
         self.db.close()
 
 
+class _RecordingBatch:
+    """A WriteBatch that also keeps its puts, for :class:`SameKeys`."""
+
+    def __init__(self, batch: Any, into: list[tuple[tuple[bytes, ...], tuple[bytes, ...]]]):
+        self.batch = batch
+        self.into = into
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.keys.append(key)
+        self.values.append(value)
+        self.batch.put(key, value)
+
+    def write(self) -> None:
+        self.batch.write()
+        # Tuples of bytes only: the garbage collector stops tracking them.
+        self.into.append((tuple(self.keys), tuple(self.values)))
+
+
+class _RecordingDB:
+    """A store's plyvel DB whose write batches record what they write."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.batches: list[tuple[tuple[bytes, ...], tuple[bytes, ...]]] = []
+
+    def write_batch(self, **options: Any) -> _RecordingBatch:
+        return _RecordingBatch(self.db.write_batch(**options), self.batches)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def capture_batches(
+    path: str, events: list[NewEvent], streams: int, per_append: int
+) -> tuple[list[tuple[tuple[bytes, ...], tuple[bytes, ...]]], list[list[bytes]]]:
+    """Every LevelDB write (keys, values) an eventstore makes for this fill,
+    one per append, and each append's event ids (16 bytes each)."""
+    store = EventStore.open(path)
+    recording = _RecordingDB(store._hot.db)
+    store._hot.db = recording
+    ids: list[list[bytes]] = []
+    try:
+        for start in range(0, len(events), per_append):
+            stream = f"order-{(start // per_append) % streams:05d}"
+            got = store.append(stream, events[start : start + per_append])
+            ids.append([u.bytes for u in got.ids])
+    finally:
+        store._hot.db = recording.db
+        store.close()
+    if len(recording.batches) != len(ids):  # one write per append, or the floor is wrong
+        raise AssertionError(f"{len(recording.batches)} writes for {len(ids)} appends")
+    return recording.batches, ids
+
+
+class SameKeys(Contender):
+    """Raw plyvel writing exactly what eventstore writes, ready-made."""
+
+    name = "same-keys"
+
+    def prepare(self, ws: Workspace, events: list[NewEvent], streams: int, per_append: int) -> None:
+        self.batches, self.ids = capture_batches(
+            ws.fresh("same-keys-capture"), events, streams, per_append
+        )
+        shutil.rmtree(ws.fresh("same-keys-capture"), ignore_errors=True)
+        self.next = 0
+
+    def open(self, path: str, sync: bool = False) -> None:
+        self.db = plyvel.DB(path, create_if_missing=True, **LEVELDB_OPTIONS)
+        self.sync = sync
+
+    def append(self, stream: str, events: list[NewEvent]) -> Any:
+        keys, values = self.batches[self.next]
+        batch = self.db.write_batch(sync=self.sync)
+        deque(map(batch.put, keys, values), maxlen=0)  # the puts in C, as the store makes them
+        batch.write()
+        self.next += 1
+        return self.ids[self.next - 1]
+
+    def replay(self, stream: str) -> int:
+        unpackb = msgpack.unpackb
+        n = 0
+        for _key, value in self.db.iterator(prefix=b"e" + stream.encode() + b"\x00"):
+            unpackb(value, raw=False, strict_map_key=False)
+            n += 1
+        return n
+
+    def get(self, key: Any) -> Any:
+        get = self.db.get
+        entry = get(b"g" + key)
+        # [stream, type, seq]: the stream name is a fixstr after the header.
+        stream_b = entry[2 : 2 + (entry[1] & 0x1F)]
+        return msgpack.unpackb(get(b"e" + stream_b + b"\x00" + key), raw=False)
+
+    def settle(self) -> None:
+        self.db.compact_range()
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class SQLite(Contender):
     """The eventsourcing library's SQLite application recorder, default settings."""
 
@@ -217,9 +336,9 @@ class SQLite(Contender):
         self.datastore.close()
 
 
-def contenders() -> list[type[Contender]]:
-    out: list[type[Contender]] = [Store, RawPlyvel]
-    if SQLiteDatastore is not None:
+def contenders(sqlite: bool = True) -> list[type[Contender]]:
+    out: list[type[Contender]] = [Store, SameKeys, RawPlyvel]
+    if sqlite and SQLiteDatastore is not None:
         out.append(SQLite)
     return out
 
@@ -252,6 +371,7 @@ def w_append(per_append: int, n: int) -> Callable[[type[Contender], Workspace], 
     def run(cls: type[Contender], ws: Workspace) -> float:
         events = make_events(n)
         c = cls()
+        c.prepare(ws, events, 100, per_append)
         c.open(ws.fresh(cls.name))
         t = time.perf_counter()
         fill(c, events, streams=100, per_append=per_append)
@@ -265,8 +385,10 @@ def w_append(per_append: int, n: int) -> Callable[[type[Contender], Workspace], 
 def w_replay(n: int) -> Callable[[type[Contender], Workspace], float]:
     def run(cls: type[Contender], ws: Workspace) -> float:
         c = cls()
+        events = make_events(n)
+        c.prepare(ws, events, 50, 100)
         c.open(ws.fresh(cls.name))
-        fill(c, make_events(n), streams=50, per_append=100)
+        fill(c, events, streams=50, per_append=100)
         c.settle()
         t = time.perf_counter()
         total = sum(c.replay(f"order-{s:05d}") for s in range(50))
@@ -281,8 +403,10 @@ def w_replay(n: int) -> Callable[[type[Contender], Workspace], float]:
 def w_get(n: int, lookups: int) -> Callable[[type[Contender], Workspace], float]:
     def run(cls: type[Contender], ws: Workspace) -> float:
         c = cls()
+        events = make_events(n)
+        c.prepare(ws, events, 50, 100)
         c.open(ws.fresh(cls.name))
-        keys = fill(c, make_events(n), streams=50, per_append=100, keep=True)
+        keys = fill(c, events, streams=50, per_append=100, keep=True)
         c.settle()
         if cls is SQLite:
             keys = list(range(1, n + 1))
@@ -319,6 +443,11 @@ def w_durable(threads: int, per_thread: int) -> Callable[[type[Contender], Works
         return threads * per_thread / elapsed
 
     return run
+
+
+# The workloads the same-keys floor runs (it replays captured writes of one
+# thread; durable appends from many threads group differently every run).
+SAME_KEYS_WORKLOADS = {"append_batched", "append_single", "replay", "get"}
 
 
 def workloads(quick: bool) -> dict[str, tuple[str, Callable[[type[Contender], Workspace], float]]]:
@@ -410,11 +539,33 @@ def bench_integrity(ws: Workspace, quick: bool, runs: int) -> dict[str, dict[str
     return out
 
 
+def _ratio(samples: dict[str, list[float]], base: str) -> tuple[float, float, float] | None:
+    """Median, min and max of eventstore / ``base`` taken round by round."""
+    if not samples.get(base):
+        return None
+    ratios = [es / b for es, b in zip(samples["eventstore"], samples[base], strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def _busy(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` processes spinning in a loop: the load of a busy shared machine."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one run")
+    parser.add_argument("--runs", type=int, default=5, help="rounds (contenders interleaved)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round")
     parser.add_argument("--only", default="", help="comma-separated workload names")
+    parser.add_argument(
+        "--hot",
+        action="store_true",
+        help="only the hot path (batched and single appends, replay, get), no SQLite or ESDB",
+    )
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite baseline")
+    parser.add_argument(
+        "--busy", type=int, default=0, help="run this many busy-loop processes beside it"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--no-esdb", action="store_true", help="skip the ESDB file section")
     parser.add_argument(
@@ -425,46 +576,21 @@ def main() -> None:
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
     chosen = workloads(args.quick)
+    if args.hot:
+        chosen = {k: v for k, v in chosen.items() if k in SAME_KEYS_WORKLOADS}
+        args.no_sqlite = args.no_esdb = True
     if args.only:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
     ws = Workspace()
-    if args.integrity:
-        try:
-            figures = bench_integrity(ws, args.quick, runs)
-        finally:
-            ws.close()
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"integrity": figures}, f, indent=2)
-        return
-    results: dict[str, dict[str, float]] = {}
-    names = [cls.name for cls in contenders()]
-    print(
-        f"{'workload':<34}"
-        + "".join(f"{n:>22}" for n in names)
-        + f"{'vs plyvel':>11}"
-        + f"{'vs sqlite':>11}"
-    )
+    busy = _busy(args.busy)
     try:
-        for key, (label, fn) in chosen.items():
-            samples: dict[str, list[float]] = {cls.name: [] for cls in contenders()}
-            for _ in range(runs):
-                # Runs interleave contender by contender, so all three see
-                # the same machine load; each figure is a median.
-                for cls in contenders():
-                    samples[cls.name].append(fn(cls, ws))
-            figures = {name: statistics.median(values) for name, values in samples.items()}
-            results[key] = figures
-            es = figures["eventstore"]
-            line = f"{label:<34}" + "".join(f"{figures[n]:>18,.0f} e/s" for n in names)
-            line += f"{es / figures['plyvel']:>11.2f}"
-            if "eventsourcing-sqlite" in figures:
-                line += f"{es / figures['eventsourcing-sqlite']:>11.2f}"
-            print(line, flush=True)
-        if "durable_1" in results and "durable_16" in results:
-            gain = results["durable_16"]["eventstore"] / results["durable_1"]["eventstore"]
-            print(f"group commit: 16 threads / 1 thread = {gain:.1f}x")
-            results["group_commit_gain"] = {"eventstore": gain}
+        if args.integrity:
+            figures = bench_integrity(ws, args.quick, runs)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"integrity": figures}, f, indent=2)
+            return
+        results = run_workloads(ws, chosen, runs, not args.no_sqlite)
         if not args.no_esdb and not args.only:
             sys.path.insert(0, os.path.dirname(__file__))
             import bench_tiers
@@ -473,10 +599,57 @@ def main() -> None:
             bench_tiers.report(tiers)
             results["tiers"] = tiers
     finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
         ws.close()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+
+
+def run_workloads(
+    ws: Workspace,
+    chosen: dict[str, tuple[str, Callable[[type[Contender], Workspace], float]]],
+    runs: int,
+    sqlite: bool,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    names = [cls.name for cls in contenders(sqlite)]
+    bases = [n for n in names if n != "eventstore"]
+    print(f"medians of {runs} interleaved rounds; ratios: eventstore / baseline, median [min-max]")
+    print(
+        f"{'workload':<30}"
+        + "".join(f"{n:>20}" for n in names)
+        + "".join(f"{'vs ' + n:>22}" for n in bases)
+    )
+    for key, (label, fn) in chosen.items():
+        pool = [c for c in contenders(sqlite) if c is not SameKeys or key in SAME_KEYS_WORKLOADS]
+        samples: dict[str, list[float]] = {cls.name: [] for cls in pool}
+        for round_ in range(runs):
+            # Round by round, the order rotated, so that every contender sees
+            # the same machine load and none is always first.
+            k = round_ % len(pool)
+            for cls in pool[k:] + pool[:k]:
+                samples[cls.name].append(fn(cls, ws))
+        figures = {name: statistics.median(values) for name, values in samples.items()}
+        ratios = {base: _ratio(samples, base) for base in bases}
+        # Flat medians per workload, as scripts/plots.py reads them.
+        results[key] = figures
+        results.setdefault("rounds", {})[key] = samples
+        results.setdefault("ratios", {})[key] = {b: r for b, r in ratios.items() if r}
+        line = f"{label:<30}" + "".join(
+            f"{figures[n]:>16,.0f} e/s" if n in figures else f"{'-':>20}" for n in names
+        )
+        for base in bases:
+            r = ratios[base]
+            line += f"{'-':>22}" if r is None else f"{f'{r[0]:.2f} [{r[1]:.2f}-{r[2]:.2f}]':>22}"
+        print(line, flush=True)
+    if "durable_1" in results and "durable_16" in results:
+        gain = results["durable_16"]["eventstore"] / results["durable_1"]["eventstore"]
+        print(f"group commit: 16 threads / 1 thread = {gain:.1f}x")
+        results["group_commit_gain"] = {"eventstore": gain}
+    return results
 
 
 if __name__ == "__main__":
