@@ -199,7 +199,7 @@ def run_bench(runs: int, quick: bool, progress: Callable[[str], None] | None = N
             samples: dict[str, list[float]] = {cls.name: [] for cls in pool}
             for _ in range(runs):
                 for cls in pool:
-                    samples[cls.name].append(fn(cls, ws))
+                    samples[cls.name].append(fn(cls, ws).wall)
             results[key] = {name: statistics.median(v) for name, v in samples.items()}
             if progress is not None:
                 figures = "  ".join(f"{n} {v:,.0f}" for n, v in results[key].items())
