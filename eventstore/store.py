@@ -384,6 +384,7 @@ class _Prepared:
         index_prefix = keys.INDEX + self.stream_b + keys.SEP
         # Per event type: its global entry head and its type index prefix.
         by_type: dict[str, tuple[bytes, bytes, str]] = {}
+        type_heads = _TYPE_HEADS
         index_tails = _INDEX_TAILS
         self.tails = []
         self.g_heads = []
@@ -406,13 +407,21 @@ class _Prepared:
             # entry: the record, its global entry and its type index key
             # agree whatever a str subclass's __eq__ and __hash__ say.
             try:
-                global_head, type_prefix, type_ = by_type[type_]
+                if type(type_) is str:  # across appends too: none of a subclass's code runs
+                    global_head, type_prefix, type_ = type_heads[stream, type_]
+                else:
+                    global_head, type_prefix, type_ = by_type[type_]
             except (KeyError, TypeError):  # a new type, or no str at all
+                plain = type(type_) is str
                 type_ = plain_name(type_, "event type")
                 type_b = name_bytes(type_, "event type")
                 type_prefix = index_prefix + b"type\x00" + type_b + keys.SEP
                 global_head = b"\x93" + pack(stream) + pack(type_)
                 by_type[type_] = (global_head, type_prefix, type_)
+                if plain:
+                    if len(type_heads) >= _MAX_TYPE_HEADS:
+                        type_heads.clear()
+                    type_heads[stream, type_] = by_type[type_]
             if indexes:
                 if type(indexes) is not dict:
                     indexes = check_indexes(indexes, index_types)
@@ -566,6 +575,10 @@ _RECORD_HEADER = b"\x96"  # a fixarray of 6
 _RECORD_HEADS = [_RECORD_HEADER + _packb(version) for version in range(4096)]
 _DROP_HEAD = operator.itemgetter(slice(1, None))
 _INDEX_TAILS: dict[tuple[str, str], bytes] = {}
+# (stream, type) -> the global entry head and type index prefix of its
+# events, and the type: plain str only. Bounded; cleared whole when full.
+_TYPE_HEADS: dict[tuple[str, str], tuple[bytes, bytes, str]] = {}
+_MAX_TYPE_HEADS = 8192
 _NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
 _BULK = 8  # events in one part from which columns beat a loop per event
 _JUST_NEW_EVENT = {NewEvent}
