@@ -486,6 +486,26 @@ def _rows(
 ) -> None:
     """The writes of a part with few events: a loop per event, whose fixed cost
     is lower than :func:`_columns`'s."""
+    if part.n == 1:  # most commands append one event: no loop, fewer calls
+        id16 = ids[0].to_bytes(16, "big")
+        seq_b = pack(seq + 1)
+        value = _RECORD_HEADS[version + 1] if version < 4095 else b"\x96" + pack(version + 1)
+        if part.type_prefixes:
+            writes.keys.extend(
+                (
+                    keys.EVENT + part.stream_b + keys.SEP + id16,
+                    keys.GLOBAL + id16,
+                    part.type_prefixes[0] + id16,
+                )
+            )
+            writes.values.extend((value + seq_b + part.tails[0], part.g_heads[0] + seq_b, b""))
+        else:
+            writes.keys.extend((keys.EVENT + part.stream_b + keys.SEP + id16, keys.GLOBAL + id16))
+            writes.values.extend((value + seq_b + part.tails[0], part.g_heads[0] + seq_b))
+        if part.index_prefixes:
+            writes.keys.extend([prefix + id16 for prefix in part.index_prefixes])
+            writes.values.extend(repeat(b"", len(part.index_prefixes)))
+        return
     key_put = writes.keys.append
     value_put = writes.values.append
     ev_prefix = keys.stream_prefix(part.stream_b)
