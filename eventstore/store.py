@@ -412,16 +412,14 @@ class _Prepared:
                 else:
                     global_head, type_prefix, type_ = by_type[type_]
             except (KeyError, TypeError):  # a new type, or no str at all
-                plain = type(type_) is str
                 type_ = plain_name(type_, "event type")
                 type_b = name_bytes(type_, "event type")
                 type_prefix = index_prefix + b"type\x00" + type_b + keys.SEP
                 global_head = b"\x93" + pack(stream) + pack(type_)
                 by_type[type_] = (global_head, type_prefix, type_)
-                if plain:
-                    if len(type_heads) >= _MAX_TYPE_HEADS:
-                        type_heads.clear()
-                    type_heads[stream, type_] = by_type[type_]
+                if len(type_heads) >= _MAX_TYPE_HEADS:
+                    type_heads.clear()
+                type_heads[stream, type_] = by_type[type_]  # type_ is plain text now
             if indexes:
                 if type(indexes) is not dict:
                     indexes = check_indexes(indexes, index_types)
