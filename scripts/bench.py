@@ -643,9 +643,9 @@ def run_workloads(
         "[min-max] of the rounds' ratios, by the wall clock and (cpu) by process CPU time"
     )
     print(
-        f"{'workload':<30}"
-        + "".join(f"{n:>20}" for n in names)
-        + "".join(f"{'vs ' + n:>22}" for n in bases)
+        f"{'workload':<36}"
+        + "".join(f"{n:>22}" for n in names)
+        + "".join(f"{'vs ' + n:>26}" for n in bases)
     )
     for key, (label, fn) in chosen.items():
         pool = [c for c in contenders(sqlite) if c is not SameKeys or key in SAME_KEYS_WORKLOADS]
@@ -669,13 +669,13 @@ def run_workloads(
                 b: r for b, r in ratios.items() if r
             }
             medians = {name: statistics.median(v) for name, v in samples.items()}
-            line = f"{label + what:<30}" + "".join(
-                f"{medians[n]:>16,.0f} e/s" if n in medians else f"{'-':>20}" for n in names
+            line = f"{label + what:<36}" + "".join(
+                f"{medians[n]:>18,.0f} e/s" if n in medians else f"{'-':>22}" for n in names
             )
             for base in bases:
                 r = ratios[base]
                 cell = "-" if r is None else f"{r[0]:.2f} [{r[1]:.2f}-{r[2]:.2f}]"
-                line += f"{cell:>22}"
+                line += f"{cell:>26}"
             print(line, flush=True)
     if "durable_1" in results and "durable_16" in results:
         gain = results["durable_16"]["eventstore"] / results["durable_1"]["eventstore"]
