@@ -55,9 +55,11 @@ def plain_name(value: object, what: str) -> str:
 
 # Names that passed name_bytes, by their plain text: appends and reads meet
 # the same few streams and types again and again, and the checks and the
-# encoding cost more than the lookup. Bounded; cleared whole when full.
+# encoding cost more than the lookup. Bounded (names of up to 128 bytes: a
+# few MiB at most); cleared whole when full.
 _VALID_NAMES: dict[str, bytes] = {}
 _MAX_VALID_NAMES = 8192
+_MAX_CACHED_NAME = 128
 
 
 def name_bytes(value: object, what: str) -> bytes:
@@ -68,9 +70,10 @@ def name_bytes(value: object, what: str) -> bytes:
             return known
     plain = plain_name(value, what)
     raw = _checked_name(plain, what)
-    if len(_VALID_NAMES) >= _MAX_VALID_NAMES:
-        _VALID_NAMES.clear()
-    _VALID_NAMES[plain] = raw
+    if len(raw) <= _MAX_CACHED_NAME:
+        if len(_VALID_NAMES) >= _MAX_VALID_NAMES:
+            _VALID_NAMES.clear()
+        _VALID_NAMES[plain] = raw
     return raw
 
 

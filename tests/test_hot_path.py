@@ -169,3 +169,20 @@ def test_a_single_append_with_a_bad_ext_code_writes_nothing(store: EventStore) -
         store.append("s", [NewEvent("T", {"v": bad})], ANY)
     assert store.stream_version("s") == -1
     assert list(store.read_all()) == []
+
+
+def test_long_names_are_checked_but_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(records_module, "_VALID_NAMES", {})
+    long = "x" * (records_module._MAX_CACHED_NAME + 1)
+    assert name_bytes(long, "stream name") == long.encode()
+    assert name_bytes("short", "stream name") == b"short"
+    assert list(records_module._VALID_NAMES) == ["short"]
+
+
+def test_long_stream_and_type_names_append_and_read_back(store: EventStore) -> None:
+    stream, type_ = "s" * 1000, "T" * 1000
+    for n in range(3):
+        store.append(stream, [NewEvent(type_, n)])
+    assert [(e.type, e.data) for e in store.read_stream(stream)] == [(type_, n) for n in range(3)]
+    assert [e.data for e in store.read_index(stream, "type", type_)] == [0, 1, 2]
+    _check_layout(store)
