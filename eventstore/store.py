@@ -420,9 +420,10 @@ class _Prepared:
                 type_prefix = index_prefix + b"type\x00" + type_b + keys.SEP
                 global_head = b"\x93" + pack(stream) + pack(type_)
                 by_type[type_] = (global_head, type_prefix, type_)
-                if len(type_heads) >= _MAX_TYPE_HEADS:
-                    type_heads.clear()
-                type_heads[stream, type_] = by_type[type_]  # type_ is plain text now
+                if len(type_prefix) <= _MAX_CACHED_PREFIX:  # bounded bytes too
+                    if len(type_heads) >= _MAX_TYPE_HEADS:
+                        type_heads.clear()
+                    type_heads[stream, type_] = by_type[type_]  # type_ is plain text now
             if indexes:
                 if type(indexes) is not dict:
                     indexes = check_indexes(indexes, index_types)
@@ -599,7 +600,8 @@ _INDEX_TAILS: dict[tuple[str, str], bytes] = {}
 # (stream, type) -> the global entry head and type index prefix of its
 # events, and the type: plain str only. Bounded; cleared whole when full.
 _TYPE_HEADS: dict[tuple[str, str], tuple[bytes, bytes, str]] = {}
-_MAX_TYPE_HEADS = 8192
+_MAX_TYPE_HEADS = 4096
+_MAX_CACHED_PREFIX = 256  # bytes of a type index prefix: a few MiB for the cache at most
 _NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
 _BULK = 8  # events in one part from which columns beat a loop per event
 _JUST_NEW_EVENT = {NewEvent}
