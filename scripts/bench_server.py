@@ -51,20 +51,9 @@ DATA = b'{"customer": "c-0042", "total": 42.99, "items": ["a", "b", "c"]}'
 
 def start_eventstore(folder: Path) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "eventstore.cli",
-            "serve",
-            str(folder),
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure",
-            "--sync",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+        [sys.executable, "-m", "eventstore.cli", "serve", str(folder), "--listen",
+         "127.0.0.1:0", "--insecure", "--sync"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -84,14 +73,10 @@ def _bare_server(port_out: Any, events: int) -> None:
                 event=streams_pb2.ReadResp.ReadEvent.RecordedEvent(
                     id=shared_pb2.UUID(string=str(uuid.uuid4())),
                     stream_identifier=shared_pb2.StreamIdentifier(stream_name=b"bench-0"),
-                    stream_revision=i,
-                    prepare_position=(i + 1) * 256,
+                    stream_revision=i, prepare_position=(i + 1) * 256,
                     commit_position=(i + 1) * 256,
-                    metadata={
-                        "type": "OrderPlaced",
-                        "content-type": "application/json",
-                        "created": "17000000000000000",
-                    },
+                    metadata={"type": "OrderPlaced", "content-type": "application/json",
+                              "created": "17000000000000000"},
                     data=DATA,
                 ),
                 commit_position=(i + 1) * 256,
@@ -101,10 +86,8 @@ def _bare_server(port_out: Any, events: int) -> None:
     ]
     append_resp = streams_pb2.AppendResp(
         success=streams_pb2.AppendResp.Success(
-            current_revision=1,
-            position=streams_pb2.AppendResp.Position(commit_position=256, prepare_position=256),
-        )
-    )
+            current_revision=1, position=streams_pb2.AppendResp.Position(
+                commit_position=256, prepare_position=256)))
     batch_resp = streams_pb2.BatchAppendResp()
     batch_resp.success.current_revision = 1
     batch_resp.success.position.commit_position = 256
@@ -152,9 +135,8 @@ def _append_worker(port: int, n: int, batch: int, worker: int, start: Any, out: 
     for i in range(calls):
         events = [NewEvent(type="OrderPlaced", data=DATA) for _ in range(batch)]
         t = time.perf_counter()
-        client.append_to_stream(
-            stream, events=events if batch > 1 else events[0], current_version=version
-        )
+        client.append_to_stream(stream, events=events if batch > 1 else events[0],
+                                current_version=version)
         lat.append(time.perf_counter() - t)
         version = (i + 1) * batch - 1
     out.put(lat)
@@ -249,12 +231,8 @@ def inprocess(folder: Path, threads: int, n: int, batch: int) -> dict[str, float
     read_rate = count / (time.perf_counter() - t1)
     store.close()
     lat.sort()
-    return {
-        "events_s": threads * per / wall,
-        "p50_ms": 1000 * lat[len(lat) // 2],
-        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-        "read_s": read_rate,
-    }
+    return {"events_s": threads * per / wall, "p50_ms": 1000 * lat[len(lat) // 2],
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], "read_s": read_rate}
 
 
 # -- the application workload: eventsourcing recorders ------------------------------
@@ -270,11 +248,8 @@ def _es_worker(env: dict[str, str], n: int, worker: int, start: Any, out: Any) -
     t = time.perf_counter()
     for _ in range(n):
         recorder.insert_events(
-            [
-                StoredEvent(
-                    originator_id=uuid.uuid4(), originator_version=0, topic="bench:Made", state=DATA
-                )
-            ]
+            [StoredEvent(originator_id=uuid.uuid4(), originator_version=0, topic="bench:Made",
+                         state=DATA)]
         )
     out.put(time.perf_counter() - t)
 
@@ -302,61 +277,24 @@ class Postgres:
 
     def __enter__(self) -> Postgres:
         data = self.folder / "data"
-        subprocess.run(
-            [*self.as_user, "initdb", "-D", str(data), "-A", "trust", "-U", "bench"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                *self.as_user,
-                "pg_ctl",
-                "-D",
-                str(data),
-                "-l",
-                str(self.folder / "log"),
-                "-o",
-                f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
-                "-w",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [
-                *self.as_user,
-                "createdb",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "bench",
-                "bench",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        subprocess.run([*self.as_user, "initdb", "-D", str(data), "-A", "trust", "-U", "bench"],
+                       check=True, capture_output=True)
+        subprocess.run([*self.as_user, "pg_ctl", "-D", str(data), "-l", str(self.folder / "log"),
+                        "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
+                        "-w", "start"], check=True, capture_output=True)
+        subprocess.run([*self.as_user, "createdb", "-h", "127.0.0.1", "-p", str(self.port),
+                        "-U", "bench", "bench"], check=True, capture_output=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        subprocess.run(
-            [*self.as_user, "pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "stop"],
-            capture_output=True,
-        )
+        subprocess.run([*self.as_user, "pg_ctl", "-D", str(self.folder / "data"), "-m", "fast",
+                        "stop"], capture_output=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
-        return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": "bench",
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": str(self.port),
-            "POSTGRES_USER": "bench",
-            "POSTGRES_PASSWORD": "x",
-            "POSTGRES_POOL_SIZE": "2",
-        }
+        return {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": "bench",
+                "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(self.port),
+                "POSTGRES_USER": "bench", "POSTGRES_PASSWORD": "x", "POSTGRES_POOL_SIZE": "2"}
 
 
 # -- main ----------------------------------------------------------------------------
@@ -390,10 +328,8 @@ def main() -> int:
     bare, bare_port = start_bare(n)
     pg: Postgres | None = None
     try:
-        print(
-            f"events per workload: {n}; {os.cpu_count()} cores; sync=True everywhere; "
-            f"medians of {args.rounds} interleaved rounds"
-        )
+        print(f"events per workload: {n}; {os.cpu_count()} cores; sync=True everywhere; "
+              f"medians of {args.rounds} interleaved rounds")
         print(f"{'workload':40} {'procs':>5} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for batch in (1, 10):
             for procs in procs_list:
@@ -416,10 +352,8 @@ def main() -> int:
             _row("read $all server", procs, ours)
             _row("read $all bare grpcio ceiling", procs, ceiling)
             _ratio("server / ceiling", procs, ours, ceiling)
-        es_env = {
-            "PERSISTENCE_MODULE": "eventsourcing_kurrentdb",
-            "KURRENTDB_URI": f"esdb://127.0.0.1:{port}?Tls=False",
-        }
+        es_env = {"PERSISTENCE_MODULE": "eventsourcing_kurrentdb",
+                  "KURRENTDB_URI": f"esdb://127.0.0.1:{port}?Tls=False"}
         if not args.no_postgres and shutil.which("initdb"):
             try:
                 import psycopg  # noqa: F401
@@ -456,7 +390,6 @@ def main() -> int:
         bare.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
