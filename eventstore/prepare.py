@@ -86,7 +86,10 @@ class _Prepared:
         self.stream = stream = plain_name(stream, "stream name")
         self.stream_b = name_bytes(stream, "stream name")
         self.expected = _check_expected(expected)
-        if isinstance(events, (NewEvent, str, bytes)) or not isinstance(events, Sequence):
+        # A plain list first: the ABC check costs more than the rest of this test.
+        if type(events) is not list and (
+            isinstance(events, (NewEvent, str, bytes)) or not isinstance(events, Sequence)
+        ):
             raise InvalidType(
                 f"events for stream {stream!r} must be a list of NewEvent, "
                 f"got {type(events).__name__}"
@@ -245,6 +248,7 @@ class _Prepared:
         index_prefix = keys.INDEX + self.stream_b + keys.SEP
         # Per event type: its global entry head and its type index prefix.
         by_type: dict[str, tuple[bytes, bytes, str]] = {}
+        type_heads = _TYPE_HEADS
         index_tails = _INDEX_TAILS
         self.tails = []
         self.g_heads = []
@@ -267,13 +271,20 @@ class _Prepared:
             # entry: the record, its global entry and its type index key
             # agree whatever a str subclass's __eq__ and __hash__ say.
             try:
-                global_head, type_prefix, type_ = by_type[type_]
+                if type(type_) is str:  # across appends too: none of a subclass's code runs
+                    global_head, type_prefix, type_ = type_heads[stream, type_]
+                else:
+                    global_head, type_prefix, type_ = by_type[type_]
             except (KeyError, TypeError):  # a new type, or no str at all
                 type_ = plain_name(type_, "event type")
                 type_b = name_bytes(type_, "event type")
                 type_prefix = index_prefix + b"type\x00" + type_b + keys.SEP
                 global_head = b"\x93" + pack(stream) + pack(type_)
                 by_type[type_] = (global_head, type_prefix, type_)
+                if len(type_prefix) <= _MAX_CACHED_PREFIX:  # bounded bytes too
+                    if len(type_heads) >= _MAX_TYPE_HEADS:
+                        type_heads.clear()
+                    type_heads[stream, type_] = by_type[type_]  # type_ is plain text now
             if indexes:
                 if type(indexes) is not dict:
                     indexes = check_indexes(indexes, index_types)
@@ -338,6 +349,26 @@ def _rows(
 ) -> None:
     """The writes of a part with few events: a loop per event, whose fixed cost
     is lower than :func:`_columns`'s."""
+    if part.n == 1:  # most commands append one event: no loop, fewer calls
+        id16 = ids[0].to_bytes(16, "big")
+        seq_b = pack(seq + 1)
+        value = _RECORD_HEADS[version + 1] if version < 4095 else b"\x96" + pack(version + 1)
+        if part.type_prefixes:
+            writes.keys.extend(
+                (
+                    keys.EVENT + part.stream_b + keys.SEP + id16,
+                    keys.GLOBAL + id16,
+                    part.type_prefixes[0] + id16,
+                )
+            )
+            writes.values.extend((value + seq_b + part.tails[0], part.g_heads[0] + seq_b, b""))
+        else:
+            writes.keys.extend((keys.EVENT + part.stream_b + keys.SEP + id16, keys.GLOBAL + id16))
+            writes.values.extend((value + seq_b + part.tails[0], part.g_heads[0] + seq_b))
+        if part.index_prefixes:
+            writes.keys.extend([prefix + id16 for prefix in part.index_prefixes])
+            writes.values.extend(repeat(b"", len(part.index_prefixes)))
+        return
     key_put = writes.keys.append
     value_put = writes.values.append
     ev_prefix = keys.stream_prefix(part.stream_b)
@@ -427,6 +458,11 @@ _RECORD_HEADER = b"\x96"  # a fixarray of 6
 _RECORD_HEADS = [_RECORD_HEADER + _packb(version) for version in range(4096)]
 _DROP_HEAD = operator.itemgetter(slice(1, None))
 _INDEX_TAILS: dict[tuple[str, str], bytes] = {}
+# (stream, type) -> the global entry head and type index prefix of its
+# events, and the type: plain str only. Bounded; cleared whole when full.
+_TYPE_HEADS: dict[tuple[str, str], tuple[bytes, bytes, str]] = {}
+_MAX_TYPE_HEADS = 4096
+_MAX_CACHED_PREFIX = 256  # bytes of a type index prefix: a few MiB for the cache at most
 _NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
 _BULK = 8  # events in one part from which columns beat a loop per event
 _JUST_NEW_EVENT = {NewEvent}

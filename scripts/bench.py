@@ -1,15 +1,27 @@
 """eventstore benchmarks, side by side with the baselines a user would pick.
 
 Every workload runs through eventstore and, in the same process and run,
-through raw plyvel (the same events, one key each: the floor LevelDB itself
-sets) and through the ``eventsourcing`` library's SQLite recorder. It prints
-events per second and the ratios, because these machines are shared and
-noisy: only ratios taken side by side are stable. Each figure is the median
-of ``--runs`` runs.
+through two raw plyvel floors and the ``eventsourcing`` library's SQLite
+recorder:
 
-    python scripts/bench.py                 # the full set, 3 runs each
-    python scripts/bench.py --quick         # small sizes, 1 run (a smoke test)
-    python scripts/bench.py --only append_batched,replay --runs 5
+- ``same-keys``: raw plyvel writing exactly the keys and values eventstore
+  writes for the same events (captured from a scratch store beforehand, so
+  each append's puts are ready-made bytes: the timed part is a WriteBatch,
+  its puts and its write). What is left between it and eventstore is the
+  store's own Python; its reads use the same layout (a stream's ``e`` keys,
+  and ``get`` as two lookups: global entry, then record);
+- ``plyvel``: the same events as one key each, msgpack-packed (what the
+  engine costs with the cheapest layout a user could pick).
+
+Contenders interleave round by round (the order rotates each round), so all
+see the same machine load; each figure is the median of ``--runs`` rounds,
+and each ratio the median of the per-round ratios, with their spread. Only
+ratios taken side by side are stable on a shared machine.
+
+    python scripts/bench.py                 # the full set, 5 rounds each
+    python scripts/bench.py --quick         # small sizes, 1 round (a smoke test)
+    python scripts/bench.py --only append_batched,replay --runs 7
+    python scripts/bench.py --hot --busy 1  # the hot path, a busy loop beside it
     python scripts/bench.py --integrity --runs 7   # checksums on reads, paranoid open
 """
 
@@ -21,13 +33,15 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -92,6 +106,9 @@ class Contender:
 
     def settle(self) -> None:
         """Finish background work left by the writes before reads are timed."""
+
+    def prepare(self, ws: Workspace, events: list[NewEvent], streams: int, per_append: int) -> None:
+        """Untimed work before a fill (the same-keys floor captures its writes)."""
 
 
 class Store(Contender):
@@ -176,6 +193,108 @@ class RawPlyvel(Contender):
         self.db.close()
 
 
+class _RecordingBatch:
+    """A WriteBatch that also keeps its puts, for :class:`SameKeys`."""
+
+    def __init__(self, batch: Any, into: list[tuple[tuple[bytes, ...], tuple[bytes, ...]]]):
+        self.batch = batch
+        self.into = into
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.keys.append(key)
+        self.values.append(value)
+        self.batch.put(key, value)
+
+    def write(self) -> None:
+        self.batch.write()
+        # Tuples of bytes only: the garbage collector stops tracking them.
+        self.into.append((tuple(self.keys), tuple(self.values)))
+
+
+class _RecordingDB:
+    """A store's plyvel DB whose write batches record what they write."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.batches: list[tuple[tuple[bytes, ...], tuple[bytes, ...]]] = []
+
+    def write_batch(self, **options: Any) -> _RecordingBatch:
+        return _RecordingBatch(self.db.write_batch(**options), self.batches)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def capture_batches(
+    path: str, events: list[NewEvent], streams: int, per_append: int
+) -> tuple[list[tuple[tuple[bytes, ...], tuple[bytes, ...]]], list[list[bytes]]]:
+    """Every LevelDB write (keys, values) an eventstore makes for this fill,
+    one per append, and each append's event ids (16 bytes each)."""
+    store = EventStore.open(path)
+    recording = _RecordingDB(store._hot.db)
+    store._hot.db = recording
+    ids: list[list[bytes]] = []
+    try:
+        for start in range(0, len(events), per_append):
+            stream = f"order-{(start // per_append) % streams:05d}"
+            got = store.append(stream, events[start : start + per_append])
+            ids.append([u.bytes for u in got.ids])
+    finally:
+        store._hot.db = recording.db
+        store.close()
+    if len(recording.batches) != len(ids):  # one write per append, or the floor is wrong
+        raise AssertionError(f"{len(recording.batches)} writes for {len(ids)} appends")
+    return recording.batches, ids
+
+
+class SameKeys(Contender):
+    """Raw plyvel writing exactly what eventstore writes, ready-made."""
+
+    name = "same-keys"
+
+    def prepare(self, ws: Workspace, events: list[NewEvent], streams: int, per_append: int) -> None:
+        self.batches, self.ids = capture_batches(
+            ws.fresh("same-keys-capture"), events, streams, per_append
+        )
+        shutil.rmtree(ws.fresh("same-keys-capture"), ignore_errors=True)
+        self.next = 0
+
+    def open(self, path: str, sync: bool = False) -> None:
+        self.db = plyvel.DB(path, create_if_missing=True, **LEVELDB_OPTIONS)
+        self.sync = sync
+
+    def append(self, stream: str, events: list[NewEvent]) -> Any:
+        keys, values = self.batches[self.next]
+        batch = self.db.write_batch(sync=self.sync)
+        deque(map(batch.put, keys, values), maxlen=0)  # the puts in C, as the store makes them
+        batch.write()
+        self.next += 1
+        return self.ids[self.next - 1]
+
+    def replay(self, stream: str) -> int:
+        unpackb = msgpack.unpackb
+        n = 0
+        for _key, value in self.db.iterator(prefix=b"e" + stream.encode() + b"\x00"):
+            unpackb(value, raw=False, strict_map_key=False)
+            n += 1
+        return n
+
+    def get(self, key: Any) -> Any:
+        get = self.db.get
+        entry = get(b"g" + key)
+        # [stream, type, seq]: the stream name is a fixstr after the header.
+        stream_b = entry[2 : 2 + (entry[1] & 0x1F)]
+        return msgpack.unpackb(get(b"e" + stream_b + b"\x00" + key), raw=False)
+
+    def settle(self) -> None:
+        self.db.compact_range()
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class SQLite(Contender):
     """The eventsourcing library's SQLite application recorder, default settings."""
 
@@ -217,9 +336,9 @@ class SQLite(Contender):
         self.datastore.close()
 
 
-def contenders() -> list[type[Contender]]:
-    out: list[type[Contender]] = [Store, RawPlyvel]
-    if SQLiteDatastore is not None:
+def contenders(sqlite: bool = True) -> list[type[Contender]]:
+    out: list[type[Contender]] = [Store, SameKeys, RawPlyvel]
+    if sqlite and SQLiteDatastore is not None:
         out.append(SQLite)
     return out
 
@@ -248,58 +367,84 @@ def fill(
     return keys
 
 
-def w_append(per_append: int, n: int) -> Callable[[type[Contender], Workspace], float]:
-    def run(cls: type[Contender], ws: Workspace) -> float:
+class Rate(NamedTuple):
+    """Events per second of one measurement, by the wall clock and by the
+    process's CPU time (every thread's, LevelDB's background work included).
+    On a loaded machine the wall clock counts time spent waiting for a core;
+    the CPU time does not, so its ratios hold when the wall clock's wander."""
+
+    wall: float
+    cpu: float
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def rate(self, n: int) -> Rate:
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
+        return Rate(n / wall, n / max(cpu, 1e-9))
+
+
+def w_append(per_append: int, n: int) -> Callable[[type[Contender], Workspace], Rate]:
+    def run(cls: type[Contender], ws: Workspace) -> Rate:
         events = make_events(n)
         c = cls()
+        c.prepare(ws, events, 100, per_append)
         c.open(ws.fresh(cls.name))
-        t = time.perf_counter()
+        clock = Clock()
         fill(c, events, streams=100, per_append=per_append)
-        elapsed = time.perf_counter() - t
+        rate = clock.rate(n)
         c.close()
-        return n / elapsed
+        return rate
 
     return run
 
 
-def w_replay(n: int) -> Callable[[type[Contender], Workspace], float]:
-    def run(cls: type[Contender], ws: Workspace) -> float:
+def w_replay(n: int) -> Callable[[type[Contender], Workspace], Rate]:
+    def run(cls: type[Contender], ws: Workspace) -> Rate:
         c = cls()
+        events = make_events(n)
+        c.prepare(ws, events, 50, 100)
         c.open(ws.fresh(cls.name))
-        fill(c, make_events(n), streams=50, per_append=100)
+        fill(c, events, streams=50, per_append=100)
         c.settle()
-        t = time.perf_counter()
+        clock = Clock()
         total = sum(c.replay(f"order-{s:05d}") for s in range(50))
-        elapsed = time.perf_counter() - t
+        rate = clock.rate(n)
         c.close()
         assert total == n, (cls.name, total)
-        return n / elapsed
+        return rate
 
     return run
 
 
-def w_get(n: int, lookups: int) -> Callable[[type[Contender], Workspace], float]:
-    def run(cls: type[Contender], ws: Workspace) -> float:
+def w_get(n: int, lookups: int) -> Callable[[type[Contender], Workspace], Rate]:
+    def run(cls: type[Contender], ws: Workspace) -> Rate:
         c = cls()
+        events = make_events(n)
+        c.prepare(ws, events, 50, 100)
         c.open(ws.fresh(cls.name))
-        keys = fill(c, make_events(n), streams=50, per_append=100, keep=True)
+        keys = fill(c, events, streams=50, per_append=100, keep=True)
         c.settle()
         if cls is SQLite:
             keys = list(range(1, n + 1))
         rnd = random.Random(3)
         sample = [keys[rnd.randrange(len(keys))] for _ in range(lookups)]
-        t = time.perf_counter()
+        clock = Clock()
         for key in sample:
             c.get(key)
-        elapsed = time.perf_counter() - t
+        rate = clock.rate(lookups)
         c.close()
-        return lookups / elapsed
+        return rate
 
     return run
 
 
-def w_durable(threads: int, per_thread: int) -> Callable[[type[Contender], Workspace], float]:
-    def run(cls: type[Contender], ws: Workspace) -> float:
+def w_durable(threads: int, per_thread: int) -> Callable[[type[Contender], Workspace], Rate]:
+    def run(cls: type[Contender], ws: Workspace) -> Rate:
         c = cls()
         c.open(ws.fresh(cls.name), sync=True)
         events = make_events(per_thread * threads)
@@ -309,19 +454,24 @@ def w_durable(threads: int, per_thread: int) -> Callable[[type[Contender], Works
                 c.append(f"t-{k}", [events[k * per_thread + i]])
 
         pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-        t = time.perf_counter()
+        clock = Clock()
         for th in pool:
             th.start()
         for th in pool:
             th.join()
-        elapsed = time.perf_counter() - t
+        rate = clock.rate(threads * per_thread)
         c.close()
-        return threads * per_thread / elapsed
+        return rate
 
     return run
 
 
-def workloads(quick: bool) -> dict[str, tuple[str, Callable[[type[Contender], Workspace], float]]]:
+# The workloads the same-keys floor runs (it replays captured writes of one
+# thread; durable appends from many threads group differently every run).
+SAME_KEYS_WORKLOADS = {"append_batched", "append_single", "replay", "get"}
+
+
+def workloads(quick: bool) -> dict[str, tuple[str, Callable[[type[Contender], Workspace], Rate]]]:
     k = 10 if quick else 1
     return {
         "append_batched": ("appends of 100 events", w_append(100, 200_000 // k)),
@@ -410,11 +560,33 @@ def bench_integrity(ws: Workspace, quick: bool, runs: int) -> dict[str, dict[str
     return out
 
 
+def _ratio(samples: dict[str, list[float]], base: str) -> tuple[float, float, float] | None:
+    """Median, min and max of eventstore / ``base`` taken round by round."""
+    if not samples.get(base):
+        return None
+    ratios = [es / b for es, b in zip(samples["eventstore"], samples[base], strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def _busy(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` processes spinning in a loop: the load of a busy shared machine."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one run")
+    parser.add_argument("--runs", type=int, default=5, help="rounds (contenders interleaved)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round")
     parser.add_argument("--only", default="", help="comma-separated workload names")
+    parser.add_argument(
+        "--hot",
+        action="store_true",
+        help="only the hot path (batched and single appends, replay, get), no SQLite or ESDB",
+    )
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite baseline")
+    parser.add_argument(
+        "--busy", type=int, default=0, help="run this many busy-loop processes beside it"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--no-esdb", action="store_true", help="skip the ESDB file section")
     parser.add_argument(
@@ -425,46 +597,21 @@ def main() -> None:
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
     chosen = workloads(args.quick)
+    if args.hot:
+        chosen = {k: v for k, v in chosen.items() if k in SAME_KEYS_WORKLOADS}
+        args.no_sqlite = args.no_esdb = True
     if args.only:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
     ws = Workspace()
-    if args.integrity:
-        try:
-            figures = bench_integrity(ws, args.quick, runs)
-        finally:
-            ws.close()
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"integrity": figures}, f, indent=2)
-        return
-    results: dict[str, dict[str, float]] = {}
-    names = [cls.name for cls in contenders()]
-    print(
-        f"{'workload':<34}"
-        + "".join(f"{n:>22}" for n in names)
-        + f"{'vs plyvel':>11}"
-        + f"{'vs sqlite':>11}"
-    )
+    busy = _busy(args.busy)
     try:
-        for key, (label, fn) in chosen.items():
-            samples: dict[str, list[float]] = {cls.name: [] for cls in contenders()}
-            for _ in range(runs):
-                # Runs interleave contender by contender, so all three see
-                # the same machine load; each figure is a median.
-                for cls in contenders():
-                    samples[cls.name].append(fn(cls, ws))
-            figures = {name: statistics.median(values) for name, values in samples.items()}
-            results[key] = figures
-            es = figures["eventstore"]
-            line = f"{label:<34}" + "".join(f"{figures[n]:>18,.0f} e/s" for n in names)
-            line += f"{es / figures['plyvel']:>11.2f}"
-            if "eventsourcing-sqlite" in figures:
-                line += f"{es / figures['eventsourcing-sqlite']:>11.2f}"
-            print(line, flush=True)
-        if "durable_1" in results and "durable_16" in results:
-            gain = results["durable_16"]["eventstore"] / results["durable_1"]["eventstore"]
-            print(f"group commit: 16 threads / 1 thread = {gain:.1f}x")
-            results["group_commit_gain"] = {"eventstore": gain}
+        if args.integrity:
+            figures = bench_integrity(ws, args.quick, runs)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"integrity": figures}, f, indent=2)
+            return
+        results = run_workloads(ws, chosen, runs, not args.no_sqlite)
         if not args.no_esdb and not args.only:
             sys.path.insert(0, os.path.dirname(__file__))
             import bench_tiers
@@ -473,10 +620,68 @@ def main() -> None:
             bench_tiers.report(tiers)
             results["tiers"] = tiers
     finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
         ws.close()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+
+
+def run_workloads(
+    ws: Workspace,
+    chosen: dict[str, tuple[str, Callable[[type[Contender], Workspace], Rate]]],
+    runs: int,
+    sqlite: bool,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    names = [cls.name for cls in contenders(sqlite)]
+    bases = [n for n in names if n != "eventstore"]
+    print(
+        f"medians of {runs} interleaved rounds; ratios: eventstore / baseline, median "
+        "[min-max] of the rounds' ratios, by the wall clock and (cpu) by process CPU time"
+    )
+    print(
+        f"{'workload':<36}"
+        + "".join(f"{n:>22}" for n in names)
+        + "".join(f"{'vs ' + n:>26}" for n in bases)
+    )
+    for key, (label, fn) in chosen.items():
+        pool = [c for c in contenders(sqlite) if c is not SameKeys or key in SAME_KEYS_WORKLOADS]
+        walls: dict[str, list[float]] = {cls.name: [] for cls in pool}
+        cpus: dict[str, list[float]] = {cls.name: [] for cls in pool}
+        for round_ in range(runs):
+            # Round by round, the order rotated, so that every contender sees
+            # the same machine load and none is always first.
+            k = round_ % len(pool)
+            for cls in pool[k:] + pool[:k]:
+                rate = fn(cls, ws)
+                walls[cls.name].append(rate.wall)
+                cpus[cls.name].append(rate.cpu)
+        # Flat medians per workload, as scripts/plots.py reads them.
+        results[key] = {name: statistics.median(v) for name, v in walls.items()}
+        results.setdefault("rounds", {})[key] = walls
+        results.setdefault("cpu_rounds", {})[key] = cpus
+        for samples, what in ((walls, ""), (cpus, " (cpu)")):
+            ratios = {base: _ratio(samples, base) for base in bases}
+            results.setdefault("ratios" if not what else "cpu_ratios", {})[key] = {
+                b: r for b, r in ratios.items() if r
+            }
+            medians = {name: statistics.median(v) for name, v in samples.items()}
+            line = f"{label + what:<36}" + "".join(
+                f"{medians[n]:>18,.0f} e/s" if n in medians else f"{'-':>22}" for n in names
+            )
+            for base in bases:
+                r = ratios[base]
+                cell = "-" if r is None else f"{r[0]:.2f} [{r[1]:.2f}-{r[2]:.2f}]"
+                line += f"{cell:>26}"
+            print(line, flush=True)
+    if "durable_1" in results and "durable_16" in results:
+        gain = results["durable_16"]["eventstore"] / results["durable_1"]["eventstore"]
+        print(f"group commit: 16 threads / 1 thread = {gain:.1f}x")
+        results["group_commit_gain"] = {"eventstore": gain}
+    return results
 
 
 if __name__ == "__main__":
