@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import msgpack
 from ulid import ULID
 
-from . import forks, keys, segments
+from . import counters, forks, keys, segments
 from ._leveldb import plyvel
 from .archive import (
     ARCHIVE_DIR,
@@ -40,6 +40,7 @@ from .archive import (
     open_files,
     parse_name,
 )
+from .counters import Statistics
 from .errors import (
     AppendTooLarge,
     EventStoreError,
@@ -663,14 +664,30 @@ class _Pending:
     compact() on that thread.
     """
 
-    __slots__ = ("done", "error", "last_seq", "leads", "owner", "versions", "wake", "writes")
+    __slots__ = (
+        "done",
+        "error",
+        "last_seq",
+        "leads",
+        "owner",
+        "streams",
+        "versions",
+        "wake",
+        "writes",
+    )
 
     def __init__(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, leads: bool
+        self,
+        writes: _Writes,
+        versions: list[tuple[bytes, int]],
+        last_seq: int,
+        leads: bool,
+        streams: int,
     ) -> None:
         self.writes = writes
         self.versions = versions
         self.last_seq = last_seq
+        self.streams = streams  # the store's stream count once this is written
         self.done = False
         self.leads = leads
         self.owner = get_ident()
@@ -751,7 +768,7 @@ class _Owner:
 _DISOWNED: list[Any] = []
 
 
-class EventStore(Tiering, Transfer):
+class EventStore(Tiering, Transfer, Statistics):
     """An embedded event store. Open it with :meth:`open`; close it or use ``with``."""
 
     def __init__(
@@ -861,6 +878,10 @@ class EventStore(Tiering, Transfer):
             # Ids below the watermark belong to the archive: never hand one out,
             # even if the clock now reads earlier than the last cutoff.
             floor = max(floor, int.from_bytes(watermark, "big") - 1)
+            # Streams so far (issue 19): kept with every commit from here on.
+            self._streams = counters.load_counts(
+                self._hot.db, self._seq, self._hot.read_only is None
+            )
         except BaseException:
             for f in files:
                 f.reader.close()
@@ -1215,6 +1236,7 @@ class EventStore(Tiering, Transfer):
                 put = writes.add
                 last_id, seq = self._ids.last, self._seq
                 versions: dict[bytes, int] = {}
+                started: list[bytes] = []  # streams at -1 before this batch
                 for event, (id16, stream_b, type_b, indexes, record) in zip(
                     chunk, prepared, strict=True
                 ):
@@ -1231,6 +1253,8 @@ class EventStore(Tiering, Transfer):
                     current = versions.get(stream_b)
                     if current is None:
                         current = self._current_version(stream_b)
+                        if current < 0:
+                            started.append(stream_b)
                     if event.version != current + 1:
                         raise InvalidArgument(
                             f"event {event.id} of stream {event.stream!r} has version "
@@ -1250,7 +1274,8 @@ class EventStore(Tiering, Transfer):
                 for stream_b, version in versions.items():
                     put(keys.meta_key(stream_b), _packb([version]))
                 self._ids.raise_floor(last_id)
-                pending = self._enqueue(writes, list(versions.items()), seq)
+                fresh = counters.fresh_streams(started, versions)
+                pending = self._enqueue(writes, list(versions.items()), seq, fresh)
             self._commit(pending)
             total += len(chunk)
             if progress is not None:
@@ -1472,28 +1497,32 @@ class EventStore(Tiering, Transfer):
         extra = None if checkpoint is None else _checkpoint_put(*checkpoint)
         with self._lock:
             self._ready_to_queue()
-            writes, results, versions = self._assign(parts)
+            writes, results, versions, fresh = self._assign(parts)
             if extra is not None:
                 writes.add(*extra)
-            pending = self._enqueue(writes, versions, results[-1].last_seq)
+            pending = self._enqueue(writes, versions, results[-1].last_seq, fresh)
         self._commit(pending)
         return results
 
     def _assign(
         self, parts: list[_Prepared]
-    ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]]]:
-        """Check versions, assign ids and seqs, make the writes. Under the writer
+    ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]], int]:
+        """Check versions, assign ids and seqs, make the writes (and count the
+        streams they start). Under the writer
         lock, so nothing here should release the GIL: no LevelDB calls, but for
         the version of a stream the version cache does not hold. It changes
         nothing but the id generator (ids may be skipped): the seqs and
         versions it hands out are taken by _enqueue."""
         current: dict[bytes, int] = {}
         starts = []
+        started: list[bytes] = []  # streams at -1 before this append
         total = 0
         for part in parts:
             version = current.get(part.stream_b)
             if version is None:
                 version = self._current_version(part.stream_b)
+                if version < 0:
+                    started.append(part.stream_b)
             if not _version_matches(part.expected, version):
                 raise WrongExpectedVersion(part.stream, part.expected, version)
             starts.append(version)
@@ -1522,7 +1551,7 @@ class EventStore(Tiering, Transfer):
         versions = list(current.items())
         for stream_b, version in versions:
             writes.add(keys.meta_key(stream_b), pack([version]))
-        return writes, results, versions
+        return writes, results, versions, counters.fresh_streams(started, current)
 
     def _current_version(self, stream_b: bytes) -> int:
         version = self._reserved.get(stream_b)
@@ -1540,10 +1569,10 @@ class EventStore(Tiering, Transfer):
             raise mapped from exc
 
     def _enqueue(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int
+        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, fresh: int
     ) -> _Pending:
-        """Queue writes whose seqs end at ``last_seq`` and which leave streams
-        at ``versions``. Under the writer lock."""
+        """Queue writes whose seqs end at ``last_seq``, which leave streams
+        at ``versions`` and start ``fresh`` new ones. Under the writer lock."""
         # Whenever the queue is not empty its head leads; an appender that
         # finds it empty is the head, and nobody else will wake it. One that
         # finds its own thread's append at the head finds it abandoned, and
@@ -1553,13 +1582,14 @@ class EventStore(Tiering, Transfer):
         # (Its own head that is done is not abandoned: a leader cut short in
         # _written_group woke one appender of that group to lead it again.)
         leads = not queue or (queue[0].owner == me and not queue[0].done)
-        pending = _Pending(writes, versions, last_seq, leads)
+        pending = _Pending(writes, versions, last_seq, leads, self._streams + fresh)
         self._in_flight[me] = pending
         # The append takes its place here, and the seq and versions follow.
         # A KeyboardInterrupt lands only after a call: before the queue's
         # append nothing has changed, and after it _settle_queue finishes.
         queue.append(pending)
         self._seq = last_seq
+        self._streams = pending.streams
         self._reserved.update(versions)
         return pending
 
@@ -1583,6 +1613,7 @@ class EventStore(Tiering, Transfer):
         queue = self._queue
         if queue and queue[-1].last_seq > self._seq:
             self._seq = queue[-1].last_seq
+            self._streams = queue[-1].streams
             self._reserved.update(queue[-1].versions)
 
     def _wait_for_queue(self, written: Callable[[], bool]) -> None:
@@ -1653,6 +1684,8 @@ class EventStore(Tiering, Transfer):
                 put = batch.put
                 for item in group:
                     item.writes.put_into(put)
+                # The counts with the events they count (eventstore/counters.py).
+                put(keys.COUNTS, counters.pack_counts(group[-1].streams, group[-1].last_seq))
                 batch.write()
             except BaseException as exc:
                 # Ids, seqs and versions of the whole group were handed out;

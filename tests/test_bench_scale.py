@@ -58,6 +58,7 @@ def test_fills_measures_and_resumes(scale: ModuleType, tmp_path: Path) -> None:
         # The hot tier is kept to the window (plus at most one interval).
         assert r["hot_events"] <= 2000 + 2000
         assert r["cold_events"] + r["hot_events"] == r["size"]
+        assert r["stats"] == {"events": r["size"], "streams": r["streams"]}
         for name in ("eventstore", "plyvel"):
             figures = r[name]
             for key in ("append", "read_all", "open_s", "rss_bytes", "disk_bytes_per_event"):
