@@ -56,6 +56,7 @@ from .errors import (
     WritesRefused,
     WrongExpectedVersion,
 )
+from .esdb.reader import BlockCache
 from .events import (
     ANY,
     NO_STREAM,
@@ -100,6 +101,8 @@ from .view import Tiers, View
 # 2: segment keys carry the file number (eventstore/segments.py); layout-1
 # stores are migrated when they open.
 LAYOUT_VERSION = 2
+# Decoded ESDB chunks kept for all archive files together (each reader alone: 32 MiB).
+DEFAULT_ARCHIVE_CACHE_BYTES = 64 << 20
 
 _packb = msgpack.packb
 
@@ -780,6 +783,7 @@ class EventStore(Tiering, Transfer, Statistics):
         create: bool = True,
         max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
         max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
+        archive_cache_bytes: int = DEFAULT_ARCHIVE_CACHE_BYTES,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be a str or path-like, got {type(path).__name__}")
@@ -793,6 +797,12 @@ class EventStore(Tiering, Transfer, Statistics):
         ):
             if type(bound) is not int or bound < 1:
                 raise InvalidArgument(f"{name} must be a positive int, got {bound!r}")
+        if type(archive_cache_bytes) is not int or archive_cache_bytes < 0:
+            raise InvalidArgument(
+                f"archive_cache_bytes must be an int >= 0, got {archive_cache_bytes!r}"
+            )
+        # One budget for the decoded chunks of every archive file (issue 19).
+        self._block_cache = BlockCache(archive_cache_bytes)
         self._own = _Owner(os.getpid(), max_append_events, max_append_bytes)
         self._archive_dir = os.path.join(self.path, ARCHIVE_DIR)
         # Everything is checked before anything is written: a store that
@@ -812,6 +822,8 @@ class EventStore(Tiering, Transfer, Statistics):
         try:
             state = self._read_state(index_types, create)
             files = tuple(open_files(self._archive_dir, state.entries))
+            for f in files:
+                f.reader.share_cache(self._block_cache)
             # Strays: numbers an interrupted compaction or merge was making or
             # had replaced, whose segment keys may exist.
             self._strays = state.strays
@@ -928,6 +940,7 @@ class EventStore(Tiering, Transfer, Statistics):
         create: bool = True,
         max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
         max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
+        archive_cache_bytes: int = DEFAULT_ARCHIVE_CACHE_BYTES,
     ) -> EventStore:
         """Open the store in folder ``path``, creating it if ``create`` (the
         default) and the folder is missing or empty.
@@ -939,6 +952,8 @@ class EventStore(Tiering, Transfer, Statistics):
         ``append_many`` or import batch (default 100,000 events and 64 MiB of
         packed type, data, metadata and indexes); a larger one raises
         :class:`AppendTooLarge` and writes nothing.
+        ``archive_cache_bytes`` (default 64 MiB) bounds the decoded blocks
+        and index chunks kept in memory for all archive files together.
         Raises :class:`StoreLocked` if another process has the store open,
         :class:`StoreNotFound` if there is no store and ``create`` is False,
         :class:`NotAStore` for a folder holding other things,
@@ -957,6 +972,7 @@ class EventStore(Tiering, Transfer, Statistics):
             create=create,
             max_append_events=max_append_events,
             max_append_bytes=max_append_bytes,
+            archive_cache_bytes=archive_cache_bytes,
         )
 
     def _read_state(self, index_types: bool | None, create: bool) -> _State:

@@ -23,6 +23,7 @@ from . import keys, segments
 from .archive import ArchiveFile, Held, highest_number
 from .compaction import compact_range, merge_files, split_at, split_range
 from .errors import CorruptFile, FileFull, InvalidArgument, StoreClosed
+from .esdb.reader import BlockCache
 from .hot import HotTier, LevelDBCorruption, damaged
 from .ids import MonotonicULIDs, to_ulid_bytes, ulid_from_bytes
 from .records import unpack
@@ -98,6 +99,7 @@ class Tiering:
         _queue: list[Any]
         _seq: int
         _tier_lock: threading.Lock
+        _block_cache: BlockCache
         _maintenance: threading.Lock
         _cleaner: threading.Thread | None
 
@@ -383,6 +385,8 @@ class Tiering:
         manifest and moves the watermark. Their segment keys are already
         written; the replaced files' keys become stray, deleted afterwards."""
         gone = {f.number for f in removed}
+        for f in added:  # the store's one budget for decoded chunks (issue 19)
+            f.reader.share_cache(self._block_cache)
         files = sorted(
             [f for f in self._tiers.files if f.number not in gone] + added, key=lambda f: f.first_id
         )

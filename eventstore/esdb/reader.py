@@ -18,7 +18,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from itertools import islice, pairwise
+from itertools import count, islice, pairwise
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -131,16 +131,24 @@ class UlidChunk(NamedTuple):
     type: tuple[int, ...]
 
 
-class _Cache:
-    """A small thread-safe LRU of decoded chunks, bounded by payload bytes."""
+class BlockCache:
+    """A thread-safe LRU of decoded chunks, bounded by bytes, that many readers
+    share: a store gives one to all its archive files, so the memory its
+    cold tier keeps does not grow with the number of files (issue 19).
+    Keys are (reader token, kind, index)."""
 
     def __init__(self, capacity: int) -> None:
+        if type(capacity) is not int or capacity < 0:
+            raise InvalidArgument(f"cache capacity must be an int >= 0, got {capacity!r}")
         self.capacity = capacity
         self.size = 0
-        self._d: OrderedDict[tuple[int, int], tuple[Any, int]] = OrderedDict()
+        self._d: OrderedDict[tuple[int, int, int], tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int]) -> Any:
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: tuple[int, int, int]) -> Any:
         with self._lock:
             hit = self._d.get(key)
             if hit is None:
@@ -148,7 +156,7 @@ class _Cache:
             self._d.move_to_end(key)
             return hit[0]
 
-    def put(self, key: tuple[int, int], value: Any, size: int) -> None:
+    def put(self, key: tuple[int, int, int], value: Any, size: int) -> None:
         if size > self.capacity:
             return
         with self._lock:
@@ -160,18 +168,52 @@ class _Cache:
                 _k, (_v, s) = self._d.popitem(last=False)
                 self.size -= s
 
+    def forget(self, token: int) -> None:
+        """Drop one reader's entries (it closed, or moved to another cache)."""
+        with self._lock:
+            for key in [k for k in self._d if k[0] == token]:
+                self.size -= self._d.pop(key)[1]
+
     def clear(self) -> None:
         with self._lock:
             self._d.clear()
             self.size = 0
 
 
+_TOKENS = count(1)  # a token per reader: its keys in a shared cache
+
+
+class _Cache:
+    """One reader's part of a :class:`BlockCache` (its own, or a shared one)."""
+
+    __slots__ = ("shared", "token")
+
+    def __init__(self, shared: BlockCache) -> None:
+        self.shared = shared
+        self.token = next(_TOKENS)
+
+    def get(self, key: tuple[int, int]) -> Any:
+        return self.shared.get((self.token, key[0], key[1]))
+
+    def put(self, key: tuple[int, int], value: Any, size: int) -> None:
+        self.shared.put((self.token, key[0], key[1]), value, size)
+
+    def clear(self) -> None:
+        self.shared.forget(self.token)
+
+
 class ESDBReader:
     """One ESDB file, read-only, safe to share between threads."""
 
     def __init__(
-        self, path: str | os.PathLike[str], cache_bytes: int = DEFAULT_CACHE_BYTES
+        self,
+        path: str | os.PathLike[str],
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        *,
+        cache: BlockCache | None = None,
     ) -> None:
+        """``cache``: a :class:`BlockCache` shared with other readers (then
+        ``cache_bytes`` is ignored); by default the reader has its own."""
         self.path = os.fspath(path)
         self._mm: mmap.mmap | None = None
         with open(self.path, "rb") as f:
@@ -184,7 +226,7 @@ class ESDBReader:
                 raise CorruptFile(self.path, 0, f"cannot map the file: {exc}") from None
         self.size = size
         self._end = size - FOOTER_SIZE  # chunks live in [HEADER_SIZE, _end)
-        self._cache = _Cache(cache_bytes)
+        self._cache = _Cache(BlockCache(cache_bytes) if cache is None else cache)
         self._lock = threading.Lock()
         self._bpos: list[int] | None = None
         self._boff: list[int] | None = None
@@ -198,6 +240,12 @@ class ESDBReader:
             raise
 
     # -- lifecycle ------------------------------------------------------------
+
+    def share_cache(self, cache: BlockCache) -> None:
+        """Keep decoded chunks in ``cache`` from now on (a store's budget for
+        all its files), leaving the cache used so far."""
+        old, self._cache = self._cache, _Cache(cache)
+        old.clear()
 
     def close(self) -> None:
         mm, self._mm = self._mm, None
