@@ -180,6 +180,10 @@ class BlockCache:
             self.size = 0
 
 
+# Cache kinds of chunks kept raw for point lookups (beside the decoded kinds).
+_RAW_ULIDS = -KIND_ULIDS
+_RAW_SPACES = -KIND_SPACES
+
 _TOKENS = count(1)  # a token per reader: its keys in a shared cache
 
 
@@ -649,6 +653,65 @@ class ESDBReader:
         names, _ = self._space_chunk(ci)
         return dnos[ci] + bisect_left(names, stream_b)
 
+    def _space_entry(self, no: int) -> SpaceInfo:
+        """Space number ``no`` for a point lookup: its chunk is cached raw
+        and only this entry is decoded and checked (issue 19). A chunk that
+        is cached decoded already serves it."""
+        _, doffs, dnos = self._dir_of_spaces()
+        if not 0 <= no < self._spaces:
+            raise self._corrupt(self._u_off, f"space number {no} out of range")
+        ci = bisect_right(dnos, no) - 1
+        decoded: tuple[list[bytes], list[SpaceInfo]] | None = self._cache.get((KIND_SPACES, ci))
+        if decoded is not None:
+            return decoded[1][no - dnos[ci]]
+        key = (_RAW_SPACES, ci)
+        raw: bytes | None = self._cache.get(key)
+        offset = doffs[ci]
+        first_no = dnos[ci]
+        n = dnos[ci + 1] - first_no
+        if raw is None:
+            raw = self._chunk(offset, KIND_SPACES)
+            if 8 + n * _MIN_SPACE_ENTRY > len(raw) or U32.unpack_from(raw, 0)[0] != n:
+                raise self._corrupt(offset, f"space chunk of {len(raw)} bytes cannot hold {n}")
+            self._cache.put(key, raw, len(raw))
+        i = no - first_no
+        base = 8 + 4 * n
+        try:
+            a, b = struct.unpack_from("<II", raw, 4 + 4 * i)
+            p = base + a
+            (ln,) = U16.unpack_from(raw, p)
+            name = raw[p + 2 : p + 2 + ln]
+            fields = SPACE_ENTRY.unpack_from(raw, p + 2 + ln)
+        except struct.error:
+            raise self._corrupt(offset, "space chunk truncated") from None
+        if len(name) != ln or p + 2 + ln + SPACE_ENTRY.size != base + b:
+            raise self._corrupt(offset, f"space entry {i} has the wrong length")
+        bad = name_problem(name)
+        if bad is not None:
+            raise self._corrupt(offset, f"space entry {i}: stream {bad}")
+        first_pos, count, first_version, fid, lid, ioff, rbytes, ibytes = fields
+        if (
+            count < 1
+            or first_pos + count > self._events
+            or first_version + count > 1 << 63
+            or fid > lid
+            or (ioff and not HEADER_SIZE <= ioff < self._index_region)
+        ):
+            raise self._corrupt(offset, f"space entry {i} out of range")
+        return SpaceInfo(
+            name.decode("utf-8"),
+            count,
+            first_version,
+            first_version + count - 1,
+            fid,
+            lid,
+            no,
+            first_pos,
+            ioff,
+            rbytes,
+            ibytes,
+        )
+
     def _space_no(self, no: int) -> SpaceInfo:
         _, _, dnos = self._dir_of_spaces()
         if not 0 <= no < self._spaces:
@@ -975,6 +1038,26 @@ class ESDBReader:
         self._cache.put(key, hit, len(raw) + 49 * n)
         return hit
 
+    def _ulid_raw(self, ci: int) -> tuple[bytes, int]:
+        """ULID index chunk ``ci`` as its checked payload and entry count,
+        for point lookups: cached as the one bytes object it is (28 bytes an
+        entry), where the decoded chunk costs ~77 (issue 19)."""
+        key = (_RAW_ULIDS, ci)
+        hit: tuple[bytes, int] | None = self._cache.get(key)
+        if hit is not None:
+            return hit
+        dids, doffs, dcounts = self._dir_of_ulids()
+        off = doffs[ci]
+        n = dcounts[ci]
+        raw = self._chunk(off, KIND_ULIDS, 4 + 28 * n)
+        if len(raw) != 4 + 28 * n or U32.unpack_from(raw, 0)[0] != n:
+            raise self._corrupt(off, f"ULID index chunk does not hold {n} entries")
+        if raw[4:20] != dids[ci]:
+            raise self._corrupt(off, "ULID index chunk does not start where the directory says")
+        hit = (raw, n)
+        self._cache.put(key, hit, len(raw))
+        return hit
+
     def _locate(self, id16: bytes) -> tuple[int, int, int] | None:
         """(position, space number, type id) of the event with this id, or None."""
         if not self._events or id16 < self._first_id or id16 > self._last_id:
@@ -983,11 +1066,23 @@ class ESDBReader:
         ci = bisect_right(dids, id16) - 1
         if ci < 0:
             return None
-        ch = self._ulid_chunk(ci)
-        k = bisect_left(ch.ids, id16)
-        if k == len(ch.ids) or ch.ids[k] != id16:
+        raw, n = self._ulid_raw(ci)
+        # Binary search over the raw ids: nothing per entry is built.
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if raw[4 + 16 * mid : 20 + 16 * mid] < id16:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == n or raw[4 + 16 * lo : 20 + 16 * lo] != id16:
             return None
-        return ch.pos[k], ch.space[k], ch.type[k]
+        end = 4 + 16 * n + 4 * lo
+        return (
+            U32.unpack_from(raw, end)[0],
+            U32.unpack_from(raw, end + 4 * n)[0],
+            U32.unpack_from(raw, end + 8 * n)[0],
+        )
 
     def get(self, event_id: ULID | str | bytes) -> Event | None:
         """The event with this ULID, or None if this file does not hold it."""
@@ -999,7 +1094,7 @@ class ESDBReader:
         return self._event_at(pos, space_no, id16)
 
     def _event_at(self, pos: int, space_no: int, id16: bytes) -> Event:
-        sp = self._space_no(space_no)
+        sp = self._space_entry(space_no)
         if not sp.first_pos <= pos < sp.first_pos + sp.count or pos >= self._events:
             raise self._corrupt(self._u_off, f"ULID index points outside space {sp.stream!r}")
         got, raw = self._record_at(pos)
