@@ -79,7 +79,7 @@ def load_counts(db: Any, last_seq: int, writable: bool) -> int:
     if counts is not None and counts[1] == last_seq:
         return counts[0]
     streams = recount_streams(db)
-    if writable:
+    if writable and last_seq:
         # Saves the next open the recount; the next append writes it anyway.
         with contextlib.suppress(Exception):
             db.put(keys.COUNTS, pack_counts(streams, last_seq), sync=True)

@@ -926,6 +926,7 @@ class EventStore(Tiering, Transfer, Statistics):
         # notifies only when there are some (notify_all costs ~1 us even then).
         self._commit_waiters = 0
         self._cleaner: threading.Thread | None = None
+        self._cleanup_from: bytes | None = None  # where cleanup's scan goes on
         forks.own(self)  # disowned in a child after fork()
         if watermark != bytes(16):  # finish what an interrupted cleanup left
             self._start_cleanup()
