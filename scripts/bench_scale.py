@@ -34,6 +34,7 @@ and `stats` time since the previous size.
     python scripts/bench_scale.py --sizes 1e5,1e6 --dir /tmp/scale --json /tmp/scale.json
     python scripts/bench_scale.py --sizes 1e5,1e6,1e7 --dir /tmp/scale   # resumes
     python scripts/plots.py --only scale --scale-json /tmp/scale.json    # docs/img/scale.png
+    python scripts/bench_scale.py --many-files 1000 --dir /tmp/files     # open/RSS vs 1 file
 
 How long: on the project's 2-core machine the fill runs at ~20-30k events/s
 for both contenders together, compactions included (docs/benchmarks.md has
@@ -465,13 +466,7 @@ class Run:
 
     def open_in_child(self, which: str) -> dict[str, float]:
         """Open time and RSS of a fresh process that opens and reads a little."""
-        code = _CHILD.format(path=self.es_path if which == "eventstore" else self.raw_path)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        out = subprocess.run(
-            [sys.executable, "-c", code, which], capture_output=True, text=True, env=env, check=True
-        )
-        result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-        return result
+        return _child(self.es_path if which == "eventstore" else self.raw_path, which)
 
     def run(self, sizes: list[int], progress: bool) -> dict[str, Any]:
         done = {r["size"] for r in self.state["results"]}
@@ -578,6 +573,50 @@ def _print_result(r: dict[str, Any]) -> None:
             print(f"  {key:<17} {es[key]:,.3f}")
 
 
+def many_files(root: str, files: int, per_file: int) -> dict[str, Any]:
+    """Open time and RSS of a store whose history lies in ``files`` archive
+    files, against the same events in one file (both measured in fresh
+    processes, alternately, medians of 3)."""
+    chunk = bench.make_events(CHUNK)
+    paths = {"many": os.path.join(root, "many"), "one": os.path.join(root, "one")}
+    for label, path in paths.items():
+        shutil.rmtree(path, ignore_errors=True)
+        with EventStore.open(path) as store:
+            for f in range(files):
+                for a in range(0, per_file, 50):
+                    off = (f * per_file + a) % (CHUNK - 50)
+                    store.append(f"stream-{(f * 7 + a) % 997}", chunk[off : off + 50])
+                if label == "many":
+                    store.compact(before=_newest_id(store))
+                    store.append("marker", [chunk[0]])  # the next cutoff is above it
+            if label == "one":
+                store.compact(before=_newest_id(store))
+            store.cleanup()
+            assert len(store.archive_files()) == (files if label == "many" else 1)
+    samples: dict[str, list[dict[str, float]]] = {"many": [], "one": []}
+    for _ in range(3):
+        for label, path in paths.items():
+            samples[label].append(_child(path, "eventstore"))
+    out: dict[str, Any] = {"files": files, "events_per_file": per_file}
+    for label, runs in samples.items():
+        out[label] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return out
+
+
+def _newest_id(store: EventStore) -> ULID:
+    return deque(store.read_all(backwards=True, limit=1), maxlen=1)[0].id
+
+
+def _child(path: str, which: str) -> dict[str, float]:
+    code = _CHILD.format(path=path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run(
+        [sys.executable, "-c", code, which], capture_output=True, text=True, env=env, check=True
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _sizes(text: str) -> list[int]:
     sizes = sorted(int(float(part)) for part in text.split(",") if part.strip())
     if not sizes or sizes[0] < 1:
@@ -601,6 +640,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lookups", type=int, default=2_000)
     p.add_argument("--replays", type=int, default=20)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--many-files",
+        type=int,
+        metavar="N",
+        help="instead: open time and RSS with N archive files against one (in --dir)",
+    )
+    p.add_argument("--events-per-file", type=int, default=1_000)
     return p
 
 
@@ -608,6 +654,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.fresh:
         shutil.rmtree(args.dir, ignore_errors=True)
+    if args.many_files:
+        os.makedirs(args.dir, exist_ok=True)
+        result = many_files(args.dir, args.many_files, args.events_per_file)
+        if not args.quiet:
+            print(json.dumps(result, indent=2))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return result
     report = Run(args).run(args.sizes, progress=not args.quiet)
     if args.json:
         with open(args.json, "w") as f:

@@ -100,3 +100,12 @@ def statistics_median(values: list[int]) -> float:
     import statistics
 
     return statistics.median(values)
+
+
+def test_many_files_measures_open_and_rss_against_one(scale: ModuleType, tmp_path: Path) -> None:
+    out: dict[str, Any] = scale.main(
+        ["--many-files", "4", "--events-per-file", "100", "--dir", str(tmp_path), "--quiet"]
+    )
+    assert out["files"] == 4
+    for label in ("many", "one"):
+        assert out[label]["open_s"] > 0 and out[label]["rss_bytes"] > 0
