@@ -638,10 +638,24 @@ class ESDBReader:
         ci = bisect_right(dnames, stream_b) - 1
         if ci < 0:
             return None
-        names, infos = self._space_chunk(ci)
-        i = bisect_left(names, stream_b)
-        if i < len(names) and names[i] == stream_b:
-            return infos[i]
+        decoded: tuple[list[bytes], list[SpaceInfo]] | None = self._cache.get((KIND_SPACES, ci))
+        if decoded is not None:
+            names, infos = decoded
+            i = bisect_left(names, stream_b)
+            if i < len(names) and names[i] == stream_b:
+                return infos[i]
+            return None
+        # Binary search over the raw chunk's names: one entry decoded (issue 19).
+        raw, n = self._spaces_raw(ci)
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._raw_name(ci, raw, n, mid) < stream_b:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < n and self._raw_name(ci, raw, n, lo) == stream_b:
+            return self._raw_entry(ci, raw, n, lo)
         return None
 
     def _space_rank(self, stream_b: bytes) -> int:
@@ -657,24 +671,53 @@ class ESDBReader:
         """Space number ``no`` for a point lookup: its chunk is cached raw
         and only this entry is decoded and checked (issue 19). A chunk that
         is cached decoded already serves it."""
-        _, doffs, dnos = self._dir_of_spaces()
+        _, _, dnos = self._dir_of_spaces()
         if not 0 <= no < self._spaces:
             raise self._corrupt(self._u_off, f"space number {no} out of range")
         ci = bisect_right(dnos, no) - 1
         decoded: tuple[list[bytes], list[SpaceInfo]] | None = self._cache.get((KIND_SPACES, ci))
         if decoded is not None:
             return decoded[1][no - dnos[ci]]
+        raw, n = self._spaces_raw(ci)
+        return self._raw_entry(ci, raw, n, no - dnos[ci])
+
+    def _spaces_raw(self, ci: int) -> tuple[bytes, int]:
+        """Space chunk ``ci`` as its payload and entry count, cached raw."""
         key = (_RAW_SPACES, ci)
         raw: bytes | None = self._cache.get(key)
-        offset = doffs[ci]
-        first_no = dnos[ci]
-        n = dnos[ci + 1] - first_no
+        _, doffs, dnos = self._dir_of_spaces()
+        n = dnos[ci + 1] - dnos[ci]
         if raw is None:
+            offset = doffs[ci]
             raw = self._chunk(offset, KIND_SPACES)
             if 8 + n * _MIN_SPACE_ENTRY > len(raw) or U32.unpack_from(raw, 0)[0] != n:
                 raise self._corrupt(offset, f"space chunk of {len(raw)} bytes cannot hold {n}")
+            # What the binary search relies on, checked once per load: the
+            # names in order from the directory's, the entries tiling the chunk.
+            names = [self._raw_name(ci, raw, n, i) for i in range(n)]
+            if (
+                names[0] != self._dir_of_spaces()[0][ci]
+                or any(a >= b for a, b in pairwise(names))
+                or 8 + 4 * n + U32.unpack_from(raw, 4 + 4 * n)[0] != len(raw)
+            ):
+                raise self._corrupt(offset, "space chunk out of order or not as the directory says")
             self._cache.put(key, raw, len(raw))
-        i = no - first_no
+        return raw, n
+
+    def _raw_name(self, ci: int, raw: bytes, n: int, i: int) -> bytes:
+        """The stream name of entry ``i`` of a raw space chunk."""
+        try:
+            (a,) = U32.unpack_from(raw, 4 + 4 * i)
+            p = 8 + 4 * n + a
+            (ln,) = U16.unpack_from(raw, p)
+        except struct.error:
+            raise self._corrupt(self._dir_of_spaces()[1][ci], "space chunk truncated") from None
+        return raw[p + 2 : p + 2 + ln]
+
+    def _raw_entry(self, ci: int, raw: bytes, n: int, i: int) -> SpaceInfo:
+        """Entry ``i`` of a raw space chunk, decoded and checked alone."""
+        _, doffs, dnos = self._dir_of_spaces()
+        offset = doffs[ci]
         base = 8 + 4 * n
         try:
             a, b = struct.unpack_from("<II", raw, 4 + 4 * i)
@@ -705,7 +748,7 @@ class ESDBReader:
             first_version + count - 1,
             fid,
             lid,
-            no,
+            dnos[ci] + i,
             first_pos,
             ioff,
             rbytes,
