@@ -17,9 +17,10 @@ Compaction follows the operator's "older than a window" schedule: every
 ``--compact-every`` events, everything but the newest ``--window`` events is
 moved (the window is counted in events, not hours, because the fill runs
 faster than any clock), so the hot tier never holds more than window +
-compact-every events. Files are merged, as an operator's weekly job would,
-whenever more than ``--merge-at`` files pile up (into files of at most
-``--merge-events``).
+compact-every events. Files are merged in tiers, as an operator's job would
+(and an LSM does): whenever more than ``--merge-at`` files are smaller than
+compact-every x merge-at^k events, they are folded into files of that size,
+up to ``--merge-events``.
 
 At each size (after its compaction and cleanup) it measures, for both
 contenders: the append rate over the last ``--rate-window`` events of the
@@ -330,7 +331,8 @@ class Run:
 
     def compact(self, store: EventStore, count: int) -> None:
         """Move all but the newest ``window`` events, clean up, merge if due."""
-        keep = self.args.window
+        args = self.args
+        keep = args.window
         cold = sum(f.events for f in store.archive_files())
         move = count - cold - keep
         if move <= 0:
@@ -349,11 +351,23 @@ class Run:
             "move_s": t1 - t0,
             "cleanup_s": t2 - t1,
         }
-        if len(store.archive_files()) > self.args.merge_at:
-            t3 = time.perf_counter()
-            merged = store.merge_archives(max_events=self.args.merge_events)
-            row["merged"] = merged.events
-            row["merge_s"] = time.perf_counter() - t3
+        # Tiered merging, as an LSM does it: when more than merge-at files
+        # are smaller than a level's size, fold them into files of that size
+        # (compact-every x merge-at, then x merge-at again, up to
+        # merge-events), so each event is rewritten once per level, not
+        # again at every merge.
+        size = args.compact_every
+        merged_events, merge_s = 0, 0.0
+        while size < args.merge_events:
+            size = min(size * args.merge_at, args.merge_events)
+            small = sum(1 for f in store.archive_files() if f.events < size)
+            if small > args.merge_at:
+                t3 = time.perf_counter()
+                merged_events += store.merge_archives(max_events=size).events
+                merge_s += time.perf_counter() - t3
+        if merged_events:
+            row["merged"] = merged_events
+            row["merge_s"] = merge_s
         self.state.setdefault("compactions", []).append(row)
 
     # -- measuring --
@@ -635,7 +649,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=200_000, help="events kept hot")
     p.add_argument("--compact-every", type=int, default=100_000)
     p.add_argument("--merge-at", type=int, default=8, help="merge when more files than this")
-    p.add_argument("--merge-events", type=int, default=4_000_000)
+    p.add_argument("--merge-events", type=int, default=16_000_000)
     p.add_argument("--rate-window", type=int, default=100_000)
     p.add_argument("--lookups", type=int, default=2_000)
     p.add_argument("--replays", type=int, default=20)
