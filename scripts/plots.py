@@ -377,7 +377,8 @@ def plot_scale(report: dict[str, Any], path: Path, note: str = "") -> None:
                 v = r[name].get(key)
                 if isinstance(v, dict):
                     v = v.get(sub or "")
-                ys.append(float("nan") if v is None else float(v))
+                # Nothing to measure at that size (no cold ids yet, say): no point.
+                ys.append(float("nan") if not v else float(v))
             if key == "rss_bytes":
                 ys = [y / (1 << 20) for y in ys]
             if all(y != y for y in ys):  # nothing measured (NaN)
@@ -455,7 +456,7 @@ def main() -> None:
     _pyplot()  # fail now, not after minutes of measuring
     note = time.strftime("%Y-%m-%d")
 
-    if args.only != "scaling":
+    if args.only in (None, "throughput"):
         if args.bench_json:
             with open(args.bench_json) as f:
                 results = json.load(f)
@@ -476,7 +477,7 @@ def main() -> None:
         if args.only == "scale":
             return
 
-    if args.only != "throughput":
+    if args.only in (None, "scaling"):
         if args.scaling_json:
             with open(args.scaling_json) as f:
                 scaling = json.load(f)
