@@ -394,17 +394,9 @@ class Run:
         es: dict[str, Any] = {"append": events / es_s if es_s else 0.0}
         rw: dict[str, Any] = {"append": events / raw_s if raw_s else 0.0}
 
-        # get: hot and cold ids (the same events' keys for plyvel).
+        # The reads, in --repeat rounds of fresh random picks; the contenders
+        # take turns going first; each figure is the median of the rounds.
         lines = [json.loads(line) for line in self._sample_lines()]
-        hot = [x for x in lines if x[0] >= cold_count]
-        cold = [x for x in lines if x[0] < cold_count]
-        for label, group in (("hot", hot), ("cold", cold)):
-            pick = rnd.sample(group, min(args.lookups, len(group)))
-            ids = [ULID.from_str(x[1]) for x in pick]  # parsed before the clock runs
-            es[f"get_{label}"] = _latencies_us(store.get, ids)
-            rw[f"get_{label}"] = _latencies_us(raw.db.get, [bytes.fromhex(x[2]) for x in pick])
-
-        # replay of random streams: wholly hot, wholly cold, spanning both.
         m = self.model
         classes: dict[str, list[int]] = {"hot": [], "cold": [], "mixed": []}
         for s in range(len(m.version)):
@@ -414,25 +406,16 @@ class Run:
                 classes["cold"].append(s)
             else:
                 classes["mixed"].append(s)
-        for label, group in classes.items():
-            pick = rnd.sample(group, min(args.replays, len(group)))
-            es[f"replay_{label}"], rw[f"replay_{label}"] = self._replay(store, raw, pick)
-
-        # read_all from a random position.
-        if lines:
-            x = rnd.choice(lines[: max(1, len(lines) // 2)])
-            t = time.perf_counter()
-            got = sum(1 for _ in store.read_all(after=x[1], limit=10_000))
-            es["read_all"] = got / (time.perf_counter() - t)
-            t = time.perf_counter()
-            unpackb = msgpack.unpackb
-            got = 0
-            for _k, v in raw.db.iterator(start=bytes.fromhex(x[2]), stop=COUNT_KEY):
-                unpackb(v, raw=False)
-                got += 1
-                if got == 10_000:
-                    break
-            rw["read_all"] = got / (time.perf_counter() - t)
+        rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for r in range(args.repeat):
+            rounds.append(self._reads(store, raw, lines, classes, cold_count, rnd, r % 2 == 1))
+        for mine, theirs in ((es, [a for a, _ in rounds]), (rw, [b for _, b in rounds])):
+            for key in theirs[0]:
+                values = [x[key] for x in theirs]
+                if isinstance(values[0], dict):
+                    mine[key] = {k: statistics.median(v[k] for v in values) for k in values[0]}
+                else:
+                    mine[key] = statistics.median(values)
 
         t = time.perf_counter()
         stats = store.stats() if hasattr(store, "stats") else None
@@ -459,21 +442,81 @@ class Run:
         out["plyvel"] = rw
         return out
 
-    def _replay(self, store: EventStore, raw: Raw, streams: list[int]) -> tuple[float, float]:
+    def _reads(
+        self,
+        store: EventStore,
+        raw: Raw,
+        lines: list[Any],
+        classes: dict[str, list[int]],
+        cold_count: int,
+        rnd: random.Random,
+        raw_first: bool,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One round of every read, for both contenders; missing kinds (no
+        cold ids yet, say) are left out."""
+        args = self.args
+        es: dict[str, Any] = {}
+        rw: dict[str, Any] = {}
+        # get: hot and cold ids (the same events' keys for plyvel).
+        hot = [x for x in lines if x[0] >= cold_count]
+        cold = [x for x in lines if x[0] < cold_count]
+        for label, group in (("hot", hot), ("cold", cold)):
+            if not group:
+                continue
+            pick = rnd.sample(group, min(args.lookups, len(group)))
+            ids = [ULID.from_str(x[1]) for x in pick]  # parsed before the clock runs
+            keys = [bytes.fromhex(x[2]) for x in pick]
+            if raw_first:
+                rw[f"get_{label}"] = _latencies_us(raw.db.get, keys)
+            es[f"get_{label}"] = _latencies_us(store.get, ids)
+            if not raw_first:
+                rw[f"get_{label}"] = _latencies_us(raw.db.get, keys)
+        # replay of random streams: wholly hot, wholly cold, spanning both.
+        for label, group in classes.items():
+            if group:
+                pick = rnd.sample(group, min(args.replays, len(group)))
+                es[f"replay_{label}"], rw[f"replay_{label}"] = self._replay(
+                    store, raw, pick, raw_first
+                )
+        # read_all of 10,000 events from a random position in the older half.
+        if lines:
+            x = rnd.choice(lines[: max(1, len(lines) // 2)])
+            for which in ("raw", "es") if raw_first else ("es", "raw"):
+                t = time.perf_counter()
+                if which == "es":
+                    got = sum(1 for _ in store.read_all(after=x[1], limit=10_000))
+                    es["read_all"] = got / (time.perf_counter() - t)
+                    continue
+                unpackb = msgpack.unpackb
+                got = 0
+                for _k, v in raw.db.iterator(start=bytes.fromhex(x[2]), stop=COUNT_KEY):
+                    unpackb(v, raw=False)
+                    got += 1
+                    if got == 10_000:
+                        break
+                rw["read_all"] = got / (time.perf_counter() - t)
+        return es, rw
+
+    def _replay(
+        self, store: EventStore, raw: Raw, streams: list[int], raw_first: bool = False
+    ) -> tuple[float, float]:
         if not streams:
             return 0.0, 0.0
         names = [self.shape.name(s) for s in streams]
-        t = time.perf_counter()
-        es_n = sum(1 for name in names for _ in store.read_stream(name))
-        es_rate = es_n / (time.perf_counter() - t)
         unpackb = msgpack.unpackb
-        t = time.perf_counter()
-        raw_n = 0
-        for name in names:
-            for _k, v in raw.db.iterator(prefix=name.encode() + b"\x00"):
-                unpackb(v, raw=False)
-                raw_n += 1
-        raw_rate = raw_n / (time.perf_counter() - t)
+        es_rate = raw_rate = 0.0
+        es_n = raw_n = 0
+        for which in ("raw", "es") if raw_first else ("es", "raw"):
+            t = time.perf_counter()
+            if which == "es":
+                es_n = sum(1 for name in names for _ in store.read_stream(name))
+                es_rate = es_n / (time.perf_counter() - t)
+                continue
+            for name in names:
+                for _k, v in raw.db.iterator(prefix=name.encode() + b"\x00"):
+                    unpackb(v, raw=False)
+                    raw_n += 1
+            raw_rate = raw_n / (time.perf_counter() - t)
         expected = sum(self.model.version[s] + 1 for s in streams)
         assert es_n == raw_n == expected, (es_n, raw_n, expected)
         return es_rate, raw_rate
@@ -488,6 +531,27 @@ class Run:
         raw = Raw(self.raw_path)
         try:
             self._resume(store, raw)
+            if self.args.remeasure:
+                # Measure the store again at the size it holds (one filled
+                # and measured before): the reads again, fill figures kept.
+                size = self.model.appends * self.shape.per_append
+                old = [r for r in self.state["results"] if r["size"] == size]
+                if not old:
+                    sys.exit(f"{self.dir} holds {size:,} events, a size never measured")
+                prev = [r for r in self.state["results"] if r["size"] < size]
+                self.state["results"] = prev  # measure() reads the previous size's
+                result = self.measure(store, raw, size)
+                store.close()
+                raw.close()
+                for which in ("eventstore", "plyvel"):
+                    result[which].update(self.open_in_child(which))
+                store = EventStore.open(self.es_path)
+                raw = Raw(self.raw_path)
+                self.state["results"] = [*prev, result]  # nothing larger: the store holds `size`
+                self.save()
+                if progress:
+                    _print_result(result)
+                return self.report()
             for size in sizes:
                 if size in done:
                     continue
@@ -653,7 +717,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-window", type=int, default=100_000)
     p.add_argument("--lookups", type=int, default=2_000)
     p.add_argument("--replays", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=3, help="rounds of reads (medians)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--remeasure", action="store_true", help="measure the reads again at the size held"
+    )
     p.add_argument(
         "--many-files",
         type=int,

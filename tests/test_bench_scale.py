@@ -69,6 +69,11 @@ def test_fills_measures_and_resumes(scale: ModuleType, tmp_path: Path) -> None:
                 assert figures[key] > 0, (name, key)
         assert r["eventstore"]["compact_move"] > 0 and r["eventstore"]["compact_cleanup"] > 0
     assert any("merge" in r["eventstore"] for r in results)
+    # Measured again at the size it holds: the reads anew, the fill's figures kept.
+    again: dict[str, Any] = scale.main(["--dir", d, "--remeasure", *TINY])
+    assert [r["size"] for r in again["results"]] == [6000, 12000]
+    assert again["results"][0] == results[0]
+    assert again["results"][1]["eventstore"]["append"] == results[1]["eventstore"]["append"]
     with EventStore.open(str(Path(d) / "eventstore")) as store:
         assert store.last_seq == 12000
         assert store.archive_files()
