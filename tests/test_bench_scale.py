@@ -114,3 +114,20 @@ def test_many_files_measures_open_and_rss_against_one(scale: ModuleType, tmp_pat
     assert out["files"] == 4
     for label in ("many", "one"):
         assert out[label]["open_s"] > 0 and out[label]["rss_bytes"] > 0
+
+
+def test_the_profiles_run_on_a_filled_store(tmp_path: Path) -> None:
+    import subprocess
+
+    d = str(tmp_path / "run")
+    _load("bench_scale").main(["--sizes", "6000", "--dir", d, *TINY])
+    script = str(ROOT / "scripts" / "profile_scale.py")
+    for args in (["get", d], ["replay", d], ["stats", d], ["cleanup", "3000"]):
+        out = subprocess.run(
+            [sys.executable, script, *args, "--no-profile"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip(), args
