@@ -487,6 +487,7 @@ def _reconcile(db: Any) -> None:
         stream_b = key[1 : key.index(keys.SEP)]
         if db.get(keys.event_key(stream_b, key[-16:])) is None:
             batch.delete(key)
+    batch.delete(keys.COUNTS)  # recounted at the next open, from what was salvaged
     batch.write()
 
 

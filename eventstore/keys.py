@@ -80,6 +80,7 @@ def prefix_end(prefix: bytes) -> bytes:
 WATERMARK = SYSTEM + b"watermark"
 MANIFEST = SYSTEM + b"manifest"
 STRAY = SYSTEM + b"stray"
+COUNTS = SYSTEM + b"counts"  # [streams, last_seq], with every commit: eventstore/counters.py
 SEGMENT = SYSTEM + b"seg" + SEP  # the keys themselves: eventstore/segments.py
 
 

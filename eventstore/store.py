@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import msgpack
 from ulid import ULID
 
-from . import forks, keys, retention, segments
+from . import counters, forks, keys, retention, segments
 from ._leveldb import plyvel
 from .archive import (
     ARCHIVE_DIR,
@@ -35,6 +35,7 @@ from .archive import (
     open_files,
     parse_name,
 )
+from .counters import StoreStats
 from .erasure import Erasure
 from .errors import (
     AppendTooLarge,
@@ -48,6 +49,7 @@ from .errors import (
     StoreNotFound,
     UsedAfterFork,
 )
+from .esdb.reader import BlockCache
 from .events import (
     ANY,
     AppendResult,
@@ -96,6 +98,8 @@ from .view import ArchiveSet, Tiers, View, take_view
 from .writer import Writer
 
 LAYOUT_VERSION = keys.LAYOUT_VERSION
+# Decoded ESDB chunks kept for all archive files together (each reader alone: 32 MiB).
+DEFAULT_ARCHIVE_CACHE_BYTES = 64 << 20
 
 _packb = msgpack.packb
 
@@ -250,6 +254,7 @@ class EventStore:
         create: bool = True,
         max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
         max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
+        archive_cache_bytes: int = DEFAULT_ARCHIVE_CACHE_BYTES,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be a str or path-like, got {type(path).__name__}")
@@ -263,6 +268,12 @@ class EventStore:
         ):
             if type(bound) is not int or bound < 1:
                 raise InvalidArgument(f"{name} must be a positive int, got {bound!r}")
+        if type(archive_cache_bytes) is not int or archive_cache_bytes < 0:
+            raise InvalidArgument(
+                f"archive_cache_bytes must be an int >= 0, got {archive_cache_bytes!r}"
+            )
+        # One budget for the decoded chunks of every archive file (issue 19).
+        cache = BlockCache(archive_cache_bytes)
         self._own = _Owner(os.getpid(), max_append_events, max_append_bytes)
         self._archive_dir = os.path.join(self.path, ARCHIVE_DIR)
         # Everything is checked before anything is written: a store that
@@ -282,6 +293,8 @@ class EventStore:
         try:
             state = self._read_state(index_types, create)
             files = tuple(open_files(self._archive_dir, state.entries))
+            for f in files:
+                f.reader.share_cache(cache)
             # Strays: numbers an interrupted compaction or merge was making or
             # had replaced, whose segment keys may exist.
             strays = state.strays
@@ -352,6 +365,8 @@ class EventStore:
             # Ids below the watermark belong to the archive: never hand one out,
             # even if the clock now reads earlier than the last cutoff.
             floor = max(floor, int.from_bytes(watermark, "big") - 1)
+            # Streams so far (issue 19): kept with every commit from here on.
+            streams = counters.load_counts(self._hot.db, seq, self._hot.read_only is None)
         except BaseException:
             for f in files:
                 f.reader.close()
@@ -359,10 +374,12 @@ class EventStore:
             raise
         ids = MonotonicULIDs(floor)
         # The archive files and watermark of this moment: replaced whole, never edited.
-        self._archive = ArchiveSet(self._archive_dir, Tiers(files, watermark), next_file, strays)
+        self._archive = ArchiveSet(
+            self._archive_dir, Tiers(files, watermark), next_file, strays, cache
+        )
         self._maintenance = threading.Lock()  # one compaction, merge or cleanup at a time
         # The writer lock, queue and group commit (eventstore/writer.py).
-        self._writer = Writer(self._hot, self.path, self.sync, ids, seq)
+        self._writer = Writer(self._hot, self.path, self.sync, ids, seq, streams)
         check_open = _open_check(self.path, self._own, self._writer)
         check_readable = _readable_check(self.path, self._own, self._writer)
         # Collaborators, each given what it works on (eventstore/tiering.py,
@@ -422,6 +439,7 @@ class EventStore:
         create: bool = True,
         max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
         max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
+        archive_cache_bytes: int = DEFAULT_ARCHIVE_CACHE_BYTES,
     ) -> EventStore:
         """Open the store in folder ``path``, creating it if ``create`` (the
         default) and the folder is missing or empty.
@@ -433,6 +451,8 @@ class EventStore:
         ``append_many`` or import batch (default 100,000 events and 64 MiB of
         packed type, data, metadata and indexes); a larger one raises
         :class:`AppendTooLarge` and writes nothing.
+        ``archive_cache_bytes`` (default 64 MiB) bounds the decoded blocks
+        and index chunks kept in memory for all archive files together.
         Raises :class:`StoreLocked` if another process has the store open,
         :class:`StoreNotFound` if there is no store and ``create`` is False,
         :class:`NotAStore` for a folder holding other things,
@@ -451,6 +471,7 @@ class EventStore:
             create=create,
             max_append_events=max_append_events,
             max_append_bytes=max_append_bytes,
+            archive_cache_bytes=archive_cache_bytes,
         )
 
     def _read_state(self, index_types: bool | None, create: bool) -> _State:
@@ -731,6 +752,7 @@ class EventStore:
                 put = writes.add
                 last_id, seq = w._ids.last, w._seq
                 versions: dict[bytes, int] = {}
+                started: list[bytes] = []  # streams at -1 before this batch
                 for event, (id16, stream_b, type_b, indexes, record) in zip(
                     chunk, prepared, strict=True
                 ):
@@ -747,6 +769,8 @@ class EventStore:
                     current = versions.get(stream_b)
                     if current is None:
                         current = w._current_version(stream_b)
+                        if current < 0:
+                            started.append(stream_b)
                     if event.version != current + 1:
                         raise InvalidArgument(
                             f"event {event.id} of stream {event.stream!r} has version "
@@ -776,7 +800,8 @@ class EventStore:
                 for stream_b, version in versions.items():
                     put(keys.meta_key(stream_b), _packb([version]))
                 w._ids.raise_floor(last_id)
-                pending = w._enqueue(writes, list(versions.items()), seq)
+                fresh = counters.fresh_streams(started, versions)
+                pending = w._enqueue(writes, list(versions.items()), seq, fresh)
                 for base, rules in rules_updates:  # -- h17 hook
                     self._forget.set_rules(base, rules)
             w._commit(pending)
@@ -1006,10 +1031,10 @@ class EventStore:
         w = self._writer
         with w._lock:
             w._ready_to_queue()
-            writes, results, versions = w._assign(parts)
+            writes, results, versions, fresh = w._assign(parts)
             if extra is not None:
                 writes.add(*extra)
-            pending = w._enqueue(writes, versions, results[-1].last_seq)
+            pending = w._enqueue(writes, versions, results[-1].last_seq, fresh)
             for base, last in rules_updates:  # -- h17 hook
                 self._forget.set_rules(base, retention.rules_of(last))
         w._commit(pending)
@@ -1304,6 +1329,16 @@ class EventStore:
             StoreClosed: the store is closed.
         """
         self._transfer.record_repair(lost)
+
+    def stats(self) -> StoreStats:
+        """Event and stream counts of the store, per tier, in O(archive files):
+        read from counters kept with every commit, not by counting.
+
+        Raises:
+            StoreClosed: the store is closed.
+            StoreDamaged: the counts key is damaged.
+        """
+        return counters.store_stats(self._view(), self._writer._streams, self.lost_seqs)
 
     # -- forgetting (eventstore/erasure.py, eventstore/scavenge.py) ---------
 

@@ -15,6 +15,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any, NamedTuple
 
 import msgpack
@@ -109,6 +110,7 @@ class Tiering:
         self._index_types = index_types
         self._check_open = check_open
         self._cleaner: threading.Thread | None = None
+        self._cleanup_from: bytes | None = None  # where cleanup's scan goes on
 
     def disown(self, refuse: Any) -> None:
         """In a child after fork(): the hot tier and the lock become ``refuse``."""
@@ -368,6 +370,8 @@ class Tiering:
         manifest and moves the watermark. Their segment keys are already
         written; the replaced files' keys become stray, deleted afterwards."""
         gone = {f.number for f in removed}
+        for f in added:  # the store's one budget for decoded chunks (issue 19)
+            f.reader.share_cache(self._archive.cache)
         files = sorted(
             [f for f in self._archive.tiers.files if f.number not in gone] + added,
             key=lambda f: f.first_id,
@@ -436,28 +440,70 @@ class Tiering:
         return n
 
     def _delete_some(self, snap: Any, batch: Any, chunk: int) -> int:
+        """Put the deletes of up to ``chunk`` events' hot keys into ``batch``.
+
+        Stream by stream (issue 19): a stream's archived events are the
+        start of its ``e`` range, below the watermark, read in one
+        sequential scan that gives each event's keys (its ``g`` key from the
+        id, its index keys from the record), then one seek to the next
+        stream. The global log was walked before, with a random lookup and a
+        decode per event: ~12k events/s against a hot tier of 300k. What the
+        scans leave (a ``g`` key whose record was lost) is swept from the
+        global log at the end."""
+        watermark = self._archive.tiers.watermark
+        index_types = self._index_types
         n = 0
         # fill_cache=False: deleting old events must not evict the blocks that
         # live reads keep in LevelDB's cache.
         it = snap.iterator(
-            start=keys.GLOBAL, stop=keys.GLOBAL + self._archive.tiers.watermark, fill_cache=False
+            start=self._cleanup_from or keys.EVENT,
+            stop=keys.prefix_end(keys.EVENT),
+            fill_cache=False,
         )
-        for key, entry in it:
-            stream, type_, _seq = unpack(entry)
-            stream_b, id16 = stream.encode(), key[1:]
-            event_key = keys.event_key(stream_b, id16)
-            raw = snap.get(event_key, fill_cache=False)
-            batch.delete(key)
-            batch.delete(event_key)
-            if self._index_types:
-                batch.delete(keys.index_key(stream_b, b"type", type_.encode(), id16))
-            if raw is not None:
-                for name, value in unpack(raw)[5].items():
+        try:
+            from_start = self._cleanup_from is None
+            while n < chunk:
+                try:
+                    key, raw = next(it)
+                except StopIteration:
+                    self._cleanup_from = None
+                    if from_start or n:
+                        break
+                    # Began mid-way: garbage may lie before (a later compaction's).
+                    return n + self._delete_some(snap, batch, chunk - n)
+                sep = key.index(keys.SEP, 1)
+                stream_b, id16 = key[1:sep], key[sep + 1 :]
+                if id16 >= watermark:  # the rest of this stream is hot: next one
+                    it.seek(keys.prefix_end(key[: sep + 1]))
+                    continue
+                batch.delete(key)
+                batch.delete(keys.GLOBAL + id16)
+                record = unpack(raw)
+                if index_types:
+                    batch.delete(keys.index_key(stream_b, b"type", record[2].encode(), id16))
+                for name, value in record[5].items():
                     batch.delete(keys.index_key(stream_b, name.encode(), value.encode(), id16))
-            n += 1
-            if n == chunk:
-                break
-        it.close()
+                n += 1
+            else:
+                self._cleanup_from = key + b"\x00"  # just above the last key deleted
+                return n
+        finally:
+            it.close()
+        if n == 0:
+            # Nothing left in the streams: global entries without a record
+            # (its keys but custom index keys are known from the entry).
+            g = snap.iterator(start=keys.GLOBAL, stop=keys.GLOBAL + watermark, fill_cache=False)
+            try:
+                for key, entry in islice(g, chunk):
+                    stream, type_, _seq = unpack(entry)
+                    stream_b, id16 = stream.encode(), key[1:]
+                    batch.delete(key)
+                    batch.delete(keys.event_key(stream_b, id16))
+                    if index_types:
+                        batch.delete(keys.index_key(stream_b, b"type", type_.encode(), id16))
+                    n += 1
+            finally:
+                g.close()
         return n
 
     def _compact_tombstones(self) -> None:

@@ -20,6 +20,7 @@ import msgpack
 from . import keys
 from .archive import ArchiveFile
 from .errors import CorruptFile
+from .esdb.reader import BlockCache
 from .events import Event
 from .hot import HotTier, HotView
 from .segments import Strays
@@ -43,16 +44,21 @@ class ArchiveSet:
     """The archive folder and what the store holds of it, shared by the store
     and the collaborators it gives it to: ``tiers``, the files and watermark
     of this moment, replaced whole (by tiering's commit) under ``lock``, which
-    a view takes too; the next file number; and the numbers an interrupted
-    compaction or merge left (``strays``)."""
+    a view takes too; the next file number; the numbers an interrupted
+    compaction or merge left (``strays``); and the block cache every file's
+    reader shares (``cache``)."""
 
-    __slots__ = ("dir", "lock", "next_file", "strays", "tiers")
+    __slots__ = ("cache", "dir", "lock", "next_file", "strays", "tiers")
 
-    def __init__(self, folder: str, tiers: Tiers, next_file: int, strays: Strays) -> None:
+    def __init__(
+        self, folder: str, tiers: Tiers, next_file: int, strays: Strays, cache: BlockCache
+    ) -> None:
         self.dir = folder
         self.tiers = tiers
         self.next_file = next_file
         self.strays = strays
+        # One budget for the decoded chunks of every archive file (issue 19).
+        self.cache = cache
         # Guards the (files, watermark) pair: a view takes both and a LevelDB
         # snapshot under it; a compaction commits and swaps both under it.
         self.lock: Any = threading.Lock()  # Any: a forked handle puts a refuser here

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from . import keys
+from . import counters, keys
 from .errors import StoreClosed, WritesRefused, WrongExpectedVersion
 from .events import AppendResult
 from .hot import HotTier, storage_error
@@ -49,14 +49,30 @@ class _Pending:
     compact() on that thread.
     """
 
-    __slots__ = ("done", "error", "last_seq", "leads", "owner", "versions", "wake", "writes")
+    __slots__ = (
+        "done",
+        "error",
+        "last_seq",
+        "leads",
+        "owner",
+        "streams",
+        "versions",
+        "wake",
+        "writes",
+    )
 
     def __init__(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, leads: bool
+        self,
+        writes: _Writes,
+        versions: list[tuple[bytes, int]],
+        last_seq: int,
+        leads: bool,
+        streams: int,
     ) -> None:
         self.writes = writes
         self.versions = versions
         self.last_seq = last_seq
+        self.streams = streams  # the store's stream count once this is written
         self.done = False
         self.leads = leads
         self.owner = get_ident()
@@ -84,12 +100,15 @@ class Writer:
     and the committed seq that wakes subscribers. ``closed`` is set by the
     store's close(), under the lock."""
 
-    def __init__(self, hot: HotTier, path: str, sync: bool, ids: MonotonicULIDs, seq: int) -> None:
+    def __init__(
+        self, hot: HotTier, path: str, sync: bool, ids: MonotonicULIDs, seq: int, streams: int
+    ) -> None:
         self._hot = hot
         self.path = path  # for messages
         self.sync = sync
         self._ids = ids
         self._seq = seq
+        self._streams = streams  # streams with events, once the queue is written
         # The deletion rules, set by the store once it has read them.
         self.forget: Forgetting | None = None
         self.closed = False
@@ -131,19 +150,23 @@ class Writer:
 
     def _assign(
         self, parts: list[_Prepared]
-    ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]]]:
-        """Check versions, assign ids and seqs, make the writes. Under the writer
+    ) -> tuple[_Writes, list[AppendResult], list[tuple[bytes, int]], int]:
+        """Check versions, assign ids and seqs, make the writes (and count the
+        streams they start, the last item). Under the writer
         lock, so nothing here should release the GIL: no LevelDB calls, but for
         the version of a stream the version cache does not hold. It changes
         nothing but the id generator (ids may be skipped): the seqs and
         versions it hands out are taken by _enqueue."""
         current: dict[bytes, int] = {}
         starts = []
+        started: list[bytes] = []  # streams at -1 before this append
         total = 0
         for part in parts:
             version = current.get(part.stream_b)
             if version is None:
                 version = self._current_version(part.stream_b)
+                if version < 0:
+                    started.append(part.stream_b)
             # Tombstoned and soft-deleted streams have their own rules (retention.py).
             forget = self.forget
             ok = (
@@ -179,7 +202,7 @@ class Writer:
         versions = list(current.items())
         for stream_b, version in versions:
             writes.add(keys.meta_key(stream_b), pack([version]))
-        return writes, results, versions
+        return writes, results, versions, counters.fresh_streams(started, current)
 
     def _current_version(self, stream_b: bytes) -> int:
         version = self._reserved.get(stream_b)
@@ -197,10 +220,10 @@ class Writer:
             raise mapped from exc
 
     def _enqueue(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int
+        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, fresh: int
     ) -> _Pending:
-        """Queue writes whose seqs end at ``last_seq`` and which leave streams
-        at ``versions``. Under the writer lock."""
+        """Queue writes whose seqs end at ``last_seq``, which leave streams
+        at ``versions`` and start ``fresh`` new ones. Under the writer lock."""
         # Whenever the queue is not empty its head leads; an appender that
         # finds it empty is the head, and nobody else will wake it. One that
         # finds its own thread's append at the head finds it abandoned, and
@@ -210,13 +233,14 @@ class Writer:
         # (Its own head that is done is not abandoned: a leader cut short in
         # _written_group woke one appender of that group to lead it again.)
         leads = not queue or (queue[0].owner == me and not queue[0].done)
-        pending = _Pending(writes, versions, last_seq, leads)
+        pending = _Pending(writes, versions, last_seq, leads, self._streams + fresh)
         self._in_flight[me] = pending
         # The append takes its place here, and the seq and versions follow.
         # A KeyboardInterrupt lands only after a call: before the queue's
         # append nothing has changed, and after it _settle_queue finishes.
         queue.append(pending)
         self._seq = last_seq
+        self._streams = pending.streams
         self._reserved.update(versions)
         return pending
 
@@ -240,6 +264,7 @@ class Writer:
         queue = self._queue
         if queue and queue[-1].last_seq > self._seq:
             self._seq = queue[-1].last_seq
+            self._streams = queue[-1].streams
             self._reserved.update(queue[-1].versions)
 
     def _wait_for_queue(self, written: Callable[[], bool]) -> None:
@@ -310,6 +335,8 @@ class Writer:
                 put = batch.put
                 for item in group:
                     item.writes.put_into(put)
+                # The counts with the events they count (eventstore/counters.py).
+                put(keys.COUNTS, counters.pack_counts(group[-1].streams, group[-1].last_seq))
                 batch.write()
             except BaseException as exc:
                 # Ids, seqs and versions of the whole group were handed out;

@@ -3,6 +3,9 @@
 - ``throughput.png``: events per second of eventstore, raw plyvel and the
   ``eventsourcing`` library's SQLite recorder for each workload of
   ``scripts/bench.py`` (read from its ``--json`` file, or run here).
+- ``scale.png``: the figures of ``scripts/bench_scale.py --json`` (a store
+  compacted on a schedule against raw plyvel, 1e5 to 1e7 events and more):
+  ``python scripts/plots.py --only scale --scale-json /tmp/scale.json``.
 - ``scaling.png``: cost against store size. For each size (default 1e4 to
   1e7 events), a fresh store is filled with that many events, in appends of
   100 across ``size / 1000`` streams (every stream ends with 1,000 events, so
@@ -344,6 +347,77 @@ def plot_scaling(scaling: dict[str, Any], path: Path, note: str = "") -> None:
     plt.close(fig)
 
 
+SCALE_PANELS = [
+    ("append", None, "append rate", "events per second"),
+    ("get_hot", "p50", "get, hot ids (p50)", "µs"),
+    ("get_cold", "p50", "get, cold ids (p50)", "µs"),
+    ("get_cold", "p99", "get, cold ids (p99)", "µs"),
+    ("replay_hot", None, "replay, hot streams", "events per second"),
+    ("replay_cold", None, "replay, cold streams", "events per second"),
+    ("replay_mixed", None, "replay, mixed streams", "events per second"),
+    ("read_all", None, "read_all, 10k from a random position", "events per second"),
+    ("open_s", None, "open (fresh process)", "seconds"),
+    ("rss_bytes", None, "RSS after open and reads", "MiB"),
+    ("disk_bytes_per_event", None, "disk", "bytes per event"),
+    ("stats_s", None, "stats()", "seconds"),
+]
+
+
+def plot_scale(report: dict[str, Any], path: Path, note: str = "") -> None:
+    """The figures of ``scripts/bench_scale.py --json``: each measure against
+    the store's size, eventstore (compacted on its schedule) and raw plyvel."""
+    plt = _pyplot()
+    results = sorted(report["results"], key=lambda r: r["size"])
+    sizes = [r["size"] for r in results]
+    from matplotlib.ticker import FuncFormatter
+
+    fig, axes = plt.subplots(3, 4, figsize=(15, 10))
+    for ax, (key, sub, title, unit) in zip(axes.flat, SCALE_PANELS, strict=True):
+        for name in ("eventstore", "plyvel"):
+            ys: list[float] = []
+            for r in results:
+                v = r[name].get(key)
+                if isinstance(v, dict):
+                    v = v.get(sub or "")
+                # Nothing to measure at that size (no cold ids yet, say): no point.
+                ys.append(float("nan") if not v else float(v))
+            if key == "rss_bytes":
+                ys = [y / (1 << 20) for y in ys]
+            if all(y != y for y in ys):  # nothing measured (NaN)
+                continue
+            ax.plot(
+                sizes,
+                ys,
+                marker=MARKERS[name],
+                color=COLORS[name],
+                label=name if name == "eventstore" else "raw plyvel",
+            )
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1] * 1.1, 1e-3))
+        if unit == "events per second":
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: _short(y)))
+        ax.set_xticks(sizes)
+        ax.set_xticklabels(
+            [f"1e{len(str(s)) - 1}" if _power_of_ten(s) else f"{s:,}" for s in sizes]
+        )
+        ax.minorticks_off()
+        ax.set_ylabel(unit, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    c = report["config"]
+    fig.suptitle(
+        f"Cost against history (scripts/bench_scale.py): appends of {c['per_append']}, "
+        f"newest {c['window']:,} events kept hot, compacted every {c['compact_every']:,}",
+        fontsize=11,
+    )
+    if note:
+        fig.text(0.99, 0.01, note, ha="right", va="bottom", fontsize=7, color="#555555")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def _window_title(window: Any) -> str:
     if isinstance(window, int):
         return f"append rate, last {_short(window)} events"
@@ -373,7 +447,8 @@ def main() -> None:
         "--sizes", type=_sizes, help="store sizes for the scaling plot (default 1e4,1e5,1e6,1e7)"
     )
     parser.add_argument("--quick", action="store_true", help="sizes 1e3..1e5, quick bench, 1 run")
-    parser.add_argument("--only", choices=["throughput", "scaling"], help="draw one plot")
+    parser.add_argument("--only", choices=["throughput", "scaling", "scale"], help="draw one plot")
+    parser.add_argument("--scale-json", help="bench_scale.py --json output, for scale.png")
     parser.add_argument("--scaling-json", help="plot these scaling figures instead of measuring")
     parser.add_argument("--save-json", help="write the scaling figures to this file")
     parser.add_argument("--out", default=str(OUT), help="folder for the PNGs (default docs/img)")
@@ -383,7 +458,7 @@ def main() -> None:
     _pyplot()  # fail now, not after minutes of measuring
     note = time.strftime("%Y-%m-%d")
 
-    if args.only != "scaling":
+    if args.only in (None, "throughput"):
         if args.bench_json:
             with open(args.bench_json) as f:
                 results = json.load(f)
@@ -394,7 +469,17 @@ def main() -> None:
         plot_throughput(results, out / "throughput.png", note)
         print(f"wrote {out / 'throughput.png'}")
 
-    if args.only != "throughput":
+    if args.only == "scale" or (args.only is None and args.scale_json):
+        if not args.scale_json:
+            sys.exit("the scale plot needs --scale-json (run scripts/bench_scale.py --json)")
+        with open(args.scale_json) as f:
+            report = json.load(f)
+        plot_scale(report, out / "scale.png", note)
+        print(f"wrote {out / 'scale.png'}")
+        if args.only == "scale":
+            return
+
+    if args.only in (None, "scaling"):
         if args.scaling_json:
             with open(args.scaling_json) as f:
                 scaling = json.load(f)

@@ -374,3 +374,25 @@ def test_damage_messages_name_file_and_offset(tmp_path: Any, files: dict[str, by
         r.verify()
     assert info.value.path == path and info.value.offset == off
     assert "checksum" in str(info.value) and path in str(info.value)
+
+
+def test_a_space_chunk_out_of_order_is_refused_not_misread(tmp_path: Any) -> None:
+    """Point lookups binary-search a space chunk's raw names (issue 19): a
+    chunk whose names are out of order, checksums recomputed, must refuse,
+    never answer that a stream it holds is absent."""
+    data = bytearray(_files()["none"])
+    offsets = chunk_offsets(_files()["none"])
+    space_chunks = [o for o in offsets if CHUNK.unpack_from(data, o)[0] == ord("S")]
+    first = space_chunks[0] + 16  # the payload: n, offsets, then entries
+    (n,) = struct.unpack_from("<I", data, first)
+    name_at = first + 8 + 4 * n + 2
+    assert n >= 2 and data[name_at : name_at + 1] == b"a"
+    data[name_at] = ord("b")  # "b" before "a/b": out of order, and not the directory's
+    fix_crcs(data, offsets)
+    path = write(tmp_path, bytes(data))
+    with ESDBReader(path) as r:
+        for stream in ("a", "a/b"):
+            with pytest.raises(CorruptFile, match="space chunk"):
+                r.space(stream)
+            with pytest.raises(CorruptFile):
+                list(r.read_stream(stream))

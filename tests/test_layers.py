@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("ids and records", ["ids", "records"]),
     ("tiers", ["hot", "esdb.*"]),
     ("archive, views, appends", [
-        "archive", "segments", "compaction", "view", "prepare", "retention",
+        "archive", "segments", "compaction", "view", "prepare", "retention", "counters",
     ]),
     ("writer and tier operations", [
         "writer", "tiering", "transfer", "repair", "erasure", "scavenge", "subscriptions",

@@ -649,7 +649,11 @@ def test_a_damaged_length_that_makes_records_look_torn_refuses_to_open(tmp_path:
     (log,) = (original / "hot").glob("*.log")
     headers = _log_headers(log)
     assert len(headers) == 101  # the config, then one record per append
-    cases = [(headers[-1] + 4, 0x01), (headers[-1] + 5, 0x01), (headers[-1] + 5, 0x80)]
+    # A flip that makes the length larger (one that shrinks it fails the
+    # checksum instead): the lowest clear bit of its low byte.
+    low = log.read_bytes()[headers[-1] + 4]
+    grow = next(1 << b for b in range(8) if not low >> b & 1)
+    cases = [(headers[-1] + 4, grow), (headers[-1] + 5, 0x01), (headers[-1] + 5, 0x80)]
     cases += [(headers[-n] + 5, 0x80) for n in (2, 5)]  # earlier records of the last block
     for offset, bit in cases:
         case = tmp_path / f"at{offset}-{bit}"

@@ -32,7 +32,7 @@ def hot(tmp_path: Path) -> Iterator[HotTier]:
 
 
 def _writer(hot: HotTier) -> Writer:
-    return Writer(hot, "test", False, MonotonicULIDs(0), 0)
+    return Writer(hot, "test", False, MonotonicULIDs(0), 0, 0)
 
 
 def _append(w: Writer, stream: str, n: int, expected: Expected = ANY) -> AppendResult:
@@ -40,8 +40,8 @@ def _append(w: Writer, stream: str, n: int, expected: Expected = ANY) -> AppendR
     part = _Prepared(stream, [NewEvent("T", {"i": i}) for i in range(n)], expected, True)
     with w._lock:
         w._ready_to_queue()
-        writes, results, versions = w._assign([part])
-        pending = w._enqueue(writes, versions, results[-1].last_seq)
+        writes, results, versions, fresh = w._assign([part])
+        pending = w._enqueue(writes, versions, results[-1].last_seq, fresh)
     w._commit(pending)
     return results[0]
 

@@ -120,32 +120,36 @@ def archive_infos(store: EventStore, streams: set[str] | None = None) -> list[Ar
 
 
 def store_stats(store: EventStore) -> StoreStats:
-    """What ``stats`` shows, from public reads only.
-
-    TODO(store API): replace with ``store.stats()`` (see docs/cli.md): the
-    watermark is not public, and counting streams here reads every hot event.
-    """
-    streams: set[str] = set()
-    files = archive_infos(store, streams)
+    """What ``stats`` shows: ``store.stats()`` (counters kept with every
+    commit) and the manifest, so its cost does not grow with the events;
+    the sizes on disk walk the store's folders."""
+    counts = store.stats()
+    files = [
+        ArchiveInfo(
+            os.path.basename(f.path),
+            f.events,
+            str(f.first_id),
+            str(f.last_id),
+            f.first_seq,
+            f.last_seq,
+            f.bytes,
+        )
+        for f in store.archive_files()
+    ]
     last_cold = files[-1].last_id if files else None
-    cold = sum(f.events for f in files)
-    hot = 0
-    for ev in store.read_all(after=last_cold):
-        hot += 1
-        streams.add(ev.stream)
     first = next(store.read_all(limit=1), None)
     last = newest(store)
     archive_bytes = folder_bytes(os.path.join(store.path, ARCHIVE_DIR))
     return StoreStats(
         path=store.path,
-        events=store.last_seq,
-        hot_events=hot,
-        cold_events=cold,
-        streams=len(streams),
+        events=counts.last_seq,
+        hot_events=counts.hot_events,
+        cold_events=counts.cold_events,
+        streams=counts.streams,
         first_id=None if first is None else str(first.id),
         last_id=None if last is None else str(last.id),
         last_cold_id=last_cold,
-        watermark=None,
+        watermark=None if counts.watermark is None else str(counts.watermark),
         hot_bytes=folder_bytes(store.path) - archive_bytes,
         archive_bytes=archive_bytes,
         files=files,

@@ -18,7 +18,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from itertools import islice, pairwise
+from itertools import count, islice, pairwise
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -117,16 +117,24 @@ class UlidChunk(NamedTuple):
     type: tuple[int, ...]
 
 
-class _Cache:
-    """A small thread-safe LRU of decoded chunks, bounded by payload bytes."""
+class BlockCache:
+    """A thread-safe LRU of decoded chunks, bounded by bytes, that many readers
+    share: a store gives one to all its archive files, so the memory its
+    cold tier keeps does not grow with the number of files (issue 19).
+    Keys are (reader token, kind, index)."""
 
     def __init__(self, capacity: int) -> None:
+        if type(capacity) is not int or capacity < 0:
+            raise InvalidArgument(f"cache capacity must be an int >= 0, got {capacity!r}")
         self.capacity = capacity
         self.size = 0
-        self._d: OrderedDict[tuple[int, int], tuple[Any, int]] = OrderedDict()
+        self._d: OrderedDict[tuple[int, int, int], tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int]) -> Any:
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: tuple[int, int, int]) -> Any:
         with self._lock:
             hit = self._d.get(key)
             if hit is None:
@@ -134,7 +142,7 @@ class _Cache:
             self._d.move_to_end(key)
             return hit[0]
 
-    def put(self, key: tuple[int, int], value: Any, size: int) -> None:
+    def put(self, key: tuple[int, int, int], value: Any, size: int) -> None:
         if size > self.capacity:
             return
         with self._lock:
@@ -146,18 +154,56 @@ class _Cache:
                 _k, (_v, s) = self._d.popitem(last=False)
                 self.size -= s
 
+    def forget(self, token: int) -> None:
+        """Drop one reader's entries (it closed, or moved to another cache)."""
+        with self._lock:
+            for key in [k for k in self._d if k[0] == token]:
+                self.size -= self._d.pop(key)[1]
+
     def clear(self) -> None:
         with self._lock:
             self._d.clear()
             self.size = 0
 
 
+# Cache kinds of chunks kept raw for point lookups (beside the decoded kinds).
+_RAW_ULIDS = -KIND_ULIDS
+_RAW_SPACES = -KIND_SPACES
+
+_TOKENS = count(1)  # a token per reader: its keys in a shared cache
+
+
+class _Cache:
+    """One reader's part of a :class:`BlockCache` (its own, or a shared one)."""
+
+    __slots__ = ("shared", "token")
+
+    def __init__(self, shared: BlockCache) -> None:
+        self.shared = shared
+        self.token = next(_TOKENS)
+
+    def get(self, key: tuple[int, int]) -> Any:
+        return self.shared.get((self.token, key[0], key[1]))
+
+    def put(self, key: tuple[int, int], value: Any, size: int) -> None:
+        self.shared.put((self.token, key[0], key[1]), value, size)
+
+    def clear(self) -> None:
+        self.shared.forget(self.token)
+
+
 class ESDBReader:
     """One ESDB file, read-only, safe to share between threads."""
 
     def __init__(
-        self, path: str | os.PathLike[str], cache_bytes: int = DEFAULT_CACHE_BYTES
+        self,
+        path: str | os.PathLike[str],
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        *,
+        cache: BlockCache | None = None,
     ) -> None:
+        """``cache``: a :class:`BlockCache` shared with other readers (then
+        ``cache_bytes`` is ignored); by default the reader has its own."""
         self.path = os.fspath(path)
         self._mm: mmap.mmap | None = None
         with open(self.path, "rb") as f:
@@ -170,7 +216,7 @@ class ESDBReader:
                 raise CorruptFile(self.path, 0, f"cannot map the file: {exc}") from None
         self.size = size
         self._end = size - FOOTER_SIZE  # chunks live in [HEADER_SIZE, _end)
-        self._cache = _Cache(cache_bytes)
+        self._cache = _Cache(BlockCache(cache_bytes) if cache is None else cache)
         self._lock = threading.Lock()
         self._bpos: list[int] | None = None
         self._boff: list[int] | None = None
@@ -184,6 +230,12 @@ class ESDBReader:
             raise
 
     # -- lifecycle ------------------------------------------------------------
+
+    def share_cache(self, cache: BlockCache) -> None:
+        """Keep decoded chunks in ``cache`` from now on (a store's budget for
+        all its files), leaving the cache used so far."""
+        old, self._cache = self._cache, _Cache(cache)
+        old.clear()
 
     def close(self) -> None:
         mm, self._mm = self._mm, None
@@ -572,10 +624,24 @@ class ESDBReader:
         ci = bisect_right(dnames, stream_b) - 1
         if ci < 0:
             return None
-        names, infos = self._space_chunk(ci)
-        i = bisect_left(names, stream_b)
-        if i < len(names) and names[i] == stream_b:
-            return infos[i]
+        decoded: tuple[list[bytes], list[SpaceInfo]] | None = self._cache.get((KIND_SPACES, ci))
+        if decoded is not None:
+            names, infos = decoded
+            i = bisect_left(names, stream_b)
+            if i < len(names) and names[i] == stream_b:
+                return infos[i]
+            return None
+        # Binary search over the raw chunk's names: one entry decoded (issue 19).
+        raw, n = self._spaces_raw(ci)
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._raw_name(ci, raw, n, mid) < stream_b:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < n and self._raw_name(ci, raw, n, lo) == stream_b:
+            return self._raw_entry(ci, raw, n, lo)
         return None
 
     def _space_rank(self, stream_b: bytes) -> int:
@@ -586,6 +652,94 @@ class ESDBReader:
             return 0
         names, _ = self._space_chunk(ci)
         return dnos[ci] + bisect_left(names, stream_b)
+
+    def _space_entry(self, no: int) -> SpaceInfo:
+        """Space number ``no`` for a point lookup: its chunk is cached raw
+        and only this entry is decoded and checked (issue 19). A chunk that
+        is cached decoded already serves it."""
+        _, _, dnos = self._dir_of_spaces()
+        if not 0 <= no < self._spaces:
+            raise self._corrupt(self._u_off, f"space number {no} out of range")
+        ci = bisect_right(dnos, no) - 1
+        decoded: tuple[list[bytes], list[SpaceInfo]] | None = self._cache.get((KIND_SPACES, ci))
+        if decoded is not None:
+            return decoded[1][no - dnos[ci]]
+        raw, n = self._spaces_raw(ci)
+        return self._raw_entry(ci, raw, n, no - dnos[ci])
+
+    def _spaces_raw(self, ci: int) -> tuple[bytes, int]:
+        """Space chunk ``ci`` as its payload and entry count, cached raw."""
+        key = (_RAW_SPACES, ci)
+        raw: bytes | None = self._cache.get(key)
+        _, doffs, dnos = self._dir_of_spaces()
+        n = dnos[ci + 1] - dnos[ci]
+        if raw is None:
+            offset = doffs[ci]
+            raw = self._chunk(offset, KIND_SPACES)
+            if 8 + n * _MIN_SPACE_ENTRY > len(raw) or U32.unpack_from(raw, 0)[0] != n:
+                raise self._corrupt(offset, f"space chunk of {len(raw)} bytes cannot hold {n}")
+            # What the binary search relies on, checked once per load: the
+            # names in order from the directory's, the entries tiling the chunk.
+            names = [self._raw_name(ci, raw, n, i) for i in range(n)]
+            if (
+                names[0] != self._dir_of_spaces()[0][ci]
+                or any(a >= b for a, b in pairwise(names))
+                or 8 + 4 * n + U32.unpack_from(raw, 4 + 4 * n)[0] != len(raw)
+            ):
+                raise self._corrupt(offset, "space chunk out of order or not as the directory says")
+            self._cache.put(key, raw, len(raw))
+        return raw, n
+
+    def _raw_name(self, ci: int, raw: bytes, n: int, i: int) -> bytes:
+        """The stream name of entry ``i`` of a raw space chunk."""
+        try:
+            (a,) = U32.unpack_from(raw, 4 + 4 * i)
+            p = 8 + 4 * n + a
+            (ln,) = U16.unpack_from(raw, p)
+        except struct.error:
+            raise self._corrupt(self._dir_of_spaces()[1][ci], "space chunk truncated") from None
+        return raw[p + 2 : p + 2 + ln]
+
+    def _raw_entry(self, ci: int, raw: bytes, n: int, i: int) -> SpaceInfo:
+        """Entry ``i`` of a raw space chunk, decoded and checked alone."""
+        _, doffs, dnos = self._dir_of_spaces()
+        offset = doffs[ci]
+        base = 8 + 4 * n
+        try:
+            a, b = struct.unpack_from("<II", raw, 4 + 4 * i)
+            p = base + a
+            (ln,) = U16.unpack_from(raw, p)
+            name = raw[p + 2 : p + 2 + ln]
+            fields = SPACE_ENTRY.unpack_from(raw, p + 2 + ln)
+        except struct.error:
+            raise self._corrupt(offset, "space chunk truncated") from None
+        if len(name) != ln or p + 2 + ln + SPACE_ENTRY.size != base + b:
+            raise self._corrupt(offset, f"space entry {i} has the wrong length")
+        bad = name_problem(name)
+        if bad is not None:
+            raise self._corrupt(offset, f"space entry {i}: stream {bad}")
+        first_pos, count, first_version, fid, lid, ioff, rbytes, ibytes = fields
+        if (
+            count < 1
+            or first_pos + count > self._events
+            or first_version + count > 1 << 63
+            or fid > lid
+            or (ioff and not HEADER_SIZE <= ioff < self._index_region)
+        ):
+            raise self._corrupt(offset, f"space entry {i} out of range")
+        return SpaceInfo(
+            name.decode("utf-8"),
+            count,
+            first_version,
+            first_version + count - 1,
+            fid,
+            lid,
+            dnos[ci] + i,
+            first_pos,
+            ioff,
+            rbytes,
+            ibytes,
+        )
 
     def _space_no(self, no: int) -> SpaceInfo:
         _, _, dnos = self._dir_of_spaces()
@@ -913,6 +1067,26 @@ class ESDBReader:
         self._cache.put(key, hit, len(raw) + 49 * n)
         return hit
 
+    def _ulid_raw(self, ci: int) -> tuple[bytes, int]:
+        """ULID index chunk ``ci`` as its checked payload and entry count,
+        for point lookups: cached as the one bytes object it is (28 bytes an
+        entry), where the decoded chunk costs ~77 (issue 19)."""
+        key = (_RAW_ULIDS, ci)
+        hit: tuple[bytes, int] | None = self._cache.get(key)
+        if hit is not None:
+            return hit
+        dids, doffs, dcounts = self._dir_of_ulids()
+        off = doffs[ci]
+        n = dcounts[ci]
+        raw = self._chunk(off, KIND_ULIDS, 4 + 28 * n)
+        if len(raw) != 4 + 28 * n or U32.unpack_from(raw, 0)[0] != n:
+            raise self._corrupt(off, f"ULID index chunk does not hold {n} entries")
+        if raw[4:20] != dids[ci]:
+            raise self._corrupt(off, "ULID index chunk does not start where the directory says")
+        hit = (raw, n)
+        self._cache.put(key, hit, len(raw))
+        return hit
+
     def _locate(self, id16: bytes) -> tuple[int, int, int] | None:
         """(position, space number, type id) of the event with this id, or None."""
         if not self._events or id16 < self._first_id or id16 > self._last_id:
@@ -921,11 +1095,23 @@ class ESDBReader:
         ci = bisect_right(dids, id16) - 1
         if ci < 0:
             return None
-        ch = self._ulid_chunk(ci)
-        k = bisect_left(ch.ids, id16)
-        if k == len(ch.ids) or ch.ids[k] != id16:
+        raw, n = self._ulid_raw(ci)
+        # Binary search over the raw ids: nothing per entry is built.
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if raw[4 + 16 * mid : 20 + 16 * mid] < id16:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == n or raw[4 + 16 * lo : 20 + 16 * lo] != id16:
             return None
-        return ch.pos[k], ch.space[k], ch.type[k]
+        end = 4 + 16 * n + 4 * lo
+        return (
+            U32.unpack_from(raw, end)[0],
+            U32.unpack_from(raw, end + 4 * n)[0],
+            U32.unpack_from(raw, end + 8 * n)[0],
+        )
 
     def get(self, event_id: ULID | str | bytes) -> Event | None:
         """The event with this ULID, or None if this file does not hold it."""
@@ -937,7 +1123,7 @@ class ESDBReader:
         return self._event_at(pos, space_no, id16)
 
     def _event_at(self, pos: int, space_no: int, id16: bytes) -> Event:
-        sp = self._space_no(space_no)
+        sp = self._space_entry(space_no)
         if not sp.first_pos <= pos < sp.first_pos + sp.count or pos >= self._events:
             raise self._corrupt(self._u_off, f"ULID index points outside space {sp.stream!r}")
         got, raw = self._record_at(pos)
