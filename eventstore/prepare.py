@@ -25,13 +25,15 @@ from .errors import (
     InvalidType,
     UnserialisableData,
 )
-from .events import ANY, NO_STREAM, STREAM_EXISTS, Expected, ExpectedVersion, NewEvent
+from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected, ExpectedVersion, NewEvent
+from .ids import check_importable, to_ulid_bytes
 from .records import (
     MAX_RECORD_BYTES,
     TYPE_INDEX,
     Encoder,
     check_indexes,
     check_serialisable,
+    encode_record,
     encoder,
     first_bad_ext,
     name_bytes,
@@ -538,3 +540,49 @@ class _Writes:
         _drain(map(put, self.keys, self.values))
         for keys_, values in self.columns:
             _drain(map(put, keys_, repeat(b"", len(keys_)) if values is None else values))
+
+
+# An imported event, checked and packed before the writer lock: its id,
+# stream and type bytes, plain indexes and record.
+Imported = tuple[bytes, bytes, bytes, dict[str, str], bytes]
+
+
+def prepare_import(
+event: Event, now_ms: int, tolerance_ms: int | None, index_types: bool
+) -> Imported:
+    """An imported event's id, stream and type bytes, plain indexes and
+    record, checked; its place in the log is checked under the lock."""
+    if type(event.version) is not int or type(event.seq) is not int:
+        raise InvalidArgument(
+            f"event {event.id} has version {event.version!r} and seq {event.seq!r}; "
+            "both must be ints"
+        )
+    id16 = to_ulid_bytes(event.id)
+    check_importable(int.from_bytes(id16, "big"), now_ms, tolerance_ms)
+    stream_b = name_bytes(event.stream, "stream name")
+    type_ = plain_name(event.type, "event type")
+    type_b = name_bytes(type_, "event type")
+    indexes = check_indexes(event.indexes, index_types)
+    record = encode_record(event.version, event.seq, type_, event.data, event.metadata, indexes)
+    if len(record) > MAX_RECORD_BYTES:
+        raise InvalidArgument(
+            f"event {event.id} is a record of {len(record)} bytes; "
+            f"an event record holds at most {MAX_RECORD_BYTES}"
+        )
+    return id16, stream_b, type_b, indexes, record
+
+
+def import_rows(
+    writes: _Writes, imported: Imported, seq: int, index_types: bool, pack: Callable[[Any], bytes]
+) -> None:
+    """The keys of one imported event (its record, global entry and index
+    entries), as an append writes them (docs/FORMAT.md is the archive's; the
+    layout is keys.py's)."""
+    id16, stream_b, type_b, indexes, record = imported
+    put = writes.add
+    put(keys.event_key(stream_b, id16), record)
+    put(keys.GLOBAL + id16, pack([stream_b.decode(), type_b.decode(), seq]))
+    if index_types:
+        put(keys.index_key(stream_b, b"type", type_b, id16), b"")
+    for name, value in indexes.items():
+        put(keys.index_key(stream_b, name.encode(), value.encode(), id16), b"")

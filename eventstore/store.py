@@ -61,25 +61,20 @@ from .events import (
 from .hot import HotTier, at_boundary
 from .ids import (
     MonotonicULIDs,
-    check_importable,
     to_ulid_bytes,
     ulid_from_bytes,
-    ulid_from_int,
 )
 from .prepare import (
     DEFAULT_MAX_APPEND_BYTES,
     DEFAULT_MAX_APPEND_EVENTS,
+    Imported,
     _Prepared,
-    _Writes,
+    prepare_import,
 )
 from .records import (
-    MAX_RECORD_BYTES,
-    check_indexes,
     check_limit,
     check_serialisable,
-    encode_record,
     name_bytes,
-    plain_name,
     unpack,
 )
 from .retention import StreamRules
@@ -185,7 +180,6 @@ def locate_store(path: str, create: bool) -> bool:
 
 
 # An imported event, checked: id, stream and type bytes, plain indexes, record.
-_Imported = tuple[bytes, bytes, bytes, dict[str, str], bytes]
 
 
 def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
@@ -715,13 +709,13 @@ class EventStore:
             tolerance_ms = clock_tolerance // timedelta(milliseconds=1)
         w = self._writer
         it = iter(events)
-        carried: tuple[Event, _Imported] | None = None
+        carried: tuple[Event, Imported] | None = None
         total = 0
         while True:
             # Checked and packed before the writer lock: packing may run user
             # code (a subclass's conversion), which may append in turn.
             chunk: list[Event] = []
-            prepared: list[_Imported] = []
+            prepared: list[Imported] = []
             size = 0
             now_ms = w._ids.now_ms()
             if carried is not None:
@@ -730,7 +724,7 @@ class EventStore:
                 size = len(carried[1][4])
                 carried = None
             for event in it:
-                ready = self._prepare_import(event, now_ms, tolerance_ms)
+                ready = prepare_import(event, now_ms, tolerance_ms, self._index_types)
                 if len(ready[4]) > self._own.max_bytes:
                     raise AppendTooLarge(
                         f"event {event.id} is a record of {len(ready[4])} bytes, above "
@@ -748,46 +742,7 @@ class EventStore:
                 return total
             with w._lock:
                 w._ready_to_queue()
-                writes = _Writes()
-                put = writes.add
-                last_id, seq = w._ids.last, w._seq
-                versions: dict[bytes, int] = {}
-                started: list[bytes] = []  # streams at -1 before this batch
-                for event, (id16, stream_b, type_b, indexes, record) in zip(
-                    chunk, prepared, strict=True
-                ):
-                    id_int = int.from_bytes(id16, "big")
-                    if id_int <= last_id or id16 < self._archive.tiers.watermark:
-                        raise InvalidArgument(
-                            f"event {event.id} is not above the store's newest id "
-                            f"{ulid_from_int(last_id)}: imports only extend a store"
-                        )
-                    if event.seq != seq + 1:
-                        raise InvalidArgument(
-                            f"event {event.id} has seq {event.seq}, expected {seq + 1}"
-                        )
-                    current = versions.get(stream_b)
-                    if current is None:
-                        current = w._current_version(stream_b)
-                        if current < 0:
-                            started.append(stream_b)
-                    if event.version != current + 1:
-                        raise InvalidArgument(
-                            f"event {event.id} of stream {event.stream!r} has version "
-                            f"{event.version}, expected {current + 1}"
-                        )
-                    put(keys.event_key(stream_b, id16), record)
-                    put(
-                        keys.GLOBAL + id16,
-                        _packb([stream_b.decode(), type_b.decode(), event.seq]),
-                    )
-                    if self._index_types:
-                        put(keys.index_key(stream_b, b"type", type_b, id16), b"")
-                    for name, value in indexes.items():
-                        put(keys.index_key(stream_b, name.encode(), value.encode(), id16), b"")
-                    versions[stream_b] = event.version
-                    last_id, seq = id_int, event.seq
-                # -- h17 hook: an imported stream may be tombstoned (StreamDeleted);
+                # An imported stream may be tombstoned (StreamDeleted);
                 # imported $$ events set rules, as appended ones do.
                 rules_updates = []
                 for event in chunk:
@@ -797,39 +752,16 @@ class EventStore:
                         rules_updates.append(
                             (retention.base_stream(event.stream), retention.rules_of(event))
                         )
-                for stream_b, version in versions.items():
-                    put(keys.meta_key(stream_b), _packb([version]))
-                w._ids.raise_floor(last_id)
-                fresh = counters.fresh_streams(started, versions)
-                pending = w._enqueue(writes, list(versions.items()), seq, fresh)
-                for base, rules in rules_updates:  # -- h17 hook
+                writes, versions, seq, fresh = w._assign_import(
+                    chunk, prepared, self._archive.tiers.watermark, self._index_types
+                )
+                pending = w._enqueue(writes, versions, seq, fresh)
+                for base, rules in rules_updates:
                     self._forget.set_rules(base, rules)
             w._commit(pending)
             total += len(chunk)
             if progress is not None:
                 progress(len(chunk))
-
-    def _prepare_import(self, event: Event, now_ms: int, tolerance_ms: int | None) -> _Imported:
-        """An imported event's id, stream and type bytes, plain indexes and
-        record, checked; its place in the log is checked under the lock."""
-        if type(event.version) is not int or type(event.seq) is not int:
-            raise InvalidArgument(
-                f"event {event.id} has version {event.version!r} and seq {event.seq!r}; "
-                "both must be ints"
-            )
-        id16 = to_ulid_bytes(event.id)
-        check_importable(int.from_bytes(id16, "big"), now_ms, tolerance_ms)
-        stream_b = name_bytes(event.stream, "stream name")
-        type_ = plain_name(event.type, "event type")
-        type_b = name_bytes(type_, "event type")
-        indexes = check_indexes(event.indexes, self._index_types)
-        record = encode_record(event.version, event.seq, type_, event.data, event.metadata, indexes)
-        if len(record) > MAX_RECORD_BYTES:
-            raise InvalidArgument(
-                f"event {event.id} is a record of {len(record)} bytes; "
-                f"an event record holds at most {MAX_RECORD_BYTES}"
-            )
-        return id16, stream_b, type_b, indexes, record
 
     # -- snapshots and checkpoints -------------------------------------------
 

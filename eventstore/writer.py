@@ -21,11 +21,20 @@ from typing import Any
 import msgpack
 
 from . import counters, keys
-from .errors import StoreClosed, WritesRefused, WrongExpectedVersion
-from .events import AppendResult
+from .errors import InvalidArgument, StoreClosed, WritesRefused, WrongExpectedVersion
+from .events import AppendResult, Event
 from .hot import HotTier, storage_error
-from .ids import MonotonicULIDs, UlidRange
-from .prepare import _BULK, _columns, _Prepared, _rows, _version_matches, _Writes
+from .ids import MonotonicULIDs, UlidRange, ulid_from_int
+from .prepare import (
+    _BULK,
+    Imported,
+    _columns,
+    _Prepared,
+    _rows,
+    _version_matches,
+    _Writes,
+    import_rows,
+)
 from .retention import Forgetting
 
 
@@ -203,6 +212,47 @@ class Writer:
         for stream_b, version in versions:
             writes.add(keys.meta_key(stream_b), pack([version]))
         return writes, results, versions, counters.fresh_streams(started, current)
+
+    def _assign_import(
+        self, chunk: list[Event], prepared: list[Imported], watermark: bytes, index_types: bool
+    ) -> tuple[_Writes, list[tuple[bytes, int]], int, int]:
+        """The writes of an import batch, each event checked to extend the log
+        (id above the newest, seq next, version next in its stream); the
+        versions it leaves, its last seq and the streams it starts. Under the
+        writer lock; like _assign it changes nothing but the id floor, and
+        that only once every event passed (an import writes what it checked)."""
+        writes = _Writes()
+        last_id, seq = self._ids.last, self._seq
+        versions: dict[bytes, int] = {}
+        started: list[bytes] = []  # streams at -1 before this batch
+        pack = self._packer.pack
+        for event, imported in zip(chunk, prepared, strict=True):
+            id16, stream_b = imported[0], imported[1]
+            id_int = int.from_bytes(id16, "big")
+            if id_int <= last_id or id16 < watermark:
+                raise InvalidArgument(
+                    f"event {event.id} is not above the store's newest id "
+                    f"{ulid_from_int(last_id)}: imports only extend a store"
+                )
+            if event.seq != seq + 1:
+                raise InvalidArgument(f"event {event.id} has seq {event.seq}, expected {seq + 1}")
+            current = versions.get(stream_b)
+            if current is None:
+                current = self._current_version(stream_b)
+                if current < 0:
+                    started.append(stream_b)
+            if event.version != current + 1:
+                raise InvalidArgument(
+                    f"event {event.id} of stream {event.stream!r} has version "
+                    f"{event.version}, expected {current + 1}"
+                )
+            import_rows(writes, imported, event.seq, index_types, pack)
+            versions[stream_b] = event.version
+            last_id, seq = id_int, event.seq
+        for stream_b, version in versions.items():
+            writes.add(keys.meta_key(stream_b), pack([version]))
+        self._ids.raise_floor(last_id)
+        return writes, list(versions.items()), seq, counters.fresh_streams(started, versions)
 
     def _current_version(self, stream_b: bytes) -> int:
         version = self._reserved.get(stream_b)

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ulid import ULID
 
-import eventstore.store as store_module
+import eventstore.prepare as prepare_module
 from eventstore import ANY, NO_STREAM, EventStore, NewEvent
 from eventstore.cli import main as cli
 from eventstore.errors import (
@@ -301,7 +301,7 @@ def test_a_store_that_already_holds_the_largest_ulid_refuses_appends_with_ids_ex
     with EventStore.open(tmp_path / "s") as store:
         store.append("a", [NewEvent("T", 0)])
         with monkeypatch.context() as m:
-            m.setattr(store_module, "check_importable", lambda *args: None)
+            m.setattr(prepare_module, "check_importable", lambda *args: None)
             store.import_events([one_event(ulid_from_int(MAX_ULID), seq=2, version=1)])
     with EventStore.open(tmp_path / "s") as store:
         before = state(store)
