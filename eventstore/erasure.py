@@ -17,10 +17,10 @@ import msgpack
 from ulid import ULID
 
 from .errors import EventNotFound, InvalidArgument, StreamDeleted, WrongExpectedVersion
-from .events import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected, NewEvent
+from .events import ANY, AppendResult, Expected, NewEvent
 from .hot import HotTier
 from .ids import to_ulid_bytes
-from .prepare import _check_expected, _Prepared
+from .prepare import _check_expected, _Prepared, _version_matches
 from .records import name_bytes, plain_name
 from .retention import (
     MAX_AGE,
@@ -36,16 +36,6 @@ from .retention import (
     tombstone_event,
 )
 from .writer import Writer
-
-
-def _matches(expected: Expected, current: int) -> bool:
-    if expected is ANY:
-        return True
-    if expected is NO_STREAM:
-        return current == -1
-    if expected is STREAM_EXISTS:
-        return current >= 0
-    return bool(expected == current)
 
 
 class Erasure:
@@ -78,7 +68,7 @@ class Erasure:
             visible = version >= 0 and version >= rules.truncate_before
             if not visible:
                 raise WrongExpectedVersion(stream, expected_version, -1)
-            if not _matches(expected_version, version):
+            if not _version_matches(expected_version, version):
                 raise WrongExpectedVersion(stream, expected_version, version)
             return [metadata_event({**rules.metadata, TRUNCATE_BEFORE: version + 1})]
 
@@ -90,7 +80,7 @@ class Erasure:
         def events(version: int, rules: StreamRules) -> list[NewEvent]:
             current = version if version >= rules.truncate_before else -1
             if not (
-                _matches(expected_version, current)
+                _version_matches(expected_version, current)
                 or (type(expected_version) is int and expected_version == version)
             ):
                 raise WrongExpectedVersion(stream, expected_version, current)
