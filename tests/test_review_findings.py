@@ -12,11 +12,11 @@ import shutil
 import time
 from pathlib import Path
 
-import plyvel
 import pytest
 from click.testing import CliRunner
 
 from eventstore import ANY, NO_STREAM, EventStore, NewEvent, keys
+from eventstore._leveldb import plyvel
 from eventstore.cli import main
 from eventstore.errors import CorruptFile, WrongExpectedVersion
 from eventstore.ids import ulid_from_int
