@@ -179,9 +179,6 @@ def locate_store(path: str, create: bool) -> bool:
     raise StoreNotFound(f"no store at {path}: {what} (pass create=True to make a new store there)")
 
 
-# An imported event, checked: id, stream and type bytes, plain indexes, record.
-
-
 def _limited(events: Iterator[Event], limit: int | None) -> Iterator[Event]:
     return events if limit is None else islice(events, limit)
 
