@@ -562,42 +562,12 @@ class ESDBReader:
             names: list[bytes] = []
             infos: list[SpaceInfo] = []
             for i in range(n):
-                p = base + offs[i]
-                (ln,) = U16.unpack_from(raw, p)
-                name = raw[p + 2 : p + 2 + ln]
-                fields = SPACE_ENTRY.unpack_from(raw, p + 2 + ln)
-                if len(name) != ln or p + 2 + ln + SPACE_ENTRY.size != base + offs[i + 1]:
-                    raise self._corrupt(offset, f"space entry {i} has the wrong length")
-                bad = name_problem(name)
-                if bad is not None:
-                    raise self._corrupt(offset, f"space entry {i}: stream {bad}")
+                info = self._raw_entry(ci, raw, n, i)  # each entry checked as a lookup checks it
+                name = info.stream.encode()
                 if names and name <= names[-1]:
                     raise self._corrupt(offset, "space chunk out of order")
-                first_pos, count, first_version, fid, lid, ioff, rbytes, ibytes = fields
-                if (
-                    count < 1
-                    or first_pos + count > self._events
-                    or first_version + count > 1 << 63
-                    or fid > lid
-                    or (ioff and not HEADER_SIZE <= ioff < self._index_region)
-                ):
-                    raise self._corrupt(offset, f"space entry {i} out of range")
                 names.append(name)
-                infos.append(
-                    SpaceInfo(
-                        name.decode("utf-8"),
-                        count,
-                        first_version,
-                        first_version + count - 1,
-                        fid,
-                        lid,
-                        first_no + i,
-                        first_pos,
-                        ioff,
-                        rbytes,
-                        ibytes,
-                    )
-                )
+                infos.append(info)
         except struct.error:
             raise self._corrupt(offset, "space chunk truncated") from None
         if base + offs[n] != len(raw) or (names and names[0] != dnames[ci]):
