@@ -354,6 +354,7 @@ class _ReadOnlyCopy:
             raise
 
     def close(self) -> None:
+        self.db = CLOSED_DB  # as HotTier.close does, and for the same reason
         shutil.rmtree(self.folder, ignore_errors=True)
         os.close(self.lock_fd)
 
@@ -1043,6 +1044,18 @@ class HotView:
             return list(self._snap.iterator(prefix=prefix))
 
 
+class _ClosedDB:
+    """Stands in for a closed store's LevelDB database: closed, and unusable."""
+
+    closed = True
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreClosed("the store is closed")
+
+
+CLOSED_DB = _ClosedDB()
+
+
 class HotTier:
     """The LevelDB database of one store."""
 
@@ -1127,6 +1140,10 @@ class HotTier:
         self.resources.close()
         if not self.db.closed:
             self.db.close()
+        # Let go of the plyvel object now: freed later by the garbage collector
+        # (a store is full of cycles), its __dealloc__ runs on an object the
+        # collector has already cleared, and prints "Error in sys.excepthook".
+        self.db = CLOSED_DB
         if self._copy is not None:
             self._copy.close()
 

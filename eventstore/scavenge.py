@@ -336,7 +336,6 @@ class Scavenging:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(self._archive.dir, old.name))
         strays = segments.Strays(
-            self._hot.db,
             set(self._archive.strays.making),
             self._archive.strays.retired - {old.number},
         )

@@ -92,8 +92,7 @@ class Strays:
     ``making`` (a compaction or merge is writing the file) and ``retired``
     (a merge replaced the file). Persisted under ``x stray``."""
 
-    def __init__(self, db: Any, making: set[int], retired: set[int]) -> None:
-        self.db = db
+    def __init__(self, making: set[int], retired: set[int]) -> None:
         self.making = making
         self.retired = retired
 
@@ -101,21 +100,21 @@ class Strays:
     def load(cls, db: Any) -> Strays:
         raw = db.get(keys.STRAY)
         making, retired = ([], []) if raw is None else msgpack.unpackb(raw)
-        return cls(db, set(making), set(retired))
+        return cls(set(making), set(retired))
 
     def after(self, made: set[int], retired: set[int]) -> Strays:
         """The strays once files ``made`` are committed and ``retired`` replaced."""
-        return Strays(self.db, self.making - made, self.retired | retired)
+        return Strays(self.making - made, self.retired | retired)
 
     def value(self) -> bytes:
         packed: bytes = msgpack.packb([sorted(self.making), sorted(self.retired)])
         return packed
 
-    def forget(self) -> None:
+    def forget(self, db: Any) -> None:
         """Drop every number, durably: their keys and leftover files are gone."""
         self.making.clear()
         self.retired.clear()
-        self.db.put(keys.STRAY, self.value(), sync=True)
+        db.put(keys.STRAY, self.value(), sync=True)
 
     def highest(self) -> int:
         return max(self.making | self.retired, default=0)

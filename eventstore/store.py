@@ -335,7 +335,7 @@ class EventStore:
                 os.remove(os.path.join(self._archive_dir, name))
             self.orphans_removed = ours
             if strays.making or strays.retired:
-                strays.forget()
+                strays.forget(self._hot.db)
             # Never reuse a number whose keys may exist, nor the name of a
             # file left alone in the folder.
             next_file = max(
@@ -539,7 +539,7 @@ class EventStore:
         except Exception as exc:  # msgpack raises several unrelated types
             raise damaged(f"its record of files being made does not decode: {exc}") from None
         if strays is None:
-            strays = segments.Strays(db, set(), set())
+            strays = segments.Strays(set(), set())
         elif not all(type(n) is int for n in strays.making | strays.retired):
             raise damaged("its record of files being made is not one this store writes")
         return _State(

@@ -307,7 +307,6 @@ class Tiering:
                 for old in run:
                     _remove_quietly(os.path.join(self._archive.dir, old.name))
                 strays = segments.Strays(
-                    self._hot.db,
                     set(self._archive.strays.making),
                     self._archive.strays.retired - {old.number for old in run},
                 )
@@ -355,7 +354,7 @@ class Tiering:
         number = max(number, highest_number(taken) + 1)
         self._archive.next_file = number + 1
         strays = segments.Strays(
-            self._hot.db, self._archive.strays.making | {number}, set(self._archive.strays.retired)
+            self._archive.strays.making | {number}, set(self._archive.strays.retired)
         )
         # Synced: the record that reserves the number is what lets the next
         # open prove a file of that number its own and remove it.
@@ -392,7 +391,6 @@ class Tiering:
                 # files as retired too (the open's sweep skips what its
                 # manifest names), so no later write of the strays forgets them.
                 self._archive.strays = segments.Strays(
-                    self._hot.db,
                     set(self._archive.strays.making),
                     self._archive.strays.retired | gone,
                 )
