@@ -1267,7 +1267,9 @@ class EventStore:
             StoreClosed: the store is closed.
             StoreDamaged: the counts key is damaged.
         """
-        return counters.store_stats(self._view(), self._writer._streams, self.lost_seqs)
+        return counters.store_stats(
+            self._view(), self._writer._streams, self.lost_seqs, self.removed_seqs
+        )
 
     # -- forgetting (eventstore/erasure.py, eventstore/scavenge.py) ---------
 

@@ -268,3 +268,28 @@ def test_bench_scavenge_small_run() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "deleted 100 streams (300 events)" in proc.stdout
     assert "read speed, deletions pending / scavenged" in proc.stdout
+
+
+@pytest.mark.parametrize("where", ["hot", "cold", "both"])
+def test_stats_count_readable_events_not_husks(tmp_path: Path, where: str) -> None:
+    with EventStore.open(str(tmp_path / "s")) as store:
+        store.append("gone", [NewEvent("T", n) for n in range(6)])
+        store.append("kept", [NewEvent("T", n) for n in range(4)])
+        if where in ("cold", "both"):
+            _compact_all(store)
+        if where == "both":
+            store.append("gone", [NewEvent("T", n) for n in range(3)])
+        store.set_retention("gone", max_count=2)
+        store.scavenge()
+
+        def check() -> None:
+            s = store.stats()
+            cold = [e for e in _visible(store) if e.id.bytes < store._archive.tiers.watermark]
+            assert s.events == len(_visible(store))
+            assert (s.cold_events, s.hot_events) == (len(cold), s.events - len(cold))
+
+        check()
+        _compact_all(store)  # the husks go cold
+        check()
+        store.merge_archives()
+        check()
