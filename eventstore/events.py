@@ -82,6 +82,23 @@ class RedactedEvent(Event):
         return True
 
 
+class RemovedEvent(NamedTuple):
+    """What an export carries of an event the store removed or hides: its
+    place in the log, none of its contents (:meth:`EventStore.export_events`).
+    ``import_events`` makes it a husk whose seq is recorded as removed, so
+    the imported store has the same seqs and versions (docs/guarantees.md)."""
+
+    id: ULID
+    stream: str
+    version: int
+    seq: int
+    type: str
+
+    @property
+    def removed(self) -> bool:
+        return True
+
+
 class AppendResult(NamedTuple):
     """What one stream's append wrote."""
 

@@ -35,11 +35,20 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from . import keys
 from .errors import InvalidArgument, InvalidType, StreamDeleted, WrongExpectedVersion
-from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected, NewEvent, RedactedEvent
+from .events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Event,
+    Expected,
+    NewEvent,
+    RedactedEvent,
+    RemovedEvent,
+)
 
 METADATA_TYPE = "$metadata"
 TOMBSTONE_TYPE = "$streamDeleted"
@@ -243,6 +252,10 @@ def _id_ms(event: Event) -> int:
     return int.from_bytes(event.id.bytes[:6], "big")
 
 
+def _place(event: Event) -> RemovedEvent:
+    return RemovedEvent(event.id, event.stream, event.version, event.seq, event.type)
+
+
 def redact_event(event: Event) -> Event:
     red: Event = tuple.__new__(
         RedactedEvent,
@@ -329,11 +342,19 @@ class Forgetting:
         (for ``$maxCount``). No rules and no redactions: ``events`` itself."""
         if not self.rules and not self.redacted and not self.removed:
             return events
-        return self._filtered(events, last_version)
+        # Without places, only events come out.
+        return cast(Iterator[Event], self._filtered(events, last_version))
+
+    def classify(
+        self, events: Iterator[Event], last_version: Callable[[str], int]
+    ) -> Iterator[Event | RemovedEvent]:
+        """``filter``, but an event removed or hidden comes as a
+        :class:`RemovedEvent` (its place in the log) instead of not at all."""
+        return self._filtered(events, last_version, True)
 
     def _filtered(
-        self, events: Iterator[Event], last_version: Callable[[str], int]
-    ) -> Iterator[Event]:
+        self, events: Iterator[Event], last_version: Callable[[str], int], places: bool = False
+    ) -> Iterator[Event | RemovedEvent]:
         rules = self.rules
         redacted = self.redacted
         removed = self.removed
@@ -342,12 +363,16 @@ class Forgetting:
         for event in events:
             stream = event.stream
             if removed and event.seq in removed:
+                if places:
+                    yield _place(event)
                 continue
             if stream in rules:
                 floor = floors.get(stream)
                 if floor is None:
                     floor = floors[stream] = rules[stream].floor(last_version(stream), now_ms)
                 if event.version < floor[0] or _id_ms(event) < floor[1]:
+                    if places:
+                        yield _place(event)
                     continue
             if redacted and event.id.bytes in redacted:
                 event = redact_event(event)
@@ -357,7 +382,7 @@ class Forgetting:
         """``get``'s answer under the rules."""
         if event is None:
             return None
-        return next(self._filtered(iter((event,)), last_version), None)
+        return cast(Event | None, next(self._filtered(iter((event,)), last_version), None))
 
 
 def load(

@@ -56,6 +56,7 @@ from .events import (
     Event,
     Expected,
     NewEvent,
+    RemovedEvent,
     Snapshot,
 )
 from .hot import HotTier, at_boundary
@@ -659,9 +660,27 @@ class EventStore:
 
     # -- moving whole stores -----------------------------------------------------
 
+    def export_events(self, after: ULID | str | None = None) -> Iterator[Event | RemovedEvent]:
+        """Every event after ``after`` in log order, as ``read_all`` returns
+        them (redacted ones marked), and in place of each event deletion,
+        retention or a scavenge removed or hides, a :class:`RemovedEvent`
+        (its id, stream, version, seq and type): with them, ``import_events``
+        rebuilds the same seqs, versions, gaps and redactions.
+
+        Raises:
+            InvalidULID: ``after`` is not a ULID.
+            StoreClosed: the store is closed.
+        """
+        after16 = None if after is None else to_ulid_bytes(after)
+        view = self._view()
+        events = view.read_all(after16, False, None, None)
+        if not self._forget.active:
+            return iter(events)
+        return self._forget.classify(events, _last_version(view))
+
     def import_events(
         self,
-        events: Iterable[Event],
+        events: Iterable[Event | RemovedEvent],
         *,
         batch_size: int = 4096,
         progress: Callable[[int], None] | None = None,
@@ -671,7 +690,10 @@ class EventStore:
         export's round trip). Each id must lie above every id the store holds,
         each seq continue the log without a gap, each version continue its
         stream; a violation raises :class:`InvalidArgument` before its batch
-        (each written atomically) is written.
+        (each written atomically) is written. A :class:`RemovedEvent` (from
+        :meth:`export_events`) takes its place as a husk with its seq
+        recorded as removed, as a scavenge leaves it; a redacted event
+        (``redacted`` True) is recorded as redacted.
 
         A batch is ``batch_size`` events (at most the store's
         ``max_append_events``), or fewer when the next event would take it
@@ -706,12 +728,12 @@ class EventStore:
             tolerance_ms = clock_tolerance // timedelta(milliseconds=1)
         w = self._writer
         it = iter(events)
-        carried: tuple[Event, Imported] | None = None
+        carried: tuple[Event | RemovedEvent, Imported] | None = None
         total = 0
         while True:
             # Checked and packed before the writer lock: packing may run user
             # code (a subclass's conversion), which may append in turn.
-            chunk: list[Event] = []
+            chunk: list[Event | RemovedEvent] = []
             prepared: list[Imported] = []
             size = 0
             now_ms = w._ids.now_ms()
@@ -742,16 +764,31 @@ class EventStore:
                 # An imported stream may be tombstoned (StreamDeleted);
                 # imported $$ events set rules, as appended ones do.
                 rules_updates = []
+                gone: list[int] = []
+                redacted: dict[bytes, str] = {}
                 for event in chunk:
                     if self._forget.rules:
                         self._forget.admit(event.stream, ANY, event.version - 1)
-                    if event.stream.startswith("$$"):
+                    if isinstance(event, RemovedEvent):
+                        gone.append(event.seq)
+                    elif getattr(event, "redacted", False):
+                        redacted[event.id.bytes] = event.stream
+                    elif event.stream.startswith("$$"):
                         rules_updates.append(
                             (retention.base_stream(event.stream), retention.rules_of(event))
                         )
                 writes, versions, seq, fresh = w._assign_import(
                     chunk, prepared, self._archive.tiers.watermark, self._index_types
                 )
+                # Recorded in the batch that writes the husks, and known to
+                # reads before they can see them.
+                ranges = retention.to_ranges(gone)
+                for first, last in ranges:
+                    writes.add(*retention.removed_item(first, last))
+                for id16, stream in redacted.items():
+                    writes.add(retention.redacted_key(id16), stream.encode())
+                self._forget.removed.add(ranges)
+                self._forget.redacted.update(redacted)
                 pending = w._enqueue(writes, versions, seq, fresh)
                 for base, rules in rules_updates:
                     self._forget.set_rules(base, rules)
