@@ -31,7 +31,10 @@ from .output import (
 from .served import SERVED
 
 EXPORT_KIND = "eventstore-export"
-EXPORT_FORMAT = 1
+# 2: removed events' places as lines of their own ({"removed": true, ...}) and
+# redacted events marked ("redacted": true). Format-1 files are read as well.
+EXPORT_FORMAT = 2
+EXPORT_FORMATS_READ = (1, 2)
 
 path_argument = click.argument("path", type=click.Path(file_okay=False))
 json_option = click.option(
