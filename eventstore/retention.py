@@ -35,7 +35,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from . import keys
 from .errors import InvalidArgument, InvalidType, StreamDeleted, WrongExpectedVersion
@@ -264,6 +264,12 @@ def redact_event(event: Event) -> Event:
     return red
 
 
+class Opener(Protocol):
+    """What opens sealed events (eventstore/sealing.py's KeyStore)."""
+
+    def open(self, event: Event) -> Event: ...
+
+
 class Forgetting:
     """The rules and redactions of one store, in memory.
 
@@ -274,7 +280,7 @@ class Forgetting:
     or maintenance lock; readers look up single keys (atomic under the GIL).
     """
 
-    __slots__ = ("clock", "redacted", "removed", "rules")
+    __slots__ = ("clock", "redacted", "removed", "rules", "sealing")
 
     def __init__(
         self,
@@ -287,10 +293,18 @@ class Forgetting:
         self.redacted = redacted
         self.removed = SeqRanges() if removed is None else removed
         self.clock = clock
+        # Set when the store was opened with shredding: every event read is
+        # opened with it (decrypted, or shredded once its subject is forgotten).
+        self.sealing: Opener | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.rules) or bool(self.redacted) or bool(self.removed)
+        return (
+            bool(self.rules)
+            or bool(self.redacted)
+            or bool(self.removed)
+            or self.sealing is not None
+        )
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -340,7 +354,7 @@ class Forgetting:
         """``events`` without those the rules remove, redacted ones marked.
         ``last_version(stream)`` is the stream's last version in the same view
         (for ``$maxCount``). No rules and no redactions: ``events`` itself."""
-        if not self.rules and not self.redacted and not self.removed:
+        if not self.active:
             return events
         # Without places, only events come out.
         return cast(Iterator[Event], self._filtered(events, last_version))
@@ -349,7 +363,9 @@ class Forgetting:
         self, events: Iterator[Event], last_version: Callable[[str], int]
     ) -> Iterator[Event | RemovedEvent]:
         """``filter``, but an event removed or hidden comes as a
-        :class:`RemovedEvent` (its place in the log) instead of not at all."""
+        :class:`RemovedEvent` (its place in the log) instead of not at all,
+        and sealed events stay sealed (an export never holds their plain
+        data: forgetting the subject reaches it too)."""
         return self._filtered(events, last_version, True)
 
     def _filtered(
@@ -358,6 +374,7 @@ class Forgetting:
         rules = self.rules
         redacted = self.redacted
         removed = self.removed
+        sealing = None if places else self.sealing
         now_ms = self.now_ms()
         floors: dict[str, tuple[int, int]] = {}
         for event in events:
@@ -376,6 +393,8 @@ class Forgetting:
                     continue
             if redacted and event.id.bytes in redacted:
                 event = redact_event(event)
+            elif sealing is not None:
+                event = sealing.open(event)
             yield event
 
     def one(self, event: Event | None, last_version: Callable[[str], int]) -> Event | None:

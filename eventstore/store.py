@@ -247,6 +247,7 @@ class EventStore:
         max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
         max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
         archive_cache_bytes: int = DEFAULT_ARCHIVE_CACHE_BYTES,
+        shredding: bool = False,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be a str or path-like, got {type(path).__name__}")
@@ -399,6 +400,10 @@ class EventStore:
         # the writer checks appends against and every read filters by.
         self._forget = self._load_forgetting()
         self._writer.forget = self._forget
+        if shredding:
+            from .sealing import KeyStore  # the crypto extra, only when asked for
+
+            self._forget.sealing = KeyStore(self.path)
         self._erasure = Erasure(
             self._hot,
             self._writer,
@@ -432,6 +437,7 @@ class EventStore:
         max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
         max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
         archive_cache_bytes: int = DEFAULT_ARCHIVE_CACHE_BYTES,
+        shredding: bool = False,
     ) -> EventStore:
         """Open the store in folder ``path``, creating it if ``create`` (the
         default) and the folder is missing or empty.
@@ -445,6 +451,11 @@ class EventStore:
         :class:`AppendTooLarge` and writes nothing.
         ``archive_cache_bytes`` (default 64 MiB) bounds the decoded blocks
         and index chunks kept in memory for all archive files together.
+        ``shredding=True`` (the ``crypto`` extra) opens the store's subject
+        keys: ``seal`` and ``forget_subject`` work, and every read (streams,
+        indexes, ``get``, ``read_all``, subscriptions, the server) returns
+        sealed events decrypted, and those of a forgotten subject as
+        ``ShreddedEvent``. Without it, reads return sealed events as stored.
         Raises :class:`StoreLocked` if another process has the store open,
         :class:`StoreNotFound` if there is no store and ``create`` is False,
         :class:`NotAStore` for a folder holding other things,
@@ -464,6 +475,7 @@ class EventStore:
             max_append_events=max_append_events,
             max_append_bytes=max_append_bytes,
             archive_cache_bytes=archive_cache_bytes,
+            shredding=shredding,
         )
 
     def _read_state(self, index_types: bool | None, create: bool) -> _State:
@@ -1397,6 +1409,53 @@ class EventStore:
         of these (nor in ``lost_seqs``) is a hidden event a scavenge has not
         reached yet, or damage that ``verify()`` reports."""
         return self._erasure.removed_seqs
+
+    # -- crypto-shredding (eventstore/sealing.py; open with shredding=True) --
+
+    def _keys(self) -> Any:
+        sealing = self._forget.sealing
+        if sealing is None:
+            raise InvalidArgument(
+                f"store {self.path!r} was opened without shredding=True: it has no subject keys"
+            )
+        return sealing
+
+    def seal(self, subject: str, event: NewEvent) -> NewEvent:
+        """``event`` with its data and metadata encrypted under ``subject``'s
+        key (made on first use), to append as any event: reads of this store
+        return it decrypted until ``forget_subject(subject)``, shredded after.
+
+        Raises:
+            InvalidArgument: the store was opened without ``shredding=True``, or
+                ``subject`` is empty or holds NUL.
+            InvalidNameType: ``subject`` is not a str.
+            UnserialisableData: the data or metadata cannot be stored.
+        """
+        self._check_open()
+        sealed: NewEvent = self._keys().seal(subject, event)
+        return sealed
+
+    def forget_subject(self, subject: str) -> bool:
+        """Delete ``subject``'s key, durably: from now on every event sealed
+        under it reads as a ``ShreddedEvent`` (data and metadata None) in this
+        store, and can never be opened from any backup or export either
+        (unless a copy of the keys made before, by ``eventstore keys export``,
+        survives: see docs/operations.md). False if it had no key.
+
+        Raises:
+            InvalidArgument: the store was opened without ``shredding=True``, or
+                ``subject`` is empty or holds NUL.
+            InvalidNameType: ``subject`` is not a str.
+        """
+        self._check_open()
+        forgot: bool = self._keys().forget_subject(subject)
+        return forgot
+
+    @property
+    def subjects(self) -> list[str]:
+        """The subjects that have a key (a store opened with ``shredding=True``)."""
+        found: list[str] = self._keys().subjects
+        return found
 
     @property
     def redacted_ids(self) -> list[ULID]:

@@ -84,7 +84,9 @@ def _forward_to_server(path: str) -> None:
 
 
 @contextmanager
-def opened(path: str, *, create: bool = False, sync: bool = False) -> Iterator[EventStore]:
+def opened(
+    path: str, *, create: bool = False, sync: bool = False, shredding: bool = False
+) -> Iterator[EventStore]:
     """The store at ``path``, open for the block; fails with one line if it is
     missing (unless ``create``), not a store, or held by another process for
     longer than ``--lock-timeout``. A store that `eventstore serve` holds is
@@ -98,7 +100,7 @@ def opened(path: str, *, create: bool = False, sync: bool = False) -> Iterator[E
     deadline = time.monotonic() + _lock_timeout()
     while True:
         try:
-            store = EventStore.open(path, sync=sync, create=create)
+            store = EventStore.open(path, sync=sync, create=create, shredding=shredding)
             break
         except StoreLocked:
             _forward_to_server(path)
