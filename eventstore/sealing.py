@@ -115,11 +115,14 @@ class KeyStore:
         exported again (docs/operations.md).
 
         Raises:
-            FileExistsError: ``dest`` exists.
+            InvalidArgument: ``dest`` exists (an older copy is never overwritten).
         """
         with self._lock:
             keys = dict(self._keys)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise InvalidArgument(f"{dest} exists; export the keys to a new file") from None
         os.close(fd)
         _write_keys(dest, keys)
         return len(keys)

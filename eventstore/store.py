@@ -1451,6 +1451,20 @@ class EventStore:
         forgot: bool = self._keys().forget_subject(subject)
         return forgot
 
+    def export_keys(self, dest: str | os.PathLike[str]) -> int:
+        """Write the subject keys to ``dest`` (a new file, mode 0600) for a
+        backup kept apart: ``backup()`` never copies them. A subject
+        forgotten later stays in that copy until it is replaced by a new
+        export. Returns how many keys were written.
+
+        Raises:
+            InvalidArgument: the store was opened without ``shredding=True``, or ``dest``
+                exists.
+        """
+        self._check_readable()
+        written: int = self._keys().export_keys(os.fspath(dest))
+        return written
+
     @property
     def subjects(self) -> list[str]:
         """The subjects that have a key (a store opened with ``shredding=True``)."""

@@ -98,7 +98,7 @@ def test_a_backup_needs_its_keys_exported_apart(tmp_path: Path) -> None:
         store.backup(back)
         assert KeyStore(path).export_keys(saved) == 1
         assert oct(os.stat(saved).st_mode & 0o777) == "0o600"
-        with pytest.raises(FileExistsError):
+        with pytest.raises(InvalidArgument, match="exists"):
             KeyStore(path).export_keys(saved)
         store.forget_subject("u1")
     assert not os.path.exists(os.path.join(back, KEY_FILE))  # never copied by backup
@@ -119,3 +119,21 @@ def test_a_shredder_of_a_shredding_store_shares_its_keys(tmp_path: Path) -> None
         event = next(store.read_stream("c"))
         assert shredder.open(event).shredded  # type: ignore[attr-defined]
         assert json.dumps(event.data) == "null"
+
+
+def test_cli_keys_export_and_forget(tmp_path: Path) -> None:
+    from .test_cli import fails, ok
+
+    path = str(tmp_path / "s")
+    with EventStore.open(path, shredding=True) as store:
+        store.append("c", [store.seal("u1", NewEvent("T", {"x": 1}))])
+    saved = str(tmp_path / "keys")
+    assert "exported 1 subject keys" in ok("keys", "export", path, saved)
+    fails("keys", "export", path, saved, message="exists")
+    assert "forgot subject 'u1'" in ok("keys", "forget", path, "u1")
+    assert "has no key" in ok("keys", "forget", path, "u1")
+    with EventStore.open(path, shredding=True) as store:
+        assert next(store.read_stream("c")).shredded  # type: ignore[attr-defined]
+    shutil.copy(saved, os.path.join(path, KEY_FILE))
+    with EventStore.open(path, shredding=True) as store:
+        assert next(store.read_stream("c")).data == {"x": 1}
