@@ -72,7 +72,8 @@ class Event(NamedTuple):
 
 class RedactedEvent(Event):
     """An event whose data and metadata ``redact()`` removed: both read as
-    None; id, stream, version, seq, type and indexes are the event's own.
+    None, and its index values with them (``indexes`` is empty; the event is
+    still filed under its type); id, stream, version, seq and type are its own.
     Equal (as a tuple) to an Event with those values."""
 
     __slots__ = ()
