@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
+
 from . import keys
 from .archive import ArchiveFile, file_name, from_meta
 from .errors import FileFull
@@ -26,26 +28,46 @@ from .esdb.writer import WalkData
 from .hot import LevelDBCorruption, damaged
 
 Progress = Callable[[int], None]
+_unpackb = msgpack.unpackb
 
 
-def split_range(snap: Any, low: bytes, high: bytes, max_events: int) -> list[tuple[bytes, bytes]]:
+def split_range(
+    snap: Any, low: bytes, high: bytes, max_events: int, cut_at_holes: bool = False
+) -> list[tuple[bytes, bytes]]:
     """Cut the ids in [low, high) into consecutive ranges of at most
-    ``max_events`` events each, counting global log keys (no values read)."""
+    ``max_events`` events each, counting global log keys (no values read).
+
+    With ``cut_at_holes`` (a store whose repair recorded lost events), a
+    range also ends before every event whose seq does not follow the one
+    before it: a lost event leaves a hole in its stream's versions, which no
+    file can hold (FORMAT R3), and files without seq gaps inside keep every
+    seq lookup of the reader exact; the hole falls between two files, where
+    the segment keys and the manifest record it."""
     bounds = [low]
     count = 0
     it = snap.iterator(
         start=keys.GLOBAL + low,
         stop=keys.GLOBAL + high,
-        include_value=False,
+        include_value=cut_at_holes,
         fill_cache=False,
         verify_checksums=True,
     )
     try:
-        for key in it:
-            if count == max_events:
-                bounds.append(key[1:])
-                count = 0
-            count += 1
+        if cut_at_holes:
+            last_seq = None
+            for key, entry in it:
+                seq = int(_unpackb(entry)[2])
+                if count == max_events or (last_seq is not None and seq != last_seq + 1):
+                    bounds.append(key[1:])
+                    count = 0
+                last_seq = seq
+                count += 1
+        else:
+            for key in it:
+                if count == max_events:
+                    bounds.append(key[1:])
+                    count = 0
+                count += 1
     except LevelDBCorruption as exc:
         raise damaged(exc) from None
     if count == 0:

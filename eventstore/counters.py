@@ -94,19 +94,28 @@ def fresh_streams(started: Iterable[bytes], versions: dict[bytes, int]) -> int:
 class StoreStats(NamedTuple):
     """What :meth:`EventStore.stats` returns: counts of one consistent view."""
 
-    events: int  # events held, hot and cold (last_seq less seqs a repair lost)
-    hot_events: int  # events above the watermark (in LevelDB)
-    cold_events: int  # events in archive files
+    # Events a read can return, hot and cold: last_seq less the seqs a
+    # repair lost and the husks a scavenge left (docs/guarantees.md). Events
+    # a rule hides but no scavenge has removed yet are still counted.
+    events: int
+    hot_events: int  # of those, above the watermark (in LevelDB)
+    cold_events: int  # of those, in archive files
     streams: int  # streams with at least one event
     last_seq: int
     archive_files: int
     watermark: ULID | None  # events with smaller ids are cold
 
 
-def store_stats(view: View, streams_now: int, lost: list[tuple[int, int]]) -> StoreStats:
+def store_stats(
+    view: View,
+    streams_now: int,
+    lost: list[tuple[int, int]],
+    removed: list[tuple[int, int]],
+) -> StoreStats:
     """What :meth:`EventStore.stats` returns, from ``view`` and the counts
     key; ``streams_now`` (the writer's count) stands in for a stale key, which
-    only a store opened read-only has; ``lost`` are the seqs a repair lost."""
+    only a store opened read-only has; ``lost`` are the seqs a repair lost,
+    ``removed`` those a scavenge left husks of (O(ranges))."""
     files = view.files
     top = files[-1].last_seq if files else 0
     newest = view.hot.last_global()
@@ -114,9 +123,11 @@ def store_stats(view: View, streams_now: int, lost: list[tuple[int, int]]) -> St
     counts = read_counts(view.hot.get_raw(keys.COUNTS))
     # A stale key only in a store opened read-only: then counted at open.
     streams = counts[0] if counts is not None and counts[1] == last_seq else streams_now
-    cold = sum(f.events for f in files)
+    husks_hot = sum(max(0, b - max(a, top + 1) + 1) for a, b in removed if b <= last_seq)
+    husks_cold = sum(max(0, min(b, top) - a + 1) for a, b in removed)
+    cold = sum(f.events for f in files) - husks_cold
     lost_hot = sum(max(0, b - max(a, top + 1) + 1) for a, b in lost if b <= last_seq)
-    hot = last_seq - top - lost_hot
+    hot = last_seq - top - lost_hot - husks_hot
     return StoreStats(
         events=cold + hot,
         hot_events=hot,

@@ -72,13 +72,31 @@ class Event(NamedTuple):
 
 class RedactedEvent(Event):
     """An event whose data and metadata ``redact()`` removed: both read as
-    None; id, stream, version, seq, type and indexes are the event's own.
+    None, and its index values with them (``indexes`` is empty; the event is
+    still filed under its type); id, stream, version, seq and type are its own.
     Equal (as a tuple) to an Event with those values."""
 
     __slots__ = ()
 
     @property
     def redacted(self) -> bool:
+        return True
+
+
+class RemovedEvent(NamedTuple):
+    """What an export carries of an event the store removed or hides: its
+    place in the log, none of its contents (:meth:`EventStore.export_events`).
+    ``import_events`` makes it a husk whose seq is recorded as removed, so
+    the imported store has the same seqs and versions (docs/guarantees.md)."""
+
+    id: ULID
+    stream: str
+    version: int
+    seq: int
+    type: str
+
+    @property
+    def removed(self) -> bool:
         return True
 
 

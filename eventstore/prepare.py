@@ -25,7 +25,16 @@ from .errors import (
     InvalidType,
     UnserialisableData,
 )
-from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected, ExpectedVersion, NewEvent
+from .events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Event,
+    Expected,
+    ExpectedVersion,
+    NewEvent,
+    RemovedEvent,
+)
 from .ids import check_importable, to_ulid_bytes
 from .records import (
     MAX_RECORD_BYTES,
@@ -548,7 +557,7 @@ Imported = tuple[bytes, bytes, bytes, dict[str, str], bytes]
 
 
 def prepare_import(
-event: Event, now_ms: int, tolerance_ms: int | None, index_types: bool
+    event: Event | RemovedEvent, now_ms: int, tolerance_ms: int | None, index_types: bool
 ) -> Imported:
     """An imported event's id, stream and type bytes, plain indexes and
     record, checked; its place in the log is checked under the lock."""
@@ -562,6 +571,9 @@ event: Event, now_ms: int, tolerance_ms: int | None, index_types: bool
     stream_b = name_bytes(event.stream, "stream name")
     type_ = plain_name(event.type, "event type")
     type_b = name_bytes(type_, "event type")
+    if isinstance(event, RemovedEvent):  # a husk, as a scavenge leaves it
+        husk = encode_record(event.version, event.seq, type_, None, None, {})
+        return id16, stream_b, type_b, {}, husk
     indexes = check_indexes(event.indexes, index_types)
     record = encode_record(event.version, event.seq, type_, event.data, event.metadata, indexes)
     if len(record) > MAX_RECORD_BYTES:

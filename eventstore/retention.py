@@ -35,11 +35,20 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 from . import keys
 from .errors import InvalidArgument, InvalidType, StreamDeleted, WrongExpectedVersion
-from .events import ANY, NO_STREAM, STREAM_EXISTS, Event, Expected, NewEvent, RedactedEvent
+from .events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Event,
+    Expected,
+    NewEvent,
+    RedactedEvent,
+    RemovedEvent,
+)
 
 METADATA_TYPE = "$metadata"
 TOMBSTONE_TYPE = "$streamDeleted"
@@ -243,12 +252,23 @@ def _id_ms(event: Event) -> int:
     return int.from_bytes(event.id.bytes[:6], "big")
 
 
+def _place(event: Event) -> RemovedEvent:
+    return RemovedEvent(event.id, event.stream, event.version, event.seq, event.type)
+
+
 def redact_event(event: Event) -> Event:
     red: Event = tuple.__new__(
         RedactedEvent,
-        (event.id, event.stream, event.version, event.seq, event.type, None, None, event.indexes),
+        # Index values can be personal data as much as the data: they go too.
+        (event.id, event.stream, event.version, event.seq, event.type, None, None, {}),
     )
     return red
+
+
+class Opener(Protocol):
+    """What opens sealed events (eventstore/sealing.py's KeyStore)."""
+
+    def open(self, event: Event) -> Event: ...
 
 
 class Forgetting:
@@ -261,7 +281,7 @@ class Forgetting:
     or maintenance lock; readers look up single keys (atomic under the GIL).
     """
 
-    __slots__ = ("clock", "redacted", "removed", "rules")
+    __slots__ = ("clock", "redacted", "removed", "rules", "sealing")
 
     def __init__(
         self,
@@ -274,10 +294,18 @@ class Forgetting:
         self.redacted = redacted
         self.removed = SeqRanges() if removed is None else removed
         self.clock = clock
+        # Set when the store was opened with shredding: every event read is
+        # opened with it (decrypted, or shredded once its subject is forgotten).
+        self.sealing: Opener | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.rules) or bool(self.redacted) or bool(self.removed)
+        return (
+            bool(self.rules)
+            or bool(self.redacted)
+            or bool(self.removed)
+            or self.sealing is not None
+        )
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -327,37 +355,54 @@ class Forgetting:
         """``events`` without those the rules remove, redacted ones marked.
         ``last_version(stream)`` is the stream's last version in the same view
         (for ``$maxCount``). No rules and no redactions: ``events`` itself."""
-        if not self.rules and not self.redacted and not self.removed:
+        if not self.active:
             return events
-        return self._filtered(events, last_version)
+        # Without places, only events come out.
+        return cast(Iterator[Event], self._filtered(events, last_version))
+
+    def classify(
+        self, events: Iterator[Event], last_version: Callable[[str], int]
+    ) -> Iterator[Event | RemovedEvent]:
+        """``filter``, but an event removed or hidden comes as a
+        :class:`RemovedEvent` (its place in the log) instead of not at all,
+        and sealed events stay sealed (an export never holds their plain
+        data: forgetting the subject reaches it too)."""
+        return self._filtered(events, last_version, True)
 
     def _filtered(
-        self, events: Iterator[Event], last_version: Callable[[str], int]
-    ) -> Iterator[Event]:
+        self, events: Iterator[Event], last_version: Callable[[str], int], places: bool = False
+    ) -> Iterator[Event | RemovedEvent]:
         rules = self.rules
         redacted = self.redacted
         removed = self.removed
+        sealing = None if places else self.sealing
         now_ms = self.now_ms()
         floors: dict[str, tuple[int, int]] = {}
         for event in events:
             stream = event.stream
             if removed and event.seq in removed:
+                if places:
+                    yield _place(event)
                 continue
             if stream in rules:
                 floor = floors.get(stream)
                 if floor is None:
                     floor = floors[stream] = rules[stream].floor(last_version(stream), now_ms)
                 if event.version < floor[0] or _id_ms(event) < floor[1]:
+                    if places:
+                        yield _place(event)
                     continue
             if redacted and event.id.bytes in redacted:
                 event = redact_event(event)
+            elif sealing is not None:
+                event = sealing.open(event)
             yield event
 
     def one(self, event: Event | None, last_version: Callable[[str], int]) -> Event | None:
         """``get``'s answer under the rules."""
         if event is None:
             return None
-        return next(self._filtered(iter((event,)), last_version), None)
+        return cast(Event | None, next(self._filtered(iter((event,)), last_version), None))
 
 
 def load(

@@ -8,7 +8,8 @@ A removed event leaves a *husk*: its record keeps id, stream, version, seq
 and type, and loses data, metadata and index entries (``[version, seq,
 type, nil, nil, {}]``); its seq is recorded as removed (system keys ``x
 removed NUL first8`` -> last8), and every read skips it from then on. A
-redacted event's record loses data and metadata and keeps its indexes. So
+redacted event's record becomes the same (its index values can be personal
+data too), and reads return it as redacted. So
 the log keeps its shape (seqs and versions stay dense, files keep their seq
 ranges, every structural check of the store holds), while no byte of a
 removed event's data or metadata is left: the seq record is how verify()
@@ -71,15 +72,10 @@ def _husk(raw: bytes) -> bytes:
     return bytes(_packb([version, seq, type_, None, None, {}]))
 
 
-def _scrubbed(raw: bytes) -> bytes:
-    version, seq, type_, _data, _meta, indexes = unpack(raw)
-    return bytes(_packb([version, seq, type_, None, None, indexes]))
-
-
-def _clean(raw: bytes, husk: bool) -> bool:
+def _clean(raw: bytes) -> bool:
     """The record holds nothing to remove already."""
     rec = unpack(raw)
-    return rec[3] is None and rec[4] is None and (not husk or rec[5] == {})
+    return rec[3] is None and rec[4] is None and rec[5] == {}
 
 
 class Scavenging:
@@ -212,20 +208,19 @@ class Scavenging:
             ekey = keys.event_key(stream_b, id16)
             _touch(spans, "e", ekey)
             raw = view.hot.get_raw(ekey)
-            if raw is None or _clean(raw, husk):
+            if raw is None or _clean(raw):
                 continue
             n += 1
             touched.add(stream)
             if dry_run:
                 continue
-            if husk:
-                for name, value in unpack(raw)[5].items():
-                    ikey = keys.index_key(stream_b, name.encode(), value.encode(), id16)
-                    _touch(spans, "i", ikey)
-                    batch.delete(ikey)
-                batch.put(ekey, _husk(raw))
-            else:
-                batch.put(ekey, _scrubbed(raw))
+            # A removed and a redacted event lose the same: data, metadata
+            # and index values (the type= entry stays with the type).
+            for name, value in unpack(raw)[5].items():
+                ikey = keys.index_key(stream_b, name.encode(), value.encode(), id16)
+                _touch(spans, "i", ikey)
+                batch.delete(ikey)
+            batch.put(ekey, _husk(raw))
             pending += 1
             if pending == _CHUNK:
                 batch.write()
@@ -250,10 +245,14 @@ class Scavenging:
 
     def _compact_spans(self, spans: dict[str, tuple[bytes, bytes]]) -> None:
         """LevelDB keeps overwritten values in its older tables until they are
-        compacted: compact the key ranges that held the old records."""
+        compacted: compact the namespaces that held the old records. Whole
+        namespaces, not the spans' own keys: LevelDB writes the bounds of a
+        manual compaction into its LOG file, and a removed event's keys hold
+        its stream name and index values."""
         db = self._hot.db
-        for low, high in spans.values():
-            db.compact_range(start=low, stop=keys.prefix_end(high + b"\x00"))
+        for space in spans:
+            tag = space.encode()
+            db.compact_range(start=tag, stop=keys.prefix_end(tag))
 
     # -- the cold tier ---------------------------------------------------------
 
@@ -276,7 +275,7 @@ class Scavenging:
                 if f.first_id <= id16 <= f.last_id and id16 not in targets:
                     targets[id16] = False
             dirty = 0
-            for id16, husk in targets.items():
+            for id16 in targets:
                 examined += 1
                 event = f.reader.get(id16)
                 if event is None:
@@ -284,7 +283,7 @@ class Scavenging:
                 # The hot copies a cleanup deleted left their bytes in LevelDB's tables.
                 _touch(spans, "e", keys.event_key(event.stream.encode(), id16))
                 clean = event.data is None and event.metadata is None
-                if husk and event.indexes:
+                if event.indexes:
                     clean = False
                     for name, value in event.indexes.items():
                         _touch(
@@ -312,9 +311,8 @@ class Scavenging:
 
         def events() -> Iterator[tuple[bytes, bytes, bytes]]:
             for stream, id16, raw in old.reader.iter_all_raw():
-                husk = targets.get(id16)
-                if husk is not None:
-                    raw = _husk(raw) if husk else _scrubbed(raw)
+                if id16 in targets:
+                    raw = _husk(raw)
                 yield stream.encode(), id16, raw
 
         made = write_file(self._archive.dir, number, events(), self._index_types)

@@ -1,5 +1,5 @@
-"""Crypto-shredding: events encrypted under a per-subject key, forgotten by
-deleting the key (the ``crypto`` extra: ``cryptography``'s AES-256-GCM).
+"""Crypto-shredding through a wrapper: ``Shredder(store)`` seals and opens
+events with the store's subject keys (eventstore/sealing.py holds them).
 
     shredder = Shredder(store)
     store.append("customer-7", [shredder.seal("user-7", NewEvent("Registered", {...}))])
@@ -7,70 +7,16 @@ deleting the key (the ``crypto`` extra: ``cryptography``'s AES-256-GCM).
     shredder.forget_subject("user-7")
     shredder.open(event).shredded   # True: data and metadata None, for ever
 
-A sealed event's data is the envelope ``{"$shred": subject, "nonce": 12
-bytes, "ct": ciphertext}`` and its metadata None; type and indexes stay in
-the clear (keep personal data out of them). The ciphertext covers the
-msgpack of ``[data, metadata]`` (every value the store carries), with the
-subject as associated data, so an envelope moved to another subject fails
-to open.
-
-The keys live in one file in the store folder, ``subject-keys`` (msgpack,
-replaced whole through a temporary file, fsync and rename on every change).
-``EventStore.backup()`` and exports copy the events, never this file, so
-forgetting a subject reaches every backup and export however old: their
-envelopes can never be opened again. The other side of that: a backup
-restores sealed events readable only with the key file, which the operator
-must keep apart (a secrets store), and delete the subject's key from there
-too. Threat model, in docs/guarantees.md ("Crypto-shredding").
+A store opened with ``EventStore.open(path, shredding=True)`` does all of
+this itself (``store.seal``, ``store.forget_subject``, and every read opens
+sealed events): prefer that. A Shredder of such a store shares its keys.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from typing import Any
-
-import msgpack
-
-from .errors import CorruptFile, InvalidArgument, InvalidNameType
 from .events import Event, NewEvent
-from .records import encoder, unpack
+from .sealing import KEY_FILE, KeyStore, ShreddedEvent, is_sealed
 from .store import EventStore
-
-try:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-except ImportError as exc:  # pragma: no cover - the extra is not installed
-    raise ImportError(
-        f"crypto-shredding needs the crypto extra: pip install 'tiered-eventstore[crypto]' ({exc})"
-    ) from None
-
-KEY_FILE = "subject-keys"
-ENVELOPE = "$shred"
-
-
-class ShreddedEvent(Event):
-    """A sealed event whose subject was forgotten: ``data`` and ``metadata``
-    None, ``shredded`` True; id, stream, version, seq, type and indexes stay."""
-
-    __slots__ = ()
-
-    @property
-    def shredded(self) -> bool:
-        return True
-
-
-def _check_subject(subject: object) -> str:
-    if not isinstance(subject, str):
-        raise InvalidNameType(f"subject must be a str, got {type(subject).__name__}")
-    if not subject or "\x00" in subject:
-        raise InvalidArgument(f"subject must be a non-empty str without NUL, got {subject!r}")
-    return str(subject)
-
-
-def is_sealed(event: Event | NewEvent) -> bool:
-    data = event.data
-    return isinstance(data, dict) and isinstance(data.get(ENVELOPE), str)
 
 
 class Shredder:
@@ -78,127 +24,26 @@ class Shredder:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
-        self.path = os.path.join(store.path, KEY_FILE)
-        self._lock = threading.Lock()
-        self._keys: dict[str, bytes] = self._load()
-
-    def _load(self) -> dict[str, bytes]:
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return {}
-        try:
-            value = unpack(raw)
-            keys = value["keys"]
-            if not isinstance(keys, dict) or not all(
-                isinstance(k, str) and isinstance(v, bytes) and len(v) == 32
-                for k, v in keys.items()
-            ):
-                raise ValueError("keys are not subject -> 32 bytes")
-        except Exception as exc:  # msgpack raises several unrelated types
-            raise CorruptFile(
-                self.path, 0, f"the subject key file does not decode: {exc}"
-            ) from None
-        return dict(keys)
-
-    def _save(self, keys: dict[str, bytes]) -> None:
-        """Replace the key file whole: the old one, with a forgotten key in it,
-        is unlinked, never edited in place."""
-        tmp = self.path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(msgpack.packb({"v": 1, "keys": keys}, use_bin_type=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(os.path.dirname(self.path), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        own = store._forget.sealing
+        self._keys: KeyStore = own if isinstance(own, KeyStore) else KeyStore(store.path)
+        self.path = self._keys.path
 
     @property
     def subjects(self) -> list[str]:
         """The subjects that have a key."""
-        return sorted(self._keys)
+        return self._keys.subjects
 
     def seal(self, subject: str, event: NewEvent) -> NewEvent:
-        """``event`` with its data and metadata encrypted under ``subject``'s
-        key (made on first use), ready to append.
-
-        Raises:
-            InvalidArgument: ``subject`` is empty or holds NUL.
-            InvalidNameType: ``subject`` is not a str.
-            UnserialisableData: the data or metadata cannot be stored.
-        """
-        subject = _check_subject(subject)
-        plain = encoder().check([event.data, event.metadata], f"data of event {event.type!r}")
-        with self._lock:
-            key = self._keys.get(subject)
-            if key is None:
-                key = AESGCM.generate_key(bit_length=256)
-                self._save({**self._keys, subject: key})
-                self._keys[subject] = key
-        nonce = os.urandom(12)
-        sealed = AESGCM(key).encrypt(nonce, plain, subject.encode())
-        return NewEvent(
-            event.type, {ENVELOPE: subject, "nonce": nonce, "ct": sealed}, None, event.indexes
-        )
+        """See :meth:`eventstore.sealing.KeyStore.seal`."""
+        return self._keys.seal(subject, event)
 
     def open(self, event: Event) -> Event:
-        """The event as appended (decrypted); a :class:`ShreddedEvent` if its
-        subject was forgotten; an event that was not sealed, unchanged.
-
-        Raises:
-            CorruptFile: the envelope does not decrypt under its subject's key.
-        """
-        if not is_sealed(event):
-            return event
-        envelope: dict[str, Any] = event.data
-        subject = envelope[ENVELOPE]
-        key = self._keys.get(subject)
-        if key is None:
-            shredded: Event = tuple.__new__(
-                ShreddedEvent,
-                (
-                    event.id,
-                    event.stream,
-                    event.version,
-                    event.seq,
-                    event.type,
-                    None,
-                    None,
-                    event.indexes,
-                ),
-            )
-            return shredded
-        try:
-            plain = AESGCM(key).decrypt(envelope["nonce"], envelope["ct"], subject.encode())
-            data, metadata = unpack(plain)
-        except (InvalidTag, KeyError, TypeError, ValueError) as exc:
-            raise CorruptFile(
-                f"event {event.id}", 0, f"its sealed data does not open ({type(exc).__name__})"
-            ) from None
-        return event._replace(data=data, metadata=metadata)
+        """See :meth:`eventstore.sealing.KeyStore.open`."""
+        return self._keys.open(event)
 
     def forget_subject(self, subject: str) -> bool:
-        """Delete ``subject``'s key, durably: every event sealed under it, in
-        this store and in every backup or export of it, opens as shredded
-        from now on. False if the subject had no key. A later ``seal`` for
-        the same subject makes a new key.
-
-        Raises:
-            InvalidArgument: ``subject`` is empty or holds NUL.
-            InvalidNameType: ``subject`` is not a str.
-        """
-        subject = _check_subject(subject)
-        with self._lock:
-            if subject not in self._keys:
-                return False
-            keys = {k: v for k, v in self._keys.items() if k != subject}
-            self._save(keys)
-            self._keys = keys
-        return True
+        """See :meth:`eventstore.sealing.KeyStore.forget_subject`."""
+        return self._keys.forget_subject(subject)
 
 
 __all__ = ["KEY_FILE", "ShreddedEvent", "Shredder", "is_sealed"]

@@ -56,6 +56,7 @@ from .events import (
     Event,
     Expected,
     NewEvent,
+    RemovedEvent,
     Snapshot,
 )
 from .hot import HotTier, at_boundary
@@ -246,6 +247,7 @@ class EventStore:
         max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
         max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
         archive_cache_bytes: int = DEFAULT_ARCHIVE_CACHE_BYTES,
+        shredding: bool = False,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be a str or path-like, got {type(path).__name__}")
@@ -398,6 +400,10 @@ class EventStore:
         # the writer checks appends against and every read filters by.
         self._forget = self._load_forgetting()
         self._writer.forget = self._forget
+        if shredding:
+            from .sealing import KeyStore  # the crypto extra, only when asked for
+
+            self._forget.sealing = KeyStore(self.path)
         self._erasure = Erasure(
             self._hot,
             self._writer,
@@ -431,6 +437,7 @@ class EventStore:
         max_append_events: int = DEFAULT_MAX_APPEND_EVENTS,
         max_append_bytes: int = DEFAULT_MAX_APPEND_BYTES,
         archive_cache_bytes: int = DEFAULT_ARCHIVE_CACHE_BYTES,
+        shredding: bool = False,
     ) -> EventStore:
         """Open the store in folder ``path``, creating it if ``create`` (the
         default) and the folder is missing or empty.
@@ -444,6 +451,11 @@ class EventStore:
         :class:`AppendTooLarge` and writes nothing.
         ``archive_cache_bytes`` (default 64 MiB) bounds the decoded blocks
         and index chunks kept in memory for all archive files together.
+        ``shredding=True`` (the ``crypto`` extra) opens the store's subject
+        keys: ``seal`` and ``forget_subject`` work, and every read (streams,
+        indexes, ``get``, ``read_all``, subscriptions, the server) returns
+        sealed events decrypted, and those of a forgotten subject as
+        ``ShreddedEvent``. Without it, reads return sealed events as stored.
         Raises :class:`StoreLocked` if another process has the store open,
         :class:`StoreNotFound` if there is no store and ``create`` is False,
         :class:`NotAStore` for a folder holding other things,
@@ -463,6 +475,7 @@ class EventStore:
             max_append_events=max_append_events,
             max_append_bytes=max_append_bytes,
             archive_cache_bytes=archive_cache_bytes,
+            shredding=shredding,
         )
 
     def _read_state(self, index_types: bool | None, create: bool) -> _State:
@@ -659,9 +672,27 @@ class EventStore:
 
     # -- moving whole stores -----------------------------------------------------
 
+    def export_events(self, after: ULID | str | None = None) -> Iterator[Event | RemovedEvent]:
+        """Every event after ``after`` in log order, as ``read_all`` returns
+        them (redacted ones marked), and in place of each event deletion,
+        retention or a scavenge removed or hides, a :class:`RemovedEvent`
+        (its id, stream, version, seq and type): with them, ``import_events``
+        rebuilds the same seqs, versions, gaps and redactions.
+
+        Raises:
+            InvalidULID: ``after`` is not a ULID.
+            StoreClosed: the store is closed.
+        """
+        after16 = None if after is None else to_ulid_bytes(after)
+        view = self._view()
+        events = view.read_all(after16, False, None, None)
+        if not self._forget.active:
+            return iter(events)
+        return self._forget.classify(events, _last_version(view))
+
     def import_events(
         self,
-        events: Iterable[Event],
+        events: Iterable[Event | RemovedEvent],
         *,
         batch_size: int = 4096,
         progress: Callable[[int], None] | None = None,
@@ -671,7 +702,10 @@ class EventStore:
         export's round trip). Each id must lie above every id the store holds,
         each seq continue the log without a gap, each version continue its
         stream; a violation raises :class:`InvalidArgument` before its batch
-        (each written atomically) is written.
+        (each written atomically) is written. A :class:`RemovedEvent` (from
+        :meth:`export_events`) takes its place as a husk with its seq
+        recorded as removed, as a scavenge leaves it; a redacted event
+        (``redacted`` True) is recorded as redacted.
 
         A batch is ``batch_size`` events (at most the store's
         ``max_append_events``), or fewer when the next event would take it
@@ -706,12 +740,12 @@ class EventStore:
             tolerance_ms = clock_tolerance // timedelta(milliseconds=1)
         w = self._writer
         it = iter(events)
-        carried: tuple[Event, Imported] | None = None
+        carried: tuple[Event | RemovedEvent, Imported] | None = None
         total = 0
         while True:
             # Checked and packed before the writer lock: packing may run user
             # code (a subclass's conversion), which may append in turn.
-            chunk: list[Event] = []
+            chunk: list[Event | RemovedEvent] = []
             prepared: list[Imported] = []
             size = 0
             now_ms = w._ids.now_ms()
@@ -742,16 +776,31 @@ class EventStore:
                 # An imported stream may be tombstoned (StreamDeleted);
                 # imported $$ events set rules, as appended ones do.
                 rules_updates = []
+                gone: list[int] = []
+                redacted: dict[bytes, str] = {}
                 for event in chunk:
                     if self._forget.rules:
                         self._forget.admit(event.stream, ANY, event.version - 1)
-                    if event.stream.startswith("$$"):
+                    if isinstance(event, RemovedEvent):
+                        gone.append(event.seq)
+                    elif getattr(event, "redacted", False):
+                        redacted[event.id.bytes] = event.stream
+                    elif event.stream.startswith("$$"):
                         rules_updates.append(
                             (retention.base_stream(event.stream), retention.rules_of(event))
                         )
                 writes, versions, seq, fresh = w._assign_import(
                     chunk, prepared, self._archive.tiers.watermark, self._index_types
                 )
+                # Recorded in the batch that writes the husks, and known to
+                # reads before they can see them.
+                ranges = retention.to_ranges(gone)
+                for first, last in ranges:
+                    writes.add(*retention.removed_item(first, last))
+                for id16, stream in redacted.items():
+                    writes.add(retention.redacted_key(id16), stream.encode())
+                self._forget.removed.add(ranges)
+                self._forget.redacted.update(redacted)
                 pending = w._enqueue(writes, versions, seq, fresh)
                 for base, rules in rules_updates:
                     self._forget.set_rules(base, rules)
@@ -1039,6 +1088,9 @@ class EventStore:
         if self._forget.active:  # -- h17 hook
             self._forget.check_stream(stream)
             events = self._forget.filter(events, _last_version(view))
+            if self._forget.redacted and name_b != b"type":
+                # A redacted event lost its index values (the type stays).
+                events = (e for e in events if not e.redacted)
         return _limited(events, limit)
 
     def get(self, event_id: ULID | str | bytes) -> Event | None:
@@ -1267,7 +1319,9 @@ class EventStore:
             StoreClosed: the store is closed.
             StoreDamaged: the counts key is damaged.
         """
-        return counters.store_stats(self._view(), self._writer._streams, self.lost_seqs)
+        return counters.store_stats(
+            self._view(), self._writer._streams, self.lost_seqs, self.removed_seqs
+        )
 
     # -- forgetting (eventstore/erasure.py, eventstore/scavenge.py) ---------
 
@@ -1358,6 +1412,67 @@ class EventStore:
         of these (nor in ``lost_seqs``) is a hidden event a scavenge has not
         reached yet, or damage that ``verify()`` reports."""
         return self._erasure.removed_seqs
+
+    # -- crypto-shredding (eventstore/sealing.py; open with shredding=True) --
+
+    def _keys(self) -> Any:
+        sealing = self._forget.sealing
+        if sealing is None:
+            raise InvalidArgument(
+                f"store {self.path!r} was opened without shredding=True: it has no subject keys"
+            )
+        return sealing
+
+    def seal(self, subject: str, event: NewEvent) -> NewEvent:
+        """``event`` with its data and metadata encrypted under ``subject``'s
+        key (made on first use), to append as any event: reads of this store
+        return it decrypted until ``forget_subject(subject)``, shredded after.
+
+        Raises:
+            InvalidArgument: the store was opened without ``shredding=True``, or
+                ``subject`` is empty or holds NUL.
+            InvalidNameType: ``subject`` is not a str.
+            UnserialisableData: the data or metadata cannot be stored.
+        """
+        self._check_open()
+        sealed: NewEvent = self._keys().seal(subject, event)
+        return sealed
+
+    def forget_subject(self, subject: str) -> bool:
+        """Delete ``subject``'s key, durably: from now on every event sealed
+        under it reads as a ``ShreddedEvent`` (data and metadata None) in this
+        store, and can never be opened from any backup or export either
+        (unless a copy of the keys made before, by ``eventstore keys export``,
+        survives: see docs/operations.md). False if it had no key.
+
+        Raises:
+            InvalidArgument: the store was opened without ``shredding=True``, or
+                ``subject`` is empty or holds NUL.
+            InvalidNameType: ``subject`` is not a str.
+        """
+        self._check_open()
+        forgot: bool = self._keys().forget_subject(subject)
+        return forgot
+
+    def export_keys(self, dest: str | os.PathLike[str]) -> int:
+        """Write the subject keys to ``dest`` (a new file, mode 0600) for a
+        backup kept apart: ``backup()`` never copies them. A subject
+        forgotten later stays in that copy until it is replaced by a new
+        export. Returns how many keys were written.
+
+        Raises:
+            InvalidArgument: the store was opened without ``shredding=True``, or ``dest``
+                exists.
+        """
+        self._check_readable()
+        written: int = self._keys().export_keys(os.fspath(dest))
+        return written
+
+    @property
+    def subjects(self) -> list[str]:
+        """The subjects that have a key (a store opened with ``shredding=True``)."""
+        found: list[str] = self._keys().subjects
+        return found
 
     @property
     def redacted_ids(self) -> list[ULID]:

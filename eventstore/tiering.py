@@ -154,7 +154,8 @@ class Tiering:
                 # A range whose file fills up (a chunk would pass 64 MiB: one
                 # stream's index keys, say) is cut where it did and redone;
                 # the number of the file given up is used for the next.
-                todo = split_range(snap, low, cutoff, max_file_events)[::-1]
+                lost = self._lost()
+                todo = split_range(snap, low, cutoff, max_file_events, bool(lost))[::-1]
                 number = None
                 while todo:
                     lo, hi = todo.pop()
@@ -216,11 +217,16 @@ class Tiering:
                 self._hot.db.put(keys.STRAY, strays.value(), sync=True)
                 self._archive.strays = strays
 
+    def _lost(self) -> list[tuple[int, int]]:
+        """The seq ranges a repair recorded as lost (eventstore/repair.py)."""
+        return [(int(a), int(b)) for a, b in (self._hot.repaired or {}).get("lost", [])]
+
     def _check_seqs(
         self, snap: Any, cutoff: bytes, seq_at_floor: int, made: list[ArchiveFile]
     ) -> None:
         """Refuse to commit new files unless they hold exactly the seqs below
-        the cutoff that the archive does not hold yet, without a hole.
+        the cutoff that the archive does not hold yet, without a hole but
+        the seqs a repair recorded as lost.
 
         LevelDB ends a scan quietly at a damaged block it cannot step past, so
         the scans' own counts cannot be trusted to notice; the gap-free log
@@ -239,13 +245,22 @@ class Tiering:
         finally:
             it.close()
         last = seq_at_floor if above is None else int(unpack(above[1])[2]) - 1
-        expected = prev + 1
+        # The seqs a repair recorded as lost are no file's: skipped, they
+        # are the only holes allowed (between files, by split_range).
+        lost = dict(self._lost())
+
+        def past_lost(seq: int) -> int:
+            while seq in lost:
+                seq = lost[seq] + 1
+            return seq
+
+        expected = past_lost(prev + 1)
         for f in made:
             if f.first_seq != expected or f.last_seq - f.first_seq + 1 != f.events:
                 break
-            expected = f.last_seq + 1
+            expected = past_lost(f.last_seq + 1)
         else:
-            if expected == last + 1:
+            if expected == past_lost(last + 1):
                 return
         held = ", ".join(f"{f.first_seq}-{f.last_seq} ({f.events} events)" for f in made)
         raise CorruptFile(
@@ -267,7 +282,12 @@ class Tiering:
             self._check_open()
             runs: list[list[ArchiveFile]] = [[]]
             for f in self._archive.tiers.files:
-                if runs[-1] and sum(g.events for g in runs[-1]) + f.events > max_events:
+                if runs[-1] and (
+                    sum(g.events for g in runs[-1]) + f.events > max_events
+                    # A gap between files is a repair's lost events: its
+                    # version holes cannot go into one file (FORMAT R3).
+                    or f.first_seq != runs[-1][-1].last_seq + 1
+                ):
                     runs.append([])
                 runs[-1].append(f)
             runs.reverse()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import islice
 from threading import get_ident
 from typing import Any
@@ -22,7 +22,7 @@ import msgpack
 
 from . import counters, keys
 from .errors import InvalidArgument, StoreClosed, WritesRefused, WrongExpectedVersion
-from .events import AppendResult, Event
+from .events import AppendResult, Event, RemovedEvent
 from .hot import HotTier, storage_error
 from .ids import MonotonicULIDs, UlidRange, ulid_from_int
 from .prepare import (
@@ -214,7 +214,11 @@ class Writer:
         return writes, results, versions, counters.fresh_streams(started, current)
 
     def _assign_import(
-        self, chunk: list[Event], prepared: list[Imported], watermark: bytes, index_types: bool
+        self,
+        chunk: Sequence[Event | RemovedEvent],
+        prepared: list[Imported],
+        watermark: bytes,
+        index_types: bool,
     ) -> tuple[_Writes, list[tuple[bytes, int]], int, int]:
         """The writes of an import batch, each event checked to extend the log
         (id above the newest, seq next, version next in its stream); the

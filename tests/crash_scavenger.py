@@ -43,7 +43,7 @@ def _step(func: Callable[..., Any], limit: int) -> Callable[..., Any]:
 def main() -> None:
     path, limit = sys.argv[1], int(sys.argv[2])
     scavenge._CHUNK = 1  # one synced batch per hot record: a kill between any two
-    for name in ("write_file", "_husk", "_scrubbed", "_flush_memtable", "removed_item"):
+    for name in ("write_file", "_husk", "_flush_memtable", "removed_item"):
         setattr(scavenge, name, _step(getattr(scavenge, name), limit))
     scavenge.segments = type(  # type: ignore[assignment]
         "S",

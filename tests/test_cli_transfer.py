@@ -86,7 +86,7 @@ def test_export_writes_a_header_then_one_event_per_line(tmp_path: Path) -> None:
     events = fill(path, 20)
     assert ok("export", str(path), str(out)).strip() == f"exported 20 events to {out}"
     header, *rows = json_lines(out.read_text())
-    assert header["kind"] == "eventstore-export" and header["format"] == 1
+    assert header["kind"] == "eventstore-export" and header["format"] == 2
     assert (header["events"], header["first_seq"], header["last_seq"]) == (20, 1, 20)
     assert rows == as_json(events)
     fails("export", str(path), str(out), message="exists; pass --force")
@@ -153,7 +153,7 @@ def test_import_checks_the_whole_file_before_writing(tmp_path: Path) -> None:
         "line 4: seq 4 after seq 2": [*good[:3], *good[4:]],
         "line 3: field 'version' should be a int": edit('"version":0', '"version":"0"'),
         "line 3: 'x01": edit('"id":"', '"id":"x'),
-        "line 1: export format 9": [good[0].replace('"format":1', '"format":9'), *good[1:]],
+        "line 1: export format 9": [good[0].replace('"format":2', '"format":9'), *good[1:]],
         "line 4: id": [*good[:3], good[2]],  # ... is not above the previous line's
         "object key '$set' starts with '$'": edit('"data":{', '"data":{"$set":1,'),
         "unknown tag '$set'": edit('"metadata":null', '"metadata":{"$set":1}'),

@@ -68,9 +68,11 @@ def _template(path: str) -> tuple[list[bytes], list[bytes]]:
             e.id: e for e in store._view().read_all(None, False, None, None) if e.stream == "keep"
         }
         red_ids = set(store.redacted_ids)
-    red_markers = [by_id[i].data["secret"][1:] for i in red_ids] + [
-        by_id[i].metadata["who"][1:] for i in red_ids
-    ]
+    red_markers = (
+        [by_id[i].data["secret"][1:] for i in red_ids]
+        + [by_id[i].metadata["who"][1:] for i in red_ids]
+        + [by_id[i].indexes["k"].encode() for i in red_ids]
+    )
     erased_markers = m.markers(erased) + red_markers
     kept_markers = [x for x in m.markers(kept) if x not in red_markers]
     return erased_markers, kept_markers

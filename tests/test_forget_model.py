@@ -55,7 +55,8 @@ class ForgetModel(Model):
         return e.id not in self.removed and not self.hidden_by_rules(e)
 
     def shown(self, e: Event) -> Event:
-        return e._replace(data=None, metadata=None) if e.id in self.redacted else e
+        # Redaction takes the index values too (the type stays).
+        return e._replace(data=None, metadata=None, indexes={}) if e.id in self.redacted else e
 
     def show(self, events: list[Event]) -> list[Event]:
         return [self.shown(e) for e in events if self.visible(e)]
@@ -80,6 +81,8 @@ class ForgetModel(Model):
         self, stream: str, name: str, value: str, backwards: bool, limit: int | None
     ) -> list[Event]:
         out = self.show(super().read_index(stream, name, value, backwards, None))
+        if name != "type":
+            out = [e for e in out if e.id not in self.redacted]
         return out if limit is None else out[:limit]
 
     def read_all(
@@ -265,6 +268,10 @@ class ForgetMachine(StoreMachine):
             if events:
                 assert list(self.store.read_index(stream, "type", events[0].type)) == (
                     self.model.read_index(stream, "type", events[0].type, False, None)
+                )
+            for name, value in (("customer", "c1"), ("region", "eu")):
+                assert list(self.store.read_index(stream, name, value)) == (
+                    self.model.read_index(stream, name, value, False, None)
                 )
 
 

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("tiers", ["hot", "esdb.*"]),
     ("archive, views, appends", [
         "archive", "segments", "compaction", "view", "prepare", "retention", "counters",
+        "sealing",
     ]),
     ("writer and tier operations", [
         "writer", "tiering", "transfer", "repair", "erasure", "scavenge", "subscriptions",

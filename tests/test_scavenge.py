@@ -40,10 +40,15 @@ def _file_bytes(path: str) -> list[bytes]:
     return out
 
 
-def store_bytes(folder: str) -> list[bytes]:
+def store_bytes(folder: str, but_manifests: bool = False) -> list[bytes]:
+    """Every byte under ``folder``; ``but_manifests``: but LevelDB's
+    MANIFEST files, which may keep a removed key as a table bound (the
+    strict xfail below)."""
     blobs: list[bytes] = []
     for root, _dirs, files in os.walk(folder):
         for name in files:
+            if but_manifests and name.startswith("MANIFEST-"):
+                continue
             blobs.extend(_file_bytes(os.path.join(root, name)))
     return blobs
 
@@ -60,11 +65,18 @@ class Marked:
 
     def event(self, key: str) -> NewEvent:
         data, meta = os.urandom(24), os.urandom(24)
-        self.by_event[key] = [data, meta]
-        return NewEvent("T", {"secret": b"D" + data}, {"who": b"M" + meta}, {"k": "v"})
+        # An index value is as personal as the data: it must go too.
+        index = "I" + os.urandom(12).hex()
+        self.by_event[key] = [data, meta, index.encode()]
+        return NewEvent("T", {"secret": b"D" + data}, {"who": b"M" + meta}, {"k": index})
 
     def markers(self, keys: list[str]) -> list[bytes]:
+        """Data, metadata and index value markers of the events ``keys``."""
         return [m for k in keys for m in self.by_event[k]]
+
+    def contents(self, keys: list[str]) -> list[bytes]:
+        """Their data and metadata markers only."""
+        return [m for k in keys for m in self.by_event[k][:2]]
 
 
 def _visible(store: EventStore) -> list[Event]:
@@ -119,10 +131,12 @@ def test_erased_bytes_leave_every_file(tmp_path: Path, where: str) -> None:
         assert (again.removed, again.scrubbed, again.files) == (0, 0, 0)
         store.verify()
         blobs = store_bytes(path)
-        assert found(m.markers(erased), blobs) == set()
+        assert found(m.contents(erased), blobs) == set()
+        assert found(m.markers(erased), store_bytes(path, but_manifests=True)) == set()
         assert found(m.markers(kept), blobs) == set(m.markers(kept))
     blobs = store_bytes(path)  # and after close
-    assert found(m.markers(erased), blobs) == set()
+    assert found(m.contents(erased), blobs) == set()
+    assert found(m.markers(erased), store_bytes(path, but_manifests=True)) == set()
     with EventStore.open(path) as store:
         assert _visible(store) == before
         assert [e.version for e in store.read_stream("trunc")] == list(
@@ -268,3 +282,48 @@ def test_bench_scavenge_small_run() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "deleted 100 streams (300 events)" in proc.stdout
     assert "read speed, deletions pending / scavenged" in proc.stdout
+
+
+@pytest.mark.parametrize("where", ["hot", "cold", "both"])
+def test_stats_count_readable_events_not_husks(tmp_path: Path, where: str) -> None:
+    with EventStore.open(str(tmp_path / "s")) as store:
+        store.append("gone", [NewEvent("T", n) for n in range(6)])
+        store.append("kept", [NewEvent("T", n) for n in range(4)])
+        if where in ("cold", "both"):
+            _compact_all(store)
+        if where == "both":
+            store.append("gone", [NewEvent("T", n) for n in range(3)])
+        store.set_retention("gone", max_count=2)
+        store.scavenge()
+
+        def check() -> None:
+            s = store.stats()
+            cold = [e for e in _visible(store) if e.id.bytes < store._archive.tiers.watermark]
+            assert s.events == len(_visible(store))
+            assert (s.cold_events, s.hot_events) == (len(cold), s.events - len(cold))
+
+        check()
+        _compact_all(store)  # the husks go cold
+        check()
+        store.merge_archives()
+        check()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LevelDB's MANIFEST can keep a removed event's index key (stream name and "
+    "index value) as the bound of a table after scavenge's compaction (fix: find why the "
+    "bound outlives the key, e.g. compact again or reopen the hot tier after a scavenge)",
+)
+def test_no_removed_key_is_left_in_leveldb_manifests(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    m = Marked()
+    with EventStore.open(path) as store:
+        names = [f"t{i}" for i in range(4)]
+        store.append("keep", [m.event("k0")])
+        store.append("trunc", [m.event(k) for k in names])
+        store.set_retention("trunc", max_count=3)
+        store.scavenge()
+    with EventStore.open(path):
+        pass
+    assert found(m.markers(names[:1]), store_bytes(path)) == set()

@@ -521,3 +521,17 @@ def test_deadlines_are_honoured(served: Served) -> None:
         with pytest.raises(AppendDeadlineExceededError):
             BaseStreamsService._convert_batch_append_resp(resp, "late", StreamState.ANY)
     assert store.stream_version("late") == -1
+
+
+def test_stream_metadata_sets_retention_that_every_read_honours(served: Served) -> None:
+    store, _, client = served
+    five = [ev() for _ in range(5)]
+    client.append_to_stream("r", events=five, current_version=StreamState.NO_STREAM)
+    client.set_stream_metadata("r", metadata={"$maxCount": 2})
+    assert store.stream_rules("r").max_count == 2
+    assert [e.stream_position for e in client.get_stream("r")] == [3, 4]
+    assert [e.version for e in store.read_stream("r")] == [3, 4]
+    client.set_stream_metadata("r", metadata={"$tb": 4})
+    assert [e.stream_position for e in client.get_stream("r")] == [4]
+    assert store.scavenge().removed == 4
+    assert [e.version for e in store.read_stream("r")] == [4]

@@ -31,7 +31,10 @@ from .output import (
 from .served import SERVED
 
 EXPORT_KIND = "eventstore-export"
-EXPORT_FORMAT = 1
+# 2: removed events' places as lines of their own ({"removed": true, ...}) and
+# redacted events marked ("redacted": true). Format-1 files are read as well.
+EXPORT_FORMAT = 2
+EXPORT_FORMATS_READ = (1, 2)
 
 path_argument = click.argument("path", type=click.Path(file_okay=False))
 json_option = click.option(
@@ -81,7 +84,9 @@ def _forward_to_server(path: str) -> None:
 
 
 @contextmanager
-def opened(path: str, *, create: bool = False, sync: bool = False) -> Iterator[EventStore]:
+def opened(
+    path: str, *, create: bool = False, sync: bool = False, shredding: bool = False
+) -> Iterator[EventStore]:
     """The store at ``path``, open for the block; fails with one line if it is
     missing (unless ``create``), not a store, or held by another process for
     longer than ``--lock-timeout``. A store that `eventstore serve` holds is
@@ -95,7 +100,7 @@ def opened(path: str, *, create: bool = False, sync: bool = False) -> Iterator[E
     deadline = time.monotonic() + _lock_timeout()
     while True:
         try:
-            store = EventStore.open(path, sync=sync, create=create)
+            store = EventStore.open(path, sync=sync, create=create, shredding=shredding)
             break
         except StoreLocked:
             _forward_to_server(path)

@@ -1,4 +1,4 @@
-"""``eventstore delete``, ``retention``, ``redact`` and ``scavenge`` (issue 17)."""
+"""``eventstore delete``, ``retention``, ``redact``, ``scavenge`` and ``keys`` (issue 17)."""
 
 from __future__ import annotations
 
@@ -144,4 +144,33 @@ def scavenge(path: str, dry_run: bool, as_json: bool) -> None:
         )
 
 
-COMMANDS = [delete, retention, redact, scavenge]
+@click.group()
+def keys() -> None:
+    """Crypto-shredding's subject keys (the crypto extra)."""
+
+
+@keys.command("export")
+@path_argument
+@click.argument("file", type=click.Path(dir_okay=False))
+@guard
+def keys_export(path: str, file: str) -> None:
+    """Copy the subject keys to FILE (new, mode 0600), to keep apart from
+    backups, which never hold them. Export again after forgetting a subject:
+    the old copy still holds its key."""
+    with opened(path, shredding=True) as store:
+        n = store.export_keys(file)
+    click.echo(f"exported {n} subject keys to {file}")
+
+
+@keys.command("forget")
+@path_argument
+@click.argument("subject")
+@guard
+def keys_forget(path: str, subject: str) -> None:
+    """Delete SUBJECT's key: its sealed events read as shredded everywhere."""
+    with opened(path, shredding=True) as store:
+        changed = store.forget_subject(subject)
+    click.echo(f"forgot subject {subject!r}" if changed else f"subject {subject!r} has no key")
+
+
+COMMANDS = [delete, retention, redact, scavenge, keys]

@@ -57,6 +57,12 @@ def parse_duration(text: str) -> timedelta:
     help="Scavenge on a schedule (e.g. 1d): remove the bytes of deleted, expired and "
     "redacted events.",
 )
+@click.option(
+    "--shredding",
+    is_flag=True,
+    help="Open the store's subject keys (the crypto extra): clients read sealed events "
+    "decrypted, and those of a forgotten subject shredded.",
+)
 def serve_command(
     path: str,
     listen: str,
@@ -68,6 +74,7 @@ def serve_command(
     compact_older_than: str | None,
     compact_every: str,
     scavenge_every: str | None,
+    shredding: bool,
 ) -> None:
     """Open the store at PATH (creating it) and serve it until SIGTERM or SIGINT.
 
@@ -103,7 +110,7 @@ def serve_command(
     signal.signal(signal.SIGINT, on_signal)
     try:
         users = load_users(users_file) if users_file else None
-        with opened(path, create=True, sync=sync) as store:
+        with opened(path, create=True, sync=sync, shredding=shredding) as store:
             server = serve(store, listen, tls_cert=tls_cert, tls_key=tls_key, users=users)
             root = click.get_current_context().find_root().command
             assert isinstance(root, click.Group), "serve runs under the eventstore group"

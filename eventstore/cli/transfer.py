@@ -17,11 +17,12 @@ import click
 from ulid import ULID
 
 from ..errors import EventStoreError, IdOutOfRange
-from ..events import Event
+from ..events import Event, RedactedEvent, RemovedEvent
 from ..ids import check_importable, to_ulid_bytes
 from ..store import DEFAULT_IMPORT_CLOCK_TOLERANCE, EventStore
 from .common import (
     EXPORT_FORMAT,
+    EXPORT_FORMATS_READ,
     EXPORT_KIND,
     _plural,
     json_option,
@@ -57,7 +58,7 @@ def export(path: str, file: str, after: str | None, force: bool) -> None:
     if file != "-" and os.path.exists(file) and not force:
         fail(f"{file} exists; pass --force to overwrite it")
     with opened(path) as store:
-        first = next(store.read_all(position, limit=1), None)
+        first = next(store.export_events(position), None)
         total = 0 if first is None else store.last_seq - first.seq + 1
         header = {
             "kind": EXPORT_KIND,
@@ -69,7 +70,7 @@ def export(path: str, file: str, after: str | None, force: bool) -> None:
             "exported": datetime.now(UTC).isoformat(),
         }
         if file == "-":
-            n = _write_export(sys.stdout, header, store.read_all(position), total)
+            n = _write_export(sys.stdout, header, store.export_events(position), total)
             return
         # A temporary name nobody can predict, created exclusively (mkstemp:
         # O_CREAT|O_EXCL, so never through a symlink planted beside FILE).
@@ -81,7 +82,7 @@ def export(path: str, file: str, after: str | None, force: bool) -> None:
             os.umask(mask)
             os.fchmod(fd, 0o666 & ~mask)
             with open(fd, "w", encoding="utf-8") as out:
-                n = _write_export(out, header, store.read_all(position), total)
+                n = _write_export(out, header, store.export_events(position), total)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, file)
@@ -91,13 +92,33 @@ def export(path: str, file: str, after: str | None, force: bool) -> None:
     click.echo(f"exported {_plural(n, 'event')} to {file}")
 
 
-def _write_export(out: IO[str], header: dict[str, Any], events: Iterator[Event], total: int) -> int:
+def removed_json(ev: RemovedEvent) -> dict[str, Any]:
+    """The line of an event removed or hidden: its place in the log only."""
+    return {
+        "removed": True,
+        "id": str(ev.id),
+        "stream": ev.stream,
+        "version": ev.version,
+        "seq": ev.seq,
+        "type": ev.type,
+    }
+
+
+def _write_export(
+    out: IO[str], header: dict[str, Any], events: Iterator[Event | RemovedEvent], total: int
+) -> int:
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     out.write(dumps(header) + "\n")
     n = 0
     with progress_bar(total, "exporting") as advance:
         for ev in events:
-            out.write(dumps(event_json(ev)) + "\n")
+            if isinstance(ev, RemovedEvent):
+                line = removed_json(ev)
+            else:
+                line = event_json(ev)
+                if ev.redacted:
+                    line["redacted"] = True
+            out.write(dumps(line) + "\n")
             n += 1
             advance(1)
     return n
@@ -115,7 +136,7 @@ def _field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
     return value
 
 
-def parse_event_line(line: str, where: str) -> Event | None:
+def parse_event_line(line: str, where: str) -> Event | RemovedEvent | None:
     """The event on one line of an export; None for the header line."""
     try:
         obj = json.loads(line)
@@ -126,7 +147,7 @@ def parse_event_line(line: str, where: str) -> Event | None:
     if "kind" in obj:
         if obj.get("kind") != EXPORT_KIND:
             raise ImportFileError(f"{where}: not an event or an {EXPORT_KIND} header")
-        if obj.get("format") != EXPORT_FORMAT:
+        if obj.get("format") not in EXPORT_FORMATS_READ:
             raise ImportFileError(
                 f"{where}: export format {obj.get('format')!r}; this "
                 f"eventstore reads format {EXPORT_FORMAT}"
@@ -134,12 +155,20 @@ def parse_event_line(line: str, where: str) -> Event | None:
         return None
     try:
         event_id = ULID.from_bytes(to_ulid_bytes(_field(obj, "id", str, where)))
+        if obj.get("removed") is True:
+            return RemovedEvent(
+                event_id,
+                _field(obj, "stream", str, where),
+                _field(obj, "version", int, where),
+                _field(obj, "seq", int, where),
+                _field(obj, "type", str, where),
+            )
         indexes = from_json(obj.get("indexes", {}))
         if not isinstance(indexes, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in indexes.items()
         ):
             raise ImportFileError(f"{where}: indexes should map names to str values")
-        return Event(
+        fields = (
             event_id,
             _field(obj, "stream", str, where),
             _field(obj, "version", int, where),
@@ -149,13 +178,19 @@ def parse_event_line(line: str, where: str) -> Event | None:
             from_json(obj.get("metadata")),
             indexes,
         )
+        if obj.get("redacted") is True:
+            if fields[5] is not None or fields[6] is not None:
+                raise ImportFileError(f"{where}: a redacted event with data or metadata")
+            red: Event = tuple.__new__(RedactedEvent, fields)
+            return red
+        return Event(*fields)
     except (BadJSON, EventStoreError) as exc:
         if isinstance(exc, ImportFileError):
             raise
         raise ImportFileError(f"{where}: {exc}") from None
 
 
-def read_export(file: str) -> Iterator[tuple[str, Event]]:
+def read_export(file: str) -> Iterator[tuple[str, Event | RemovedEvent]]:
     """The events of an export file, one line at a time, each with where it is."""
     with open(file, "rb") as f:
         for n, raw in enumerate(f, 1):
@@ -201,8 +236,12 @@ def events_in(file: str) -> int:
         return sum(1 for line in chain([first], f) if line.strip())
 
 
-def _same(stored: Event | None, ev: Event) -> bool:
-    """The stored event is the file's (compared as JSON: NaN payloads too)."""
+def _same(store: EventStore, ev: Event | RemovedEvent) -> bool:
+    """The store holds the file's event (compared as JSON: NaN payloads too),
+    or, for a removed one, a husk at its seq (no read returns it)."""
+    stored = store.get(ev.id)
+    if isinstance(ev, RemovedEvent):
+        return stored is None and any(a <= ev.seq <= b for a, b in store.removed_seqs)
     return stored is not None and event_json(stored) == event_json(ev)
 
 
@@ -222,7 +261,7 @@ def check_import(
     with progress_bar(events_in(file), "checking ") as advance:
         for where, ev in read_export(file):
             advance(1)
-            if n == done and ev.seq <= store.last_seq and _same(store.get(ev.id), ev):
+            if n == done and ev.seq <= store.last_seq and _same(store, ev):
                 # Imported before: its place in the log was checked then.
                 done += 1
                 n += 1
