@@ -261,69 +261,110 @@ class Tiering:
         )
 
     def merge_archives(
-        self, *, max_events: int = DEFAULT_MERGED_EVENTS, min_files: int = 2
+        self,
+        *,
+        max_events: int = DEFAULT_MERGED_EVENTS,
+        min_files: int = 2,
+        fanout: int | None = None,
     ) -> CompactResult:
         """See :meth:`EventStore.merge_archives`."""
         started = time.perf_counter()
         if type(max_events) is not int or max_events < 1:
             raise InvalidArgument(f"max_events must be a positive int, got {max_events!r}")
+        if fanout is not None and (type(fanout) is not int or fanout < 2):
+            raise InvalidArgument(f"fanout must be an int of at least 2, got {fanout!r}")
         made: list[ArchiveFile] = []
         with self._maintenance:
             self._check_open()
-            runs: list[list[ArchiveFile]] = [[]]
-            for f in self._archive.tiers.files:
-                if runs[-1] and sum(g.events for g in runs[-1]) + f.events > max_events:
-                    runs.append([])
-                runs[-1].append(f)
-            runs.reverse()
-            number = None
-            while runs:
-                run = runs.pop()
-                if len(run) < max(min_files, 2):
-                    continue
-                if number is None:
-                    number = self._take_file_number()
-                try:
-                    merged = merge_files(self._archive.dir, number, run, self._index_types)
-                except FileFull:
-                    # Too much for one file: merge each half of the run.
-                    half = len(run) // 2
-                    runs += [part for part in (run[half:], run[:half]) if len(part) >= 2]
-                    continue
-                number = None
-                committing = False
-                try:
-                    segments.write(self._hot.db, merged)
-                    committing = True
-                    self._commit_files(
-                        added=[merged], removed=run, watermark=self._archive.tiers.watermark
-                    )
-                except BaseException:
-                    self._abandon([merged], committing)
-                    raise
-                made.append(merged)
-                # Past the commit point: the replaced files' keys go, durably,
-                # then the files (open views keep their own mapping of them),
-                # then the numbers (reserved until the files are gone, so
-                # that an open after a crash here proves the files its own).
-                for old in run:
-                    segments.delete(self._hot.db, old.number, old.first_id, old.reader)
-                self._hot.db.put(keys.STRAY, self._archive.strays.value(), sync=True)
-                for old in run:
-                    _remove_quietly(os.path.join(self._archive.dir, old.name))
-                strays = segments.Strays(
-                    self._hot.db,
-                    set(self._archive.strays.making),
-                    self._archive.strays.retired - {old.number for old in run},
-                )
-                self._hot.db.put(keys.STRAY, strays.value(), sync=True)
-                self._archive.strays = strays
+            while True:
+                merged_before = len(made)
+                self._merge_runs(self._runs(max_events, fanout), min_files, made)
+                # Tiered: a merge may complete a run one tier up.
+                if fanout is None or len(made) == merged_before:
+                    break
         return CompactResult(
             [os.path.join(self._archive.dir, f.name) for f in made],
             sum(f.events for f in made),
             sum(f.size for f in made),
             time.perf_counter() - started,
         )
+
+    def _runs(self, max_events: int, fanout: int | None) -> list[list[ArchiveFile]]:
+        """Runs of adjacent files to merge, the newest last, of at most
+        ``max_events`` events each. Tiered (``fanout``): a run holds files
+        of one size tier only (tier k: fanout**k to fanout**(k+1) - 1
+        events) and at least ``fanout`` of them, so a merged file lands a
+        tier up at least: each event is rewritten at most once per tier,
+        and a large file is never rewritten for a small one's sake."""
+
+        step = 2 if fanout is None else fanout
+
+        def tier(events: int) -> int:
+            k = 0
+            while events >= step:
+                events //= step
+                k += 1
+            return k
+
+        runs: list[list[ArchiveFile]] = [[]]
+        for f in self._archive.tiers.files:
+            run = runs[-1]
+            if run and (
+                sum(g.events for g in run) + f.events > max_events
+                or (fanout is not None and tier(f.events) != tier(run[0].events))
+            ):
+                runs.append([])
+            runs[-1].append(f)
+        if fanout is not None:
+            runs = [run for run in runs if len(run) >= fanout]
+        runs.reverse()
+        return runs
+
+    def _merge_runs(
+        self, runs: list[list[ArchiveFile]], min_files: int, made: list[ArchiveFile]
+    ) -> None:
+        number = None
+        while runs:
+            run = runs.pop()
+            if len(run) < max(min_files, 2):
+                continue
+            if number is None:
+                number = self._take_file_number()
+            try:
+                merged = merge_files(self._archive.dir, number, run, self._index_types)
+            except FileFull:
+                # Too much for one file: merge each half of the run.
+                half = len(run) // 2
+                runs += [part for part in (run[half:], run[:half]) if len(part) >= 2]
+                continue
+            number = None
+            committing = False
+            try:
+                segments.write(self._hot.db, merged)
+                committing = True
+                self._commit_files(
+                    added=[merged], removed=run, watermark=self._archive.tiers.watermark
+                )
+            except BaseException:
+                self._abandon([merged], committing)
+                raise
+            made.append(merged)
+            # Past the commit point: the replaced files' keys go, durably,
+            # then the files (open views keep their own mapping of them),
+            # then the numbers (reserved until the files are gone, so
+            # that an open after a crash here proves the files its own).
+            for old in run:
+                segments.delete(self._hot.db, old.number, old.first_id, old.reader)
+            self._hot.db.put(keys.STRAY, self._archive.strays.value(), sync=True)
+            for old in run:
+                _remove_quietly(os.path.join(self._archive.dir, old.name))
+            strays = segments.Strays(
+                self._hot.db,
+                set(self._archive.strays.making),
+                self._archive.strays.retired - {old.number for old in run},
+            )
+            self._hot.db.put(keys.STRAY, strays.value(), sync=True)
+            self._archive.strays = strays
 
     def _cutoff(self, before: Any, older_than: timedelta | None) -> bytes:
         if (before is None) == (older_than is None):
