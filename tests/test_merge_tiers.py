@@ -26,7 +26,7 @@ def _tier(events: int, fanout: int) -> int:
 def _append_and_compact(store: EventStore, n: int, start: int) -> None:
     for i in range(start, start + n):
         store.append(f"s{i % 3}", [NewEvent("T", {"i": i})])
-    last = list(store.read_all(backwards=True, limit=1))[0]
+    last = next(iter(store.read_all(backwards=True, limit=1)))
     store.compact(before=last.id)  # all but the newest event
 
 
