@@ -127,7 +127,7 @@ def test_the_profiles_run_on_a_filled_store(tmp_path: Path) -> None:
     d = str(tmp_path / "run")
     _load("bench_scale").main(["--sizes", "6000", "--dir", d, *TINY])
     script = str(ROOT / "scripts" / "profile_scale.py")
-    for args in (["get", d], ["replay", d], ["stats", d], ["cleanup", "3000"]):
+    for args in (["get", d], ["replay", d], ["stats", d], ["cleanup", "3000"], ["cycles", "400"]):
         out = subprocess.run(
             [sys.executable, script, *args, "--no-profile"],
             capture_output=True,
