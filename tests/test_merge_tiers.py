@@ -101,3 +101,22 @@ def test_fanout_must_be_an_int_of_at_least_two(tmp_path: Path) -> None:
             with pytest.raises(InvalidArgument):
                 store.merge_archives(fanout=bad)  # type: ignore[arg-type]
         assert store.archive_files() == files
+
+
+def test_the_servers_schedule_merges_by_tiers(tmp_path: Path) -> None:
+    """`eventstore serve --compact-every`: each scheduled compaction used to
+    merge every run, rewriting the large file with every small one."""
+    from datetime import timedelta
+
+    from eventstore.cli.serve import _scheduled_compaction
+
+    with EventStore.open(str(tmp_path / "s")) as store:
+        _append_and_compact(store, 101, 0)  # one file of 100 events
+        big = store.archive_files()[0].path
+        for round_ in range(3):
+            store.append("t", [NewEvent("T", {"round": round_})])
+            _scheduled_compaction(store, timedelta(0))
+            assert store.archive_files()[0].path == big
+        files = store.archive_files()
+        assert files[0].events == 100 and len(files) > 1  # the small ones wait for their like
+        assert sum(f.events for f in files) == 104
