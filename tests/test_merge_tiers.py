@@ -5,6 +5,7 @@ until it has F - 1 like it, where merging every run rewrote it each time."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,7 @@ def test_the_servers_schedule_merges_by_tiers(tmp_path: Path) -> None:
         big = store.archive_files()[0].path
         for round_ in range(3):
             store.append("t", [NewEvent("T", {"round": round_})])
+            time.sleep(0.005)  # older than now by a millisecond at least
             _scheduled_compaction(store, timedelta(0))
             assert store.archive_files()[0].path == big
         files = store.archive_files()
