@@ -1225,18 +1225,32 @@ class EventStore:
         )
 
     def merge_archives(
-        self, *, max_events: int = DEFAULT_MERGED_EVENTS, min_files: int = 2
+        self,
+        *,
+        max_events: int = DEFAULT_MERGED_EVENTS,
+        min_files: int = 2,
+        fanout: int | None = None,
     ) -> CompactResult:
         """Fold runs of adjacent archive files into single files of at most
         ``max_events`` events each, so years of daily compactions do not leave
         thousands of files. Readers holding the old files keep reading them.
 
+        With ``fanout`` (say 8), the merge is size-tiered, for a schedule:
+        only runs of at least ``fanout`` adjacent files of one size tier
+        (``fanout**k`` to ``fanout**(k+1) - 1`` events) are merged, again
+        until no such run is left, so an event is rewritten at most once per
+        tier and a large file is never rewritten to take in a small one.
+        Without it, every run of adjacent files up to ``max_events`` is merged.
+
         Raises:
-            InvalidArgument: ``max_events`` is not a positive int.
+            InvalidArgument: ``max_events`` is not a positive int, or
+                ``fanout`` is not an int of at least 2.
             CorruptFile: an archive file being merged is damaged.
             StoreClosed: the store is closed.
         """
-        return self._tiering.merge_archives(max_events=max_events, min_files=min_files)
+        return self._tiering.merge_archives(
+            max_events=max_events, min_files=min_files, fanout=fanout
+        )
 
     def cleanup(self) -> int:
         """Delete, now, the hot copies of archived events that a compaction left

@@ -17,10 +17,12 @@ Compaction follows the operator's "older than a window" schedule: every
 ``--compact-every`` events, everything but the newest ``--window`` events is
 moved (the window is counted in events, not hours, because the fill runs
 faster than any clock), so the hot tier never holds more than window +
-compact-every events. Files are merged in tiers, as an operator's job would
-(and an LSM does): whenever more than ``--merge-at`` files are smaller than
-compact-every x merge-at^k events, they are folded into files of that size,
-up to ``--merge-events``.
+compact-every events. Files are merged in size tiers, as an operator's job
+would (and an LSM does): after each compaction, ``merge_archives(fanout=
+--merge-at, max_events=--merge-events)`` folds every run of ``--merge-at``
+adjacent files of one size tier into one, so each event is rewritten at most
+once per tier; the events rewritten per event added (the merge's write
+amplification) are reported with the rates.
 
 At each size (after its compaction and cleanup) it measures, for both
 contenders: the append rate over the last ``--rate-window`` events of the
@@ -351,20 +353,14 @@ class Run:
             "move_s": t1 - t0,
             "cleanup_s": t2 - t1,
         }
-        # Tiered merging, as an LSM does it: when more than merge-at files
-        # are smaller than a level's size, fold them into files of that size
-        # (compact-every x merge-at, then x merge-at again, up to
-        # merge-events), so each event is rewritten once per level, not
-        # again at every merge.
-        size = args.compact_every
-        merged_events, merge_s = 0, 0.0
-        while size < args.merge_events:
-            size = min(size * args.merge_at, args.merge_events)
-            small = sum(1 for f in store.archive_files() if f.events < size)
-            if small > args.merge_at:
-                t3 = time.perf_counter()
-                merged_events += store.merge_archives(max_events=size).events
-                merge_s += time.perf_counter() - t3
+        # Size-tiered merging, as an LSM does it: runs of merge-at files of
+        # one size tier fold into one, so each event is rewritten once per
+        # tier, not again with every new small file (issue 19).
+        t3 = time.perf_counter()
+        merged_events = store.merge_archives(
+            max_events=args.merge_events, fanout=args.merge_at
+        ).events
+        merge_s = time.perf_counter() - t3
         if merged_events:
             row["merged"] = merged_events
             row["merge_s"] = merge_s
@@ -433,6 +429,14 @@ class Run:
         merges = [r for r in rows if "merged" in r]
         if merges:
             es["merge"] = sum(r["merged"] for r in merges) / sum(r["merge_s"] for r in merges)
+        # Write amplification of the merges: events rewritten per event
+        # added, since the previous size and over the whole fill.
+        every = self.state.get("compactions", [])
+        es["merge_rewritten"] = sum(r.get("merged", 0) for r in rows)
+        es["merge_amplification"] = es["merge_rewritten"] / (size - prev)
+        es["merge_amplification_total"] = (
+            sum(r.get("merged", 0) for r in every if r["count"] <= size) / size
+        )
         es["disk_bytes_per_event"] = _folder_bytes(self.es_path) / size
         es["hot_bytes_per_event"] = (
             _folder_bytes(self.es_path) - _folder_bytes(os.path.join(self.es_path, "archive"))
@@ -646,7 +650,15 @@ def _print_result(r: dict[str, Any]) -> None:
     print(f"  open s            {ratio('open_s')}")
     print(f"  RSS bytes         {ratio('rss_bytes')}")
     print(f"  disk bytes/event  {ratio('disk_bytes_per_event')}")
-    for key in ("compact_move", "compact_cleanup", "merge", "stats_s"):
+    for key in (
+        "compact_move",
+        "compact_cleanup",
+        "merge",
+        "merge_rewritten",
+        "merge_amplification",
+        "merge_amplification_total",
+        "stats_s",
+    ):
         if key in es:
             print(f"  {key:<17} {es[key]:,.3f}")
 
@@ -712,7 +724,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--new-stream-every", type=int, default=10, help="appends per new stream")
     p.add_argument("--window", type=int, default=200_000, help="events kept hot")
     p.add_argument("--compact-every", type=int, default=100_000)
-    p.add_argument("--merge-at", type=int, default=8, help="merge when more files than this")
+    p.add_argument(
+        "--merge-at", type=int, default=8, help="size-tier fanout: merge runs of this many files"
+    )
     p.add_argument("--merge-events", type=int, default=16_000_000)
     p.add_argument("--rate-window", type=int, default=100_000)
     p.add_argument("--lookups", type=int, default=2_000)

@@ -5,6 +5,7 @@ filled (``--dir``), or on a fresh one for cleanup.
     python scripts/profile_scale.py replay /tmp/scale    # 20 random wholly cold streams
     python scripts/profile_scale.py cleanup 300000       # fill, compact a third, clean up
     python scripts/profile_scale.py stats /tmp/scale     # `eventstore stats`' work
+    python scripts/profile_scale.py cycles 50000         # 8 compactions + cleanups on a schedule
 
 Each prints its rate (or latencies) on a freshly opened store, again on the
 warm one, and the top of a cProfile of a third pass (``--no-profile`` to
@@ -136,6 +137,43 @@ def cleanup(n: int, profile: bool) -> None:
     store.close()
 
 
+def cycles(every: int, profile: bool) -> None:
+    """Compaction on a schedule without the rest of bench_scale: appends of
+    20 events to 2,500 streams; after each ``every`` events, everything but
+    the newest 2 x ``every`` is compacted and cleaned up, 8 times. Cleanup's
+    rate counts its compact_range calls too (issue 19: they come only once
+    the tombstones are as many as the live hot events)."""
+    from eventstore import tiering
+
+    tiering.Tiering._start_cleanup = lambda self: None  # type: ignore[method-assign]
+    chunk = bench.make_events(10_000)
+    d = tempfile.mkdtemp(prefix="es-cycles-")
+    store = EventStore.open(os.path.join(d, "s"))
+    a, moved, move_s, clean_s = 0, 0, 0.0, 0.0
+    for c in range(10):
+        for _ in range(every // 20):
+            off = (a * 20) % 9980
+            store.append(f"c{(a * 7919) % 2500}", chunk[off : off + 20])
+            a += 1
+        if c < 2:
+            continue
+        kept = list(store.read_all(backwards=True, limit=2 * every))[-1]
+        t0 = time.perf_counter()
+        moved += store.compact(before=kept.id).events
+        t1 = time.perf_counter()
+        if profile and c == 9:
+            _profile(store.cleanup, 10)
+        else:
+            store.cleanup()
+        move_s, clean_s = move_s + t1 - t0, clean_s + time.perf_counter() - t1
+    print(
+        f"{moved:,} moved in 8 compactions: move {moved / move_s:,.0f} e/s, "
+        f"cleanup {moved / clean_s:,.0f} e/s "
+        f"({store._tiering.tombstone_compactions} compact_range calls)"
+    )
+    store.close()
+
+
 def stats(d: str) -> None:
     from eventstore.cli.maintenance import store_stats
 
@@ -155,12 +193,14 @@ def stats(d: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["get", "replay", "cleanup", "stats"])
+    p.add_argument("what", choices=["get", "replay", "cleanup", "stats", "cycles"])
     p.add_argument("where", help="a bench_scale.py --dir, or (cleanup) a number of events")
     p.add_argument("--no-profile", action="store_true")
     args = p.parse_args()
     if args.what == "cleanup":
         cleanup(int(float(args.where)), not args.no_profile)
+    elif args.what == "cycles":
+        cycles(int(float(args.where)), not args.no_profile)
     elif args.what == "stats":
         stats(args.where)
     else:

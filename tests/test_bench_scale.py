@@ -69,6 +69,11 @@ def test_fills_measures_and_resumes(scale: ModuleType, tmp_path: Path) -> None:
                 assert figures[key] > 0, (name, key)
         assert r["eventstore"]["compact_move"] > 0 and r["eventstore"]["compact_cleanup"] > 0
     assert any("merge" in r["eventstore"] for r in results)
+    # Size-tiered (fanout 2 here): each event rewritten at most once per
+    # tier, files of 2,000 events up to the 12,000 (tiers 10 to 13).
+    for r in results:
+        assert 0 <= r["eventstore"]["merge_amplification_total"] <= 3
+    assert results[1]["eventstore"]["merge_rewritten"] > 0
     # Measured again at the size it holds: the reads anew, the fill's figures kept.
     again: dict[str, Any] = scale.main(["--dir", d, "--remeasure", *TINY])
     assert [r["size"] for r in again["results"]] == [6000, 12000]
@@ -122,7 +127,7 @@ def test_the_profiles_run_on_a_filled_store(tmp_path: Path) -> None:
     d = str(tmp_path / "run")
     _load("bench_scale").main(["--sizes", "6000", "--dir", d, *TINY])
     script = str(ROOT / "scripts" / "profile_scale.py")
-    for args in (["get", d], ["replay", d], ["stats", d], ["cleanup", "3000"]):
+    for args in (["get", d], ["replay", d], ["stats", d], ["cleanup", "3000"], ["cycles", "400"]):
         out = subprocess.run(
             [sys.executable, script, *args, "--no-profile"],
             capture_output=True,

@@ -9,10 +9,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import EventStore, NewEvent, keys
+from eventstore.tiering import Tiering
 
 
 def hot_keys(store: EventStore) -> dict[bytes, list[bytes]]:
@@ -82,3 +84,41 @@ def test_a_global_entry_without_its_record_is_swept(tmp_path: Path) -> None:
         store._hot.db.delete(keys.event_key(lost.stream.encode(), lost.id.bytes))
         assert store.cleanup() == 6  # five by their records, one from the global log
         assert hot_keys(store) == expected_keys(store)
+
+
+def test_tombstones_are_compacted_once_as_many_as_the_live_hot_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compact_range rewrites the whole hot tier: a cleanup after every
+    compaction of a third of it must not call it every time (issue 19), but
+    once the events deleted since the last call reach the live hot events."""
+    calls: list[tuple[int, int]] = []
+    real = Tiering._compact_tombstones
+
+    def counted(self: Tiering) -> None:
+        calls.append(
+            (
+                getattr(self, "tombstones", -1),
+                self._hot_events() if hasattr(self, "_hot_events") else -1,
+            )
+        )
+        real(self)
+
+    monkeypatch.setattr(Tiering, "_compact_tombstones", counted)
+    with EventStore.open(str(tmp_path / "s")) as store:
+        store._tiering._start_cleanup = lambda: None  # type: ignore[method-assign]
+        rnd = random.Random(5)
+        cleanups = 0
+        for _ in range(9):  # a window of 200 events, 100 moved each time
+            fill(store, rnd, 100)
+            events = list(store.read_all())
+            if len(events) > 200:
+                store.compact(before=events[-200].id)
+                assert store.cleanup() == 100
+                cleanups += 1
+                assert hot_keys(store) == expected_keys(store)
+        assert cleanups == 7
+        # Deleted 100 a time against 200 live: every second cleanup.
+        assert calls == [(200, 200)] * 3
+        assert store._tiering.tombstones == 100
+        assert list(store.read_all()) == events

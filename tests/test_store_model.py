@@ -275,9 +275,12 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.get(last) == self.model.log[-1]
         assert all(path.endswith(".esdb") for path in result.files)
 
-    @rule(max_events=st.integers(min_value=1, max_value=400))
-    def merge(self, max_events: int) -> None:
-        self.store.merge_archives(max_events=max_events)
+    @rule(
+        max_events=st.integers(min_value=1, max_value=400),
+        fanout=st.none() | st.integers(min_value=2, max_value=4),
+    )
+    def merge(self, max_events: int, fanout: int | None) -> None:
+        self.store.merge_archives(max_events=max_events, fanout=fanout)
 
     @rule(cutoff=ids, merge=st.booleans(), at_commit=st.booleans())
     def failed_maintenance(self, cutoff: ULID, merge: bool, at_commit: bool) -> None:

@@ -152,6 +152,8 @@ def _scheduled_scavenge(store: EventStore) -> None:
 def _scheduled_compaction(store: EventStore, older: timedelta) -> None:
     try:
         store.compact(older_than=older)
-        store.merge_archives()
+        # Size-tiered: a schedule that merged every run each time would
+        # rewrite the large files again with every new small one (issue 19).
+        store.merge_archives(fanout=8)
     except EventStoreError as exc:  # report and keep serving
         click.echo(f"eventstore serve: scheduled compaction failed: {exc}", err=True)
