@@ -467,6 +467,7 @@ _MAX_TYPE_HEADS = 4096
 _MAX_CACHED_PREFIX = 256  # bytes of a type index prefix: a few MiB for the cache at most
 _NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
 _BULK = 8  # events in one part from which columns beat a loop per event
+_FEW_PUTS = 6  # puts up to which a Python loop beats map() drained by a deque
 _JUST_NEW_EVENT = {NewEvent}
 _JUST_STR = {str}
 _PLAIN_INDEXES = {dict, NoneType}
@@ -536,8 +537,13 @@ class _Writes:
 
     def put_into(self, put: Callable[[bytes, bytes], None]) -> None:
         # The put loops run in C (map, drained by a zero-length deque): a
-        # Python loop costs as much as the puts.
-        _drain(map(put, self.keys, self.values))
+        # Python loop costs as much as the puts. But for the few puts of a
+        # single event, whose loop costs less than the map and deque.
+        if len(self.keys) <= _FEW_PUTS:
+            for key, value in zip(self.keys, self.values):
+                put(key, value)
+        else:
+            _drain(map(put, self.keys, self.values))
         for keys_, values in self.columns:
             _drain(map(put, keys_, repeat(b"", len(keys_)) if values is None else values))
 
