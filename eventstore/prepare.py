@@ -36,6 +36,7 @@ from .records import (
     encode_record,
     encoder,
     first_bad_ext,
+    may_hold_ext,
     name_bytes,
     plain_name,
     reads_back,
@@ -309,7 +310,8 @@ class _Prepared:
                 indexes = _NO_INDEXES
             try:
                 packed = pack([type_, data, metadata, indexes])
-                refuse_bad_ext(packed, data, metadata)
+                if may_hold_ext(packed):  # refuse_bad_ext's own first test: two calls fewer
+                    refuse_bad_ext(packed, data, metadata)
                 if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
                     converted = bool(suspect)
                     suspect.clear()
@@ -540,7 +542,7 @@ class _Writes:
         # Python loop costs as much as the puts. But for the few puts of a
         # single event, whose loop costs less than the map and deque.
         if len(self.keys) <= _FEW_PUTS:
-            for key, value in zip(self.keys, self.values):
+            for key, value in zip(self.keys, self.values, strict=True):
                 put(key, value)
         else:
             _drain(map(put, self.keys, self.values))

@@ -318,7 +318,9 @@ class Writer:
         if left is not None and not left.done:
             self._wait_for_queue(lambda: left.done)
             self.check_writable()
-        self._settle_queue()
+        queue = self._queue
+        if queue and queue[-1].last_seq > self._seq:  # _settle_queue's test, inlined
+            self._settle_queue()
 
     def _settle_queue(self) -> None:
         """Under the writer lock, before seqs and versions are read: take those
@@ -387,8 +389,10 @@ class Writer:
     def _lead(self) -> None:
         """Write the queue (its head is the caller's) as one LevelDB batch."""
         with self._lock:
-            self._settle_queue()  # this group may hold a cut-short _enqueue's append
-            group = list(self._queue)
+            queue = self._queue
+            if queue and queue[-1].last_seq > self._seq:  # _settle_queue's test, inlined
+                self._settle_queue()  # this group may hold a cut-short _enqueue's append
+            group = list(queue)
             self._leading = True
         failed = self._failed
         if failed is None:
