@@ -45,6 +45,7 @@ from .records import (
     encode_record,
     encoder,
     first_bad_ext,
+    may_hold_ext,
     name_bytes,
     plain_name,
     reads_back,
@@ -318,7 +319,8 @@ class _Prepared:
                 indexes = _NO_INDEXES
             try:
                 packed = pack([type_, data, metadata, indexes])
-                refuse_bad_ext(packed, data, metadata)
+                if may_hold_ext(packed):  # refuse_bad_ext's own first test: two calls fewer
+                    refuse_bad_ext(packed, data, metadata)
                 if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
                     converted = bool(suspect)
                     suspect.clear()
@@ -476,6 +478,7 @@ _MAX_TYPE_HEADS = 4096
 _MAX_CACHED_PREFIX = 256  # bytes of a type index prefix: a few MiB for the cache at most
 _NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
 _BULK = 8  # events in one part from which columns beat a loop per event
+_FEW_PUTS = 6  # puts up to which a Python loop beats map() drained by a deque
 _JUST_NEW_EVENT = {NewEvent}
 _JUST_STR = {str}
 _PLAIN_INDEXES = {dict, NoneType}
@@ -545,8 +548,13 @@ class _Writes:
 
     def put_into(self, put: Callable[[bytes, bytes], None]) -> None:
         # The put loops run in C (map, drained by a zero-length deque): a
-        # Python loop costs as much as the puts.
-        _drain(map(put, self.keys, self.values))
+        # Python loop costs as much as the puts. But for the few puts of a
+        # single event, whose loop costs less than the map and deque.
+        if len(self.keys) <= _FEW_PUTS:
+            for key, value in zip(self.keys, self.values, strict=True):
+                put(key, value)
+        else:
+            _drain(map(put, self.keys, self.values))
         for keys_, values in self.columns:
             _drain(map(put, keys_, repeat(b"", len(keys_)) if values is None else values))
 

@@ -22,7 +22,7 @@ import msgpack
 
 from . import counters, keys
 from .errors import InvalidArgument, StoreClosed, WritesRefused, WrongExpectedVersion
-from .events import AppendResult, Event, RemovedEvent
+from .events import ANY, AppendResult, Event, RemovedEvent
 from .hot import HotTier, storage_error
 from .ids import MonotonicULIDs, UlidRange, ulid_from_int
 from .prepare import (
@@ -59,6 +59,7 @@ class _Pending:
     """
 
     __slots__ = (
+        "counts",
         "done",
         "error",
         "last_seq",
@@ -82,6 +83,9 @@ class _Pending:
         self.versions = versions
         self.last_seq = last_seq
         self.streams = streams  # the store's stream count once this is written
+        # The value of ``x counts`` once this is written, packed by _enqueue
+        # under the writer lock with its reused Packer (packb costs ~1 us).
+        self.counts = b""
         self.done = False
         self.leads = leads
         self.owner = get_ident()
@@ -135,6 +139,9 @@ class Writer:
         self._failed: BaseException | None = None
         # Woken after every commit: live subscribers wait here, not on a timer.
         self._committed = threading.Condition(threading.Lock())
+        # Its lock, taken directly by _lead: Condition.__enter__ and __exit__
+        # are two Python calls per append.
+        self._committed_lock = self._committed._lock  # type: ignore[attr-defined]
         self._committed_seq = seq
         # Threads in wait_for_commit, under _committed's lock: a commit
         # notifies only when there are some (notify_all costs ~1 us even then).
@@ -170,21 +177,24 @@ class Writer:
         starts = []
         started: list[bytes] = []  # streams at -1 before this append
         total = 0
+        # Tombstoned and soft-deleted streams have their own rules (retention.py);
+        # with none (the common case) the plain check, without a call per part.
+        forget = self.forget
+        if forget is not None and not forget.rules:
+            forget = None
         for part in parts:
             version = current.get(part.stream_b)
             if version is None:
                 version = self._current_version(part.stream_b)
                 if version < 0:
                     started.append(part.stream_b)
-            # Tombstoned and soft-deleted streams have their own rules (retention.py).
-            forget = self.forget
-            ok = (
-                forget.admit(part.stream, part.expected, version)
-                if forget is not None and forget.rules
-                else None
-            )
-            if not (_version_matches(part.expected, version) if ok is None else ok):
-                raise WrongExpectedVersion(part.stream, part.expected, version)
+            expected = part.expected
+            if forget is not None:
+                ok = forget.admit(part.stream, expected, version)
+                if not (_version_matches(expected, version) if ok is None else ok):
+                    raise WrongExpectedVersion(part.stream, expected, version)
+            elif expected is not ANY and not _version_matches(expected, version):
+                raise WrongExpectedVersion(part.stream, expected, version)
             starts.append(version)
             current[part.stream_b] = version + part.n
             total += part.n
@@ -211,7 +221,8 @@ class Writer:
         versions = list(current.items())
         for stream_b, version in versions:
             writes.add(keys.meta_key(stream_b), pack([version]))
-        return writes, results, versions, counters.fresh_streams(started, current)
+        fresh = counters.fresh_streams(started, current) if started else 0
+        return writes, results, versions, fresh
 
     def _assign_import(
         self,
@@ -288,6 +299,7 @@ class Writer:
         # _written_group woke one appender of that group to lead it again.)
         leads = not queue or (queue[0].owner == me and not queue[0].done)
         pending = _Pending(writes, versions, last_seq, leads, self._streams + fresh)
+        pending.counts = self._packer.pack([pending.streams, last_seq])
         self._in_flight[me] = pending
         # The append takes its place here, and the seq and versions follow.
         # A KeyboardInterrupt lands only after a call: before the queue's
@@ -310,7 +322,9 @@ class Writer:
         if left is not None and not left.done:
             self._wait_for_queue(lambda: left.done)
             self.check_writable()
-        self._settle_queue()
+        queue = self._queue
+        if queue and queue[-1].last_seq > self._seq:  # _settle_queue's test, inlined
+            self._settle_queue()
 
     def _settle_queue(self) -> None:
         """Under the writer lock, before seqs and versions are read: take those
@@ -379,8 +393,10 @@ class Writer:
     def _lead(self) -> None:
         """Write the queue (its head is the caller's) as one LevelDB batch."""
         with self._lock:
-            self._settle_queue()  # this group may hold a cut-short _enqueue's append
-            group = list(self._queue)
+            queue = self._queue
+            if queue and queue[-1].last_seq > self._seq:  # _settle_queue's test, inlined
+                self._settle_queue()  # this group may hold a cut-short _enqueue's append
+            group = list(queue)
             self._leading = True
         failed = self._failed
         if failed is None:
@@ -390,7 +406,7 @@ class Writer:
                 for item in group:
                     item.writes.put_into(put)
                 # The counts with the events they count (eventstore/counters.py).
-                put(keys.COUNTS, counters.pack_counts(group[-1].streams, group[-1].last_seq))
+                put(keys.COUNTS, group[-1].counts)
                 batch.write()
             except BaseException as exc:
                 # Ids, seqs and versions of the whole group were handed out;
@@ -398,7 +414,7 @@ class Writer:
                 self._failed = failed = exc
         self._written_group(group, failed)
         if failed is None:
-            with self._committed:
+            with self._committed_lock:  # _committed's own lock
                 # max: the next leader, woken above, may have published first.
                 if group[-1].last_seq > self._committed_seq:
                     self._committed_seq = group[-1].last_seq

@@ -186,3 +186,25 @@ def test_long_stream_and_type_names_append_and_read_back(store: EventStore) -> N
     assert [(e.type, e.data) for e in store.read_stream(stream)] == [(type_, n) for n in range(3)]
     assert [e.data for e in store.read_index(stream, "type", type_)] == [0, 1, 2]
     _check_layout(store)
+
+
+def test_the_counts_are_packed_under_the_writer_lock_as_pack_counts_packs_them(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An append packs ``x counts`` with the writer's reused Packer (packb
+    # builds a Packer a call, ~1 us of a single append): the bytes must be
+    # those counters.pack_counts makes, which open reads back.
+    from eventstore import counters, keys
+
+    def refuse(streams: int, last_seq: int) -> bytes:
+        raise AssertionError("an append packed its counts with packb")
+
+    want = counters.pack_counts
+    monkeypatch.setattr(counters, "pack_counts", refuse)
+    store.append("a", [NewEvent("T", 1)])
+    assert store._hot.db.get(keys.COUNTS) == want(1, 1)
+    store.append_many(
+        [("b", [NewEvent("T", n) for n in range(20)], ANY), ("a", [NewEvent("T", 2)], ANY)]
+    )
+    assert store._hot.db.get(keys.COUNTS) == want(2, 22)
+    assert counters.read_counts(store._hot.db.get(keys.COUNTS)) == (2, 22)
