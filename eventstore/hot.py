@@ -1085,10 +1085,15 @@ class HotTier:
             self.close()
             raise
 
+    @property
+    def lost(self) -> list[tuple[int, int]]:
+        """The seq ranges ``eventstore repair`` recorded as lost (first, last)."""
+        return [(int(a), int(b)) for a, b in (self.repaired or {}).get("lost", [])]
+
     def view(self, floor: bytes = _NO_ID) -> HotView:
         with self.gate:
             repaired = self.repaired
-            lost = {int(a): int(b) for a, b in repaired.get("lost", [])} if repaired else None
+            lost = dict(self.lost) if repaired else None
             return HotView(Snapshot(self.db, self.resources), floor, self.gate, not repaired, lost)
 
     def get_event(self, id16: bytes) -> Event | bool | None:

@@ -353,8 +353,8 @@ class EventStore:
                 seq = max(seq, files[-1].last_seq)
             # Seqs a repair recorded lost were handed out once: never again
             # (a client may hold the position of the newest lost event).
-            for _first, lost_last in (self._hot.repaired or {}).get("lost", []):
-                seq = max(seq, int(lost_last))
+            for _first, lost_last in self._hot.lost:
+                seq = max(seq, lost_last)
             # Ids below the watermark belong to the archive: never hand one out,
             # even if the clock now reads earlier than the last cutoff.
             floor = max(floor, int.from_bytes(watermark, "big") - 1)

@@ -159,7 +159,7 @@ class Tiering:
                 # A range whose file fills up (a chunk would pass 64 MiB: one
                 # stream's index keys, say) is cut where it did and redone;
                 # the number of the file given up is used for the next.
-                lost = self._lost()
+                lost = self._hot.lost
                 todo = split_range(snap, low, cutoff, max_file_events, bool(lost))[::-1]
                 number = None
                 while todo:
@@ -222,10 +222,6 @@ class Tiering:
                 self._hot.db.put(keys.STRAY, strays.value(), sync=True)
                 self._archive.strays = strays
 
-    def _lost(self) -> list[tuple[int, int]]:
-        """The seq ranges a repair recorded as lost (eventstore/repair.py)."""
-        return [(int(a), int(b)) for a, b in (self._hot.repaired or {}).get("lost", [])]
-
     def _check_seqs(
         self, snap: Any, cutoff: bytes, seq_at_floor: int, made: list[ArchiveFile]
     ) -> None:
@@ -252,7 +248,7 @@ class Tiering:
         last = seq_at_floor if above is None else int(unpack(above[1])[2]) - 1
         # The seqs a repair recorded as lost are no file's: skipped, they
         # are the only holes allowed (between files, by split_range).
-        lost = dict(self._lost())
+        lost = dict(self._hot.lost)
 
         def past_lost(seq: int) -> int:
             while seq in lost:

@@ -229,7 +229,7 @@ class Transfer:
     @property
     def lost_seqs(self) -> list[tuple[int, int]]:
         """See :attr:`EventStore.lost_seqs`."""
-        return [(int(a), int(b)) for a, b in (self._hot.repaired or {}).get("lost", [])]
+        return self._hot.lost
 
     def record_repair(self, lost: list[tuple[int, int]]) -> None:
         """See :meth:`EventStore.record_repair`."""
