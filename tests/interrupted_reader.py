@@ -2,7 +2,7 @@
 
 Run as ``python -m tests.interrupted_reader PATH SECONDS``. It reads in a
 loop while a timer raises KeyboardInterrupt (one at a time: at most every
-2 ms, checked every 50 us) wherever in eventstore's code the process is,
+2 ms, checked every 100 us) wherever in eventstore's code the process is,
 for SECONDS; then it stops the timer, closes the store and prints
 ``closed``. Before the fix, close() waited forever for reads that an
 interrupt had cut short.

@@ -2,7 +2,7 @@
 
 Run as ``python -m tests.interrupted_writer PATH SECONDS``. It appends in a
 loop while a timer raises KeyboardInterrupt (one at a time: at most every
-2 ms, checked every 50 us) wherever in eventstore's code the process is,
+2 ms, checked every 100 us) wherever in eventstore's code the process is,
 for SECONDS, printing the batch number of each append that returned; then
 it stops the timer, closes the store and prints ``closed``. An append cut
 short may or may not be written, and one cut short inside the write stops

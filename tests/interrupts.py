@@ -1,6 +1,6 @@
 """KeyboardInterrupts from a timer, for the interrupted_* child processes.
 
-While on, a timer checks every 50 us and raises KeyboardInterrupt wherever
+While on, a timer checks every 100 us and raises KeyboardInterrupt wherever
 in eventstore's code the main thread is, one at a time (at most every
 2 ms), as Ctrl-C comes: not again while the last one is being handled.
 """
@@ -31,7 +31,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def interrupts(on: bool) -> None:
     if on:
         signal.signal(signal.SIGALRM, _interrupt)
-        signal.setitimer(signal.ITIMER_REAL, 50e-6, 50e-6)
+        # Not every 50 us: on CPython 3.13 with plyvel-next's LevelDB, a
+        # SIGALRM that often left an append in batch.write() for good, inside
+        # LevelDB's 1 ms write-slowdown sleep (seen with gdb, at 5564931 too).
+        signal.setitimer(signal.ITIMER_REAL, 100e-6, 100e-6)
     else:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_IGN)  # one may still be on its way
