@@ -17,6 +17,7 @@ from .aggregates import (
     with_retries,
 )
 from .errors import (
+    ConditionFailed,
     CorruptFile,
     EventStoreError,
     StoreLocked,
@@ -26,11 +27,14 @@ from .events import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
+    AppendCondition,
     AppendResult,
     Event,
     Expected,
     ExpectedVersion,
     NewEvent,
+    Query,
+    QueryItem,
     Snapshot,
 )
 from .store import EventStore
@@ -43,8 +47,10 @@ __all__ = [
     "STREAM_EXISTS",
     "Aggregate",
     "AggregateNotFound",
+    "AppendCondition",
     "AppendResult",
     "CompactResult",
+    "ConditionFailed",
     "CorruptFile",
     "Event",
     "EventStore",
@@ -53,6 +59,8 @@ __all__ = [
     "ExpectedVersion",
     "NewEvent",
     "Projection",
+    "Query",
+    "QueryItem",
     "Repository",
     "Snapshot",
     "StoreLocked",

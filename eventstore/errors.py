@@ -46,6 +46,19 @@ class WrongExpectedVersion(EventStoreError):
         super().__init__(f"stream {stream!r}: expected version {expected}, actual version {actual}")
 
 
+class ConditionFailed(EventStoreError):
+    """An append's condition failed: an event matching its query came after
+    the position the decision read (``seq``: the first such event's seq)."""
+
+    def __init__(self, after: int | None, seq: int) -> None:
+        self.after = after
+        self.seq = seq
+        super().__init__(
+            f"append condition failed: event at seq {seq} matches the query"
+            f" and is after {'the start' if after is None else after}"
+        )
+
+
 class StoreLocked(EventStoreError, OSError):
     """Another process (or another open handle) holds the store."""
 

@@ -34,16 +34,20 @@ Expected = ExpectedVersion | int
 
 
 class NewEvent(NamedTuple):
-    """An event to append: its type, data, optional metadata and index entries.
+    """An event to append: its type, data, optional metadata, index entries and tags.
 
     ``indexes`` maps an index name to the value this event is filed under in
-    its stream's secondary index ``name=value``.
+    its stream's secondary index ``name=value``. ``tags`` (``"student:42"``)
+    file the event in the store-wide tag index that :meth:`EventStore.query`
+    and conditional appends read (docs/dcb.md); validated like index values,
+    duplicates dropped, kept sorted.
     """
 
     type: str
     data: Any = None
     metadata: Any = None
     indexes: Mapping[str, str] | None = None
+    tags: Sequence[str] | None = None
 
 
 class Event(NamedTuple):
@@ -57,6 +61,7 @@ class Event(NamedTuple):
     data: Any
     metadata: Any
     indexes: dict[str, str]
+    tags: tuple[str, ...] = ()
 
     @property
     def timestamp(self) -> datetime:
@@ -98,6 +103,29 @@ class RemovedEvent(NamedTuple):
     @property
     def removed(self) -> bool:
         return True
+
+
+class QueryItem(NamedTuple):
+    """One clause of a :class:`Query`: an event matches when its type is one of
+    ``types`` (or ``types`` is empty) and it carries every tag in ``tags``."""
+
+    types: Sequence[str] = ()
+    tags: Sequence[str] = ()
+
+
+class Query(NamedTuple):
+    """Events matching any of ``items``. No items: every event."""
+
+    items: Sequence[QueryItem] = ()
+
+
+class AppendCondition(NamedTuple):
+    """Refuse an append (:class:`~eventstore.errors.ConditionFailed`) if an
+    event matching ``fail_if_events_match`` has a seq above ``after`` (None:
+    any such event at all). The DCB "fail if events match" rule."""
+
+    fail_if_events_match: Query
+    after: int | None = None
 
 
 class AppendResult(NamedTuple):

@@ -49,13 +49,15 @@ _unpackb = msgpack.unpackb
 def make_event(id16: bytes, stream: str, raw: bytes, where: str = "hot tier") -> Event:
     """An :class:`Event` from its id, stream and record bytes."""
     try:
-        version, seq, type_, data, metadata, indexes = msgpack.unpackb(
-            raw, raw=False, strict_map_key=False, ext_hook=inert_ext
-        )
+        rec = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
+        version, seq, type_, data, metadata, indexes, *rest = rec
+        if len(rest) > 1:
+            raise ValueError(f"{len(rec)} fields")
+        tags = tuple(rest[0]) if rest else ()
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise CorruptFile(where, 0, f"undecodable record of event {id16.hex()}: {exc}") from None
     event: Event = _TUPLE_NEW(
-        Event, (ulid_from_bytes(id16), stream, version, seq, type_, data, metadata, indexes)
+        Event, (ulid_from_bytes(id16), stream, version, seq, type_, data, metadata, indexes, tags)
     )
     return event
 
@@ -70,7 +72,7 @@ def decode_event(id16: bytes, stream: str, raw: bytes) -> Event:
             u = _new_ulid(ULID)
             u.bytes = id16
             event: Event = _TUPLE_NEW(
-                Event, (u, stream, rec[0], rec[1], rec[2], rec[3], rec[4], rec[5])
+                Event, (u, stream, rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], ())
             )
             return event
     except Exception:  # msgpack raises several unrelated types on bad input

@@ -17,6 +17,7 @@ META = b"m"
 SNAPSHOT = b"s"
 CHECKPOINT = b"c"
 SYSTEM = b"x"
+TAG = b"t"
 
 # The version of this layout, kept in the store's configuration. 2: segment
 # keys carry the file number (eventstore/segments.py); layout-1 stores are
@@ -42,6 +43,16 @@ def index_prefix(stream: bytes, name: bytes, value: bytes) -> bytes:
 
 def index_key(stream: bytes, name: bytes, value: bytes, id16: bytes) -> bytes:
     return INDEX + stream + SEP + name + SEP + value + SEP + id16
+
+
+def tag_prefix(tag: bytes) -> bytes:
+    """Prefix of every ``t`` key of one tag: the store-wide tag index, in ULID
+    (so seq) order."""
+    return TAG + tag + SEP
+
+
+def tag_key(tag: bytes, id16: bytes) -> bytes:
+    return TAG + tag + SEP + id16
 
 
 def global_key(id16: bytes) -> bytes:

@@ -147,8 +147,8 @@ class _Prepared:
         anything else; :meth:`_pack_events` then takes one event at a time."""
         if set(map(type, events)) != _JUST_NEW_EVENT:
             return False
-        types_, datas, metas, indexes = zip(*events, strict=True)
-        if set(map(type, types_)) != _JUST_STR:
+        types_, datas, metas, indexes, tags = zip(*events, strict=True)
+        if set(map(type, types_)) != _JUST_STR or any(tags):
             return False
         index_types_seen = set(map(type, indexes))
         if not index_types_seen <= _PLAIN_INDEXES:
@@ -278,7 +278,7 @@ class _Prepared:
                 raise InvalidType(
                     f"event {n} of stream {stream!r} must be a NewEvent, got {type(event).__name__}"
                 )
-            type_, data, metadata, indexes = event
+            type_, data, metadata, indexes, _tags = event  # tags: not written yet
             # Keyed by plain text, and the record takes its type from the
             # entry: the record, its global entry and its type index key
             # agree whatever a str subclass's __eq__ and __hash__ say.

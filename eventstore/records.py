@@ -1,8 +1,10 @@
 """The event record and the checks every name and value passes before a write.
 
 A record is one msgpack array, the same bytes in both tiers:
-``[version, seq, type, data, metadata, indexes]``. Decoding never runs code
-(but a decoder you registered, see :mod:`eventstore.values`): eventstore's
+``[version, seq, type, data, metadata, indexes]`` for an untagged event, and
+``[version, seq, type, data, metadata, indexes, tags]`` for a tagged one
+(``tags``: a non-empty array of distinct strs, sorted by their UTF-8 bytes).
+Decoding never runs code (but a decoder you registered, see :mod:`eventstore.values`): eventstore's
 ext types (aware datetimes, UUIDs, Decimals) decode to their values, other
 ext values come back as inert ``msgpack.ExtType`` values, and every length
 is bounded by the bytes actually present.
@@ -39,7 +41,10 @@ MAX_NAME_BYTES = 1024
 MAX_RECORD_BYTES = (64 << 20) - 64
 TYPE_INDEX = "type"
 
-Record = tuple[int, int, str, Any, Any, dict[str, str]]
+# The most tags one event carries: each is a key in the tag index.
+MAX_TAGS = 256
+
+Record = tuple[int, int, str, Any, Any, dict[str, str], tuple[str, ...]]
 
 
 def plain_name(value: object, what: str) -> str:
@@ -117,6 +122,21 @@ def check_indexes(indexes: object, index_types: bool) -> dict[str, str]:
             )
         checked[name] = value
     return checked
+
+
+def check_tags(tags: object) -> tuple[str, ...]:
+    """Validated tags, duplicates dropped, sorted by UTF-8 bytes (empty for None)."""
+    if tags is None:
+        return ()
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, (Sequence, set, frozenset)):
+        raise InvalidType(f"tags must be a sequence of str, got {type(tags).__name__}")
+    if len(tags) > MAX_TAGS:
+        raise InvalidArgument(f"an event carries at most {MAX_TAGS} tags, got {len(tags)}")
+    seen: dict[bytes, str] = {}
+    for tag in tags:
+        tag = plain_name(tag, "tag")
+        seen[name_bytes(tag, "tag")] = tag
+    return tuple(seen[b] for b in sorted(seen))
 
 
 def _ext(value: msgpack.ExtType) -> msgpack.ExtType:
@@ -469,12 +489,22 @@ def _bad_ext_path(value: Any, root: str) -> str | None:
 
 
 def encode_record(
-    version: int, seq: int, type_: str, data: Any, metadata: Any, indexes: dict[str, str]
+    version: int,
+    seq: int,
+    type_: str,
+    data: Any,
+    metadata: Any,
+    indexes: dict[str, str],
+    tags: Sequence[str] = (),
 ) -> bytes:
-    """A whole record, for a caller that validated nothing yet (imports)."""
+    """A whole record, for a caller that validated nothing yet (imports).
+    ``tags`` must already be checked (:func:`check_tags`)."""
     enc = encoder()
+    fields = [version, seq, type_, data, metadata, indexes]
+    if tags:
+        fields.append(list(tags))
     try:
-        return enc.check([version, seq, type_, data, metadata, indexes], "event record")
+        return enc.check(fields, "event record")
     except UnserialisableData:
         enc.check(data, f"event data of type {type_!r}")
         enc.check(metadata, f"event metadata of type {type_!r}")
@@ -527,21 +557,33 @@ def unpack(raw: bytes) -> Any:
 
 
 def decode_record(raw: bytes, where: str = "record", offset: int = 0) -> Record:
-    """The six fields of a record; :class:`CorruptFile` if they are not there."""
+    """The seven fields of a record (tags ``()`` when it has six);
+    :class:`CorruptFile` if they are not there."""
     try:
         rec = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise CorruptFile(where, offset, f"undecodable event record: {exc}") from None
     if not (
         type(rec) is list
-        and len(rec) == 6
+        and 6 <= len(rec) <= 7
         and type(rec[0]) is int
         and type(rec[1]) is int
         and type(rec[2]) is str
         and type(rec[5]) is dict
     ):
         raise CorruptFile(where, offset, "malformed event record")
-    return rec[0], rec[1], rec[2], rec[3], rec[4], rec[5]
+    tags: tuple[str, ...] = ()
+    if len(rec) == 7:
+        raw_tags = rec[6]
+        if (
+            type(raw_tags) is not list
+            or not raw_tags
+            or any(type(t) is not str for t in raw_tags)
+            or [t.encode() for t in raw_tags] != sorted({t.encode() for t in raw_tags})
+        ):
+            raise CorruptFile(where, offset, "malformed tags in event record")
+        tags = tuple(raw_tags)
+    return rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], tags
 
 
 def record_version(raw: bytes) -> int:

@@ -259,8 +259,8 @@ def _place(event: Event) -> RemovedEvent:
 def redact_event(event: Event) -> Event:
     red: Event = tuple.__new__(
         RedactedEvent,
-        # Index values can be personal data as much as the data: they go too.
-        (event.id, event.stream, event.version, event.seq, event.type, None, None, {}),
+        # Index values and tags can be personal data as much as the data: they go too.
+        (event.id, event.stream, event.version, event.seq, event.type, None, None, {}, ()),
     )
     return red
 

@@ -179,6 +179,7 @@ class KeyStore:
                     None,
                     None,
                     event.indexes,
+                    event.tags,
                 ),
             )
             return shredded
@@ -209,8 +210,6 @@ class KeyStore:
             self._save(keys)
             self._keys = keys
         return True
-
-
 
 
 def _write_keys(path: str, keys: dict[str, bytes]) -> None:

@@ -177,6 +177,7 @@ def parse_event_line(line: str, where: str) -> Event | RemovedEvent | None:
             from_json(obj.get("data")),
             from_json(obj.get("metadata")),
             indexes,
+            (),
         )
         if obj.get("redacted") is True:
             if fields[5] is not None or fields[6] is not None:
@@ -297,9 +298,7 @@ def check_import(
         # copy) parses line by line: only its header tells it is short. (More
         # events than the header counts is fine: appends went on meanwhile.)
         expected, last_seq = header.get("events"), header.get("last_seq")
-        if (type(expected) is int and n < expected) or (
-            type(last_seq) is int and seq < last_seq
-        ):
+        if (type(expected) is int and n < expected) or (type(last_seq) is int and seq < last_seq):
             raise ImportFileError(
                 f"{file} holds {_plural(n, 'event')} up to seq {seq}, but its header says "
                 f"{expected} up to seq {last_seq}: the export was cut short (export it again)"

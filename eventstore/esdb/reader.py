@@ -789,7 +789,12 @@ class ESDBReader:
                     io = 4 + 16 * s
                 try:
                     for rec in recs:
-                        ver, seq, type_, data, meta, indexes = rec
+                        if len(rec) == 6:
+                            ver, seq, type_, data, meta, indexes = rec
+                            tags: tuple[str, ...] = ()
+                        else:
+                            ver, seq, type_, data, meta, indexes, tag_list = rec
+                            tags = tuple(tag_list)
                         if ver != version:
                             raise self._corrupt(
                                 self._boff[bi] if self._boff else 0,
@@ -800,7 +805,7 @@ class ESDBReader:
                         u.bytes = payload[io : io + 16]
                         io += io_step
                         version += step
-                        yield tnew(Event, (u, stream, ver, seq, type_, data, meta, indexes))
+                        yield tnew(Event, (u, stream, ver, seq, type_, data, meta, indexes, tags))
                 except CorruptFile:
                     raise
                 except (ValueError, TypeError):
@@ -830,16 +835,19 @@ class ESDBReader:
 
     def _event(self, stream: str, id16: bytes, raw: bytes, version: int, at: int) -> Event:
         try:
-            ver, seq, type_, data, meta, indexes = _unpackb(
+            ver, seq, type_, data, meta, indexes, *rest = _unpackb(
                 raw, raw=False, strict_map_key=False, ext_hook=inert_ext
             )
+            if len(rest) > 1:
+                raise ValueError("too many fields")
+            tags = tuple(rest[0]) if rest else ()
         except Exception as exc:
             raise self._corrupt(at, f"undecodable record of event {id16.hex()}: {exc}") from None
         if ver != version:
             raise self._corrupt(at, f"record holds version {ver}, expected {version}")
         u = _ULID_NEW(ULID)
         u.bytes = id16
-        ev: Event = _TUPLE_NEW(Event, (u, stream, ver, seq, type_, data, meta, indexes))
+        ev: Event = _TUPLE_NEW(Event, (u, stream, ver, seq, type_, data, meta, indexes, tags))
         return ev
 
     # -- secondary indexes ----------------------------------------------------

@@ -107,14 +107,23 @@ def _verify(r: ESDBReader) -> None:
                 raise fail(at, f"undecodable record of event {id16.hex()}: {exc}") from None
             if not (
                 type(rec) is list
-                and len(rec) == 6
+                and 6 <= len(rec) <= 7
                 and type(rec[0]) is int
                 and type(rec[1]) is int
                 and type(rec[2]) is str
                 and type(rec[5]) is dict
+                and (
+                    len(rec) == 6
+                    or (
+                        type(rec[6]) is list
+                        and bool(rec[6])
+                        and all(type(t) is str for t in rec[6])
+                        and [t.encode() for t in rec[6]] == sorted({t.encode() for t in rec[6]})
+                    )
+                )
             ):
                 raise fail(at, f"malformed record of event {id16.hex()}")
-            version, seq, type_, _d, _m, indexes = rec
+            version, seq, type_, _d, _m, indexes = rec[:6]
             if version != sp.first_version + rel:
                 raise fail(at, f"stream {sp.stream!r}: version {version} at relative {rel}")
             if not 0 <= seq < 1 << 64:
