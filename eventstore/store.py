@@ -659,9 +659,11 @@ class EventStore:
         *,
         name: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        query: Query | Sequence[QueryItem] | None = None,
     ) -> Subscription:
         """Follow the global log after ``after`` (or from the checkpoint stored
         under ``name``): catch up, then deliver new events live as they commit.
+        ``query`` delivers only the events matching it (:meth:`query`).
         See :class:`eventstore.subscriptions.Subscription`.
 
         Raises:
@@ -672,7 +674,9 @@ class EventStore:
             StoreClosed: the store is closed.
         """
         self._check_open()
-        return Subscription(self, after, types, stream_prefix, name, page_size=page_size)
+        return Subscription(
+            self, after, types, stream_prefix, name, page_size=page_size, query=query
+        )
 
     # -- moving whole stores -----------------------------------------------------
 
