@@ -656,6 +656,12 @@ class Snapshot:
             resources.release(id(self))
 
 
+def _of_types(
+    entries: Iterator[tuple[int, bytes, str, str]], types: frozenset[str]
+) -> Iterator[tuple[int, bytes, str, str]]:
+    return (e for e in entries if e[3] in types)
+
+
 def _global_seq(entry: bytes) -> int:
     return int(msgpack.unpackb(entry, raw=False)[2])
 
@@ -995,9 +1001,11 @@ class HotView:
             start_id = found
         if not plan.tagged:
             after16 = None
-            if start_id is not None:
+            if start_id is not None and not backwards:
                 after16 = (int.from_bytes(start_id, "big") - 1).to_bytes(16, "big")
             events = self.read_all(after16, backwards, plan.scan_types, None)
+            if backwards and start_id is not None:
+                events = takewhile(lambda e: e.id.bytes >= start_id, events)
             if plan.everything:
                 return events
             return filter(plan.matches_event, events)
@@ -1005,8 +1013,7 @@ class HotView:
         for item in plan.items:
             entries = self._tag_entries(item.tags_b[0], start_id, backwards)
             if item.types is not None:
-                types = item.types
-                entries = (e for e in entries if e[3] in types)
+                entries = _of_types(entries, item.types)
             runs.append(entries)
         merged = runs[0] if len(runs) == 1 else heapq.merge(*runs, reverse=backwards)
         return filter(plan.matches_event, self._tagged_events(merged, after))

@@ -1033,10 +1033,10 @@ class EventStore:
         w = self._writer
         with w._lock:
             w._ready_to_queue()
+            writes, results, versions, fresh = w._assign(parts)  # expected versions first
             if checked is not None:
                 plan, query, after = checked
                 w.check_condition(plan, after, lambda a: self._first_match(query, plan, a))
-            writes, results, versions, fresh = w._assign(parts)
             if extra is not None:
                 writes.add(*extra)
             pending = w._enqueue(writes, versions, results[-1].last_seq, fresh, parts)
