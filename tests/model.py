@@ -6,6 +6,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event
+from eventstore.events import QueryItem
+
+
+def matches(event: Event, items: list[QueryItem]) -> bool:
+    """The DCB rule, spelled out: any item whose types (if any) hold the
+    event's type and whose tags the event all carries; no items: every event."""
+    if not items:
+        return True
+    return any(
+        (not item.types or event.type in item.types) and set(item.tags) <= set(event.tags)
+        for item in items
+    )
+
+
+def stored_tags(tags: Any) -> tuple[str, ...]:
+    """Tags as the store keeps them: distinct, sorted by UTF-8 bytes."""
+    return tuple(sorted(set(tags or ()), key=str.encode))
 
 
 @dataclass
@@ -71,6 +88,14 @@ class Model:
             out = [e for e in out if e.type in types]
         if prefix is not None:
             out = [e for e in out if e.stream.startswith(prefix)]
+        return out if limit is None else out[:limit]
+
+    def query(
+        self, items: list[QueryItem], after: int | None, backwards: bool, limit: int | None
+    ) -> list[Event]:
+        out = [e for e in self.log if (after is None or e.seq > after) and matches(e, items)]
+        if backwards:
+            out.reverse()
         return out if limit is None else out[:limit]
 
     def get(self, event_id: Any) -> Event | None:

@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from eventstore import NewEvent
+from eventstore.events import QueryItem
 
 # Names: valid text without NUL, including non-ASCII and separator-like bytes.
 names = st.text(
@@ -35,10 +36,22 @@ payloads: st.SearchStrategy[Any] = st.recursive(
 )
 
 event_types = st.sampled_from(["Created", "Renamed", "Paid", "Shipped", "Ünïcode"])
+TAGS = ["course:7", "student:42", "ç:1", "z"]
+
+# A query: items of types and tags (DCB, eventstore/dcb.py).
+query_items = st.lists(
+    st.builds(
+        QueryItem,
+        st.lists(event_types, max_size=2),
+        st.lists(st.sampled_from(TAGS), max_size=2),
+    ),
+    max_size=3,
+)
 
 
 @st.composite
-def new_events(draw: st.DrawFn, max_size: int = 4) -> list[NewEvent]:
+def new_events(draw: st.DrawFn, max_size: int = 4, tags: bool = False) -> list[NewEvent]:
+    """Up to ``max_size`` events; with ``tags``, some carry tags of TAGS."""
     count = draw(st.integers(min_value=1, max_value=max_size))
     return [
         NewEvent(
@@ -55,6 +68,7 @@ def new_events(draw: st.DrawFn, max_size: int = 4) -> list[NewEvent]:
                     ),
                 )
             ),
+            tags=draw(st.none() | st.lists(st.sampled_from(TAGS), max_size=3)) if tags else None,
         )
         for _ in range(count)
     ]

@@ -28,10 +28,11 @@ from ulid import ULID
 
 import eventstore.writer
 from eventstore import ANY, NO_STREAM, STREAM_EXISTS, Event, EventStore, NewEvent, keys, segments
-from eventstore.errors import EventStoreError, WrongExpectedVersion
+from eventstore.errors import ConditionFailed, EventStoreError, WrongExpectedVersion
+from eventstore.events import AppendCondition, Query, QueryItem
 
-from .model import Model
-from .strategies import event_types, new_events
+from .model import Model, matches, stored_tags
+from .strategies import TAGS, event_types, new_events, query_items
 
 STREAMS = ["order-1", "order-10", "cart-1", "ç/x"]
 
@@ -99,11 +100,12 @@ class StoreMachine(RuleBasedStateMachine):
                 e.data,
                 e.metadata,
                 dict(e.indexes or {}),
+                stored_tags(e.tags),
             )
             for n, e in enumerate(events)
         ]
 
-    @rule(target=ids, stream=st.sampled_from(STREAMS), events=new_events(), data=st.data())
+    @rule(target=ids, stream=st.sampled_from(STREAMS), events=new_events(tags=True), data=st.data())
     def append(self, stream: str, events: list[NewEvent], data: st.DataObject) -> Any:
         expected = data.draw(expected_versions(self.model))
         if self.model.accepts(stream, expected):
@@ -134,7 +136,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(
         parts=st.lists(
-            st.tuples(st.sampled_from(STREAMS), new_events(max_size=3), st.booleans()),
+            st.tuples(st.sampled_from(STREAMS), new_events(max_size=3, tags=True), st.booleans()),
             min_size=1,
             max_size=3,
         ),
@@ -256,6 +258,54 @@ class StoreMachine(RuleBasedStateMachine):
             want = [e for e in want if e.type in types]
         assert got == (want if limit is None else want[:limit])
 
+    @rule(
+        items=query_items,
+        after=st.none() | st.integers(min_value=0, max_value=600),
+        backwards=st.booleans(),
+        limit=st.none() | st.integers(min_value=0, max_value=8),
+    )
+    def query(
+        self, items: list[QueryItem], after: int | None, backwards: bool, limit: int | None
+    ) -> None:
+        got = list(self.store.query(items, after, limit, backwards))
+        assert got == self.model.query(items, after, backwards, limit)
+
+    @rule(
+        stream=st.sampled_from(STREAMS),
+        events=new_events(max_size=3, tags=True),
+        items=query_items,
+        back=st.integers(min_value=0, max_value=30),
+        exact=st.booleans(),
+        many=st.booleans(),
+    )
+    def conditional_append(
+        self,
+        stream: str,
+        events: list[NewEvent],
+        items: list[QueryItem],
+        back: int,
+        exact: bool,
+        many: bool,
+    ) -> None:
+        # A decision made ``back`` events ago: it lands exactly when no event
+        # matching its query came after that position.
+        after = max(len(self.model.log) - back, 0)
+        condition = AppendCondition(Query(items), after)
+        later = [e for e in self.model.log if e.seq > after and matches(e, items)]
+        expected: Any = self.model.version(stream) if exact else ANY
+        try:
+            if many:
+                result = self.store.append_many([(stream, events, expected)], condition=condition)[
+                    0
+                ]
+            else:
+                result = self.store.append(stream, events, expected, condition=condition)
+        except ConditionFailed as exc:
+            assert later and exc.seq == later[0].seq and exc.after == after
+            return
+        assert not later
+        self.model.record(self._expect(stream, events, result))
+
     @rule(stream=st.sampled_from(STREAMS))
     def stream_version(self, stream: str) -> None:
         assert self.store.stream_version(stream) == self.model.version(stream)
@@ -376,6 +426,9 @@ class StoreMachine(RuleBasedStateMachine):
                     if (e.seq <= event.seq if backwards else e.seq >= event.seq)
                 ][:3]
                 assert got == want
+        for tag in TAGS:
+            want = self.model.query([QueryItem(tags=[tag])], None, False, None)
+            assert list(self.store.query([QueryItem(tags=[tag])])) == want
         for stream in STREAMS:
             events = self.model.streams.get(stream, [])
             assert self.store.stream_version(stream) == len(events) - 1
