@@ -516,3 +516,22 @@ def test_export_import_carries_tags(tmp_path: Any) -> None:
             assert [e.tags for e in b.read_all()] == [("x",), (), ()]
             assert [e.data for e in b.query([QueryItem(tags=["x"])])] == [1]
             b.verify()
+
+
+def test_aio_query_and_condition(tmp_path: Any) -> None:
+    import asyncio
+
+    from eventstore.aio import AsyncEventStore
+
+    async def main() -> None:
+        async with await AsyncEventStore.open(str(tmp_path / "s")) as astore:
+            q = Query([QueryItem(tags=["x"])])
+            await astore.append("s", [NewEvent("T", 1, tags=["x"])], condition=AppendCondition(q))
+            with pytest.raises(ConditionFailed):
+                await astore.append_many(
+                    [("s", [NewEvent("T")], 0)], condition=AppendCondition(q, 0)
+                )
+            assert [e.data async for e in astore.query(q)] == [1]
+            assert [e.data async for e in astore.query([QueryItem(tags=["y"])])] == []
+
+    asyncio.run(main())
