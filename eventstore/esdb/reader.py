@@ -1446,7 +1446,9 @@ class ESDBReader:
                 ranges.sort(key=lambda r: r[1] - r[0])
                 sources.append(self._tag_item(ranges, type_ids, tags, floor, backwards))
         if scan is not None:
-            sources.append(self._scan_seqs(scan if isinstance(scan, frozenset) else None, floor, backwards))
+            sources.append(
+                self._scan_seqs(scan if isinstance(scan, frozenset) else None, floor, backwards)
+            )
         if len(sources) == 1:
             merged: Iterator[tuple[int, int, Any]] = sources[0]
         else:
