@@ -1679,6 +1679,9 @@ class ESDBReader:
             return spans[i]
         return None
 
+    def _tag_cursor(self) -> _Cursor:
+        return _Cursor(self)
+
     def _tag_postings(self, j: int) -> TagPostings:
         """Q chunk ``j`` of the tag postings array, decoded."""
         key = (KIND_TAG_POSTINGS, j)

@@ -30,7 +30,6 @@ from .format import (
     SpaceInfo,
     name_problem,
 )
-from .reader import _Cursor
 
 if TYPE_CHECKING:
     from .reader import ESDBReader
@@ -236,7 +235,7 @@ def _check_tags(r: ESDBReader, pairs: int) -> list[int]:
     chunks = [at, *d.offsets, *d.postings]
     prev_tag = b""
     expect = 0
-    cur = _Cursor(r)
+    cur = r._tag_cursor()
     for ci in range(len(d.offsets)):
         names, spans = r._tag_chunk(ci)
         if d.firsts[ci + 1] - d.firsts[ci] != len(names):
