@@ -202,8 +202,8 @@ def test_a_one_tag_query_decodes_only_the_events_it_returns(tmp_path: Path) -> N
             batches.append(args)
             return decode_range(*args)
 
-        r._event = counting_event  # type: ignore[method-assign]
-        r._decode_range = counting_range  # type: ignore[method-assign]
+        r._event = counting_event  # type: ignore[method-assign,assignment]
+        r._decode_range = counting_range  # type: ignore[method-assign,assignment]
         for query, after in [
             (Query([QueryItem(tags=["rare"])]), None),
             (Query([QueryItem(tags=["rare"], types=["y"])]), None),
@@ -456,7 +456,7 @@ def test_hostile_tag_index_with_valid_checksums(
 
 @pytest.mark.parametrize("cut", [0.999, 0.99, 0.9, 0.7])
 def test_truncated_v2_file(tmp_path: Path, cut: float) -> None:
-    base, events = _damage_file(tmp_path, "zstd")
+    base, _ = _damage_file(tmp_path, "zstd")
     data = Path(base).read_bytes()
     path = tmp_path / "cut.esdb"
     path.write_bytes(data[: int(len(data) * cut)])
@@ -467,7 +467,7 @@ def test_truncated_v2_file(tmp_path: Path, cut: float) -> None:
 def test_hostile_tag_directory_counts_fail_fast(tmp_path: Path) -> None:
     """A tag directory claiming billions of tags and postings, with a valid
     crc, is refused from its header before anything is built."""
-    base, events = _damage_file(tmp_path, "none")
+    base, _ = _damage_file(tmp_path, "none")
     data = bytearray(Path(base).read_bytes())
     tag_off = struct.unpack_from("<Q", data, len(data) - 24)[0]
     for fields in [(2**40, 2**41, 1, 2**29), (1, 2**33, 1, 2**21), (5, 4, 1, 1), (0, 0, 0, 0)]:
@@ -528,7 +528,7 @@ def _write_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mangle: Any) ->
     "mangle, problem",
     [
         (lambda tags, seq: tags[:1] if seq == 10 else tags, "records imply"),
-        (lambda tags, seq: [b"zz"] + tags[1:] if seq == 9 else tags, "lacks a tag"),
+        (lambda tags, seq: [b"zz", *tags[1:]] if seq == 9 else tags, "lacks a tag"),
         (lambda tags, seq: [*tags, b"zz"] if seq == 5 else tags, "records imply"),
     ],
 )
