@@ -712,11 +712,11 @@ INVALID = [
         _footer_field(18, 0),
     ),
     Invalid(
-        "invalid-footer-version-2",
+        "invalid-footer-version-3",
         "F2",
-        "format version 2 is newer than version 1 readers: refused as newer",
+        "format version 3 is newer than version 2 readers: refused as newer",
         "open",
-        _footer_field(18, 2),
+        _footer_field(18, 3),
     ),
     Invalid("invalid-footer-size", "F2", "footer size MUST be 152", "open", _footer_field(19, 160)),
     Invalid(

@@ -250,8 +250,8 @@ def open_fails(tmp_path: Any, data: bytes | bytearray, match: str) -> None:
 
 def test_newer_format_version_is_refused_clearly(tmp_path: Any, files: dict[str, bytes]) -> None:
     data = bytearray(files["zstd"])
-    struct.pack_into("<H", data, len(data) - 16, 2)
-    open_fails(tmp_path, data, "format version 2 is newer")
+    struct.pack_into("<H", data, len(data) - 16, 3)
+    open_fails(tmp_path, data, "format version 3 is newer")
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,9 @@ from ..errors import CorruptFile
 from ..ids import ulid_from_bytes
 from ..records import MAX_NAME_BYTES
 
-FORMAT_VERSION = 1
+# The newest version this code reads. A file is written as the lowest version
+# that holds it: 1 without tags, 2 (the tag index) with them.
+FORMAT_VERSION = 2
 
 HEADER_MAGIC = b"\x89ESDB\r\n\x1a"
 FOOTER_MAGIC = HEADER_MAGIC[::-1]  # reads as the header magic when scanning backwards
@@ -39,6 +41,10 @@ CHUNK_SIZE = CHUNK.size  # 16
 FOOTER = struct.Struct("<QQQQQQQQQ16s16sQQQBBHIHHI8s")
 FOOTER_SIZE = FOOTER.size  # 152
 FOOTER_CRC_SPAN = FOOTER_SIZE - 12
+# Version 2 adds a u64 (the tag directory's offset) before the last 16 bytes.
+FOOTER_V2 = struct.Struct("<QQQQQQQQQ16s16sQQQBBHIQHHI8s")
+FOOTER_V2_SIZE = FOOTER_V2.size  # 160
+FOOTER_SIZES = {1: FOOTER_SIZE, 2: FOOTER_V2_SIZE}
 
 # kinds of chunk
 KIND_BLOCK = ord("B")
@@ -50,6 +56,9 @@ KIND_ULID_DIR = ord("U")
 KIND_TYPES = ord("T")
 KIND_SECONDARY = ord("X")
 KIND_POSTINGS = ord("P")
+KIND_TAGS = ord("G")  # tag key chunk (version 2)
+KIND_TAG_DIR = ord("H")  # tag directory (version 2)
+KIND_TAG_POSTINGS = ord("Q")  # tag postings chunk (version 2)
 KIND_NAMES = {
     KIND_BLOCK: "data block",
     KIND_BLOCK_INDEX: "block index",
@@ -60,6 +69,9 @@ KIND_NAMES = {
     KIND_TYPES: "type table",
     KIND_SECONDARY: "secondary index",
     KIND_POSTINGS: "postings chunk",
+    KIND_TAGS: "tag key chunk",
+    KIND_TAG_DIR: "tag directory",
+    KIND_TAG_POSTINGS: "tag postings chunk",
 }
 
 CODEC_NONE = 0
@@ -91,6 +103,14 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 DEFAULT_BLOCK_SIZE = 64 << 10
 INDEX_CHUNK_SIZE = 32 << 10  # target raw size of space and ULID index chunks
 POSTINGS_PER_CHUNK = 16384  # u32 postings per P chunk (64 KiB raw)
+# Tag postings per Q chunk: 20 bytes each (seq, position, space, type id), so
+# 80 KiB raw, about a data block: a one-tag lookup inflates little.
+TAG_POSTINGS_PER_CHUNK = 4096
+TAG_POSTING_SIZE = 20
+# tag directory header: tag count, total postings, G chunks, Q chunks
+TAG_DIR_HEADER = struct.Struct("<QQII")
+# tag key entry tail, after its name: start, count (in the postings array)
+TAG_TAIL = struct.Struct("<QQ")
 
 # space entry, after its u16-length-prefixed name:
 # first_pos, count, first_version, first_id, last_id, index_offset,

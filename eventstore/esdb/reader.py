@@ -9,6 +9,7 @@ raises :class:`CorruptFile` naming the file and the offset.
 
 from __future__ import annotations
 
+import heapq
 import mmap
 import os
 import struct
@@ -25,10 +26,17 @@ from typing import Any, NamedTuple
 import msgpack
 from ulid import ULID
 
-from ..errors import CorruptFile, InvalidArgument, InvalidName, StoreClosed
-from ..events import Event, Query
+from ..errors import CorruptFile, InvalidArgument, InvalidName, InvalidType, StoreClosed
+from ..events import Event, Query, QueryItem
 from ..ids import to_ulid_bytes
-from ..records import MAX_NAME_BYTES, MAX_RECORD_BYTES, check_limit, inert_ext, name_bytes
+from ..records import (
+    MAX_NAME_BYTES,
+    MAX_RECORD_BYTES,
+    MAX_TAGS,
+    check_limit,
+    inert_ext,
+    name_bytes,
+)
 from .format import (
     CHUNK,
     CHUNK_SIZE,
@@ -36,9 +44,10 @@ from .format import (
     CODEC_NONE,
     FLAG_INDEX_TYPES,
     FOOTER,
-    FOOTER_CRC_SPAN,
     FOOTER_MAGIC,
     FOOTER_SIZE,
+    FOOTER_SIZES,
+    FOOTER_V2,
     FORMAT_VERSION,
     HEADER,
     HEADER_MAGIC,
@@ -50,6 +59,9 @@ from .format import (
     KIND_SECONDARY,
     KIND_SPACE_DIR,
     KIND_SPACES,
+    KIND_TAG_DIR,
+    KIND_TAG_POSTINGS,
+    KIND_TAGS,
     KIND_TYPES,
     KIND_ULID_DIR,
     KIND_ULIDS,
@@ -64,6 +76,10 @@ from .format import (
     SECONDARY_TAIL,
     SPACE_DIR_ENTRY,
     SPACE_ENTRY,
+    TAG_DIR_HEADER,
+    TAG_POSTING_SIZE,
+    TAG_POSTINGS_PER_CHUNK,
+    TAG_TAIL,
     U16,
     U32,
     ULID_DIR_ENTRY,
@@ -90,6 +106,9 @@ _MIN_SPACE_DIR_ENTRY = SPACE_DIR_ENTRY.size + _MIN_NAME
 _MIN_SPACE_ENTRY = 4 + _MIN_NAME + SPACE_ENTRY.size  # with its u32 entry offset
 _MIN_KEY = 4 + 2 * _MIN_NAME + SECONDARY_TAIL.size  # with its u32 key offset
 _MAX_ULID_CHUNK_ENTRIES = (MAX_INDEX_CHUNK - 4) // 28
+_MIN_TAG_ENTRY = 4 + _MIN_NAME + TAG_TAIL.size  # with its u32 entry offset
+_MIN_TAG_DIR_ENTRY = 16 + _MIN_NAME
+_TAG_PER = TAG_POSTINGS_PER_CHUNK
 
 
 def _u32_array(data: bytes) -> array[int]:
@@ -108,6 +127,29 @@ class Block(NamedTuple):
     n: int
     offs: array[int]
     rbase: int
+
+
+class _TagDir(NamedTuple):
+    """A file's decoded tag directory (FORMAT.md, Tag index)."""
+
+    names: list[bytes]  # first tag of each G chunk
+    offsets: list[int]  # of the G chunks
+    firsts: list[int]  # number of each G chunk's first tag, then the tag count
+    postings: list[int]  # offsets of the Q chunks
+    total: int  # tag postings
+
+
+class TagPostings(NamedTuple):
+    """One decoded Q chunk: columns of seq, position, space number, type id."""
+
+    seqs: array[int]
+    pos: array[int]
+    space: array[int]
+    type: array[int]
+
+
+# What one query item needs: the type ids it accepts (None: any) and its tags.
+_Item = tuple[frozenset[int] | None, list[bytes]]
 
 
 class UlidChunk(NamedTuple):
@@ -215,7 +257,7 @@ class ESDBReader:
             except (OSError, ValueError) as exc:
                 raise CorruptFile(self.path, 0, f"cannot map the file: {exc}") from None
         self.size = size
-        self._end = size - FOOTER_SIZE  # chunks live in [HEADER_SIZE, _end)
+        self._end = size - FOOTER_SIZE  # chunks live in [HEADER_SIZE, _end); set by the footer
         self._cache = _Cache(BlockCache(cache_bytes) if cache is None else cache)
         self._lock = threading.Lock()
         self._bpos: list[int] | None = None
@@ -223,6 +265,8 @@ class ESDBReader:
         self._space_dir: tuple[list[bytes], list[int], list[int]] | None = None
         self._ulid_dir: tuple[list[bytes], list[int], list[int]] | None = None
         self._types: list[str] | None = None
+        self._tag_dir: _TagDir | None = None
+        self._tag_off = 0
         try:
             self.meta = self._read_footer()
         except BaseException:
@@ -286,10 +330,14 @@ class ESDBReader:
                 f"format version {version} is newer than this reader supports "
                 f"({FORMAT_VERSION}); upgrade eventstore to read it",
             )
-        if version < 1 or footer_size != FOOTER_SIZE:
+        if version < 1 or footer_size != FOOTER_SIZES[version]:
             raise self._corrupt(size - 16, f"bad footer (version {version}, size {footer_size})")
+        if size < HEADER_SIZE + footer_size:
+            raise self._corrupt(0, f"file of {size} bytes is too short for ESDB")
+        fstart = size - footer_size
+        self._end = fstart
         (crc,) = U32.unpack_from(mm, size - 12)
-        if zlib.crc32(mm[fstart : fstart + FOOTER_CRC_SPAN]) != crc:
+        if zlib.crc32(mm[fstart : size - 12]) != crc:
             raise self._corrupt(fstart, "footer checksum mismatch")
         magic, hversion, hres, hcrc = HEADER.unpack_from(mm, 0)
         if magic != HEADER_MAGIC:
@@ -300,6 +348,7 @@ class ESDBReader:
             raise self._corrupt(8, f"header version {hversion} disagrees with footer {version}")
         if hres != 0:
             raise self._corrupt(10, "header: reserved bytes are not zero")
+        fields = (FOOTER if version == 1 else FOOTER_V2).unpack_from(mm, fstart)
         (
             k_off,
             d_off,
@@ -319,13 +368,13 @@ class ESDBReader:
             flags,
             reserved16,
             reserved32,
-            _v,
-            _fs,
-            _crc,
-            _magic,
-        ) = FOOTER.unpack_from(mm, fstart)
+        ) = fields[:18]
+        tag_off = fields[18] if version >= 2 else 0
         if not HEADER_SIZE <= index_region <= self._end:
             raise self._corrupt(fstart + 120, f"index region offset {index_region} out of range")
+        # Version 2 is written only for files with tagged events: it has a tag index.
+        if version >= 2 and not (index_region <= tag_off <= self._end - CHUNK_SIZE and events):
+            raise self._corrupt(fstart + 136, f"tag directory offset {tag_off} out of range")
         for name, off, at in (
             ("block index", k_off, 0),
             ("space directory", d_off, 8),
@@ -363,6 +412,7 @@ class ESDBReader:
         except (ValueError, OverflowError, OSError):
             raise self._corrupt(fstart + 104, f"creation time {created_us} out of range") from None
         self._k_off, self._d_off, self._u_off, self._t_off = k_off, d_off, u_off, t_off
+        self._tag_off = tag_off
         self._index_region = index_region
         self._events = events
         self._spaces = spaces
@@ -1309,32 +1359,415 @@ class ESDBReader:
 
         verify(self)
 
+    # -- queries: the tag index (format version 2) ---------------------------
+
     def query(
         self, query: Query, after: int | None = None, backwards: bool = False
     ) -> Iterator[Event]:
-        """The events of this file matching ``query`` (eventstore/dcb.py) with
-        seq above ``after``, in seq order (descending backwards). A plain
-        scan of the file, filtered by type when every item names types."""
-        from itertools import dropwhile, takewhile
+        """The events of this file matching ``query``, with seq above
+        ``after``, in seq order (descending when ``backwards``), each once.
 
-        from ..dcb import plan as make_plan
-
-        checked = make_plan(query)
-        meta = self.meta
-        if not self._events or (after is not None and after >= meta.last_seq):
+        An item with tags reads the tag index: its tags' postings are
+        intersected (the shortest drives), filtered by type id, and only
+        the matching events' records are decoded. Items without tags read
+        the ULID index filtered by type id. A version-1 file holds no tags
+        (its records have six fields), so items with tags match nothing there.
+        """
+        if not isinstance(query, Query):
+            raise InvalidType(f"query must be a Query, got {type(query).__name__}")
+        if after is not None and (type(after) is not int):
+            raise InvalidArgument(f"after must be an int seq or None, got {after!r}")
+        self._map()
+        scan, items = self._plan(query)
+        floor = -1 if after is None else after
+        if not self._events or floor >= self.meta.last_seq:
             return iter(())
-        after16 = None
-        gap_free = meta.last_seq - meta.first_seq + 1 == self._events
-        if after is not None and after >= meta.first_seq and gap_free:
-            after16 = self.id_at(after - meta.first_seq)
-        events = self.read_all(None if backwards else after16, backwards, checked.scan_types)
-        if after is not None:
-            low = after
-            if backwards:
-                events = takewhile(lambda e: e.seq > low, events)
-            elif after16 is None:
-                events = dropwhile(lambda e: e.seq <= low, events)
-        return events if checked.everything else filter(checked.matches_event, events)
+        if scan is None and not items:
+            return iter(())
+        return self._query(scan, items, floor, bool(backwards))
+
+    def _plan(self, query: Query) -> tuple[frozenset[int] | bool | None, list[_Item]]:
+        """(what the untagged items scan: False for every event, a set of
+        type ids, None for nothing; the tagged items), checked."""
+        raw_items = query.items
+        if isinstance(raw_items, (str, bytes)) or not isinstance(raw_items, Iterable):
+            raise InvalidType("Query.items must be a sequence of QueryItem")
+        table: dict[str, int] | None = None
+        scan: set[int] | None = None
+        items: list[_Item] = []
+        any_items = False
+        for item in raw_items:
+            any_items = True
+            if not isinstance(item, QueryItem):
+                raise InvalidType(f"a query item must be a QueryItem, got {type(item).__name__}")
+            types, tags = item.types, item.tags
+            if isinstance(types, str) or isinstance(tags, str):
+                raise InvalidType("QueryItem.types and .tags are sequences of str, not a str")
+            type_names = [name_bytes(t, "event type").decode() for t in types]
+            tag_bs = sorted({name_bytes(t, "tag") for t in tags})
+            if type_names:
+                if table is None:
+                    table = {t: i for i, t in enumerate(self._type_table())}
+                type_ids: frozenset[int] | None = frozenset(
+                    table[t] for t in type_names if t in table
+                )
+                if not type_ids:
+                    continue  # no event of this file has one of its types
+            else:
+                type_ids = None
+            if len(tag_bs) > MAX_TAGS:
+                continue  # no event carries more than MAX_TAGS tags
+            if not tag_bs:
+                if type_ids is None:
+                    return False, []  # an item that matches every event
+                scan = set(type_ids) if scan is None else scan | type_ids
+            elif self._tag_off:
+                items.append((type_ids, tag_bs))
+        if not any_items:
+            return False, []
+        return (None if scan is None else frozenset(scan)), items
+
+    def _query(
+        self,
+        scan: frozenset[int] | bool | None,
+        items: list[_Item],
+        floor: int,
+        backwards: bool,
+    ) -> Iterator[Event]:
+        sources: list[Iterator[tuple[int, int, Any]]] = []
+        for type_ids, tags in items:
+            ranges: list[tuple[int, int]] = []
+            for tb in tags:
+                hit = self._tag_range(tb)
+                if hit is None:
+                    break
+                ranges.append(hit)
+            else:
+                ranges.sort(key=lambda r: r[1] - r[0])
+                sources.append(self._tag_item(ranges, type_ids, tags, floor, backwards))
+        if scan is not None:
+            sources.append(
+                self._scan_seqs(scan if isinstance(scan, frozenset) else None, floor, backwards)
+            )
+        if len(sources) == 1:
+            merged: Iterator[tuple[int, int, Any]] = sources[0]
+        else:
+            merged = heapq.merge(*sources, key=_first, reverse=backwards)
+        last = -1
+        for seq, kind, what in merged:
+            if seq == last:
+                continue
+            last = seq
+            if kind:
+                yield what
+            else:
+                yield self._tagged_event(seq, what)
+
+    def _scan_seqs(
+        self, type_ids: frozenset[int] | None, floor: int, backwards: bool
+    ) -> Iterator[tuple[int, int, Any]]:
+        """(seq, 1, event) of the file's events of these types (None: all)
+        with seq above ``floor``, read through the ULID index."""
+        if type_ids is not None and not type_ids:
+            return
+        first = self._first_rank_above(floor)
+        if first >= self._events:
+            return
+        if backwards:
+            for ev in self._all(None, True, type_ids, -1, -1):
+                if ev.seq <= floor:
+                    return
+                yield ev.seq, 1, ev
+        else:
+            after = None if first == 0 else self.id_at(first - 1)
+            for ev in self._all(after, False, type_ids, -1, -1):
+                yield ev.seq, 1, ev
+
+    def _first_rank_above(self, floor: int) -> int:
+        """The first rank (ULID order, which is seq order) whose event has a
+        seq above ``floor``: a binary search reading log2(events) records."""
+        if floor < self.meta.first_seq:
+            return 0
+        lo, hi = 0, self._events
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            ev = self.get(self.id_at(mid))
+            if ev is None:  # pragma: no cover - the ULID index finds its own ids
+                raise self._corrupt(self._u_off, "ULID index entry finds no event")
+            if ev.seq <= floor:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _tagged_event(self, seq: int, where: tuple[int, int, int, list[bytes]]) -> Event:
+        """The event a tag posting names, checked against it: its seq, type
+        and tags must be the posting's, or the tag index is damaged."""
+        pos, space_no, tid, tags = where
+        at = self._tag_off
+        sp = self._space_entry(space_no)
+        rel = pos - sp.first_pos
+        if not 0 <= rel < sp.count:
+            raise self._corrupt(at, f"tag posting at position {pos} outside space {sp.stream!r}")
+        id16, raw = self._record_at(pos)
+        ev = self._event(sp.stream, id16, raw, sp.first_version + rel, pos)
+        types = self._type_table()
+        if ev.seq != seq or tid >= len(types) or types[tid] != ev.type:
+            raise self._corrupt(at, f"tag posting of seq {seq} disagrees with event {id16.hex()}")
+        if tags:
+            have = {t.encode() for t in ev.tags if type(t) is str}
+            if not all(t in have for t in tags):
+                raise self._corrupt(at, f"event {id16.hex()} lacks a tag it is filed under")
+        return ev
+
+    def _tag_item(
+        self,
+        ranges: list[tuple[int, int]],
+        type_ids: frozenset[int] | None,
+        tags: list[bytes],
+        floor: int,
+        backwards: bool,
+    ) -> Iterator[tuple[int, int, Any]]:
+        """(seq, 0, (position, space, type id, tags)) of the events carrying
+        every tag whose postings are ``ranges`` (shortest first), of the
+        given types, with seq above ``floor``: the shortest list drives, the
+        others are searched from where the last search left them."""
+        cur = _Cursor(self)
+        lo, hi = ranges[0]
+        lo = cur.lower_bound(floor + 1, lo, hi)
+        others = [(cur.lower_bound(floor + 1, a, b), b) for a, b in ranges[1:]]
+        other_cur = [_Cursor(self) for _ in others]
+        bounds = [list(o) for o in others]  # [lo, hi) still possible in each
+        prev = -1
+        order = range(hi - 1, lo - 1, -1) if backwards else range(lo, hi)
+        for g in order:
+            seq, pos, space, tid = cur.at(g)
+            if prev >= 0 and (seq >= prev if backwards else seq <= prev):
+                raise self._corrupt(self._tag_off, "tag postings not in seq order")
+            prev = seq
+            found = True
+            for k, oc in enumerate(other_cur):
+                b = bounds[k]
+                c = oc.lower_bound(seq, b[0], b[1])
+                hit = c < b[1] and oc.at(c)[0] == seq
+                if backwards:
+                    b[1] = c
+                    if c == b[0] and not hit:
+                        return  # nothing below seq is left in this list
+                else:
+                    b[0] = c
+                    if c == b[1]:
+                        return  # nothing above seq is left in this list
+                if not hit:
+                    found = False
+                    break
+            if found and (type_ids is None or tid in type_ids):
+                yield seq, 0, (pos, space, tid, tags)
+
+    def _tag_directory(self) -> _TagDir:
+        d = self._tag_dir
+        if d is not None:
+            return d
+        at = self._tag_off
+        region = self._end - self._index_region
+        most = TAG_DIR_HEADER.size + region // MIN_CHUNK * (16 + 2 + MAX_NAME_BYTES)
+        raw = self._chunk(at, KIND_TAG_DIR, most)
+        if len(raw) < TAG_DIR_HEADER.size:
+            raise self._corrupt(at, "tag directory too short")
+        ntags, total, c, q = TAG_DIR_HEADER.unpack_from(raw, 0)
+        if (
+            not 1 <= c <= ntags <= total <= self._events * MAX_TAGS
+            or q != -(-total // _TAG_PER)
+            or (c + q) * MIN_CHUNK > region
+            or TAG_DIR_HEADER.size + 8 * q + c * _MIN_TAG_DIR_ENTRY > len(raw)
+        ):
+            raise self._corrupt(at, f"tag directory counts impossible: {ntags}, {total}, {c}, {q}")
+        p = TAG_DIR_HEADER.size
+        qoffs = list(struct.unpack_from(f"<{q}Q", raw, p))
+        for off in qoffs:
+            if not self._index_region <= off < self._end:
+                raise self._corrupt(at, f"tag postings chunk offset {off} out of range")
+        p += 8 * q
+        names: list[bytes] = []
+        offsets: list[int] = []
+        firsts: list[int] = []
+        try:
+            for _ in range(c):
+                off, first = struct.unpack_from("<QQ", raw, p)
+                (ln,) = U16.unpack_from(raw, p + 16)
+                name = raw[p + 18 : p + 18 + ln]
+                if len(name) != ln:
+                    raise struct.error("short name")
+                p += 18 + ln
+                if (names and (name <= names[-1] or first <= firsts[-1])) or (
+                    not names and first != 0
+                ):
+                    raise self._corrupt(at, "tag directory out of order")
+                if first >= ntags or not self._index_region <= off < self._end:
+                    raise self._corrupt(at, "tag directory entry out of range")
+                names.append(name)
+                offsets.append(off)
+                firsts.append(first)
+        except struct.error:
+            raise self._corrupt(at, f"tag directory truncated at {len(names)}") from None
+        if p != len(raw):
+            raise self._corrupt(at, "tag directory has trailing bytes")
+        firsts.append(ntags)
+        d = self._tag_dir = _TagDir(names, offsets, firsts, qoffs, total)
+        return d
+
+    def _tag_chunk(self, ci: int) -> tuple[list[bytes], list[tuple[int, int]]]:
+        """Tag key chunk ``ci``: its tags and their [start, end) postings."""
+        key = (KIND_TAGS, ci)
+        hit: tuple[list[bytes], list[tuple[int, int]]] | None = self._cache.get(key)
+        if hit is not None:
+            return hit
+        d = self._tag_directory()
+        offset = d.offsets[ci]
+        n = d.firsts[ci + 1] - d.firsts[ci]
+        raw = self._chunk(offset, KIND_TAGS, min(MAX_INDEX_CHUNK, 8 + n * (_MIN_TAG_ENTRY + 1023)))
+        if 8 + n * _MIN_TAG_ENTRY > len(raw) or U32.unpack_from(raw, 0)[0] != n:
+            raise self._corrupt(offset, f"tag key chunk of {len(raw)} bytes cannot hold {n} tags")
+        base = 8 + 4 * n
+        offs = struct.unpack_from(f"<{n + 1}I", raw, 4)
+        if offs[0] != 0 or base + offs[n] != len(raw):
+            raise self._corrupt(offset, "tag key chunk does not end where its entries do")
+        names: list[bytes] = []
+        spans: list[tuple[int, int]] = []
+        expect = None
+        for i in range(n):
+            p, e = base + offs[i], base + offs[i + 1]
+            if e - p < _MIN_TAG_ENTRY - 4:
+                raise self._corrupt(offset, f"tag key entry {i} has the wrong length")
+            (ln,) = U16.unpack_from(raw, p)
+            if p + 2 + ln + TAG_TAIL.size != e:
+                raise self._corrupt(offset, f"tag key entry {i} has the wrong length")
+            name = raw[p + 2 : p + 2 + ln]
+            bad = name_problem(name)
+            if bad is not None:
+                raise self._corrupt(offset, f"tag key entry {i}: tag {bad}")
+            start, count = TAG_TAIL.unpack_from(raw, p + 2 + ln)
+            if (
+                (names and name <= names[-1])
+                or count < 1
+                or count > self._events
+                or start + count > d.total
+                or (expect is not None and start != expect)
+                or (ci == 0 and i == 0 and start != 0)
+            ):
+                raise self._corrupt(offset, f"tag key entry {i} out of order or range")
+            expect = start + count
+            names.append(name)
+            spans.append((start, start + count))
+        if names[0] != d.names[ci]:
+            raise self._corrupt(offset, "tag key chunk does not start where the directory says")
+        if ci == len(d.offsets) - 1 and spans[-1][1] != d.total:
+            raise self._corrupt(offset, "tag keys do not cover the tag postings")
+        hit = (names, spans)
+        self._cache.put(key, hit, len(raw) + 160 * n)
+        return hit
+
+    def _tag_range(self, tag_b: bytes) -> tuple[int, int] | None:
+        """[start, end) of one tag's postings, or None if no event has it."""
+        d = self._tag_directory()
+        ci = bisect_right(d.names, tag_b) - 1
+        if ci < 0:
+            return None
+        names, spans = self._tag_chunk(ci)
+        i = bisect_left(names, tag_b)
+        if i < len(names) and names[i] == tag_b:
+            return spans[i]
+        return None
+
+    def _tag_cursor(self) -> _Cursor:
+        return _Cursor(self)
+
+    def _tag_postings(self, j: int) -> TagPostings:
+        """Q chunk ``j`` of the tag postings array, decoded."""
+        key = (KIND_TAG_POSTINGS, j)
+        hit: TagPostings | None = self._cache.get(key)
+        if hit is not None:
+            return hit
+        d = self._tag_directory()
+        n = min(_TAG_PER, d.total - j * _TAG_PER)
+        off = d.postings[j]
+        raw = self._chunk(off, KIND_TAG_POSTINGS, TAG_POSTING_SIZE * n)
+        if len(raw) != TAG_POSTING_SIZE * n:
+            raise self._corrupt(off, f"tag postings chunk of {len(raw)} bytes, not {20 * n}")
+        seqs = array("Q")
+        if seqs.itemsize != 8:  # pragma: no cover - exotic platforms
+            raise RuntimeError("array('Q') is not 64-bit here")
+        seqs.frombytes(raw[: 8 * n])
+        if _BIG_ENDIAN:  # pragma: no cover
+            seqs.byteswap()
+        hit = TagPostings(
+            seqs,
+            _u32_array(raw[8 * n : 12 * n]),
+            _u32_array(raw[12 * n : 16 * n]),
+            _u32_array(raw[16 * n :]),
+        )
+        self._cache.put(key, hit, len(raw))
+        return hit
+
+
+def _first(x: tuple[int, int, Any]) -> int:
+    return x[0]
+
+
+class _Cursor:
+    """Random access to the tag postings array, keeping the Q chunk it read
+    last (a query walks one list mostly forwards)."""
+
+    __slots__ = ("_hi", "_j", "_lo", "_p", "_r")
+
+    def __init__(self, r: ESDBReader) -> None:
+        self._r = r
+        self._j = -1
+        self._lo = self._hi = 0
+        self._p: TagPostings | None = None
+
+    def _load(self, g: int) -> TagPostings:
+        j = g // _TAG_PER
+        p = self._r._tag_postings(j)
+        self._j, self._p = j, p
+        self._lo, self._hi = j * _TAG_PER, j * _TAG_PER + len(p.seqs)
+        return p
+
+    def at(self, g: int) -> tuple[int, int, int, int]:
+        """(seq, position, space, type id) of posting ``g``."""
+        p = self._p
+        if p is None or not self._lo <= g < self._hi:
+            p = self._load(g)
+        k = g - self._lo
+        return p.seqs[k], p.pos[k], p.space[k], p.type[k]
+
+    def seq(self, g: int) -> int:
+        p = self._p
+        if p is None or not self._lo <= g < self._hi:
+            p = self._load(g)
+        s: int = p.seqs[g - self._lo]
+        return s
+
+    def lower_bound(self, seq: int, lo: int, hi: int) -> int:
+        """The first posting in [lo, hi) with a seq of at least ``seq`` (hi if
+        none): galloping from ``lo``, then a binary search, so a search that
+        moves little reads little."""
+        if lo >= hi or self.seq(lo) >= seq:
+            return lo
+        step = 1
+        a = lo  # seq(a) < seq
+        while a + step < hi and self.seq(a + step) < seq:
+            a += step
+            step <<= 1
+        b = min(a + step, hi)
+        lo2, hi2 = a + 1, b
+        while lo2 < hi2:
+            mid = (lo2 + hi2) >> 1
+            if self.seq(mid) < seq:
+                lo2 = mid + 1
+            else:
+                hi2 = mid
+        return lo2
 
 
 __all__ = ["NO_ID", "ESDBReader"]

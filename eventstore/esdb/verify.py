@@ -18,7 +18,6 @@ from ..errors import CorruptFile
 from ..records import TYPE_INDEX, reads_back
 from .format import (
     CHUNK_SIZE,
-    FOOTER_SIZE,
     HEADER_SIZE,
     KIND_BLOCK,
     KIND_POSTINGS,
@@ -78,6 +77,7 @@ def _verify(r: ESDBReader) -> None:
     min_id = max_id = b""
     block_seen = -1
     types_met = 0  # types in order of first appearance by position
+    tag_pairs = 0  # (tag, event) pairs the records imply
     for sp in r.spaces(cache=False):
         name_b = sp.stream.encode()
         if name_b <= prev_name and sp.number:
@@ -123,6 +123,14 @@ def _verify(r: ESDBReader) -> None:
                 )
             ):
                 raise fail(at, f"malformed record of event {id16.hex()}")
+            if len(rec) == 7:
+                if meta.format_version < 2:
+                    raise fail(at, f"event {id16.hex()}: a version-1 record has six fields")
+                for t in rec[6]:
+                    bad = name_problem(t.encode("utf-8", "surrogatepass"))
+                    if bad is not None:
+                        raise fail(at, f"event {id16.hex()}: tag: {bad}")
+                tag_pairs += len(rec[6])
             version, seq, type_, _d, _m, indexes = rec[:6]
             if version != sp.first_version + rel:
                 raise fail(at, f"stream {sp.stream!r}: version {version} at relative {rel}")
@@ -178,9 +186,13 @@ def _verify(r: ESDBReader) -> None:
         or first_seq != meta.first_seq
         or last_seq != meta.last_seq
     ):
-        raise fail(r.size - FOOTER_SIZE, "footer ULID or seq range disagrees with the events")
+        raise fail(r._end, "footer ULID or seq range disagrees with the events")
     if record_bytes != meta.record_bytes:
-        raise fail(r.size - FOOTER_SIZE, "footer record byte count disagrees with the events")
+        raise fail(r._end, "footer record byte count disagrees with the events")
+    if meta.format_version >= 2:
+        if not tag_pairs:
+            raise fail(r._end, "a version-2 file without tagged events (it is written as 1)")
+        index_chunks += _check_tags(r, tag_pairs)
 
     # The ULID index: strictly increasing, each entry finding its own event,
     # seq rising with it.
@@ -206,7 +218,44 @@ def _verify(r: ESDBReader) -> None:
     if seen != meta.event_count:
         raise fail(r._u_off, f"ULID index holds {seen} entries, file {meta.event_count}")
     _check_tiling(r, data_chunks, HEADER_SIZE, r._index_region, "data region")
-    _check_tiling(r, index_chunks, r._index_region, r.size - FOOTER_SIZE, "index region")
+    _check_tiling(r, index_chunks, r._index_region, r._end, "index region")
+
+
+def _check_tags(r: ESDBReader, pairs: int) -> list[int]:
+    """Check the tag index against the records; the offsets of its chunks.
+
+    Every posting must name an event that has its seq, type and tag, and
+    the postings must be strictly sorted by (tag, seq), so no pair is listed
+    twice; as many postings as the records imply pairs then means each
+    tagged event is listed under each of its tags exactly once."""
+    d = r._tag_directory()
+    at = r._tag_off
+    if d.total != pairs:
+        raise CorruptFile(r.path, at, f"tag index holds {d.total} postings, records imply {pairs}")
+    chunks = [at, *d.offsets, *d.postings]
+    prev_tag = b""
+    expect = 0
+    cur = r._tag_cursor()
+    for ci in range(len(d.offsets)):
+        names, spans = r._tag_chunk(ci)
+        if d.firsts[ci + 1] - d.firsts[ci] != len(names):
+            raise CorruptFile(r.path, d.offsets[ci], "tag key chunk count disagrees")
+        for tag, (start, end) in zip(names, spans, strict=True):
+            if tag <= prev_tag or start != expect:
+                raise CorruptFile(r.path, d.offsets[ci], "tag keys out of order or not contiguous")
+            prev_tag, expect = tag, end
+            prev_seq = -1
+            for g in range(start, end):
+                seq, pos, space, tid = cur.at(g)
+                if seq <= prev_seq:
+                    raise CorruptFile(r.path, at, f"postings of tag {tag!r} not in seq order")
+                prev_seq = seq
+                if pos >= r.meta.event_count:
+                    raise CorruptFile(r.path, at, f"tag posting position {pos} out of range")
+                r._tagged_event(seq, (pos, space, tid, [tag]))
+    if expect != d.total:
+        raise CorruptFile(r.path, at, "tag keys do not cover the tag postings")
+    return chunks
 
 
 def _check_tiling(r: ESDBReader, offsets: list[int], start: int, end: int, what: str) -> None:

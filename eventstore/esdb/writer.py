@@ -24,7 +24,14 @@ from typing import IO, Any
 import msgpack
 
 from ..errors import FileFull, InvalidArgument, InvalidName
-from ..records import MAX_RECORD_BYTES, TYPE_INDEX, inert_ext, name_bytes, reads_back
+from ..records import (
+    MAX_RECORD_BYTES,
+    MAX_TAGS,
+    TYPE_INDEX,
+    inert_ext,
+    name_bytes,
+    reads_back,
+)
 from .format import (
     BLOCK_INDEX_ENTRY,
     CODEC_NAMES,
@@ -32,10 +39,10 @@ from .format import (
     DEFAULT_BLOCK_SIZE,
     FLAG_INDEX_TYPES,
     FOOTER,
-    FOOTER_CRC_SPAN,
     FOOTER_MAGIC,
     FOOTER_SIZE,
-    FORMAT_VERSION,
+    FOOTER_V2,
+    FOOTER_V2_SIZE,
     HEADER,
     HEADER_MAGIC,
     INDEX_CHUNK_SIZE,
@@ -45,6 +52,9 @@ from .format import (
     KIND_SECONDARY,
     KIND_SPACE_DIR,
     KIND_SPACES,
+    KIND_TAG_DIR,
+    KIND_TAG_POSTINGS,
+    KIND_TAGS,
     KIND_TYPES,
     KIND_ULID_DIR,
     KIND_ULIDS,
@@ -56,6 +66,9 @@ from .format import (
     SECONDARY_TAIL,
     SPACE_DIR_ENTRY,
     SPACE_ENTRY,
+    TAG_DIR_HEADER,
+    TAG_POSTINGS_PER_CHUNK,
+    TAG_TAIL,
     U16,
     U32,
     U64,
@@ -69,6 +82,10 @@ from .format import (
 # merge can check that seq rises with ULID order (big-endian: bytes sort as numbers).
 _RUN = struct.Struct(">16sIIIQ")
 _RUN_PACK = _RUN.pack
+# A tag-index entry while sorting, after its tag and a NUL: seq, position,
+# space, type id. Tags hold no NUL, so the bytes sort by (tag, seq).
+_TAG_RUN = struct.Struct(">QIII")
+_TAG_RUN_PACK = _TAG_RUN.pack
 
 
 _unpackb = msgpack.unpackb
@@ -95,24 +112,59 @@ def _check_fields(
 def _not_a_record(stream: str, id16: bytes) -> InvalidArgument:
     return InvalidArgument(
         f"{_where(stream, id16)}: record is not an event record "
-        "[version, seq, type, data, metadata, indexes]"
+        "[version, seq, type, data, metadata, indexes(, tags)]"
     )
 
 
-Decoder = Callable[[str, bytes, bytes], tuple[int, int, str, dict[str, str]]]
+NO_TAGS: list[bytes] = []
 
 
-def decode_full(stream: str, id16: bytes, record: bytes) -> tuple[int, int, str, dict[str, str]]:
+def _tag_bytes(stream: str, id16: bytes, tags: Any) -> list[bytes]:
+    """The UTF-8 bytes of a record's tags, refused unless they are a
+    non-empty list of valid names, distinct and sorted by those bytes."""
+    if type(tags) is not list or not tags or len(tags) > MAX_TAGS:
+        raise InvalidArgument(
+            f"{_where(stream, id16)}: a record's tags must be a list of 1..{MAX_TAGS} strs"
+        )
+    out: list[bytes] = []
+    for tag in tags:
+        if type(tag) is not str:
+            raise InvalidArgument(f"{_where(stream, id16)}: tags must be strs")
+        try:
+            tb = name_bytes(tag, "tag")
+        except InvalidName as exc:
+            raise InvalidName(f"{_where(stream, id16)}: {exc}") from None
+        if out and tb <= out[-1]:
+            raise InvalidArgument(
+                f"{_where(stream, id16)}: tags must be distinct and sorted by their UTF-8 bytes"
+            )
+        out.append(tb)
+    return out
+
+
+# (version, seq, type, indexes, UTF-8 tags) of one record.
+Decoded = tuple[int, int, str, dict[str, str], list[bytes]]
+Decoder = Callable[[str, bytes, bytes], Decoded]
+
+
+def decode_full(stream: str, id16: bytes, record: bytes) -> Decoded:
     """Decode a record in full, data and metadata too, with the reader's
     options: a record the reader could not decode must not reach a file."""
     try:
-        version, seq, type_, _data, _meta, indexes, *_tags = reads_back(record)
-        if len(_tags) > 1:
-            raise ValueError("too many fields")
+        rec = reads_back(record)
+        if type(rec) is not list or not 6 <= len(rec) <= 7:
+            raise ValueError("not an event record")
     except Exception:
         raise _not_a_record(stream, id16) from None
+    version, seq, type_, _data, _meta, indexes = rec[:6]
     _check_fields(stream, id16, version, seq, type_, indexes)
-    return version, seq, type_, indexes
+    return (
+        version,
+        seq,
+        type_,
+        indexes,
+        NO_TAGS if len(rec) == 6 else _tag_bytes(stream, id16, rec[6]),
+    )
 
 
 class WalkData:
@@ -130,29 +182,34 @@ class WalkData:
         self._feed, self._header, self._unpack = up.feed, up.read_array_header, up.unpack
         self._skip, self._tell = up.skip, up.tell
 
-    def __call__(
-        self, stream: str, id16: bytes, record: bytes
-    ) -> tuple[int, int, str, dict[str, str]]:
+    def __call__(self, stream: str, id16: bytes, record: bytes) -> Decoded:
         unpack, tell = self._unpack, self._tell
         start = tell()
+        tags: Any = None
         try:
             self._feed(record)
             fields = self._header()
-            if fields not in (6, 7):  # 7: with tags
+            if fields != 6 and fields != 7:
                 raise ValueError("not six or seven fields")
             version, seq, type_ = unpack(), unpack(), unpack()
             self._skip()
             self._skip()
             indexes = unpack()
             if fields == 7:
-                self._skip()
+                tags = unpack()
             if tell() - start != len(record):
                 raise ValueError("bytes after the record")
         except Exception:
             self._reset()  # drop what is left of the record
             raise _not_a_record(stream, id16) from None
         _check_fields(stream, id16, version, seq, type_, indexes)
-        return version, seq, type_, indexes
+        return (
+            version,
+            seq,
+            type_,
+            indexes,
+            NO_TAGS if tags is None else _tag_bytes(stream, id16, tags),
+        )
 
 
 RUN_ENTRIES = 1 << 17  # entries per sorted run (~10 MiB of Python objects)
@@ -166,6 +223,10 @@ MAX_EVENTS = min(MAX_COUNT, (MAX_RAW - 4) // ULID_DIR_ENTRY.size * _ULID_CHUNK_E
 _BLOCK_HEAD = 8  # a block payload's u32 count and its first record offset
 _PER_EVENT = 20  # a ULID and a record offset per event in a block
 _KEY_FIXED = 4 + 2 + 2 + SECONDARY_TAIL.size  # key offset, two name lengths, start, count
+# Tag postings one file holds: the tag directory lists a u64 offset per Q
+# chunk, and 48 of its 64 MiB are theirs (the rest: one entry per G chunk).
+MAX_TAG_POSTINGS = (48 << 20) // 8 * TAG_POSTINGS_PER_CHUNK
+TAG_RUN_BYTES = 8 << 20  # tag-index entries held before a sorted run is spilled
 
 
 def x_payload(key_bytes: int, postings: int) -> int:
@@ -229,8 +290,8 @@ class ESDBWriter:
         self._spaces_spool: IO[bytes] | None = None
         self._runs: IO[bytes] | None = None
         self._done = False
-        head = HEADER.pack(HEADER_MAGIC, FORMAT_VERSION, 0, 0)[:12]
-        self._f.write(head + U32.pack(_crc(head)))
+        # Version 1 until a tagged event comes: rewritten at finish if one did.
+        self._f.write(_header(1))
         self._offset = 16
         # data blocks
         self._blk_ids: list[bytes] = []
@@ -273,6 +334,12 @@ class ESDBWriter:
         # ULID index runs
         self._run: list[bytes] = []
         self._run_bounds: list[tuple[int, int]] = []  # (offset, count) in the runs file
+        # tag index runs: tag + NUL + _TAG_RUN entries, spilled length-prefixed
+        self._tag_run: list[bytes] = []
+        self._tag_run_bytes = 0
+        self._tag_runs: IO[bytes] | None = None
+        self._tag_run_bounds: list[tuple[int, int]] = []  # (offset, bytes) in the file
+        self._tag_total = 0  # tag postings so far
 
     # -- adding ---------------------------------------------------------------
 
@@ -334,7 +401,9 @@ class ESDBWriter:
                     raise InvalidArgument(
                         f"{_where(stream, id16)}: record of {size} bytes exceeds the ESDB limit"
                     )
-                version, seq, type_, indexes = decode(stream, id16, record)
+                version, seq, type_, indexes, tags = decode(stream, id16, record)
+                if tags and self._tag_total + len(tags) > MAX_TAG_POSTINGS:
+                    raise FileFull(f"{_where(stream, id16)}: the file's tag index is full", id16)
                 if version != next_version:
                     raise InvalidArgument(
                         f"stream {stream!r}: version {version} follows {next_version - 1}; "
@@ -403,6 +472,8 @@ class ESDBWriter:
                     first_seq = seq
                 added += size
                 run.append(run_pack(id16, pos, space_no, known[0], seq))
+                if tags:
+                    self._add_tags(tags, seq, pos, space_no, known[0])
                 pos += 1
                 if len(run) >= RUN_ENTRIES:
                     self._spill_run()
@@ -511,7 +582,9 @@ class ESDBWriter:
             raise InvalidArgument(
                 f"{_where(stream, id16)}: record of {size} bytes exceeds the ESDB limit"
             )
-        version, seq, type_, indexes = self._decode(stream, id16, record)
+        version, seq, type_, indexes, tags = self._decode(stream, id16, record)
+        if tags and self._tag_total + len(tags) > MAX_TAG_POSTINGS:
+            raise FileFull(f"{_where(stream, id16)}: the file's tag index is full", id16)
         if not 0 <= version < 1 << 63:
             raise InvalidArgument(f"{_where(stream, id16)}: version {version} out of range")
         if not new_space and version != self._sp_next_version:
@@ -584,12 +657,138 @@ class ESDBWriter:
         run.append(_RUN_PACK(id16, pos, self._space_no, type_id, seq))
         if len(run) >= RUN_ENTRIES:
             self._spill_run()
+        if tags:
+            self._add_tags(tags, seq, pos, self._space_no, type_id)
         blk_ids = self._blk_ids
         blk_ids.append(id16)
         self._blk_recs.append(record)
         self._blk_raw += _PER_EVENT + size
         if _BLOCK_HEAD + self._blk_raw >= self._block_size:
             self._flush_block()
+
+    def _add_tags(self, tags: list[bytes], seq: int, pos: int, space: int, type_id: int) -> None:
+        """File one event under each of its tags (checked: the event is added)."""
+        tail = b"\x00" + _TAG_RUN_PACK(seq, pos, space, type_id)
+        run = self._tag_run
+        size = 0
+        for tb in tags:
+            run.append(tb + tail)
+            size += len(tb) + 21
+        self._tag_total += len(tags)
+        self._tag_run_bytes += size
+        if self._tag_run_bytes >= TAG_RUN_BYTES:
+            self._spill_tag_run()
+
+    def _spill_tag_run(self) -> None:
+        if not self._tag_run:
+            return
+        if self._tag_runs is None:
+            self._tag_runs = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115
+        self._tag_run.sort()
+        data = b"".join(U16.pack(len(e)) + e for e in self._tag_run)
+        self._tag_run_bounds.append((self._tag_runs.tell(), len(data)))
+        self._tag_runs.write(data)
+        self._tag_run = []
+        self._tag_run_bytes = 0
+
+    def _merged_tag_runs(self) -> Iterator[bytes]:
+        if self._tag_runs is None:
+            self._tag_run.sort()
+            return iter(self._tag_run)
+        self._spill_tag_run()
+        runs = self._tag_runs
+        return heapq.merge(*(_read_tag_run(runs, off, n) for off, n in self._tag_run_bounds))
+
+    def _write_tag_index(self) -> int:
+        """Write the tag index (Q and G chunks, then the tag directory H);
+        the directory's offset. Entries arrive sorted by (tag, seq)."""
+        codec = self._codec
+        per = TAG_POSTINGS_PER_CHUNK
+        seqs = array("Q")
+        poss, spaces, tids = array("I"), array("I"), array("I")
+        q_offsets: list[int] = []
+        g_dir: list[bytes] = []  # directory entries of the G chunks written
+        g_entries: list[bytes] = []  # entries of the G chunk being filled
+        g_raw = 0
+        g_first = (0, b"")
+        ntags = 0
+        total = 0
+        cur = b""
+        cur_start = 0
+        prev_seq = -1
+
+        def flush_q() -> None:
+            if _BIG_ENDIAN:  # pragma: no cover
+                for a in (seqs, poss, spaces, tids):
+                    a.byteswap()
+            raw = seqs.tobytes() + poss.tobytes() + spaces.tobytes() + tids.tobytes()
+            q_offsets.append(self._offset)
+            self._write(frame_chunk(KIND_TAG_POSTINGS, codec, raw))
+            del seqs[:], poss[:], spaces[:], tids[:]
+
+        def flush_g() -> None:
+            nonlocal g_entries, g_raw
+            offsets = [0]
+            for e in g_entries:
+                offsets.append(offsets[-1] + len(e))
+            raw = b"".join(
+                [U32.pack(len(g_entries)), struct.pack(f"<{len(offsets)}I", *offsets), *g_entries]
+            )
+            no, name = g_first
+            g_dir.append(U64.pack(self._offset) + U64.pack(no) + U16.pack(len(name)) + name)
+            self._write(frame_chunk(KIND_TAGS, codec, raw))
+            g_entries, g_raw = [], 0
+
+        def end_key() -> None:
+            nonlocal g_raw, g_first, ntags
+            if not g_entries:
+                g_first = (ntags, cur)
+            e = U16.pack(len(cur)) + cur + TAG_TAIL.pack(cur_start, total - cur_start)
+            g_entries.append(e)
+            g_raw += len(e) + 4
+            ntags += 1
+            if g_raw >= INDEX_CHUNK_SIZE:
+                flush_g()
+
+        unpack = _TAG_RUN.unpack_from
+        for entry in self._merged_tag_runs():
+            cut = len(entry) - 21
+            tag = entry[:cut]
+            seq, pos, space, tid = unpack(entry, cut + 1)
+            if tag != cur:
+                if cur:
+                    end_key()
+                cur, cur_start = tag, total
+            elif seq <= prev_seq:  # pragma: no cover - seqs are distinct (checked for I)
+                raise InvalidArgument(f"seq {seq} is filed twice under tag {tag!r}")
+            prev_seq = seq
+            seqs.append(seq)
+            poss.append(pos)
+            spaces.append(space)
+            tids.append(tid)
+            total += 1
+            if len(seqs) == per:
+                flush_q()
+        if cur:
+            end_key()
+        if seqs:
+            flush_q()
+        if g_entries:
+            flush_g()
+        raw = b"".join(
+            [
+                TAG_DIR_HEADER.pack(ntags, total, len(g_dir), len(q_offsets)),
+                array("Q", q_offsets).tobytes()
+                if not _BIG_ENDIAN
+                else b"".join(U64.pack(o) for o in q_offsets),
+                *g_dir,
+            ]
+        )
+        if len(raw) > MAX_RAW:
+            raise InvalidArgument("too many tags for one ESDB file; split the input")
+        offset = self._offset
+        self._write(frame_chunk(KIND_TAG_DIR, codec, raw))
+        return offset
 
     def _start_space(self, stream: str, stream_b: bytes) -> None:
         if self._space_no >= 0:
@@ -829,10 +1028,13 @@ class ESDBWriter:
         if len(raw) > MAX_RAW:
             raise InvalidArgument("too many events for one ESDB file; split the input")
         self._write(frame_chunk(KIND_ULID_DIR, codec, raw))
+        # tag index: only a file with tagged events has one, and is version 2
+        version = 2 if self._tag_total else 1
+        tag_dir_offset = self._write_tag_index() if version == 2 else 0
         # footer
         created_us = time.time_ns() // 1000 if self._created_us is None else self._created_us
         empty = self._pos == 0
-        body = FOOTER.pack(
+        fields = [
             block_index_offset,
             space_dir_offset,
             ulid_dir_offset,
@@ -851,12 +1053,15 @@ class ESDBWriter:
             FLAG_INDEX_TYPES if self._index_types else 0,
             0,
             0,
-            FORMAT_VERSION,
-            FOOTER_SIZE,
-            0,
-            FOOTER_MAGIC,
-        )
-        head = body[:FOOTER_CRC_SPAN]
+        ]
+        if version == 1:
+            body = FOOTER.pack(*fields, 1, FOOTER_SIZE, 0, FOOTER_MAGIC)
+        else:
+            body = FOOTER_V2.pack(*fields, tag_dir_offset, 2, FOOTER_V2_SIZE, 0, FOOTER_MAGIC)
+            self._f.seek(0)
+            self._f.write(_header(2))
+            self._f.seek(0, os.SEEK_END)
+        head = body[:-12]
         self._write(head + U32.pack(_crc(head)) + FOOTER_MAGIC)
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -867,7 +1072,7 @@ class ESDBWriter:
         self._close_spools()
         return FileMeta(
             path=self.path,
-            format_version=FORMAT_VERSION,
+            format_version=version,
             codec=CODEC_NAMES[codec],
             created=created_datetime(created_us),
             event_count=self._pos,
@@ -880,7 +1085,7 @@ class ESDBWriter:
             index_types=self._index_types,
             file_size=self._offset,
             data_bytes=index_region - 16,
-            index_bytes=self._offset - index_region - FOOTER_SIZE,
+            index_bytes=self._offset - index_region - len(body),
             record_bytes=self._record_bytes,
         )
 
@@ -921,11 +1126,12 @@ class ESDBWriter:
                 os.unlink(self.tmp_path)
 
     def _close_spools(self) -> None:
-        for spool in (self._spaces_spool, self._runs):
+        for spool in (self._spaces_spool, self._runs, self._tag_runs):
             if spool is not None:
                 spool.close()
-        self._spaces_spool = self._runs = None
+        self._spaces_spool = self._runs = self._tag_runs = None
         self._run = []
+        self._tag_run = []
 
     def __enter__(self) -> ESDBWriter:
         return self
@@ -958,6 +1164,28 @@ def _read_run(f: IO[bytes], offset: int, count: int) -> Iterator[bytes]:
         for i in range(0, n * size, size):
             yield data[i : i + size]
         done += n
+
+
+def _read_tag_run(f: IO[bytes], offset: int, size: int) -> Iterator[bytes]:
+    """Entries of one sorted tag run (u16-length-prefixed), read a slice at a time."""
+    done = 0
+    buf = b""
+    i = 0
+    longest = 2 + 1024 + 21
+    while done < size or i < len(buf):
+        if len(buf) - i < longest and done < size:
+            f.seek(offset + done)
+            more = f.read(min(1 << 16, size - done))
+            done += len(more)
+            buf, i = buf[i:] + more, 0
+        (n,) = U16.unpack_from(buf, i)
+        yield buf[i + 2 : i + 2 + n]
+        i += 2 + n
+
+
+def _header(version: int) -> bytes:
+    head = HEADER.pack(HEADER_MAGIC, version, 0, 0)[:12]
+    return head + U32.pack(_crc(head))
 
 
 def _crc(data: bytes) -> int:
