@@ -10,8 +10,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
-from pathlib import Path
+import unittest
 from typing import Any, ClassVar
 
 import pytest
@@ -24,10 +23,14 @@ from eventsourcing.dcb.api import (
 )
 from eventsourcing.dcb.application import DCBApplication
 from eventsourcing.dcb.domain import EnduringObject, Group
+
+# eventsourcing's DCB msgpack classes and projection tests need msgspec (a test extra).
+from eventsourcing.dcb.msgpack import Decision, InitialDecision, MessagePackMapper
 from eventsourcing.dcb.persistence import DCBInfrastructureFactory
 from eventsourcing.dcb.tests import DCBRecorderTestCase
 from eventsourcing.domain import event
 from eventsourcing.persistence import DataError, IntegrityError, ProgrammingError, Tracking
+from eventsourcing.tests import projection as projection_tests
 from eventsourcing.utils import Environment, get_topic
 
 from eventstore import ANY, EventStore, NewEvent
@@ -39,9 +42,6 @@ from eventstore.contrib.eventsourcing import (
     EventStoreTrackingRecorder,
 )
 from eventstore.ids import ulid_from_int
-
-msgpack_dcb = pytest.importorskip("eventsourcing.dcb.msgpack")  # needs msgspec
-projection_tests = pytest.importorskip("eventsourcing.tests.projection")
 
 MODULE = "eventstore.contrib.eventsourcing"
 
@@ -144,7 +144,7 @@ def _fill(recorder: DCBRecorder) -> None:
                 recorder.append([DCBEvent("Joined", b"%d-%d" % (s, c), tags)])
 
 
-class TestAcrossTiers(Folder, DCBRecorderTestCase):
+class TestAcrossTiers(Folder, unittest.TestCase):
     def test_reads_agree_with_the_in_memory_recorder_hot_cold_mixed_and_reopened(self) -> None:
         from eventsourcing.dcb.popo import InMemoryDCBRecorder
 
@@ -331,3 +331,150 @@ class TestTaggedDecisionCountersProjection(
 ):
     view_class = EventStoreEventCountersView
     env: ClassVar[dict[str, str]] = {}
+
+
+# -- a DCB application on eventsourcing.dcb's domain classes -------------------
+
+
+class CourseFull(Exception):
+    pass
+
+
+class StudentBusy(Exception):
+    pass
+
+
+class AlreadySubscribed(Exception):
+    pass
+
+
+class Subscribed(Decision):
+    """One fact for both objects: it carries the student's and the course's tags."""
+
+    student_id: str
+    course_id: str
+
+
+class Student(EnduringObject[Decision, str]):
+    class Registered(InitialDecision):
+        student_id: str
+        name: str
+        max_courses: int
+
+    def __init__(self, name: str, max_courses: int) -> None:
+        self.name = name
+        self.max_courses = max_courses
+        self.course_ids: list[str] = []
+
+    @event(Subscribed)
+    def _(self, course_id: str) -> None:
+        if len(self.course_ids) >= self.max_courses:
+            raise StudentBusy(self.name)
+        self.course_ids.append(course_id)
+
+
+class Course(EnduringObject[Decision, str]):
+    class Registered(InitialDecision):
+        course_id: str
+        title: str
+        capacity: int
+
+    def __init__(self, title: str, capacity: int) -> None:
+        self.title = title
+        self.capacity = capacity
+        self.student_ids: list[str] = []
+
+    @event(Subscribed)
+    def _(self, student_id: str) -> None:
+        if student_id in self.student_ids:
+            raise AlreadySubscribed(student_id)
+        if len(self.student_ids) >= self.capacity:
+            raise CourseFull(self.title)
+        self.student_ids.append(student_id)
+
+
+class Enrolment(Group[Decision]):
+    def __init__(self, student: Student | None, course: Course | None) -> None:
+        assert student is not None and course is not None
+        self.student = student
+        self.course = course
+
+    def subscribe(self) -> None:
+        self.trigger_event(Subscribed, student_id=self.student.id, course_id=self.course.id)
+
+
+class Courses(DCBApplication):
+    env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(MessagePackMapper)}
+
+    def register_student(self, name: str, max_courses: int) -> str:
+        student = Student(name=name, max_courses=max_courses)
+        self.repository.save(student)
+        return student.id
+
+    def register_course(self, title: str, capacity: int) -> str:
+        course = Course(title=title, capacity=capacity)
+        self.repository.save(course)
+        return course.id
+
+    def subscribe(self, student_id: str, course_id: str) -> None:
+        enrolment = self.repository.get_group(Enrolment, student_id, course_id)
+        enrolment.subscribe()
+        self.repository.save(enrolment)
+
+    def students(self, course_id: str) -> list[str]:
+        course = self.repository.get(course_id)
+        assert isinstance(course, Course)
+        return course.student_ids
+
+
+class TestCoursesApplication(OnEventStoreEnv, unittest.TestCase):
+    def test_capacity_and_limit_hold_and_the_events_are_in_the_store(self) -> None:
+        app = Courses()
+        assert isinstance(app.recorder, EventStoreDCBRecorder)
+        ann, bob, cy = (app.register_student(n, max_courses=2) for n in ("ann", "bob", "cy"))
+        french = app.register_course("French", capacity=2)
+        maths = app.register_course("Maths", capacity=5)
+        art = app.register_course("Art", capacity=5)
+        app.subscribe(ann, french)
+        app.subscribe(bob, french)
+        with pytest.raises(CourseFull):
+            app.subscribe(cy, french)
+        with pytest.raises(AlreadySubscribed):
+            app.subscribe(ann, french)
+        app.subscribe(ann, maths)
+        with pytest.raises(StudentBusy):
+            app.subscribe(ann, art)
+        assert app.students(french) == [ann, bob]
+        app.close()
+
+        # The same answers after compaction and reopening.
+        with EventStore.open(os.environ["EVENTSTORE_PATH"]) as store:
+            events = list(store.read_all())
+            assert {e.stream for e in events} == {DCB_STREAM}
+            assert [e.seq for e in events] == list(range(1, 10))
+            joined = [e for e in events if e.type == get_topic(Subscribed)]
+            assert joined[0].tags == tuple(sorted([ann, french]))
+            _compact_all(store)
+        again = Courses()
+        assert again.students(french) == [ann, bob]
+        with pytest.raises(CourseFull):
+            again.subscribe(cy, french)
+        again.subscribe(cy, art)
+        assert again.students(art) == [cy]
+        again.close()
+
+    def test_a_decision_made_on_a_stale_read_is_refused(self) -> None:
+        """Two enrolments read the same course with one place left; the
+        second to save fails the append condition, not the capacity rule."""
+        app = Courses()
+        ann, bob = app.register_student("ann", 3), app.register_student("bob", 3)
+        course = app.register_course("Pottery", capacity=1)
+        first = app.repository.get_group(Enrolment, ann, course)
+        second = app.repository.get_group(Enrolment, bob, course)
+        first.subscribe()
+        second.subscribe()
+        app.repository.save(first)
+        with pytest.raises(IntegrityError):
+            app.repository.save(second)
+        assert app.students(course) == [ann]
+        app.close()
