@@ -393,16 +393,12 @@ def part_decisions(folder: Path, n: int, postgres: bool) -> dict[str, Any]:
         print("    PostgreSQL: skipped (--no-postgres)")
         return out
     if bindir is None:
-        print(
-            "    PostgreSQL: skipped (no /usr/lib/postgresql/*/bin/initdb; apt-get install postgresql)"
-        )
+        print("    PostgreSQL: skipped (no /usr/lib/postgresql/*/bin/initdb)")
         return out
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        print(
-            "    PostgreSQL: skipped (psycopg not installed: pip install 'psycopg[binary]' psycopg-pool)"
-        )
+        print("    PostgreSQL: skipped (no psycopg: pip install 'tiered-eventstore[bench]')")
         return out
     with Postgres(bindir) as pg:
         pg_factory = DCBInfrastructureFactory.construct(pg.env())
