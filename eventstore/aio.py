@@ -42,7 +42,17 @@ from typing import Any, ParamSpec, TypeVar
 from ulid import ULID
 
 from .errors import InvalidArgument, StoreClosed
-from .events import ANY, AppendResult, Event, Expected, NewEvent, Snapshot
+from .events import (
+    ANY,
+    AppendCondition,
+    AppendResult,
+    Event,
+    Expected,
+    NewEvent,
+    Query,
+    QueryItem,
+    Snapshot,
+)
 from .store import EventStore
 from .subscriptions import Subscription
 from .tiering import DEFAULT_FILE_EVENTS, CompactResult
@@ -144,20 +154,30 @@ class AsyncEventStore:
     # -- writes -----------------------------------------------------------------------
 
     async def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: Expected = ANY,
+        *,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """:meth:`EventStore.append`, awaited."""
-        return await self._run(self.store.append, stream, events, expected_version)
+        return await self._run(
+            self.store.append, stream, events, expected_version, condition=condition
+        )
 
     async def append_many(
         self,
         appends: Iterable[tuple[str, Sequence[NewEvent], Expected]],
         *,
         checkpoint: tuple[str, Any] | None = None,
+        condition: AppendCondition | None = None,
     ) -> list[AppendResult]:
         """:meth:`EventStore.append_many`, awaited."""
         appends = list(appends)  # iterated here, not in a thread, if it is a generator
-        return await self._run(self.store.append_many, appends, checkpoint=checkpoint)
+        return await self._run(
+            self.store.append_many, appends, checkpoint=checkpoint, condition=condition
+        )
 
     async def save_snapshot(self, stream: str, version: int, state: Any) -> None:
         await self._run(self.store.save_snapshot, stream, version, state)
@@ -253,6 +273,18 @@ class AsyncEventStore:
             )
         )
 
+    def query(
+        self,
+        query: Query | Sequence[QueryItem],
+        after: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> AsyncIterator[Event]:
+        """:meth:`EventStore.query` as an async iterator."""
+        if not isinstance(query, Query):  # iterated here, not in a thread
+            query = list(query)
+        return self._pages(functools.partial(self.store.query, query, after, limit, backwards))
+
     # -- subscriptions -----------------------------------------------------------------
 
     def subscribe(
@@ -262,12 +294,18 @@ class AsyncEventStore:
         stream_prefix: str | None = None,
         *,
         name: str | None = None,
+        query: Query | Sequence[QueryItem] | None = None,
     ) -> AsyncSubscription:
         """:meth:`EventStore.subscribe` as an async iterator: catch up, then
         wait for new commits without blocking the loop."""
         types = _materialised(types)
+        if query is not None and not isinstance(query, Query):
+            query = list(query)
         return AsyncSubscription(
-            self, functools.partial(self.store.subscribe, after, types, stream_prefix, name=name)
+            self,
+            functools.partial(
+                self.store.subscribe, after, types, stream_prefix, name=name, query=query
+            ),
         )
 
 

@@ -143,7 +143,7 @@ class Erasure:
             events = list(make(w._current_version(stream_b), rules))
             part = _Prepared(metadata_stream(stream), events, ANY, self._index_types)
             writes, results, versions, fresh = w._assign([part])
-            pending = w._enqueue(writes, versions, results[-1].last_seq, fresh)
+            pending = w._enqueue(writes, versions, results[-1].last_seq, fresh, [part])
             self._forget.set_rules(stream, rules_of(events[-1]))
         w._commit(pending)
         return results[0]

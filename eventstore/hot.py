@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import heapq
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from ulid import ULID
 
 from . import keys
 from ._leveldb import plyvel
+from .dcb import Plan
 from .errors import (
     CorruptFile,
     DiskFull,
@@ -490,6 +492,19 @@ def _reconcile(db: Any) -> None:
         stream_b = key[1 : key.index(keys.SEP)]
         if db.get(keys.event_key(stream_b, key[-16:])) is None:
             batch.delete(key)
+    for key, entry in db.iterator(prefix=keys.TAG):
+        # A tag entry whose record was lost goes; one whose record holds
+        # the tag but whose entry was lost comes back from the record.
+        stream = msgpack.unpackb(entry, raw=False)[0]
+        if db.get(keys.event_key(stream.encode(), key[-16:])) is None:
+            batch.delete(key)
+    for key, raw in db.iterator(prefix=keys.EVENT):
+        record = msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
+        if len(record) > 6:
+            sep = key.index(keys.SEP)
+            entry = msgpack.packb([key[1:sep].decode(), record[2], record[1]])
+            for tag in record[6]:
+                batch.put(keys.tag_key(tag.encode(), key[sep + 1 :]), entry)
     batch.delete(keys.COUNTS)  # recounted at the next open, from what was salvaged
     batch.write()
 
@@ -959,6 +974,95 @@ class HotView:
             return lazy_events(ids, streams, raws), scanned == n
 
         return self._chunks(step)
+
+    # -- the tag index (DCB) ----------------------------------------------------
+
+    def query(self, plan: Plan, after: int | None, backwards: bool) -> Iterator[Event]:
+        """The hot events matching ``plan`` with seq above ``after``, in seq
+        order (descending backwards), before any retention filter.
+
+        When every item names a tag, each item reads the ``t`` keys of its
+        first tag only (their values say type and seq, so other events'
+        records are never read) and the items' entries are merged by seq;
+        otherwise the global log is scanned, filtered by type when every
+        item names types. Either way each event is checked against the
+        whole query once its record is read (its other tags)."""
+        start_id: bytes | None = None
+        if after is not None:
+            found = self.seek_seq(after + 1, False)
+            if found is None:
+                return iter(())
+            start_id = found
+        if not plan.tagged:
+            after16 = None
+            if start_id is not None:
+                after16 = (int.from_bytes(start_id, "big") - 1).to_bytes(16, "big")
+            events = self.read_all(after16, backwards, plan.scan_types, None)
+            if plan.everything:
+                return events
+            return filter(plan.matches_event, events)
+        runs: list[Iterator[tuple[int, bytes, str, str]]] = []
+        for item in plan.items:
+            entries = self._tag_entries(item.tags_b[0], start_id, backwards)
+            if item.types is not None:
+                types = item.types
+                entries = (e for e in entries if e[3] in types)
+            runs.append(entries)
+        merged = runs[0] if len(runs) == 1 else heapq.merge(*runs, reverse=backwards)
+        return filter(plan.matches_event, self._tagged_events(merged, after))
+
+    def _tag_entries(
+        self, tag_b: bytes, start_id: bytes | None, backwards: bool
+    ) -> Iterator[tuple[int, bytes, str, str]]:
+        """(seq, id16, stream, type) of a tag's ``t`` keys from ``start_id``
+        (inclusive; None: the floor), read in pages inside the gate."""
+        prefix = keys.tag_prefix(tag_b)
+        floor = self._floor if start_id is None else max(start_id, self._floor)
+        with self._gate:
+            it = self._range(prefix + floor, keys.prefix_end(prefix), backwards)
+        cut = len(prefix)
+        unpackb = msgpack.unpackb
+        n = 16
+        while True:
+            with self._gate:
+                page = list(islice(it, n))
+            for key, entry in page:
+                stream, type_, seq = unpackb(entry, raw=False)
+                yield seq, key[cut:], stream, type_
+            if len(page) < n:
+                return
+            if n < 512:
+                n *= 2
+
+    def _tagged_events(
+        self, entries: Iterator[tuple[int, bytes, str, str]], after: int | None
+    ) -> Iterator[Event]:
+        """The events of tag entries (in seq order, an event possibly more
+        than once in a row), each record read once."""
+        snap_get = self._snap.get
+        last = -1
+        low = -1 if after is None else after
+        while True:
+            page = list(islice(entries, 64))
+            ids: list[bytes] = []
+            streams: list[str] = []
+            raws: list[bytes] = []
+            with self._gate:
+                for seq, id16, stream, _type in page:
+                    if seq == last or seq <= low:
+                        continue
+                    last = seq
+                    raw = snap_get(keys.EVENT + stream.encode() + keys.SEP + id16)
+                    if raw is None:
+                        raise CorruptFile(
+                            "hot tier", 0, f"tag entry of event {id16.hex()} has no event record"
+                        )
+                    ids.append(id16)
+                    streams.append(stream)
+                    raws.append(raw)
+            yield from lazy_events(ids, streams, raws)
+            if len(page) < 64:
+                return
 
     def _recorded(self, expected: int, seq: int) -> bool:
         """Whether the jump from ``expected`` to ``seq`` (either way) skips

@@ -21,8 +21,10 @@ TAG = b"t"
 
 # The version of this layout, kept in the store's configuration. 2: segment
 # keys carry the file number (eventstore/segments.py); layout-1 stores are
-# migrated when they open.
-LAYOUT_VERSION = 2
+# migrated when they open. 3: events may carry tags, with ``t`` keys (older
+# code would leave those behind when it removes events, so it must refuse);
+# a layout-2 store holds none and is upgraded as it opens.
+LAYOUT_VERSION = 3
 
 ULID_LEN = 16
 

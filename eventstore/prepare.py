@@ -42,6 +42,7 @@ from .records import (
     Encoder,
     check_indexes,
     check_serialisable,
+    check_tags,
     encode_record,
     encoder,
     first_bad_ext,
@@ -83,6 +84,7 @@ class _Prepared:
         "size",
         "stream",
         "stream_b",
+        "tag_lists",
         "tails",
         "type_prefixes",
     )
@@ -117,6 +119,9 @@ class _Prepared:
                 f"append to stream {stream!r} of {self.n} events: one append holds at "
                 f"most {room} more (max_append_events at open); split it"
             )
+        # Per event its checked tags, or None when no event has any (the
+        # common case: nothing per event is kept).
+        self.tag_lists: list[tuple[str, ...]] | None = None
         enc = encoder()
         enc.busy = True
         try:
@@ -278,7 +283,12 @@ class _Prepared:
                 raise InvalidType(
                     f"event {n} of stream {stream!r} must be a NewEvent, got {type(event).__name__}"
                 )
-            type_, data, metadata, indexes, _tags = event  # tags: not written yet
+            type_, data, metadata, indexes, tags = event
+            checked = _NO_TAGS if tags is None else check_tags(tags)
+            if checked:
+                if self.tag_lists is None:
+                    self.tag_lists = [()] * self.n
+                self.tag_lists[n] = checked
             # Keyed by plain text, and the record takes its type from the
             # entry: the record, its global entry and its type index key
             # agree whatever a str subclass's __eq__ and __hash__ say.
@@ -318,7 +328,10 @@ class _Prepared:
                     check_indexes(indexes, index_types)  # raises the type error
                 indexes = _NO_INDEXES
             try:
-                packed = pack([type_, data, metadata, indexes])
+                if not checked:
+                    packed = pack([type_, data, metadata, indexes])
+                else:  # the 7th record field (docs/FORMAT.md)
+                    packed = pack([type_, data, metadata, indexes, list(checked)])
                 if may_hold_ext(packed):  # refuse_bad_ext's own first test: two calls fewer
                     refuse_bad_ext(packed, data, metadata)
                 if suspect or 0xFF in packed:  # Encoder.needs_check, inlined
@@ -361,7 +374,10 @@ def _rows(
     pack: Callable[[Any], bytes],
 ) -> None:
     """The writes of a part with few events: a loop per event, whose fixed cost
-    is lower than :func:`_columns`'s."""
+    is lower than :func:`_columns`'s; every tagged part is written here."""
+    if part.tag_lists is not None:
+        _tagged_rows(writes, part, ids, version, seq, pack)
+        return
     if part.n == 1:  # most commands append one event: no loop, fewer calls
         id16 = ids[0].to_bytes(16, "big")
         seq_b = pack(seq + 1)
@@ -418,6 +434,9 @@ def _columns(
     pack: Callable[[Any], bytes],
 ) -> None:
     """The writes of a part as columns, each made by map() in C."""
+    if part.tag_lists is not None:
+        _tagged_rows(writes, part, ids, version, seq, pack)
+        return
     n = part.n
     add = writes.add_column
     id16s = list(map(int.to_bytes, ids, repeat(16, n)))  # big-endian by default
@@ -439,6 +458,45 @@ def _columns(
         if len(index_keys) != len(part.index_prefixes):  # map() stops at the shorter
             raise AssertionError("index keys and their events disagree")
         add(index_keys, None)
+
+
+def _tagged_rows(
+    writes: _Writes,
+    part: _Prepared,
+    ids: range,
+    version: int,
+    seq: int,
+    pack: Callable[[Any], bytes],
+) -> None:
+    """The writes of a part some of whose events carry tags: each tagged
+    record has 7 fields, and one ``t`` key per tag whose value is the
+    event's global entry ([stream, type, seq]), so a tag query filters on
+    type and seq without reading the record."""
+    tag_lists = part.tag_lists
+    assert tag_lists is not None
+    put = writes.add
+    ev_prefix = keys.stream_prefix(part.stream_b)
+    type_prefixes: Sequence[bytes | None] = part.type_prefixes or (None,) * part.n
+    id16s = []
+    for id_int, tail, g_head, type_prefix, tags in zip(
+        ids, part.tails, part.g_heads, type_prefixes, tag_lists, strict=True
+    ):
+        version += 1
+        seq += 1
+        id16 = id_int.to_bytes(16, "big")
+        id16s.append(id16)
+        seq_b = pack(seq)
+        head = _TAGGED_HEADER if tags else _RECORD_HEADER
+        put(ev_prefix + id16, head + pack(version) + seq_b + tail)
+        entry = g_head + seq_b
+        put(keys.GLOBAL + id16, entry)
+        if type_prefix is not None:
+            put(type_prefix + id16, b"")
+        for tag in tags:
+            put(keys.TAG + tag.encode() + keys.SEP + id16, entry)
+    if part.index_prefixes:
+        for prefix, id16 in zip(part.index_prefixes, _owners(part, id16s), strict=True):
+            put(prefix + id16, b"")
 
 
 def _owners(part: _Prepared, id16s: list[bytes]) -> Iterable[bytes]:
@@ -477,6 +535,8 @@ _TYPE_HEADS: dict[tuple[str, str], tuple[bytes, bytes, str]] = {}
 _MAX_TYPE_HEADS = 4096
 _MAX_CACHED_PREFIX = 256  # bytes of a type index prefix: a few MiB for the cache at most
 _NO_INDEXES: dict[str, str] = {}  # only ever packed, never changed
+_NO_TAGS: tuple[str, ...] = ()
+_TAGGED_HEADER = b"\x97"  # a fixarray of 7: a record with tags
 _BULK = 8  # events in one part from which columns beat a loop per event
 _FEW_PUTS = 6  # puts up to which a Python loop beats map() drained by a deque
 _JUST_NEW_EVENT = {NewEvent}
@@ -560,8 +620,8 @@ class _Writes:
 
 
 # An imported event, checked and packed before the writer lock: its id,
-# stream and type bytes, plain indexes and record.
-Imported = tuple[bytes, bytes, bytes, dict[str, str], bytes]
+# stream and type bytes, plain indexes, record and tags.
+Imported = tuple[bytes, bytes, bytes, dict[str, str], bytes, tuple[str, ...]]
 
 
 def prepare_import(
@@ -581,15 +641,19 @@ def prepare_import(
     type_b = name_bytes(type_, "event type")
     if isinstance(event, RemovedEvent):  # a husk, as a scavenge leaves it
         husk = encode_record(event.version, event.seq, type_, None, None, {})
-        return id16, stream_b, type_b, {}, husk
+        return id16, stream_b, type_b, {}, husk, ()
     indexes = check_indexes(event.indexes, index_types)
-    record = encode_record(event.version, event.seq, type_, event.data, event.metadata, indexes)
+    # A redacted event lost its tags with its data (retention.redact_event).
+    tags = () if getattr(event, "redacted", False) else check_tags(event.tags)
+    record = encode_record(
+        event.version, event.seq, type_, event.data, event.metadata, indexes, tags
+    )
     if len(record) > MAX_RECORD_BYTES:
         raise InvalidArgument(
             f"event {event.id} is a record of {len(record)} bytes; "
             f"an event record holds at most {MAX_RECORD_BYTES}"
         )
-    return id16, stream_b, type_b, indexes, record
+    return id16, stream_b, type_b, indexes, record, tags
 
 
 def import_rows(
@@ -598,10 +662,13 @@ def import_rows(
     """The keys of one imported event (its record, global entry and index
     entries), as an append writes them (docs/FORMAT.md is the archive's; the
     layout is keys.py's)."""
-    id16, stream_b, type_b, indexes, record = imported
+    id16, stream_b, type_b, indexes, record, tags = imported
     put = writes.add
     put(keys.event_key(stream_b, id16), record)
-    put(keys.GLOBAL + id16, pack([stream_b.decode(), type_b.decode(), seq]))
+    entry = pack([stream_b.decode(), type_b.decode(), seq])
+    put(keys.GLOBAL + id16, entry)
+    for tag in tags:
+        put(keys.tag_key(tag.encode(), id16), entry)
     if index_types:
         put(keys.index_key(stream_b, b"type", type_b, id16), b"")
     for name, value in indexes.items():

@@ -68,14 +68,14 @@ class ScavengeResult(NamedTuple):
 
 
 def _husk(raw: bytes) -> bytes:
-    version, seq, type_, _data, _meta, _indexes = unpack(raw)
+    version, seq, type_ = unpack(raw)[:3]  # tags go with the data (six fields)
     return bytes(_packb([version, seq, type_, None, None, {}]))
 
 
 def _clean(raw: bytes) -> bool:
     """The record holds nothing to remove already."""
     rec = unpack(raw)
-    return rec[3] is None and rec[4] is None and rec[5] == {}
+    return rec[3] is None and rec[4] is None and rec[5] == {} and len(rec) == 6
 
 
 class Scavenging:
@@ -214,12 +214,17 @@ class Scavenging:
             touched.add(stream)
             if dry_run:
                 continue
-            # A removed and a redacted event lose the same: data, metadata
-            # and index values (the type= entry stays with the type).
-            for name, value in unpack(raw)[5].items():
+            # A removed and a redacted event lose the same: data, metadata,
+            # index values and tags (the type= entry stays with the type).
+            record = unpack(raw)
+            for name, value in record[5].items():
                 ikey = keys.index_key(stream_b, name.encode(), value.encode(), id16)
                 _touch(spans, "i", ikey)
                 batch.delete(ikey)
+            for tag in record[6] if len(record) > 6 else ():
+                tkey = keys.tag_key(tag.encode(), id16)
+                _touch(spans, "t", tkey)
+                batch.delete(tkey)
             batch.put(ekey, _husk(raw))
             pending += 1
             if pending == _CHUNK:
@@ -282,7 +287,9 @@ class Scavenging:
                     continue
                 # The hot copies a cleanup deleted left their bytes in LevelDB's tables.
                 _touch(spans, "e", keys.event_key(event.stream.encode(), id16))
-                clean = event.data is None and event.metadata is None
+                clean = event.data is None and event.metadata is None and not event.tags
+                for tag in event.tags:
+                    _touch(spans, "t", keys.tag_key(tag.encode(), id16))
                 if event.indexes:
                     clean = False
                     for name, value in event.indexes.items():

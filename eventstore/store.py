@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import msgpack
 from ulid import ULID
 
-from . import counters, forks, keys, retention, segments
+from . import counters, dcb, forks, keys, retention, segments
 from ._leveldb import plyvel
 from .archive import (
     ARCHIVE_DIR,
@@ -52,10 +52,13 @@ from .errors import (
 from .esdb.reader import BlockCache
 from .events import (
     ANY,
+    AppendCondition,
     AppendResult,
     Event,
     Expected,
     NewEvent,
+    Query,
+    QueryItem,
     RemovedEvent,
     Snapshot,
 )
@@ -572,7 +575,8 @@ class EventStore:
             return chosen
         stored = bool(config.get("index_types", True))
         if config["layout"] < LAYOUT_VERSION:
-            segments.migrate_legacy(self._hot.db)
+            if config["layout"] < 2:
+                segments.migrate_legacy(self._hot.db)
             self._hot.db.put(
                 keys.system_key(b"config"), _packb({**config, "layout": LAYOUT_VERSION}), sync=True
             )
@@ -655,9 +659,11 @@ class EventStore:
         *,
         name: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        query: Query | Sequence[QueryItem] | None = None,
     ) -> Subscription:
         """Follow the global log after ``after`` (or from the checkpoint stored
         under ``name``): catch up, then deliver new events live as they commit.
+        ``query`` delivers only the events matching it (:meth:`query`).
         See :class:`eventstore.subscriptions.Subscription`.
 
         Raises:
@@ -668,7 +674,9 @@ class EventStore:
             StoreClosed: the store is closed.
         """
         self._check_open()
-        return Subscription(self, after, types, stream_prefix, name, page_size=page_size)
+        return Subscription(
+            self, after, types, stream_prefix, name, page_size=page_size, query=query
+        )
 
     # -- moving whole stores -----------------------------------------------------
 
@@ -801,7 +809,7 @@ class EventStore:
                     writes.add(retention.redacted_key(id16), stream.encode())
                 self._forget.removed.add(ranges)
                 self._forget.redacted.update(redacted)
-                pending = w._enqueue(writes, versions, seq, fresh)
+                pending = w._enqueue(writes, versions, seq, fresh, chunk)
                 for base, rules in rules_updates:
                     self._forget.set_rules(base, rules)
             w._commit(pending)
@@ -930,7 +938,12 @@ class EventStore:
     # -- writes --------------------------------------------------------------
 
     def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: Expected = ANY,
+        *,
+        condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append ``events`` to ``stream`` atomically, if its version is as expected.
 
@@ -938,6 +951,10 @@ class EventStore:
         version of the stream's last event (-1 for a new stream). Raises
         :class:`WrongExpectedVersion` otherwise, writing nothing. More
         events or bytes than the store's bounds raise :class:`AppendTooLarge`.
+        ``condition`` (an :class:`AppendCondition`) refuses the append with
+        :class:`ConditionFailed` if an event matching its query has a seq
+        above its ``after``: checked under the writer lock with the expected
+        version, seeing appends queued before it (docs/dcb.md).
 
         Raises:
             WrongExpectedVersion: the stream's version is not ``expected_version``; nothing is
@@ -951,14 +968,18 @@ class EventStore:
             StoreClosed: the store is closed, or an earlier write failed.
             AppendTooLarge: more events or bytes than the store's bounds.
             StreamDeleted: the stream (or, for ``$$s``, ``s``) was tombstoned.
+            ConditionFailed: ``condition`` failed; nothing is written.
         """
-        return self.append_many([(stream, events, expected_version)])[0]
+        if condition is None:
+            return self.append_many([(stream, events, expected_version)])[0]
+        return self.append_many([(stream, events, expected_version)], condition=condition)[0]
 
     def append_many(
         self,
         appends: Iterable[tuple[str, Sequence[NewEvent], Expected]],
         *,
         checkpoint: tuple[str, Any] | None = None,
+        condition: AppendCondition | None = None,
     ) -> list[AppendResult]:
         """Append to several streams in one atomic write: all of it lands or none.
 
@@ -968,6 +989,7 @@ class EventStore:
         a process manager records the events it emits and the position it
         consumed atomically. The whole append is bounded by the store's
         ``max_append_events`` and ``max_append_bytes`` (:class:`AppendTooLarge`).
+        ``condition`` is checked for the whole append, as in :meth:`append`.
 
         Raises:
             WrongExpectedVersion: a part's stream is not at its expected version; nothing is
@@ -980,8 +1002,10 @@ class EventStore:
             StoreClosed: the store is closed, or an earlier write failed.
             AppendTooLarge: as :meth:`append`, for the whole call.
             StreamDeleted: a part's stream was tombstoned; nothing is written.
+            ConditionFailed: ``condition`` failed; nothing is written.
         """
         self._check_open()  # at once: a forked or closed handle packs nothing
+        checked = None if condition is None else _check_condition(condition)
         parts = []
         rules_updates: list[tuple[str, NewEvent]] = []
         room = self._own.max_events
@@ -1009,10 +1033,13 @@ class EventStore:
         w = self._writer
         with w._lock:
             w._ready_to_queue()
+            if checked is not None:
+                plan, query, after = checked
+                w.check_condition(plan, after, lambda a: self._first_match(query, plan, a))
             writes, results, versions, fresh = w._assign(parts)
             if extra is not None:
                 writes.add(*extra)
-            pending = w._enqueue(writes, versions, results[-1].last_seq, fresh)
+            pending = w._enqueue(writes, versions, results[-1].last_seq, fresh, parts)
             for base, last in rules_updates:  # -- h17 hook
                 self._forget.set_rules(base, retention.rules_of(last))
         w._commit(pending)
@@ -1168,6 +1195,57 @@ class EventStore:
         if self._forget.active:  # -- h17 hook
             events = self._forget.filter(events, _last_version(view))
         return _limited(events, limit)
+
+    def query(
+        self,
+        query: Query | Sequence[QueryItem],
+        after: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> Iterator[Event]:
+        """The events matching ``query`` with seq above ``after``, in seq order
+        (newest first backwards), through both tiers (docs/dcb.md).
+
+        An event matches an item when its type is one of the item's types
+        (or it names none) and it carries every tag of the item; it matches
+        the query when it matches any item; a query with no items matches
+        every event. Deletion, retention and redaction apply as in
+        :meth:`read_all` (a redacted event has no tags). When every item
+        names a tag, the cost grows with the events carrying each item's
+        first tag (in the hot tier: its ``t`` keys); an item without tags
+        makes the query a scan of the log (filtered by type when every item
+        names types). The view is taken when this is called.
+
+        Raises:
+            InvalidType: ``query`` is not a Query or a sequence of QueryItem, or an item's
+                types or tags are not sequences of str; ``after`` is not an int.
+            InvalidName: a type or tag is empty, holds NUL or is too long.
+            InvalidArgument: ``after`` or ``limit`` is negative, or an item has too many tags.
+            StoreClosed: the store is closed.
+        """
+        plan = dcb.plan(query)
+        after = dcb.check_after(after)
+        check_limit(limit)
+        if type(backwards) is not bool:
+            raise InvalidType(f"backwards must be a bool, got {type(backwards).__name__}")
+        return _limited(self._query(_as_query(plan), plan, after, backwards), limit)
+
+    def _query(
+        self, query: Query, plan: dcb.Plan, after: int | None, backwards: bool
+    ) -> Iterator[Event]:
+        view = self._view()
+        events = view.query(query, plan, after, backwards)
+        if self._forget.active:  # -- h17 hook
+            events = self._forget.filter(events, _last_version(view))
+            if self._forget.redacted and not plan.everything:
+                # A redacted event lost its tags: match it again as it reads now.
+                events = filter(plan.matches_event, events)
+        return events
+
+    def _first_match(self, query: Query, plan: dcb.Plan, after: int | None) -> int | None:
+        """The seq of the first written event matching the query above ``after``."""
+        event = next(self._query(query, plan, after, False), None)
+        return None if event is None else event.seq
 
     def _load_forgetting(self) -> retention.Forgetting:
         """-- h17 hook: the rules of every ``$$`` stream and the redacted ids."""
@@ -1575,6 +1653,19 @@ def _keep_forever(obj: Any) -> None:
 def _checkpoint_put(name: str, value: Any) -> tuple[bytes, bytes]:
     key = keys.checkpoint_key(name_bytes(name, "checkpoint name"))
     return key, check_serialisable(value, f"checkpoint {name!r}")
+
+
+def _as_query(plan: dcb.Plan) -> Query:
+    """The query as the archive files take it: a Query of plain QueryItems."""
+    return Query(tuple(QueryItem(tuple(i.types or ()), i.tags) for i in plan.items))
+
+
+def _check_condition(condition: object) -> tuple[dcb.Plan, Query, int | None]:
+    if not isinstance(condition, AppendCondition):
+        raise InvalidType(f"condition must be an AppendCondition, got {type(condition).__name__}")
+    query, after = tuple.__getitem__(condition, 0), tuple.__getitem__(condition, 1)
+    plan = dcb.plan(query)
+    return plan, _as_query(plan), dcb.check_after(after, "condition.after")
 
 
 def _check_types(types: Iterable[str] | None) -> frozenset[str] | None:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from ulid import ULID
 
 from .errors import InvalidArgument, StoreClosed
-from .events import Event
+from .events import Event, Query, QueryItem
 from .ids import to_ulid_bytes, ulid_from_bytes
 
 
@@ -61,6 +61,16 @@ class EventSource(Protocol):
         *,
         from_seq: int | None = None,
     ) -> Iterator[Event]: ...
+
+    def query(
+        self,
+        query: Query | Sequence[QueryItem],
+        after: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> Iterator[Event]: ...
+
+    def get(self, event_id: ULID | str | bytes) -> Event | None: ...
 
     def wait_for_commit(
         self,
@@ -162,6 +172,19 @@ def _parse_checkpoint(name: str, value: Any) -> tuple[ULID | None, Any, bool]:
     raise InvalidArgument(f"checkpoint {name!r} holds {value!r:.80}, which is not a position")
 
 
+def _seq_of_position(store: EventSource, position: ULID) -> int:
+    """The seq a subscription's exclusive start position stands for: its
+    event's, or else one below the first event after it, or else the last
+    seq (events with ids at or below it that commit later are skipped by id)."""
+    event = store.get(position)
+    if event is not None:
+        return event.seq
+    following = next(store.read_all(after=position, limit=1), None)
+    if following is not None:
+        return following.seq - 1
+    return store.last_seq
+
+
 class Subscription:
     """The global log from a position on: first what is stored, then live.
 
@@ -171,7 +194,9 @@ class Subscription:
     :meth:`EventStore.read_all`. With ``name``, the subscription is
     persistent: it starts after the position stored under that checkpoint
     name (``after`` must then be None), and :meth:`checkpoint` stores
-    progress there.
+    progress there. ``query`` (a :class:`Query` or a list of
+    :class:`QueryItem`, not with ``types`` or ``stream_prefix``) delivers
+    only the events matching it, read as :meth:`EventStore.query` reads them.
 
     One consumer at a time reads a subscription; :meth:`close` may be called
     from any thread and wakes the consumer at once. Closing the store closes
@@ -183,7 +208,8 @@ class Subscription:
         InvalidULID: ``after`` is not a ULID.
         InvalidName: ``name``, a type or ``stream_prefix`` is not a valid name.
         InvalidArgument: ``page_size`` below 1, both ``after`` and ``name``, or a checkpoint that
-            holds no position.
+            holds no position; ``query`` with ``types`` or ``stream_prefix``.
+        InvalidType: ``query`` is not a query (as :meth:`EventStore.query`).
         StoreClosed: the store is closed.
     """
 
@@ -196,9 +222,13 @@ class Subscription:
         name: str | None = None,
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
+        query: Query | Sequence[QueryItem] | None = None,
     ) -> None:
         if type(page_size) is not int or page_size < 1:
             raise InvalidArgument(f"page_size must be a positive int, got {page_size!r}")
+        if query is not None and (types is not None or stream_prefix is not None):
+            raise InvalidArgument("give a subscription a query, or types and stream_prefix")
+        self._query = query
         self._store = store
         self._types = None if types is None else [types] if isinstance(types, str) else list(types)
         self._stream_prefix = stream_prefix
@@ -218,6 +248,12 @@ class Subscription:
         # Validates after, types and stream_prefix now, not at the first read.
         store.read_all(after=after, limit=0, types=self._types, stream_prefix=stream_prefix)
         self._start: ULID | None = None if after is None else ulid_from_bytes(to_ulid_bytes(after))
+        # With a query, pages are read by seq: the seq the start position stands for.
+        self._query_floor: int | None = None
+        if query is not None:
+            store.query(query, limit=0)
+            if self._start is not None:
+                self._query_floor = _seq_of_position(store, self._start)
         self._next_seq: int | None = None  # read from this seq, not after the position
         self._scanned = 0  # every event up to this seq has been read
         # The page being read: an iterator over a view (lazily, so the events a
@@ -316,7 +352,13 @@ class Subscription:
         store = self._store
         try:
             self._seen = store.last_seq  # before the view: it holds all up to here
-            if self._next_seq is not None:
+            if self._query is not None:
+                if self._next_seq is not None:
+                    floor: int | None = self._next_seq - 1
+                else:
+                    floor = self._query_floor if self._last is None else self._last.seq
+                events = store.query(self._query, after=floor)
+            elif self._next_seq is not None:
                 events = store.read_all(
                     from_seq=self._next_seq, types=self._types, stream_prefix=self._stream_prefix
                 )

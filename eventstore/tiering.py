@@ -555,6 +555,9 @@ class Tiering:
                     delete(prefix + b"type\x00" + record[2] + b"\x00" + id16)
                 for name_b, value_b in record[5].items():
                     delete(prefix + name_b + b"\x00" + value_b + b"\x00" + id16)
+                if len(record) > 6:  # its tags' t keys
+                    for tag_b in record[6]:
+                        delete(keys.TAG + tag_b + b"\x00" + id16)
                 n += 1
             else:
                 self._cleanup_from = key + b"\x00"  # just above the last key deleted
@@ -590,6 +593,7 @@ class Tiering:
         # of the hot tier per cleanup (half of cleanup's time at 100k events
         # moved out of 300k).
         self._hot.db.compact_range(start=keys.EVENT, stop=keys.prefix_end(keys.INDEX))
+        self._hot.db.compact_range(start=keys.TAG, stop=keys.prefix_end(keys.TAG))
         self.tombstones = 0
         self.tombstone_compactions += 1
 

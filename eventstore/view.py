@@ -19,9 +19,10 @@ import msgpack
 
 from . import keys
 from .archive import ArchiveFile
+from .dcb import Plan
 from .errors import CorruptFile
 from .esdb.reader import BlockCache
-from .events import Event
+from .events import Event, Query
 from .hot import HotTier, HotView
 from .segments import Strays
 
@@ -243,6 +244,29 @@ class View:
                 if after is None or f.last_id > after:
                     yield f.reader.read_all(after, False, types, stream_prefix)
             yield self.hot.read_all(after, False, types, stream_prefix)
+
+    def query(
+        self, query: Query, plan: Plan, after: int | None, backwards: bool
+    ) -> Iterator[Event]:
+        """Events matching the query with seq above ``after``: the archive
+        files' (each disjoint, in seq order) then the hot tier's, or the
+        other way backwards; before any retention filter."""
+        if not self.files:
+            return self.hot.query(plan, after, backwards)
+        return chain.from_iterable(self._query_parts(query, plan, after, backwards))
+
+    def _query_parts(
+        self, query: Query, plan: Plan, after: int | None, backwards: bool
+    ) -> Iterator[Iterator[Event]]:
+        files = [f for f in self.files if after is None or f.last_seq > after]
+        if backwards:
+            yield self.hot.query(plan, after, True)
+            for f in reversed(files):
+                yield f.reader.query(query, after, True)
+        else:
+            for f in files:
+                yield f.reader.query(query, after, False)
+            yield self.hot.query(plan, after, False)
 
     def id_of_seq(self, seq: int, backwards: bool) -> bytes | None:
         """Id of the event with ``seq``, or the nearest one in the reading

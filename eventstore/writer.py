@@ -21,7 +21,14 @@ from typing import Any
 import msgpack
 
 from . import counters, keys
-from .errors import InvalidArgument, StoreClosed, WritesRefused, WrongExpectedVersion
+from .dcb import Plan
+from .errors import (
+    ConditionFailed,
+    InvalidArgument,
+    StoreClosed,
+    WritesRefused,
+    WrongExpectedVersion,
+)
 from .events import ANY, AppendResult, Event, RemovedEvent
 from .hot import HotTier, storage_error
 from .ids import MonotonicULIDs, UlidRange, ulid_from_int
@@ -62,6 +69,8 @@ class _Pending:
         "counts",
         "done",
         "error",
+        "events",
+        "first_seq",
         "last_seq",
         "leads",
         "owner",
@@ -82,6 +91,10 @@ class _Pending:
         self.writes = writes
         self.versions = versions
         self.last_seq = last_seq
+        self.first_seq = last_seq + 1  # set by _enqueue: its events' seqs start here
+        # What its events are, for conditional appends queued behind it: the
+        # prepared parts of an append, the events of an import, or None.
+        self.events: Sequence[_Prepared | Event | RemovedEvent] | None = None
         self.streams = streams  # the store's stream count once this is written
         # The value of ``x counts`` once this is written, packed by _enqueue
         # under the writer lock with its reused Packer (packb costs ~1 us).
@@ -94,6 +107,36 @@ class _Pending:
         if not leads:
             self.wake = threading.Lock()
             self.wake.acquire()
+
+
+def _first_queued_match(plan: Plan, pending: _Pending, low: int) -> int | None:
+    """The seq of the first event of a queued append matching ``plan`` above ``low``."""
+    events = pending.events
+    if events is None:  # no events (a checkpoint, a husk's rules): nothing to match
+        return None
+    seq = pending.first_seq
+    for item in events:
+        if isinstance(item, _Prepared):
+            first = seq
+            seq += item.n
+            if seq - 1 <= low or (plan.tagged and item.tag_lists is None):
+                continue
+            tag_lists = item.tag_lists
+            for n, g_head in enumerate(item.g_heads):
+                if first + n <= low:
+                    continue
+                type_ = msgpack.unpackb(g_head + b"\x00", raw=False)[1]
+                if plan.matches(type_, tag_lists[n] if tag_lists is not None else ()):
+                    return first + n
+        else:
+            seq = item.seq + 1
+            if (
+                item.seq > low
+                and not isinstance(item, RemovedEvent)
+                and plan.matches(item.type, item.tags)
+            ):
+                return item.seq
+    return None
 
 
 def _release(wake: threading.Lock | None) -> None:
@@ -269,6 +312,33 @@ class Writer:
         self._ids.raise_floor(last_id)
         return writes, list(versions.items()), seq, counters.fresh_streams(started, versions)
 
+    def check_condition(
+        self, plan: Plan, after: int | None, written_first: Callable[[int | None], int | None]
+    ) -> None:
+        """Under the writer lock (after _ready_to_queue): raise ConditionFailed
+        if an event matching ``plan`` has a seq above ``after``, written or
+        queued. ``written_first(after)`` answers for the written log (the
+        store's query, which reads LevelDB and the archive): it is called only
+        when some written event lies above ``after``, so a decision made at
+        the log's head costs no read."""
+        low = -1 if after is None else after
+        if low >= self._seq:  # nothing was handed out above it
+            return
+        queue = self._queue
+        # Appends leave the queue only once written: below its head all is in
+        # LevelDB (_committed_seq may lag behind that).
+        on_disk = queue[0].first_seq - 1 if queue else self._seq
+        if low < on_disk:
+            seq = written_first(after)
+            if seq is not None:
+                raise ConditionFailed(after, seq)
+        for pending in queue:
+            if pending.last_seq <= low:
+                continue
+            seq = _first_queued_match(plan, pending, low)
+            if seq is not None:
+                raise ConditionFailed(after, seq)
+
     def _current_version(self, stream_b: bytes) -> int:
         version = self._reserved.get(stream_b)
         if version is None:
@@ -285,7 +355,12 @@ class Writer:
             raise mapped from exc
 
     def _enqueue(
-        self, writes: _Writes, versions: list[tuple[bytes, int]], last_seq: int, fresh: int
+        self,
+        writes: _Writes,
+        versions: list[tuple[bytes, int]],
+        last_seq: int,
+        fresh: int,
+        events: Sequence[_Prepared | Event | RemovedEvent] | None = None,
     ) -> _Pending:
         """Queue writes whose seqs end at ``last_seq``, which leave streams
         at ``versions`` and start ``fresh`` new ones. Under the writer lock."""
@@ -300,6 +375,8 @@ class Writer:
         leads = not queue or (queue[0].owner == me and not queue[0].done)
         pending = _Pending(writes, versions, last_seq, leads, self._streams + fresh)
         pending.counts = self._packer.pack([pending.streams, last_seq])
+        pending.first_seq = self._seq + 1
+        pending.events = events
         self._in_flight[me] = pending
         # The append takes its place here, and the seq and versions follow.
         # A KeyboardInterrupt lands only after a call: before the queue's

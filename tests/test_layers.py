@@ -20,7 +20,7 @@ ROOT = Path(eventstore.__file__).parent
 # in step with docs/architecture.md.
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundations", ["errors", "events", "keys", "values", "_leveldb", "forks"]),
-    ("ids and records", ["ids", "records"]),
+    ("ids and records", ["ids", "records", "dcb"]),
     ("tiers", ["hot", "esdb.*"]),
     ("archive, views, appends", [
         "archive", "segments", "compaction", "view", "prepare", "retention", "counters",

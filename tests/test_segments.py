@@ -158,7 +158,8 @@ def test_layout_1_segment_keys_are_migrated_at_open(tmp_path: Path) -> None:
             db.put(key[:-8], value)
         db.put(keys.system_key(b"config"), msgpack.packb({"layout": 1, "index_types": True}))
     with EventStore.open(path) as store:
-        assert msgpack.unpackb(store._hot.db.get(keys.system_key(b"config")))["layout"] == 2
+        config = msgpack.unpackb(store._hot.db.get(keys.system_key(b"config")))
+        assert config["layout"] == keys.LAYOUT_VERSION
         assert segment_entries(store) == want == expected_entries(store)
         assert all(
             len(key) == len(keys.segment_prefix(b"s0")) + 24

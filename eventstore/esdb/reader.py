@@ -26,7 +26,7 @@ import msgpack
 from ulid import ULID
 
 from ..errors import CorruptFile, InvalidArgument, InvalidName, StoreClosed
-from ..events import Event
+from ..events import Event, Query
 from ..ids import to_ulid_bytes
 from ..records import MAX_NAME_BYTES, MAX_RECORD_BYTES, check_limit, inert_ext, name_bytes
 from .format import (
@@ -1308,6 +1308,33 @@ class ESDBReader:
         from .verify import verify
 
         verify(self)
+
+    def query(
+        self, query: Query, after: int | None = None, backwards: bool = False
+    ) -> Iterator[Event]:
+        """The events of this file matching ``query`` (eventstore/dcb.py) with
+        seq above ``after``, in seq order (descending backwards). A plain
+        scan of the file, filtered by type when every item names types."""
+        from itertools import dropwhile, takewhile
+
+        from ..dcb import plan as make_plan
+
+        checked = make_plan(query)
+        meta = self.meta
+        if not self._events or (after is not None and after >= meta.last_seq):
+            return iter(())
+        after16 = None
+        gap_free = meta.last_seq - meta.first_seq + 1 == self._events
+        if after is not None and after >= meta.first_seq and gap_free:
+            after16 = self.id_at(after - meta.first_seq)
+        events = self.read_all(None if backwards else after16, backwards, checked.scan_types)
+        if after is not None:
+            low = after
+            if backwards:
+                events = takewhile(lambda e: e.seq > low, events)
+            elif after16 is None:
+                events = dropwhile(lambda e: e.seq <= low, events)
+        return events if checked.everything else filter(checked.matches_event, events)
 
 
 __all__ = ["NO_ID", "ESDBReader"]

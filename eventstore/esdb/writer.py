@@ -106,7 +106,9 @@ def decode_full(stream: str, id16: bytes, record: bytes) -> tuple[int, int, str,
     """Decode a record in full, data and metadata too, with the reader's
     options: a record the reader could not decode must not reach a file."""
     try:
-        version, seq, type_, _data, _meta, indexes = reads_back(record)
+        version, seq, type_, _data, _meta, indexes, *_tags = reads_back(record)
+        if len(_tags) > 1:
+            raise ValueError("too many fields")
     except Exception:
         raise _not_a_record(stream, id16) from None
     _check_fields(stream, id16, version, seq, type_, indexes)
@@ -135,12 +137,15 @@ class WalkData:
         start = tell()
         try:
             self._feed(record)
-            if self._header() != 6:
-                raise ValueError("not six fields")
+            fields = self._header()
+            if fields not in (6, 7):  # 7: with tags
+                raise ValueError("not six or seven fields")
             version, seq, type_ = unpack(), unpack(), unpack()
             self._skip()
             self._skip()
             indexes = unpack()
+            if fields == 7:
+                self._skip()
             if tell() - start != len(record):
                 raise ValueError("bytes after the record")
         except Exception:
