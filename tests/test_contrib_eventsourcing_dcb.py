@@ -330,7 +330,7 @@ class TestTaggedDecisionCountersProjection(
     OnEventStoreEnv, projection_tests.TaggedDecisionCountersProjectionTestCase
 ):
     view_class = EventStoreEventCountersView
-    env: ClassVar[dict[str, str]] = {}
+    env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(MessagePackMapper)}
 
 
 # -- a DCB application on eventsourcing.dcb's domain classes -------------------
