@@ -49,8 +49,8 @@ from eventstore.ids import ulid_from_int
 
 class RecordCounter:
     """Counts event records read from storage while it is active: in the hot
-    tier, the records :func:`eventstore.hot.lazy_events` is handed (every hot
-    read path reads records into it); in archive files, the records
+    tier, the records :func:`eventstore.hot.lazy_events` is handed (scans,
+    stream reads and queries read records into it; ``get`` does not); in archive files, the records
     ``ESDBReader._event`` decodes one by one and ``ESDBReader._decode_range``
     decodes a block range at a time. It wraps those functions for the
     duration (no change to the store), and tests/test_bench_dcb.py checks
