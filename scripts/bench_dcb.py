@@ -81,15 +81,15 @@ class RecordCounter:
             self.records += b - a
             return decode_range(r, blk, a, b, bi)
 
-        hot.lazy_events = counted_lazy  # type: ignore[assignment]
-        reader.ESDBReader._event = counted_event  # type: ignore[method-assign]
-        reader.ESDBReader._decode_range = counted_range  # type: ignore[method-assign]
+        setattr(hot, "lazy_events", counted_lazy)  # noqa: B010 (the names are looked up per call)
+        setattr(reader.ESDBReader, "_event", counted_event)  # noqa: B010
+        setattr(reader.ESDBReader, "_decode_range", counted_range)  # noqa: B010
         try:
             yield self
         finally:
-            hot.lazy_events = lazy
-            reader.ESDBReader._event = event  # type: ignore[method-assign]
-            reader.ESDBReader._decode_range = decode_range  # type: ignore[method-assign]
+            setattr(hot, "lazy_events", lazy)  # noqa: B010
+            setattr(reader.ESDBReader, "_event", event)  # noqa: B010
+            setattr(reader.ESDBReader, "_decode_range", decode_range)  # noqa: B010
 
 
 def count_records(fn: Callable[[], Any]) -> tuple[Any, int]:

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import unittest
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import pytest
@@ -323,7 +324,9 @@ class OnEventStoreEnv:
 
 class TestEventCountersView(Folder, projection_tests.EventCountersViewTestCase):
     def construct_event_counters_view(self) -> EventStoreEventCountersView:
-        return self.factory().tracking_recorder(EventStoreEventCountersView)
+        view = self.factory().tracking_recorder(EventStoreEventCountersView)
+        assert isinstance(view, EventStoreEventCountersView)
+        return view
 
 
 class TestTaggedDecisionCountersProjection(
@@ -404,7 +407,7 @@ class Enrolment(Group[Decision]):
 
 
 class Courses(DCBApplication):
-    env: ClassVar[dict[str, str]] = {"MAPPER_TOPIC": get_topic(MessagePackMapper)}
+    env: Mapping[str, str] = {"MAPPER_TOPIC": get_topic(MessagePackMapper)}
 
     def register_student(self, name: str, max_courses: int) -> str:
         student = Student(name=name, max_courses=max_courses)
