@@ -11,7 +11,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -301,12 +301,35 @@ class Transfer:
         if found != expected:
             raise CorruptFile(where, 0, f"{found} keys for {expected} spaces in the archive")
 
+    def _verify_tags(self, view: View, expected: int) -> None:
+        """The hot ``t`` keys are exactly those of the hot events (each found
+        by _verify_log), and each holds its event's [stream, type, seq]."""
+        found = 0
+        for key, value in _tag_keys(view):
+            found += 1
+            entry = _decoded(value)
+            event = view.hot.get(key[-16:])
+            if (
+                event is None
+                or not isinstance(entry, list)
+                or entry != [event.stream, event.type, event.seq]
+                or key[1:-17].decode(errors="replace") not in event.tags
+            ):
+                raise CorruptFile(
+                    f"{self.path} (hot tier)", 0, f"tag entry {key!r} does not match an event"
+                )
+        if found != expected:
+            raise CorruptFile(
+                f"{self.path} (hot tier)", 0, f"{found} tag entries for {expected} event tags"
+            )
+
     def _verify_log(self, view: View, progress: Callable[[int], None] | None) -> None:
         seq, last_id = 0, b""
         versions: dict[str, int] = {}
         hot = view.hot
         # Holes a repair recorded (the events were lost): first seq -> last.
         known = dict(self.lost_seqs)
+        tagged = 0  # t keys the hot events should have
         for n, event in enumerate(view.read_all(None, False, None, None), 1):
             where = f"{self.path} (event {event.id})"
             if event.seq != seq + 1 and known.get(seq + 1) != event.seq - 1:
@@ -327,10 +350,15 @@ class Transfer:
                     ikey = keys.index_key(stream_b, name.encode(), value.encode(), id16)
                     if hot.get_raw(ikey) is None:
                         raise CorruptFile(where, 0, f"index entry {name}={value} is missing")
+                for tag in event.tags:
+                    if hot.get_raw(keys.tag_key(tag.encode(), id16)) is None:
+                        raise CorruptFile(where, 0, f"tag entry {tag!r} is missing")
+                tagged += len(event.tags)
             versions[event.stream] = event.version
             seq, last_id = event.seq, event.id.bytes
             if progress is not None and n % 4096 == 0:
                 progress(4096)
+        self._verify_tags(view, tagged)
         for stream, version in versions.items():
             recorded = hot.stream_version(stream.encode())
             # After a repair lost a stream's last events, its version stays
@@ -341,6 +369,19 @@ class Transfer:
                     0,
                     f"stream {stream!r} records version {recorded}, its events end at {version}",
                 )
+
+
+def _tag_keys(view: View) -> Iterator[tuple[bytes, bytes]]:
+    """Every hot ``t`` key at or above the watermark, with its value."""
+    start, stop = keys.TAG, keys.prefix_end(keys.TAG)
+    while True:
+        page = view.hot.page(start, stop, 4096)
+        for key, value in page:
+            if key[-16:] >= view.watermark:
+                yield key, value
+        if len(page) < 4096:
+            return
+        start = page[-1][0] + b"\x00"
 
 
 def _decoded(raw: bytes) -> Any:

@@ -207,6 +207,7 @@ def _follow_served(
             ev = Event(
                 ULID.from_str(j["id"]), j["stream"], j["version"], j["seq"], j["type"],
                 from_json(j["data"]), from_json(j["metadata"]), from_json(j["indexes"]),
+                tuple(j.get("tags", ())),
             )
             show(ev)
             position = ev.id

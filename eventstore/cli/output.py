@@ -320,7 +320,7 @@ def parse_json(text: str, what: str) -> Any:
 def event_json(ev: Event) -> dict[str, Any]:
     """One event as a JSON object: the line format of every ``--json`` output and of
     ``export``."""
-    return {
+    line = {
         "id": str(ev.id),
         "stream": ev.stream,
         "version": ev.version,
@@ -331,6 +331,9 @@ def event_json(ev: Event) -> dict[str, Any]:
         "indexes": to_json(ev.indexes),
         "timestamp": ev.timestamp.isoformat(),
     }
+    if ev.tags:  # only when there are some: untagged lines stay as they were
+        line["tags"] = list(ev.tags)
+    return line
 
 
 def compact_json(value: Any) -> str:

@@ -168,6 +168,9 @@ def parse_event_line(line: str, where: str) -> Event | RemovedEvent | None:
             isinstance(k, str) and isinstance(v, str) for k, v in indexes.items()
         ):
             raise ImportFileError(f"{where}: indexes should map names to str values")
+        tags = obj.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ImportFileError(f"{where}: tags should be a list of str")
         fields = (
             event_id,
             _field(obj, "stream", str, where),
@@ -177,10 +180,10 @@ def parse_event_line(line: str, where: str) -> Event | RemovedEvent | None:
             from_json(obj.get("data")),
             from_json(obj.get("metadata")),
             indexes,
-            (),
+            tuple(tags),
         )
         if obj.get("redacted") is True:
-            if fields[5] is not None or fields[6] is not None:
+            if fields[5] is not None or fields[6] is not None or tags:
                 raise ImportFileError(f"{where}: a redacted event with data or metadata")
             red: Event = tuple.__new__(RedactedEvent, fields)
             return red
