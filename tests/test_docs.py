@@ -28,6 +28,7 @@ RUNNABLE_PAGES = [
     "docs/operations.md",
     "docs/subscriptions.md",
     "docs/eventsourcing.md",
+    "docs/dcb.md",
 ]
 _runs = itertools.count(1)
 

@@ -25,6 +25,12 @@ How ``eventsourcing``'s model maps onto the store:
 - Snapshots (and any other aggregate recorder ``purpose`` than ``"events"``)
   go to a second store in ``<EVENTSTORE_PATH>/eventsourcing-<purpose>``, so
   they never take a place in the application sequence.
+- DCB (``eventsourcing.dcb``, the factory's ``dcb_recorder()``): events go to
+  one stream, :data:`DCB_STREAM`, with their type, data (bytes) and tags; a
+  position is the event's global ``seq``; a read is :meth:`EventStore.query`
+  and a conditional append the store's :class:`~eventstore.AppendCondition`,
+  checked under the writer lock. The DCB log is the store's whole log: give
+  a DCB application a store of its own.
 
 Only one :class:`~eventstore.EventStore` may be open per folder in a process,
 so the factories and recorders of one process share one open store per folder;
@@ -45,6 +51,16 @@ from functools import lru_cache
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
+from eventsourcing.dcb.api import (
+    DCBAppendCondition,
+    DCBEvent,
+    DCBQuery,
+    DCBReadResponse,
+    DCBRecorder,
+    DCBSequencedEvent,
+    DCBSubscription,
+)
+from eventsourcing.dcb.persistence import DCBInfrastructureFactory
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
@@ -57,6 +73,7 @@ from eventsourcing.persistence import (
     Notification,
     PersistenceError,
     ProcessRecorder,
+    ProgrammingError,
     StoredEvent,
     Subscription,
     Tracking,
@@ -64,12 +81,22 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, strtobool
 
-from eventstore import Event, EventStore, NewEvent
-from eventstore.errors import EventStoreError, StoreClosed, WrongExpectedVersion
+from eventstore import AppendCondition, Event, EventStore, NewEvent, Query, QueryItem
+from eventstore.errors import (
+    ConditionFailed,
+    EventStoreError,
+    StoreClosed,
+    WrongExpectedVersion,
+)
+from eventstore.records import check_tags
 
 __all__ = [
+    "DCB_STREAM",
     "EventStoreAggregateRecorder",
     "EventStoreApplicationRecorder",
+    "EventStoreDCBReadResponse",
+    "EventStoreDCBRecorder",
+    "EventStoreDCBSubscription",
     "EventStoreFactory",
     "EventStoreProcessRecorder",
     "EventStoreSubscription",
@@ -83,6 +110,11 @@ VERSION_KEY: Final = "originator_version"
 ID_TYPE_KEY: Final = "originator_id_type"
 #: Prefix of the store checkpoints that hold tracking positions.
 TRACKING_PREFIX: Final = "eventsourcing:tracking:"
+#: The stream DCB events are appended to (DCB reads go by tags and types, not streams).
+DCB_STREAM: Final = "eventsourcing-dcb"
+#: Metadata key holding a DCB event's tags as given, when the store's form
+#: (sorted, without duplicates) differs from them.
+DCB_TAGS_KEY: Final = "dcb_tags"
 
 _PURPOSE = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
@@ -628,12 +660,182 @@ class EventStoreProcessRecorder(
             return self._append(stored_events, checkpoint=(name, tracking.notification_id))
 
 
+# -- DCB ------------------------------------------------------------------------
+
+
+def _dcb_query(query: DCBQuery | None) -> Query:
+    if query is None:
+        return Query()
+    if not isinstance(query, DCBQuery):
+        raise DataError(f"query must be a DCBQuery, got {type(query).__name__}")
+    return Query(tuple(QueryItem(tuple(i.types), tuple(i.tags)) for i in query.items))
+
+
+def _dcb_new_event(event: DCBEvent) -> NewEvent:
+    if not isinstance(event, DCBEvent):
+        raise DataError(f"events must be DCBEvents, got {type(event).__name__}")
+    if not isinstance(event.data, bytes):
+        raise DataError(f"DCB event data must be bytes, got {type(event.data).__name__}")
+    tags = list(event.tags)
+    try:
+        stored = check_tags(tags)
+    except EventStoreError as exc:
+        raise _translate(exc) from exc
+    # The store keeps tags sorted and distinct; the order given is kept
+    # beside them only when it differs, so that a read gives back the list.
+    metadata = None if list(stored) == tags else {DCB_TAGS_KEY: tags}
+    return NewEvent(event.type, event.data, metadata, tags=stored)
+
+
+def _dcb_sequenced(event: Event) -> DCBSequencedEvent:
+    meta = event.metadata
+    tags = meta.get(DCB_TAGS_KEY) if isinstance(meta, dict) else None
+    return DCBSequencedEvent(
+        event=DCBEvent(
+            type=event.type,
+            data=_state(event),
+            tags=list(tags) if isinstance(tags, list) else list(event.tags),
+        ),
+        position=event.seq,
+    )
+
+
+class EventStoreDCBReadResponse(DCBReadResponse):
+    """The events a read found, and ``head``: the position a decision made on
+    them appends after (the store's last seq for an unlimited read, else the
+    last event returned)."""
+
+    def __init__(self, events: list[DCBSequencedEvent], head: int | None) -> None:
+        self._events = iter(events)
+        self._head = head
+
+    @property
+    def head(self) -> int | None:
+        return self._head
+
+    def __next__(self) -> DCBSequencedEvent:
+        return next(self._events)
+
+
+class EventStoreDCBRecorder(EventStoreRecorder, DCBRecorder):
+    """Dynamic consistency boundaries on the store: DCB events in
+    :data:`DCB_STREAM`, positions are global seqs, reads are tag and type
+    queries over the whole log (the hot tier's tag index and the archive
+    files' tag chunks), and a conditional append is checked by the store under
+    its writer lock, so two decisions on overlapping boundaries never both
+    land."""
+
+    #: Events fetched per read by a subscription.
+    subscription_batch = 500
+
+    def read(
+        self,
+        query: DCBQuery | None = None,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> DCBReadResponse:
+        if limit is not None and limit <= 0:
+            return EventStoreDCBReadResponse([], None)
+        q = _dcb_query(query)
+        with self._guard:
+            try:
+                # Taken before the query: every event at or below it is in
+                # the query's view, so a decision may append after it.
+                last = None if limit is not None else self.store.last_seq
+                events = [_dcb_sequenced(e) for e in self.store.query(q, after=after, limit=limit)]
+            except EventStoreError as exc:
+                raise _translate(exc) from exc
+        if limit is not None:
+            head = events[-1].position if events else None
+        else:
+            head = max(last or 0, events[-1].position if events else 0) or None
+        return EventStoreDCBReadResponse(events, head)
+
+    def append(
+        self, events: Sequence[DCBEvent], condition: DCBAppendCondition | None = None
+    ) -> int:
+        if not events:
+            raise ProgrammingError("a DCB append needs at least one event")
+        new = [_dcb_new_event(e) for e in events]
+        cond = None
+        if condition is not None:
+            if not isinstance(condition, DCBAppendCondition):
+                raise DataError(
+                    f"condition must be a DCBAppendCondition, got {type(condition).__name__}"
+                )
+            cond = AppendCondition(_dcb_query(condition.fail_if_events_match), condition.after)
+        with self._guard:
+            try:
+                result = self.store.append(DCB_STREAM, new, condition=cond)
+            except ConditionFailed as exc:
+                raise IntegrityError(str(exc)) from exc
+            except EventStoreError as exc:
+                raise _translate(exc) from exc
+        return result.last_seq
+
+    def subscribe(
+        self, query: DCBQuery | None = None, *, after: int | None = None
+    ) -> EventStoreDCBSubscription:
+        return EventStoreDCBSubscription(self, query=query, after=after)
+
+
+class EventStoreDCBSubscription(DCBSubscription[EventStoreDCBRecorder]):
+    """The events matching a query after a position: the recorded ones, then
+    new ones as they commit (a batch read, then :meth:`EventStore.wait_for_commit`,
+    in slices of ``wait_slice`` seconds so that :meth:`stop` is noticed)."""
+
+    wait_slice = 0.1
+
+    def __init__(
+        self,
+        recorder: EventStoreDCBRecorder,
+        query: DCBQuery | None = None,
+        after: int | None = None,
+    ) -> None:
+        super().__init__(recorder=recorder, query=query, after=after)
+        _dcb_query(query)  # a bad query fails here, not in the first next()
+        self._buffer: deque[DCBSequencedEvent] = deque()
+        self._scanned = after or 0  # every matching event up to here is buffered or yielded
+
+    def __next__(self) -> DCBSequencedEvent:
+        recorder = self._recorder
+        store = recorder.store
+        while True:
+            if self._has_been_stopped:
+                raise StopIteration
+            if self._buffer:
+                event = self._buffer.popleft()
+                self._last_position = event.position
+                return event
+            try:
+                committed = store.last_seq
+                if committed <= self._scanned:
+                    store.wait_for_commit(self._scanned, timeout=self.wait_slice)
+                    continue
+            except EventStoreError as exc:
+                if self._has_been_stopped:
+                    raise StopIteration from None
+                raise _translate(exc) from exc
+            batch = list(
+                recorder.read(self._query, after=self._scanned, limit=recorder.subscription_batch)
+            )
+            full = len(batch) == recorder.subscription_batch
+            # A short batch saw everything committed before the read began.
+            last = batch[-1].position if batch else 0
+            self._scanned = last if full else max(committed, last)
+            self._buffer.extend(batch)
+
+
 # -- the factory ----------------------------------------------------------------
 
 _R = TypeVar("_R", bound=EventStoreRecorder)
 
 
-class EventStoreFactory(InfrastructureFactory[EventStoreTrackingRecorder]):
+class EventStoreFactory(
+    InfrastructureFactory[EventStoreTrackingRecorder],
+    DCBInfrastructureFactory[EventStoreTrackingRecorder],
+):
     """Infrastructure factory for ``PERSISTENCE_MODULE=eventstore.contrib.eventsourcing``.
 
     Environment (each may be prefixed with the application's name, like
@@ -651,6 +853,7 @@ class EventStoreFactory(InfrastructureFactory[EventStoreTrackingRecorder]):
     application_recorder_class: type[EventStoreApplicationRecorder] = EventStoreApplicationRecorder
     tracking_recorder_class: type[EventStoreTrackingRecorder] = EventStoreTrackingRecorder
     process_recorder_class: type[EventStoreProcessRecorder] = EventStoreProcessRecorder
+    dcb_recorder_class: type[EventStoreDCBRecorder] = EventStoreDCBRecorder
 
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)
@@ -716,6 +919,10 @@ class EventStoreFactory(InfrastructureFactory[EventStoreTrackingRecorder]):
     def process_recorder(self) -> ProcessRecorder:
         cls = self._resolve(self.PROCESS_RECORDER_TOPIC, self.process_recorder_class)
         return self._construct(cls, writes=True)
+
+    def dcb_recorder(self) -> EventStoreDCBRecorder:
+        """The DCB recorder, on the application's store (see :class:`EventStoreDCBRecorder`)."""
+        return self._construct(self.dcb_recorder_class, writes=True)
 
     def close(self) -> None:
         """Let go of the stores: each closes once no factory or recorder uses it."""
