@@ -1011,7 +1011,10 @@ class HotView:
             return filter(plan.matches_event, events)
         runs: list[Iterator[tuple[int, bytes, str, str]]] = []
         for item in plan.items:
-            entries = self._tag_entries(item.tags_b[0], start_id, backwards)
+            if len(item.tags_b) == 1:
+                entries = self._tag_entries(item.tags_b[0], start_id, backwards)
+            else:
+                entries = self._tag_join(item.tags_b, start_id, backwards)
             if item.types is not None:
                 entries = _of_types(entries, item.types)
             runs.append(entries)
@@ -1040,6 +1043,73 @@ class HotView:
                 return
             if n < 512:
                 n *= 2
+
+    def _tag_join(
+        self, tags_b: tuple[bytes, ...], start_id: bytes | None, backwards: bool
+    ) -> Iterator[tuple[int, bytes, str, str]]:
+        """(seq, id16, stream, type) of the events carrying every tag of
+        ``tags_b``, from ``start_id`` (inclusive; None: the floor): a
+        leapfrog join of the tags' ``t`` keys, each seek landing on the next
+        id some tag has, so the keys read grow with the rarest tag's
+        entries, not the commonest's."""
+        floor = self._floor if start_id is None else max(start_id, self._floor)
+        prefixes = [keys.tag_prefix(t) for t in tags_b]
+        n = len(prefixes)
+        with self._gate:
+            its = [self._snap.iterator() for _ in prefixes]
+        unpackb = msgpack.unpackb
+        top = (1 << 128) - 1
+
+        def step(i: int, id16: bytes) -> tuple[bytes, bytes] | None:
+            # Forwards: tag i's first entry with id >= id16; backwards: its
+            # last with id <= id16. None when the tag has no more.
+            prefix, it = prefixes[i], its[i]
+            with self._gate:
+                try:
+                    if not backwards:
+                        it.seek(prefix + id16)
+                        key, value = next(it)
+                    else:
+                        above = int.from_bytes(id16, "big") + 1
+                        it.seek(
+                            prefix + above.to_bytes(16, "big")
+                            if above <= top
+                            else keys.prefix_end(prefix)
+                        )
+                        key, value = it.prev()
+                except StopIteration:
+                    return None
+            if len(key) != len(prefix) + 16 or not key.startswith(prefix):
+                return None
+            got = key[len(prefix) :]
+            if got < floor:
+                return None
+            return got, value
+
+        cand = floor if not backwards else top.to_bytes(16, "big")
+        while True:
+            agree, i = 0, 0
+            while agree < n:
+                found = step(i, cand)
+                if found is None:
+                    return
+                if found[0] == cand:
+                    agree += 1
+                else:
+                    cand, agree = found[0], 1
+                value = found[1]  # the same [stream, type, seq] under every tag
+                i = (i + 1) % n
+            stream, type_, seq = unpackb(value, raw=False)
+            yield seq, cand, stream, type_
+            c = int.from_bytes(cand, "big")
+            if backwards:
+                if c == 0:
+                    return
+                cand = (c - 1).to_bytes(16, "big")
+            else:
+                if c == top:
+                    return
+                cand = (c + 1).to_bytes(16, "big")
 
     def _tagged_events(
         self, entries: Iterator[tuple[int, bytes, str, str]], after: int | None

@@ -268,6 +268,37 @@ def test_query_is_filtered_read_all(
             store.verify()
 
 
+@pytest.mark.parametrize("backwards", [False, True])
+def test_an_item_with_several_tags_reads_only_the_events_carrying_all(
+    store: EventStore, monkeypatch: Any, backwards: bool
+) -> None:
+    # 600 events tag "common"; every 60th also "rare": [common, rare] must
+    # read 10 records, not 600 (a leapfrog join over the tags' t keys).
+    for n in range(600):
+        tags = ["common", "rare"] if n % 60 == 7 else ["common"]
+        store.append(f"s{n % 7}", [NewEvent("T", n, tags=tags), NewEvent("U", n)])
+    from eventstore import hot
+
+    read: list[int] = []
+    real = hot.lazy_events
+
+    def counted(ids: list[bytes], streams: Any, raws: list[bytes]) -> Any:
+        read.append(len(raws))
+        return real(ids, streams, raws)
+
+    monkeypatch.setattr(hot, "lazy_events", counted)
+    items = [QueryItem(tags=["rare", "common"])]
+    got = list(store.query(items, backwards=backwards))
+    assert [e.data for e in got] == sorted(range(7, 600, 60), reverse=backwards)
+    assert sum(read) == 10
+    read.clear()
+    after = next(e.seq for e in got if e.data == 247)
+    got = list(store.query(items, after=after, backwards=backwards))
+    assert [e.data for e in got] == sorted(range(307, 600, 60), reverse=backwards)
+    assert sum(read) == 5
+    assert [e.data for e in store.query([QueryItem(tags=["rare", "none"])])] == []
+
+
 # -- conditional appends -------------------------------------------------------
 
 
