@@ -37,10 +37,12 @@ class Plan:
     the global log is scanned (filtered by ``scan_types`` when every item
     names types)."""
 
-    __slots__ = ("everything", "items", "scan_types", "tagged")
+    __slots__ = ("everything", "items", "query", "scan_types", "tagged")
 
     def __init__(self, items: tuple[Item, ...]) -> None:
         self.items = items
+        # The checked query as archive files take it: plain QueryItems.
+        self.query = Query(tuple(QueryItem(tuple(i.types or ()), i.tags) for i in items))
         self.everything = not items or any(i.types is None and not i.tags for i in items)
         self.tagged = not self.everything and all(i.tags for i in items)
         scan: frozenset[str] | None = None
@@ -81,6 +83,32 @@ def check_item(item: object, n: int) -> Item:
     )
 
 
+# Plans of queries made of plain lists/tuples of exact strs, by value: a
+# decision loop asks the same query again and again, and checking it anew
+# cost a fifth of a conditional append. Keys hold only exact strs, so no
+# caller's __hash__ or __eq__ runs; a Plan is never changed once made.
+_PLANS: dict[tuple[tuple[tuple[str, ...], tuple[str, ...]], ...], Plan] = {}
+_MAX_PLANS = 512
+_SEQ = (list, tuple)
+
+
+def _plain_key(items: object) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] | None:
+    if type(items) not in _SEQ:
+        return None
+    key = []
+    for item in items:  # type: ignore[attr-defined]
+        if type(item) is not QueryItem:
+            return None
+        types_, tags = tuple.__getitem__(item, 0), tuple.__getitem__(item, 1)
+        if type(types_) not in _SEQ or type(tags) not in _SEQ:
+            return None
+        for name in (*types_, *tags):
+            if type(name) is not str:
+                return None
+        key.append((tuple(types_), tuple(tags)))
+    return tuple(key)
+
+
 def plan(query: object) -> Plan:
     """``query`` (a :class:`Query` or a sequence of :class:`QueryItem`) checked.
 
@@ -94,11 +122,21 @@ def plan(query: object) -> Plan:
         raise InvalidType("a query is a Query or a list of QueryItem, not one QueryItem")
     else:
         items = query
+    key = _plain_key(items)
+    if key is not None:
+        known = _PLANS.get(key)
+        if known is not None:
+            return known
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise InvalidType(
             f"a query is a Query or a sequence of QueryItem, got {type(query).__name__}"
         )
-    return Plan(tuple(check_item(item, n) for n, item in enumerate(items)))
+    made = Plan(tuple(check_item(item, n) for n, item in enumerate(items)))
+    if key is not None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = made
+    return made
 
 
 def check_after(after: object, what: str = "after") -> int | None:

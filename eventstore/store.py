@@ -1657,7 +1657,7 @@ def _checkpoint_put(name: str, value: Any) -> tuple[bytes, bytes]:
 
 def _as_query(plan: dcb.Plan) -> Query:
     """The query as the archive files take it: a Query of plain QueryItems."""
-    return Query(tuple(QueryItem(tuple(i.types or ()), i.tags) for i in plan.items))
+    return plan.query
 
 
 def _check_condition(condition: object) -> tuple[dcb.Plan, Query, int | None]:

@@ -566,3 +566,19 @@ def test_aio_query_and_condition(tmp_path: Any) -> None:
             assert [e.data async for e in astore.query([QueryItem(tags=["y"])])] == []
 
     asyncio.run(main())
+
+
+def test_a_query_changed_after_use_is_planned_anew(store: EventStore) -> None:
+    # Plans are kept by value: mutating the caller's lists between calls must
+    # change the answer, and a bad value must be refused every time.
+    store.append("s", [NewEvent("A", 1, tags=["a"]), NewEvent("B", 2, tags=["b"])])
+    tags = ["a"]
+    items = [QueryItem(tags=tags)]
+    assert [e.data for e in store.query(items)] == [1]
+    tags[0] = "b"
+    assert [e.data for e in store.query(items)] == [2]
+    items.append(QueryItem(types=["A"]))
+    assert [e.data for e in store.query(items)] == [1, 2]
+    for _ in range(2):
+        with pytest.raises(InvalidName):
+            list(store.query([QueryItem(tags=["a\x00"])]))
