@@ -25,7 +25,7 @@ from eventstore.errors import (
     WrongExpectedVersion,
 )
 
-from .model import Model
+from .model import Model, matches
 from .strategies import new_events
 from .test_store_model import STREAMS, StoreMachine, expected_versions
 
@@ -55,8 +55,10 @@ class ForgetModel(Model):
         return e.id not in self.removed and not self.hidden_by_rules(e)
 
     def shown(self, e: Event) -> Event:
-        # Redaction takes the index values too (the type stays).
-        return e._replace(data=None, metadata=None, indexes={}) if e.id in self.redacted else e
+        # Redaction takes the index values and tags too (the type stays).
+        if e.id in self.redacted:
+            return e._replace(data=None, metadata=None, indexes={}, tags=())
+        return e
 
     def show(self, events: list[Event]) -> list[Event]:
         return [self.shown(e) for e in events if self.visible(e)]
@@ -94,6 +96,18 @@ class ForgetModel(Model):
         prefix: str | None,
     ) -> list[Event]:
         out = self.show(super().read_all(after, backwards, None, types, prefix))
+        return out if limit is None else out[:limit]
+
+    def query(
+        self, items: list[Any], after: int | None, backwards: bool, limit: int | None
+    ) -> list[Event]:
+        # What read_all shows, filtered: hidden events match nothing, and a
+        # redacted event only by its type.
+        out = [
+            e for e in self.show(self.log) if (after is None or e.seq > after) and matches(e, items)
+        ]
+        if backwards:
+            out.reverse()
         return out if limit is None else out[:limit]
 
     def get(self, event_id: Any) -> Event | None:
