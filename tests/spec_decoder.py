@@ -510,8 +510,8 @@ class Decoder:
             msgpack.StackError,
         ) as e:
             raise SpecError("R1", at, f"position {pos}: not one msgpack value: {e}") from None
-        lens = (6, 7) if self.version == 2 else (6,)
-        need(type(r) is tuple and len(r) in lens, "R1", at, f"position {pos}: record shape")
+        need(type(r) is tuple and len(r) in (6, 7), "R1", at, f"position {pos}: record shape")
+        need(len(r) == 6 or self.version == 2, "R5", at, "a seven-element record in version 1")
         version, seq, type_, data, meta, indexes = r[:6]
         need(type(version) is int and 0 <= version < 1 << 63, "R2", at, "version")
         need(type(seq) is int and 0 <= seq < 1 << 64, "R2", at, "seq")
