@@ -780,7 +780,7 @@ def tag_lists(data: bytes) -> tuple[int, list[tuple[bytes, list[Posting]]]]:
     version-2 file written by ESDBWriter (Q, G then H end its index region)."""
     f = footer_v2(data)
     h = payload_of(data, f[18])
-    g, t, c, q = struct.unpack_from("<QQII", h, 0)
+    _g, _t, c, q = struct.unpack_from("<QQII", h, 0)
     q_offs = list(struct.unpack_from(f"<{q}Q", h, 24))
     p, g_offs = 24 + 8 * q, []
     for _ in range(c):
