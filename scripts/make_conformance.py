@@ -37,6 +37,8 @@ from eventstore.esdb.format import (
     FOOTER,
     FOOTER_CRC_SPAN,
     FOOTER_SIZE,
+    FOOTER_V2,
+    FOOTER_V2_SIZE,
     HEADER_SIZE,
 )
 from eventstore.records import MAX_RECORD_BYTES
@@ -49,8 +51,11 @@ def uid(n: int) -> bytes:
     return ((T0 << 80) | n).to_bytes(16, "big")
 
 
-def record(version: int, seq: int, type_: str, data: Any, meta: Any, indexes: Any) -> bytes:
-    out: bytes = msgpack.packb([version, seq, type_, data, meta, indexes], use_bin_type=True)
+def record(
+    version: int, seq: int, type_: str, data: Any, meta: Any, indexes: Any, tags: Any = ()
+) -> bytes:
+    fields = [version, seq, type_, data, meta, indexes] + ([list(tags)] if tags else [])
+    out: bytes = msgpack.packb(fields, use_bin_type=True)
     return out
 
 
@@ -294,6 +299,44 @@ def largest_record() -> Events:
     return [("big", uid(1), rec)]
 
 
+def tagged_example() -> Events:
+    """FORMAT.md's version-2 worked example: the version-1 one with tags."""
+    return [
+        ("c1", uid(1), record(0, 1, "page", {"url": "/"}, None, {}, ["cart:7"])),
+        (
+            "c1",
+            uid(2),
+            record(1, 2, "buy", {"total": "9.99"}, None, {"sku": "x1"}, ["cart:7", "u:1"]),
+        ),
+    ]
+
+
+def tagged_streams() -> Events:
+    """Tagged and untagged events in several streams, tags in UTF-8 byte order
+    (not UTF-16: U+FFFF before U+10000)."""
+    tags = ["a", "b", "student:1", "course:7", "\uffff", "\U00010000", "é"]
+    per: dict[str, list[tuple[bytes, bytes]]] = {}
+    for i in range(40):
+        s = ("s1", "s2", "zoë")[i % 3]
+        lst = per.setdefault(s, [])
+        mine = sorted({tags[i % 7], tags[(i * 3) % 7]}, key=str.encode) if i % 5 else []
+        t = ("Opened", "Changed")[i % 2]
+        lst.append((uid(i + 1), record(len(lst), i + 1, t, {"i": i}, None, {}, mine)))
+    return [(s, a, b) for s in sorted(per) for a, b in per[s]]
+
+
+def many_tags() -> Events:
+    """1500 distinct 20-byte tags (several G chunks), 4500 postings (two Q chunks)."""
+    tags = [f"tag-{i:016d}" for i in range(1500)]
+    per: dict[str, list[tuple[bytes, bytes]]] = {}
+    for i in range(1500):
+        s = f"s{i % 7}"
+        lst = per.setdefault(s, [])
+        mine = sorted({tags[i], tags[(i + 500) % 1500], tags[(i + 1000) % 1500]})
+        lst.append((uid(i + 1), record(len(lst), i + 1, "T", i, None, {}, mine)))
+    return [(s, a, b) for s in sorted(per) for a, b in per[s]]
+
+
 @dataclass
 class Valid:
     name: str
@@ -305,6 +348,25 @@ class Valid:
 
 VALID = [
     Valid("valid-empty", "no events: zero counts, empty K, D, T and U", list, {}),
+    Valid(
+        "valid-v2-worked-example",
+        "version 2: FORMAT.md's version-2 worked example (tags, codec none)",
+        tagged_example,
+        {"codec": "none"},
+    ),
+    Valid(
+        "valid-v2-streams",
+        "version 2: tagged and untagged events in three streams, non-ASCII tags, zlib",
+        tagged_streams,
+        {"codec": "zlib", "block_size": 256},
+    ),
+    Valid(
+        "valid-v2-many-tags",
+        "version 2: 1500 tags in several G chunks, 4500 postings in two Q chunks",
+        many_tags,
+        {},
+        False,
+    ),
     Valid("valid-worked-example", "FORMAT.md's worked example", worked_example, {"codec": "none"}),
     Valid(
         "valid-zstd-many",
@@ -387,6 +449,27 @@ def space_digest(r: ESDBReader) -> str:
     return h.hexdigest()
 
 
+def tag_index(r: ESDBReader) -> dict[str, list[int]]:
+    """tag -> the seqs of the events carrying it, ascending; tags in UTF-8
+    byte order (what the file's records imply)."""
+    out: dict[str, list[int]] = {}
+    for e in r.read_all():
+        for t in e.tags:
+            out.setdefault(t, []).append(e.seq)
+    return {t: sorted(out[t]) for t in sorted(out, key=str.encode)}
+
+
+def tag_digest(tags: dict[str, list[int]]) -> str:
+    """sha256 over, for each tag in UTF-8 byte order: u32 length and UTF-8
+    bytes of the tag, u32 count, then its seqs ascending (u64 each)."""
+    h = hashlib.sha256()
+    for t, seqs in tags.items():
+        tb = t.encode()
+        h.update(struct.pack("<I", len(tb)) + tb + struct.pack("<I", len(seqs)))
+        h.update(struct.pack(f"<{len(seqs)}Q", *seqs))
+    return h.hexdigest()
+
+
 def expected_valid(path: str, v: Valid) -> dict[str, Any]:
     with ESDBReader(path) as r:
         m = r.meta
@@ -424,6 +507,17 @@ def expected_valid(path: str, v: Valid) -> dict[str, Any]:
                 b"".join(e.id.bytes for e in r.read_all())
             ).hexdigest(),
         }
+        with open(path, "rb") as f:
+            f.seek(-16, os.SEEK_END)
+            out["format_version"] = struct.unpack("<H", f.read(2))[0]
+        if out["format_version"] == 2:
+            tags = tag_index(r)
+            out["tag_count"] = len(tags)
+            out["tags_sha256"] = tag_digest(tags)
+            out["tags"] = [
+                {"tag": t, "count": len(seqs), "seqs": seqs[:LISTED]}
+                for t, seqs in list(tags.items())[:LISTED]
+            ]
         if v.list_events:
             out["events"] = [
                 {
@@ -669,6 +763,163 @@ def _hostile_x(v: dict[str, bytes]) -> bytes:
     x = bytearray(payload_of(data, X_OFF))
     struct.pack_into("<IIQ", x, 0, 0xFFFFFFFF, 0xFFFFFFFF, 1 << 40)
     return patch_data_chunk(data, X_OFF, bytes(x))
+
+
+# -- version 2: the tag index re-laid ----------------------------------------------
+
+V2X = "valid-v2-worked-example"
+Posting = tuple[int, int, int, int]  # seq, position, space number, type id
+
+
+def footer_v2(data: bytes) -> list[Any]:
+    return list(FOOTER_V2.unpack_from(data, len(data) - FOOTER_V2_SIZE))
+
+
+def tag_lists(data: bytes) -> tuple[int, list[tuple[bytes, list[Posting]]]]:
+    """(offset where the tag chunks start, [(tag, its postings)]) of a
+    version-2 file written by ESDBWriter (Q, G then H end its index region)."""
+    f = footer_v2(data)
+    h = payload_of(data, f[18])
+    _g, _t, c, q = struct.unpack_from("<QQII", h, 0)
+    q_offs = list(struct.unpack_from(f"<{q}Q", h, 24))
+    p, g_offs = 24 + 8 * q, []
+    for _ in range(c):
+        g_offs.append(struct.unpack_from("<Q", h, p)[0])
+        (ln,) = struct.unpack_from("<H", h, p + 16)
+        p += 18 + ln
+    posts: list[Posting] = []
+    for qo in q_offs:
+        qp = payload_of(data, qo)
+        n = len(qp) // 20
+        cols = [struct.unpack_from(f"<{n}Q", qp, 0)] + [
+            struct.unpack_from(f"<{n}I", qp, 8 * n + 4 * n * k) for k in range(3)
+        ]
+        posts += list(zip(*cols, strict=True))
+    out = []
+    for go in g_offs:
+        gp = payload_of(data, go)
+        (m,) = struct.unpack_from("<I", gp, 0)
+        offs = struct.unpack_from(f"<{m + 1}I", gp, 4)
+        for i in range(m):
+            a = 8 + 4 * m + offs[i]
+            (ln,) = struct.unpack_from("<H", gp, a)
+            start, cnt = struct.unpack_from("<QQ", gp, a + 2 + ln)
+            out.append((gp[a + 2 : a + 2 + ln], posts[start : start + cnt]))
+    return min(q_offs + g_offs), out
+
+
+def with_tag_lists(data: bytes, tags: list[tuple[bytes, list[Posting]]]) -> bytes:
+    """``data`` with its tag index replaced by one laid from ``tags`` as given
+    (in that order: one G chunk, Q chunks of 4096, raw), footer fixed."""
+    cut, _old = tag_lists(data)
+    out = bytearray(data[:cut])
+    flat = [x for _t, ps in tags for x in ps]
+    q_offs = []
+    for j in range(0, len(flat), 4096):
+        part = flat[j : j + 4096]
+        cols = list(zip(*part, strict=True))
+        n = len(part)
+        q_offs.append(len(out))
+        out += raw_chunk(
+            "Q",
+            struct.pack(f"<{n}Q", *cols[0]) + b"".join(struct.pack(f"<{n}I", *c) for c in cols[1:]),
+        )
+    entries, start = [], 0
+    for tag, ps in tags:
+        entries.append(struct.pack("<H", len(tag)) + tag + struct.pack("<QQ", start, len(ps)))
+        start += len(ps)
+    offs, a = [0], 0
+    for e in entries:
+        a += len(e)
+        offs.append(a)
+    g_off = len(out)
+    out += raw_chunk(
+        "G",
+        struct.pack(f"<I{len(offs)}I", len(entries), *offs) + b"".join(entries),
+    )
+    first = tags[0][0]
+    h = struct.pack("<QQII", len(tags), len(flat), 1, len(q_offs))
+    h += struct.pack(f"<{len(q_offs)}Q", *q_offs)
+    h += struct.pack("<QQH", g_off, 0, len(first)) + first
+    f = footer_v2(data)
+    f[18] = len(out)
+    out += raw_chunk("H", h)
+    return with_footer_v2(bytes(out), f)
+
+
+def with_footer_v2(body: bytes, fields: list[Any]) -> bytes:
+    """``body`` (everything before the footer) with a version-2 footer of
+    ``fields`` (crc recomputed)."""
+    packed = bytearray(FOOTER_V2.pack(*fields))
+    struct.pack_into("<I", packed, 148, zlib.crc32(packed[:148]))
+    return body + bytes(packed)
+
+
+def _retag(
+    change: Callable[[list[tuple[bytes, list[Posting]]]], None],
+) -> Callable[[dict[str, bytes]], bytes]:
+    def make(v: dict[str, bytes]) -> bytes:
+        data = v[V2X]
+        tags = tag_lists(data)[1]
+        change(tags)
+        return with_tag_lists(data, tags)
+
+    return make
+
+
+def _swap_tags(tags: list[tuple[bytes, list[Posting]]]) -> None:
+    """The two tags listed in the wrong order (each keeps its own postings):
+    only the tag order is broken."""
+    tags.reverse()
+
+
+def _wrong_seq(tags: list[tuple[bytes, list[Posting]]]) -> None:
+    """cart:7's last posting (seq 2) says seq 3: still rising within the tag,
+    the right position, but not that event's seq."""
+    seq, pos, sp, tid = tags[0][1][-1]
+    tags[0][1][-1] = (seq + 1, pos, sp, tid)
+
+
+def _v2_footer_h(value: int) -> Callable[[dict[str, bytes]], bytes]:
+    def make(v: dict[str, bytes]) -> bytes:
+        data = v[V2X]
+        f = footer_v2(data)
+        f[18] = value
+        return with_footer_v2(data[: len(data) - FOOTER_V2_SIZE], f)
+
+    return make
+
+
+def _v2_record(old: bytes, new: bytes) -> Callable[[dict[str, bytes]], bytes]:
+    """The version-2 worked example (codec none, its block at 16) with record
+    bytes ``old`` replaced by ``new`` of the same length."""
+
+    def make(v: dict[str, bytes]) -> bytes:
+        data = v[V2X]
+        off = X_OFF
+        kind = chr(data[off])
+        while kind != "B":  # the block follows the X chunk
+            off += 16 + CHUNK.unpack_from(data, off)[3]
+            kind = chr(data[off])
+        payload = payload_of(data, off)
+        assert len(old) == len(new) and payload.count(old) == 1
+        return patch_data_chunk(data, off, payload.replace(old, new))
+
+    return make
+
+
+def _v1_seven_fields(v: dict[str, bytes]) -> bytes:
+    """The version-1 worked example whose record 0 became a seven-element
+    record of the same length: data {} and tags ["tag1"]."""
+    old = (
+        bytes.fromhex("9600 01a4")
+        + b"page"
+        + bytes.fromhex("81a3")
+        + b"url"
+        + bytes.fromhex("a12fc080")
+    )
+    new = bytes.fromhex("9700 01a4") + b"page" + bytes.fromhex("80c080 91a4") + b"tag1"
+    return _patched_record(old, new)(v)
 
 
 INVALID = [
@@ -977,6 +1228,41 @@ INVALID = [
         "verify",
         _hostile_x,
     ),
+    Invalid(
+        "invalid-v2-tag-order",
+        "G3",
+        "version 2: tags MUST be sorted by their bytes (u:1 listed before cart:7)",
+        "verify",
+        _retag(_swap_tags),
+    ),
+    Invalid(
+        "invalid-v2-posting-seq",
+        "Q2",
+        "version 2: a tag posting's seq MUST be its event's",
+        "verify",
+        _retag(_wrong_seq),
+    ),
+    Invalid(
+        "invalid-v2-tag-directory-offset",
+        "F6",
+        "version 2: the tag directory offset MUST lie in the index region",
+        "open",
+        _v2_footer_h(HEADER_SIZE),
+    ),
+    Invalid(
+        "invalid-v2-record-tags-order",
+        "R5",
+        "version 2: a record's tags MUST be sorted by their UTF-8 bytes",
+        "verify",
+        _v2_record(b"\x92\xa6cart:7\xa3u:1", b"\x92\xa3u:1\xa6cart:7"),
+    ),
+    Invalid(
+        "invalid-v1-seven-fields",
+        "R5",
+        "a version-1 file MUST NOT hold a seven-element record",
+        "verify",
+        _v1_seven_fields,
+    ),
 ]
 
 
@@ -1034,7 +1320,10 @@ the files can change without a change of the format: rerun the script.
   `spaces_sha256`, `events` (for small files: every event in position order
   with its id and record bytes in hex) and `events_sha256`,
   `ulid_order_sha256`, and `index_queries` (stream, index name and value,
-  the number of events and the first 20 versions, in order).
+  the number of events and the first 20 versions, in order),
+  `format_version`; for version 2, `tag_count`, `tags_sha256` and `tags`
+  (the first 20 tags in UTF-8 byte order, each with its count and first 20
+  seqs): the tag index MUST answer what the records' tags imply.
 - `"valid": false`: the file breaks exactly the rule `rule` of FORMAT.md
   (`breaks` says how; every checksum in it is right, so only that rule's
   check catches it). `stage` says when a reader MUST refuse it: `open`
@@ -1055,6 +1344,9 @@ Digests (sha256, lowercase hex):
   each).
 - `ulid_order_sha256`: over the ids (16 bytes each) of every event in ULID
   order.
+- `tags_sha256`: over, for each tag in UTF-8 byte order: u32 length and
+  UTF-8 bytes of the tag, u32 count, then the seqs of its events ascending
+  (u64 each).
 
 | file | expected | what |
 | --- | --- | --- |
