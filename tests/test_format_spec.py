@@ -157,10 +157,12 @@ def test_several_g_and_q_chunks(tmp_path: Path) -> None:
 def test_store_compaction_and_merge_decode_the_same_both_ways(tmp_path: Path) -> None:
     """Files a store writes (compaction, then merge) decode as ESDBReader
     reads them; their version is 2 exactly when the records carry tags."""
+    appended: list[tuple[str, ...]] = []
     with EventStore(str(tmp_path / "s")) as store:
         for round_ in range(4):
             for i in range(30):
                 tags = [TAGS[(i + round_) % len(TAGS)], TAGS[i % 3]] if i % 4 else None
+                appended.append(tuple(sorted(set(tags or ()), key=str.encode)))
                 store.append(
                     STREAMS[i % 5],
                     [NewEvent(TYPES[i % 3], {"i": i}, indexes={"k": str(i % 2)}, tags=tags)],
@@ -177,6 +179,10 @@ def test_store_compaction_and_merge_decode_the_same_both_ways(tmp_path: Path) ->
         dec = _compare(merged[0])
         assert len(dec.events) == 120
         assert [e.tags for e in store.read_all()] == [dec.events[p].tags for p in dec.ulid_order]
+        assert [e.tags for e in store.read_all()] == appended
+        for f in store.archive_files():
+            with ESDBReader(f.path) as reader:
+                assert reader.meta.format_version == 2
 
 
 # -- the version-2 worked example of docs/FORMAT.md ------------------------------
