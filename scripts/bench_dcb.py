@@ -300,8 +300,12 @@ class Postgres:
     """A throwaway PostgreSQL cluster in a temporary folder, on a loopback
     port (run as the postgres user when this runs as root)."""
 
-    def __init__(self, bindir: str) -> None:
+    def __init__(self, bindir: str, durable: bool = True) -> None:
         self.bin = bindir
+        # durable=False: synchronous_commit=off, PostgreSQL's counterpart of
+        # eventstore's sync=False (a crash may lose the last commits, never
+        # half of one).
+        self.durable = durable
         self.folder = Path(tempfile.mkdtemp(prefix="bench-dcb-pg-"))
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -334,7 +338,8 @@ class Postgres:
             "-l",
             str(self.folder / "log"),
             "-o",
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+            + ("" if self.durable else " -c synchronous_commit=off"),
             "-w",
             "start",
         )
@@ -368,26 +373,36 @@ class Postgres:
 
 
 def part_decisions(folder: Path, n: int, postgres: bool) -> dict[str, Any]:
+    """The decision workload on each recorder, like against like: eventstore
+    with sync=False beside PostgreSQL with synchronous_commit=off (neither
+    waits for the disk at a commit), and eventstore with sync=True beside
+    PostgreSQL's defaults (both fsync every commit)."""
     from eventsourcing.dcb.persistence import DCBInfrastructureFactory
 
     students, courses = max(10, n // 4), max(5, n // 40)
     out: dict[str, Any] = {"decisions": n, "students": students, "courses": courses}
     print(f"(c) DCB decisions (course subscriptions, {students} students, {courses} courses):")
-    env = {
-        "PERSISTENCE_MODULE": "eventstore.contrib.eventsourcing",
-        "EVENTSTORE_PATH": str(folder / "dcb"),
-    }
-    factory = DCBInfrastructureFactory.construct(env)
-    try:
-        es = decisions(factory.dcb_recorder(), students, courses, n)
-    finally:
-        factory.close()
-    out["eventstore"] = es
-    print(
-        f"    eventstore DCB recorder  {es['decisions_s']:>9.0f}/s"
-        f"  ({es['made']:.0f} made, {es['refused']:.0f} refused)",
-        flush=True,
-    )
+
+    def show(label: str, got: dict[str, float]) -> None:
+        print(
+            f"    {label:<34} {got['decisions_s']:>9.0f}/s"
+            f"  ({got['made']:.0f} made, {got['refused']:.0f} refused)",
+            flush=True,
+        )
+
+    for durable in (False, True):
+        mode = "durable" if durable else "no_fsync"
+        env = {
+            "PERSISTENCE_MODULE": "eventstore.contrib.eventsourcing",
+            "EVENTSTORE_PATH": str(folder / f"dcb-{mode}"),
+            "EVENTSTORE_SYNC": "y" if durable else "n",
+        }
+        factory = DCBInfrastructureFactory.construct(env)
+        try:
+            out[f"eventstore_{mode}"] = decisions(factory.dcb_recorder(), students, courses, n)
+        finally:
+            factory.close()
+        show(f"eventstore (sync={durable})", out[f"eventstore_{mode}"])
     bindir = Postgres.find() if postgres else None
     if not postgres:
         print("    PostgreSQL: skipped (--no-postgres)")
@@ -400,20 +415,19 @@ def part_decisions(folder: Path, n: int, postgres: bool) -> dict[str, Any]:
     except ImportError:
         print("    PostgreSQL: skipped (no psycopg: pip install 'tiered-eventstore[bench]')")
         return out
-    with Postgres(bindir) as pg:
-        pg_factory = DCBInfrastructureFactory.construct(pg.env())
-        try:
-            pgr = decisions(pg_factory.dcb_recorder(), students, courses, n)
-        finally:
-            pg_factory.close()
-    out["postgres"] = pgr
-    print(
-        f"    PostgreSQL DCB recorder  {pgr['decisions_s']:>9.0f}/s"
-        f"  ({pgr['made']:.0f} made, {pgr['refused']:.0f} refused)"
-    )
-    ratio = es["decisions_s"] / pgr["decisions_s"]
-    out["ratio"] = ratio
-    print(f"    eventstore / PostgreSQL  {ratio:>9.2f}x", flush=True)
+    for durable in (False, True):
+        mode = "durable" if durable else "no_fsync"
+        with Postgres(bindir, durable) as pg:
+            pg_factory = DCBInfrastructureFactory.construct(pg.env())
+            try:
+                out[f"postgres_{mode}"] = decisions(pg_factory.dcb_recorder(), students, courses, n)
+            finally:
+                pg_factory.close()
+        label = "synchronous_commit=" + ("on" if durable else "off")
+        show(f"PostgreSQL ({label})", out[f"postgres_{mode}"])
+        ratio = out[f"eventstore_{mode}"]["decisions_s"] / out[f"postgres_{mode}"]["decisions_s"]
+        out[f"ratio_{mode}"] = ratio
+        print(f"    eventstore / PostgreSQL, {mode:<15} {ratio:>9.2f}x", flush=True)
     return out
 
 
