@@ -988,8 +988,9 @@ class HotView:
         order (descending backwards), before any retention filter.
 
         When every item names a tag, each item reads the ``t`` keys of its
-        first tag only (their values say type and seq, so other events'
-        records are never read) and the items' entries are merged by seq;
+        tag (several: a leapfrog join of theirs), whose values say type and
+        seq, so other events' records are never read, and the items'
+        entries are merged by seq;
         otherwise the global log is scanned, filtered by type when every
         item names types. Either way each event is checked against the
         whole query once its record is read (its other tags)."""

@@ -1211,8 +1211,8 @@ class EventStore:
         the query when it matches any item; a query with no items matches
         every event. Deletion, retention and redaction apply as in
         :meth:`read_all` (a redacted event has no tags). When every item
-        names a tag, the cost grows with the events carrying each item's
-        first tag (in the hot tier: its ``t`` keys); an item without tags
+        names a tag, the cost grows with the events carrying all of an item's
+        tags (both tiers have a tag index); an item without tags
         makes the query a scan of the log (filtered by type when every item
         names types). The view is taken when this is called.
 
