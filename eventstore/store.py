@@ -422,6 +422,7 @@ class EventStore:
             self._index_types,
             check_open,
             check_readable,
+            self._writer.paused,
         )
         if watermark != bytes(16):  # finish what an interrupted cleanup left
             self._tiering._start_cleanup()
