@@ -1269,7 +1269,8 @@ class HotTier:
                     self.scrub_pending = True
                 self.db = open_leveldb(self.path, create=False)
                 if failed is not None:
-                    raise failed
+                    doing = f"scrubbing LevelDB's MANIFEST in {self.path!r}"
+                    raise (storage_error(failed, doing, decoding=False) or failed) from failed
             finally:
                 self.gate.resume()
         finally:

@@ -265,7 +265,11 @@ def scrub(folder: str) -> None:
     _write_synced(temp, f"{new}\n".encode())
     os.replace(temp, os.path.join(folder, "CURRENT"))
     _fsync_dir(folder)
-    for name in (old, "LOG", "LOG.old"):
+    # With the database closed LevelDB reads only the MANIFEST that CURRENT
+    # names: others are left by a crash (its own, or one of this), and may
+    # hold removed keys.
+    stale = [n for n in os.listdir(folder) if n.startswith("MANIFEST-") and n != new]
+    for name in (*stale, "LOG", "LOG.old"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(folder, name))
     _fsync_dir(folder)

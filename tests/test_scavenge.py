@@ -202,12 +202,21 @@ def test_scavenge_while_appends_and_reads_go_on(tmp_path: Path) -> None:
                     }:
                         problems.append(f"kept event changed: {e}")
 
-        threads = [threading.Thread(target=append), threading.Thread(target=read)]
+        kept = list(store.read_stream("s-0"))
+
+        def get() -> None:  # the one read that takes no view: it waits out each reopen
+            while not stop.is_set():
+                for e in kept:
+                    if store.get(e.id) != e:
+                        problems.append(f"get({e.id}) changed")
+
+        threads = [threading.Thread(target=f) for f in (append, read, get)]
         for t in threads:
             t.start()
         try:
             for round_ in range(3):
                 store.scavenge()
+                assert not store._hot.scrub_pending  # the reads let it reopen
                 last = next(store.read_all(backwards=True, limit=1))
                 store.compact(before=ulid_from_int(int(last.id) + 1))
                 if round_ == 1:
@@ -350,3 +359,38 @@ def test_a_view_open_through_a_scavenge_defers_the_scrub_to_close(
     assert found(m.markers(names[:1]), store_bytes(path)) == set()
     with EventStore.open(path) as store:
         assert [e.version for e in store.read_stream("trunc")] == [1, 2, 3]
+
+
+def test_a_failed_scrub_leaves_the_store_open_and_retries_at_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from eventstore import hot
+    from eventstore.errors import StorageError
+    from eventstore.manifest import scrub
+
+    path = str(tmp_path / "s")
+    m = Marked()
+
+    def failing(folder: str) -> None:
+        raise OSError(errno.EIO, "Input/output error", folder)
+
+    with EventStore.open(path) as store:
+        names = [f"t{i}" for i in range(4)]
+        store.append("trunc", [m.event(k) for k in names])
+        store.set_retention("trunc", max_count=3)
+        monkeypatch.setattr(hot, "_scrub_manifest", failing)
+        with pytest.raises(StorageError):
+            store.scavenge()
+        assert store._hot.scrub_pending
+        # Reopened all the same: reads and appends go on.
+        assert [e.version for e in store.read_stream("trunc")] == [1, 2, 3]
+        store.append("other", [NewEvent("T")])
+        assert store.scavenge(dry_run=True).scrubbed == 0
+        monkeypatch.setattr(hot, "_scrub_manifest", scrub)
+    assert found(m.markers(names[:1]), store_bytes(path)) == set()
+    with EventStore.open(path) as store:
+        assert [e.version for e in store.read_stream("trunc")] == [1, 2, 3]
+        assert [e.type for e in store.read_stream("other")] == ["T"]
+        store.verify()
