@@ -359,6 +359,13 @@ def _locked(path: str) -> int:
     return fd
 
 
+def _relock(fd: int, path: str) -> None:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise StoreLocked(f"store {path!r} was opened by another process") from None
+
+
 class RepairResult(NamedTuple):
     """What :func:`repair_hot_tier` did."""
 
@@ -1110,6 +1117,8 @@ class HotTier:
         # Why writes are refused (the disk was full at open), or None.
         self.read_only: str | None = None
         self._copy: _ReadOnlyCopy | None = None
+        # LOCK held by this process between a reopen's close and open (see reopen).
+        self._lock_fd: int | None = None
         try:
             self.db: Any = open_leveldb(path, create)
         except DiskFull as full:
@@ -1258,6 +1267,14 @@ class HotTier:
             try:
                 self.db.close()
                 self.db = CLOSED_DB
+                # Closing dropped LevelDB's lock: take it again at once, so
+                # no other process opens the store meanwhile. (POSIX locks
+                # are the process's: the fd stays open until close(), or
+                # closing it would drop the lock LevelDB takes next.)
+                if self._lock_fd is None:
+                    self._lock_fd = _locked(self.path)
+                else:
+                    _relock(self._lock_fd, self.path)
                 failed: Exception | None = None
                 try:
                     _scrub_manifest(self.path)
@@ -1291,10 +1308,18 @@ class HotTier:
             self.db.close()
             if self.scrub_pending and self._copy is None:
                 self.scrub_pending = False
-                # LevelDB reads what it wrote at the next open whatever this
-                # parser makes of it: a close does not fail on it.
+                # Under the LOCK again (closing dropped it); LevelDB reads
+                # what it wrote at the next open whatever this parser makes
+                # of it: a close does not fail on it.
                 with contextlib.suppress(CorruptFile, OSError):
+                    if self._lock_fd is None:
+                        self._lock_fd = _locked(self.path)
+                    else:
+                        _relock(self._lock_fd, self.path)
                     _scrub_manifest(self.path)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         # Let go of the plyvel object now: freed later by the garbage collector
         # (a store is full of cycles), its __dealloc__ runs on an object the
         # collector has already cleared, and prints "Error in sys.excepthook".

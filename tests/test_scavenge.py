@@ -394,3 +394,42 @@ def test_a_failed_scrub_leaves_the_store_open_and_retries_at_close(
         assert [e.version for e in store.read_stream("trunc")] == [1, 2, 3]
         assert [e.type for e in store.read_stream("other")] == ["T"]
         store.verify()
+
+
+def test_no_other_process_can_open_the_store_during_the_reopen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from eventstore import hot
+    from eventstore.manifest import scrub
+
+    path = str(tmp_path / "s")
+    tried: list[str] = []
+
+    def scrub_while_another_tries(folder: str) -> None:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, eventstore; eventstore.EventStore.open(sys.argv[1])",
+                path,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        tried.append(proc.stderr)
+        scrub(folder)
+
+    with EventStore.open(path) as store:
+        store.append("a", [NewEvent("T")])
+        monkeypatch.setattr(hot, "_scrub_manifest", scrub_while_another_tries)
+        store.scavenge()
+        store.scavenge()  # the second reopen takes the lock again the same way
+        assert len(tried) == 2 and all("StoreLocked" in err for err in tried), tried
+        monkeypatch.setattr(hot, "_scrub_manifest", scrub)
+        store.append("a", [NewEvent("T")])
+    with EventStore.open(path) as store:  # released at close
+        assert store.stream_version("a") == 1
