@@ -1097,6 +1097,19 @@ class HotView:
             return list(self._snap.iterator(prefix=prefix))
 
 
+def _wait_until(done: Callable[[], bool], deadline: float) -> bool:
+    """Poll ``done`` until it holds (True) or ``deadline`` passes (False)."""
+    collected = False
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        if not collected:
+            gc.collect()  # a view dropped in a reference cycle waits for the collector
+            collected = True
+        time.sleep(0.001)
+    return True
+
+
 class _ClosedDB:
     """Stands in for a closed store's LevelDB database: closed, and unusable."""
 
@@ -1218,27 +1231,7 @@ class HotTier:
         """Wait up to ``wait`` seconds until no view made before ``generation``
         is open; whether none is. A LevelDB snapshot keeps every version it
         sees through any compaction."""
-        deadline = time.monotonic() + wait
-        collected = False
-        while self.resources.older(generation):
-            if time.monotonic() > deadline:
-                return False
-            if not collected:
-                gc.collect()  # a view dropped in a reference cycle waits for the collector
-                collected = True
-            time.sleep(0.001)
-        return True
-
-    def _views_gone(self, deadline: float) -> bool:
-        collected = False
-        while self.resources.busy():
-            if time.monotonic() > deadline:
-                return False
-            if not collected:
-                gc.collect()  # a view dropped in a reference cycle waits for the collector
-                collected = True
-            time.sleep(0.001)
-        return True
+        return _wait_until(lambda: not self.resources.older(generation), time.monotonic() + wait)
 
     def reopen(self, wait: float = 3.0) -> bool:
         """Close the database, scrub LevelDB's MANIFEST and LOG of every
@@ -1257,7 +1250,7 @@ class HotTier:
         try:
             deadline = time.monotonic() + wait
             while True:
-                if not self._views_gone(deadline):
+                if not _wait_until(lambda: not self.resources.busy(), deadline):
                     self.scrub_pending = True
                     return False
                 self.gate.pause()
@@ -1301,8 +1294,9 @@ class HotTier:
         self.resources.close()
         if not self.db.closed:
             if self.compact_pending and self._copy is None:
-                for start, stop in sorted(self.compact_pending):  # no view is open now
-                    self.db.compact_range(start=start, stop=stop)
+                with contextlib.suppress(plyvel.Error):  # the database closes all the same
+                    for start, stop in sorted(self.compact_pending):  # no view is open now
+                        self.db.compact_range(start=start, stop=stop)
                 self.compact_pending.clear()
                 self.scrub_pending = True  # the compactions logged their bounds
             self.db.close()

@@ -25,8 +25,8 @@ it in the manifest in place of the old, the old keys and file removed
 after); then LevelDB compacts the key ranges that held the old records, so
 their bytes leave its tables; last, the database is closed, its MANIFEST and
 LOG rewritten without any key (eventstore/manifest.py), and opened again
-(with reads waiting, or, if views stay open, at close). A scavenge after a crash finds the recorded
-seqs whose records still hold data and finishes them.
+(reads wait; if views stay open, close() does it). A scavenge after a crash
+finds the recorded seqs whose records still hold data and finishes them.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ from .view import ArchiveSet, View, take_view
 _packb = msgpack.packb
 _CHUNK = 1024  # events per synced hot batch
 # How long a scavenge waits for reads begun before its rewrites to end before
-# it compacts (subscriptions hold a view up to a second); past it, the
-# compaction is done again at close.
+# it compacts (subscriptions hold a view up to a second); past it, close()
+# compacts instead.
 _OLDER_VIEWS_WAIT = 10.0
 # How long the reopen waits for every view to go (past it: at close).
 _REOPEN_WAIT = 3.0
