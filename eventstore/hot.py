@@ -9,9 +9,11 @@ cold tier (they are garbage awaiting deletion) and every read here skips them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
+import gc
 import heapq
 import os
 import shutil
@@ -40,6 +42,9 @@ from .errors import (
 )
 from .events import Event
 from .ids import ulid_from_bytes
+from .manifest import CRC32C as _CRC32C
+from .manifest import mask as _mask
+from .manifest import scrub as _scrub_manifest
 from .records import inert_ext, record_version
 
 _NO_ID = bytes(16)
@@ -211,24 +216,6 @@ _LOG_BLOCK = 32768
 _LOG_HEADER = 7
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        crc = n
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def _mask(crc: int) -> int:
-    crc ^= 0xFFFFFFFF
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def _whole_prefix(kind: int, rest: bytes, crc: int) -> int | None:
     """The length of the prefix of ``rest`` that the header's checksum
     covers, if any does (the record is whole: its length field is damaged)."""
@@ -372,6 +359,13 @@ def _locked(path: str) -> int:
         os.close(fd)
         raise StoreLocked(f"store {path!r} is already open in another process") from None
     return fd
+
+
+def _relock(fd: int, path: str) -> None:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise StoreLocked(f"store {path!r} was opened by another process") from None
 
 
 class RepairResult(NamedTuple):
@@ -549,19 +543,47 @@ class Gate:
     not inside a read, so ``close()`` waits only for other threads' entries.
     (Unless a finaliser run inside a read of that thread closes the store:
     nothing of eventstore's does, and none should.)
+
+    ``pause()`` closes it for a while (the database is reopened meanwhile,
+    :meth:`HotTier.reopen`): reads arriving wait for ``resume()`` instead of
+    failing.
     """
 
-    __slots__ = ("active", "closed")
+    __slots__ = ("active", "closed", "resumed")
 
     def __init__(self) -> None:
         self.active: list[int] = []
         self.closed = False
+        self.resumed: threading.Event | None = None  # set while paused
 
     def __enter__(self) -> None:
-        self.active.append(get_ident())
-        if self.closed:
-            self.active.remove(get_ident())
+        me = get_ident()
+        while True:
+            self.active.append(me)
+            if not self.closed:
+                return
+            self.active.remove(me)
+            self.wait_open()
+
+    def wait_open(self) -> None:
+        """Outside the gate, having found it closed: wait if it is paused,
+        else raise StoreClosed."""
+        resumed = self.resumed
+        if resumed is not None:
+            resumed.wait()
+        elif self.closed:  # resume() clears ``closed`` before ``resumed``
             raise StoreClosed("the store is closed")
+
+    def pause(self) -> None:
+        self.resumed = threading.Event()
+        self._shut()
+
+    def resume(self) -> None:
+        resumed = self.resumed
+        self.closed = False
+        self.resumed = None
+        if resumed is not None:
+            resumed.set()
 
     def __exit__(
         self, kind: object = None, exc: BaseException | None = None, tb: object = None
@@ -575,6 +597,9 @@ class Gate:
                 raise mapped from exc
 
     def close(self) -> None:
+        self._shut()
+
+    def _shut(self) -> None:
         self.closed = True
         me = get_ident()
         # Reads inside hold the gate for one chunk (microseconds): poll them out.
@@ -592,11 +617,14 @@ class Resources:
     once by ``close()`` before the database goes.
     """
 
-    __slots__ = ("_closed", "_entries", "_lock")
+    __slots__ = ("_born", "_closed", "_entries", "_lock", "generation")
 
     def __init__(self) -> None:
         self._lock = threading.RLock()  # a finaliser may run inside a locked block
         self._entries: dict[int, list[Any]] = {}
+        # The generation each owner (a view's snapshot) was made in: see older().
+        self._born: dict[int, int] = {}
+        self.generation = 0
         self._closed = False
 
     def track(self, owner: int, obj: Any) -> None:
@@ -604,10 +632,31 @@ class Resources:
             if self._closed:
                 obj.close()
                 raise StoreClosed("the store is closed")
-            self._entries.setdefault(owner, []).append(obj)
+            objs = self._entries.get(owner)
+            if objs is None:
+                objs = self._entries[owner] = []
+                self._born[owner] = self.generation
+            objs.append(obj)
+
+    def next_generation(self) -> int:
+        """Start a new generation: snapshots taken from here on are of it."""
+        with self._lock:
+            self.generation += 1
+            return self.generation
+
+    def older(self, generation: int) -> bool:
+        """A snapshot taken before ``generation`` is still held."""
+        with self._lock:
+            return any(born < generation for born in self._born.values())
+
+    def busy(self) -> bool:
+        """Any view's snapshot or iterator is held, or being released."""
+        with self._lock:  # release() pops first, then closes: under the lock
+            return bool(self._entries)
 
     def release(self, owner: int) -> None:
         with self._lock:
+            self._born.pop(owner, None)
             for obj in reversed(self._entries.pop(owner, ())):  # iterators, then the snapshot
                 obj.close()
 
@@ -618,6 +667,7 @@ class Resources:
         self._closed = True
         objs = [obj for objs in self._entries.values() for obj in objs]
         self._entries.clear()
+        self._born.clear()
         return objs
 
     def close(self) -> None:
@@ -627,6 +677,7 @@ class Resources:
                 for obj in reversed(objs):
                     obj.close()
             self._entries.clear()
+            self._born.clear()
 
 
 class Snapshot:
@@ -1228,6 +1279,19 @@ class HotView:
             return list(self._snap.iterator(prefix=prefix))
 
 
+def _wait_until(done: Callable[[], bool], deadline: float) -> bool:
+    """Poll ``done`` until it holds (True) or ``deadline`` passes (False)."""
+    collected = False
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        if not collected:
+            gc.collect()  # a view dropped in a reference cycle waits for the collector
+            collected = True
+        time.sleep(0.001)
+    return True
+
+
 class _ClosedDB:
     """Stands in for a closed store's LevelDB database: closed, and unusable."""
 
@@ -1248,6 +1312,8 @@ class HotTier:
         # Why writes are refused (the disk was full at open), or None.
         self.read_only: str | None = None
         self._copy: _ReadOnlyCopy | None = None
+        # LOCK held by this process between a reopen's close and open (see reopen).
+        self._lock_fd: int | None = None
         try:
             self.db: Any = open_leveldb(path, create)
         except DiskFull as full:
@@ -1262,6 +1328,16 @@ class HotTier:
             )
         self.gate = Gate()
         self.resources = Resources()
+        # While reopen() waits for open views to go, new ones wait for it.
+        self._draining = False
+        self._drained = threading.Condition()
+        # A scrub of LevelDB's MANIFEST and LOG that reopen() could not do
+        # (views stayed open): close() does it.
+        self.scrub_pending = False
+        # Key ranges a scavenge compacted while views older than its
+        # rewrites were open (so their old versions stayed): close()
+        # compacts them again.
+        self.compact_pending: set[tuple[bytes, bytes]] = set()
         # What `eventstore repair` recorded as lost: {"lost": [[first, last] seq...]}.
         try:
             self.repaired: dict[str, Any] | None = self.get_system(REPAIRED)
@@ -1275,6 +1351,8 @@ class HotTier:
         return [(int(a), int(b)) for a, b in (self.repaired or {}).get("lost", [])]
 
     def view(self, floor: bytes = _NO_ID) -> HotView:
+        if self._draining:
+            self.wait_drained()
         with self.gate:
             repaired = self.repaired
             lost = dict(self.lost) if repaired else None
@@ -1284,13 +1362,15 @@ class HotTier:
         """The hot event with this id, None if there is none, or False if its
         global entry and its record disagree (a compaction deleted one between
         the two reads: the caller retries on a consistent view)."""
-        db = self.db
         active = self.gate.active
         me = get_ident()
         active.append(me)  # the gate, inline: this is the hottest read
+        if self.gate.closed:
+            active.remove(me)
+            self.gate.wait_open()  # paused by reopen(), or StoreClosed
+            return self.get_event(id16)
+        db = self.db  # inside the gate: reopen() swaps it outside
         try:
-            if self.gate.closed:
-                raise StoreClosed("the store is closed")
             entry = db.get(keys.GLOBAL + id16, verify_checksums=VERIFY_CHECKSUMS)
             if entry is None:
                 return None
@@ -1324,11 +1404,98 @@ class HotTier:
             else msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=inert_ext)
         )
 
+    def wait_drained(self) -> None:
+        with self._drained:
+            while self._draining:
+                self._drained.wait()
+
+    def wait_for_older_views(self, generation: int, wait: float) -> bool:
+        """Wait up to ``wait`` seconds until no view made before ``generation``
+        is open; whether none is. A LevelDB snapshot keeps every version it
+        sees through any compaction."""
+        return _wait_until(lambda: not self.resources.older(generation), time.monotonic() + wait)
+
+    def reopen(self, wait: float = 3.0) -> bool:
+        """Close the database, scrub LevelDB's MANIFEST and LOG of every
+        removed key (eventstore/manifest.py), and open it again: LevelDB
+        writes those files only while open, and never rewrites them.
+
+        The caller holds the maintenance lock and keeps appends from being
+        written (Writer.paused). New views and reads wait meanwhile; views
+        already open are waited for up to ``wait`` seconds. If they outlive
+        it, nothing is done and ``scrub_pending`` is set: close() scrubs.
+        Returns whether it reopened."""
+        if self._copy is not None:
+            return False  # read-only from a scratch copy: nothing of the store's to scrub
+        with self._drained:
+            self._draining = True
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                if not _wait_until(lambda: not self.resources.busy(), deadline):
+                    self.scrub_pending = True
+                    return False
+                self.gate.pause()
+                if not self.resources.busy():
+                    break  # none can open now: views are made inside the gate
+                self.gate.resume()
+            try:
+                self.db.close()
+                self.db = CLOSED_DB
+                # Closing dropped LevelDB's lock: take it again at once, so
+                # no other process opens the store meanwhile. (POSIX locks
+                # are the process's: the fd stays open until close(), or
+                # closing it would drop the lock LevelDB takes next.)
+                if self._lock_fd is None:
+                    self._lock_fd = _locked(self.path)
+                else:
+                    _relock(self._lock_fd, self.path)
+                failed: Exception | None = None
+                try:
+                    _scrub_manifest(self.path)
+                    self.scrub_pending = False
+                except Exception as exc:
+                    # Damage LevelDB did not mind, or a failing disk: the
+                    # database opens again, and then the error is told.
+                    failed = exc
+                    self.scrub_pending = True
+                self.db = open_leveldb(self.path, create=False)
+                if failed is not None:
+                    doing = f"scrubbing LevelDB's MANIFEST in {self.path!r}"
+                    raise (storage_error(failed, doing, decoding=False) or failed) from failed
+            finally:
+                self.gate.resume()
+        finally:
+            with self._drained:
+                self._draining = False
+                self._drained.notify_all()
+        return True
+
     def close(self) -> None:
         self.gate.close()
         self.resources.close()
         if not self.db.closed:
+            if self.compact_pending and self._copy is None:
+                with contextlib.suppress(plyvel.Error):  # the database closes all the same
+                    for start, stop in sorted(self.compact_pending):  # no view is open now
+                        self.db.compact_range(start=start, stop=stop)
+                self.compact_pending.clear()
+                self.scrub_pending = True  # the compactions logged their bounds
             self.db.close()
+            if self.scrub_pending and self._copy is None:
+                self.scrub_pending = False
+                # Under the LOCK again (closing dropped it); LevelDB reads
+                # what it wrote at the next open whatever this parser makes
+                # of it: a close does not fail on it.
+                with contextlib.suppress(CorruptFile, OSError):
+                    if self._lock_fd is None:
+                        self._lock_fd = _locked(self.path)
+                    else:
+                        _relock(self._lock_fd, self.path)
+                    _scrub_manifest(self.path)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         # Let go of the plyvel object now: freed later by the garbage collector
         # (a store is full of cycles), its __dealloc__ runs on an object the
         # collector has already cleared, and prints "Error in sys.excepthook".

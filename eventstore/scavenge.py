@@ -22,9 +22,11 @@ synced batches; then each archive file holding one is rewritten whole through
 the protocol of a merge (a new number reserved, the file written to a
 temporary name, fsynced, renamed, its segment keys, one synced batch naming
 it in the manifest in place of the old, the old keys and file removed
-after); last, LevelDB compacts the key ranges that held the old records, so
-their bytes leave its files. A scavenge after a crash finds the recorded
-seqs whose records still hold data and finishes them.
+after); then LevelDB compacts the key ranges that held the old records, so
+their bytes leave its tables; last, the database is closed, its MANIFEST and
+LOG rewritten without any key (eventstore/manifest.py), and opened again
+(reads wait; if views stay open, close() does it). A scavenge after a crash
+finds the recorded seqs whose records still hold data and finishes them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
 import msgpack
@@ -55,6 +58,12 @@ from .view import ArchiveSet, View, take_view
 
 _packb = msgpack.packb
 _CHUNK = 1024  # events per synced hot batch
+# How long a scavenge waits for reads begun before its rewrites to end before
+# it compacts (subscriptions hold a view up to a second); past it, close()
+# compacts instead.
+_OLDER_VIEWS_WAIT = 10.0
+# How long the reopen waits for every view to go (past it: at close).
+_REOPEN_WAIT = 3.0
 
 
 class ScavengeResult(NamedTuple):
@@ -91,6 +100,7 @@ class Scavenging:
         index_types: bool,
         check_open: Callable[[], None],
         check_readable: Callable[[], None],
+        pause_writes: Callable[[], AbstractContextManager[None]],
     ) -> None:
         self._hot = hot
         self._archive = archive
@@ -100,6 +110,7 @@ class Scavenging:
         self._index_types = index_types
         self._check_open = check_open
         self._check_readable = check_readable
+        self._pause_writes = pause_writes
 
     def _view(self) -> View:
         return take_view(self._hot, self._archive)
@@ -136,10 +147,23 @@ class Scavenging:
             if not dry_run:
                 self._drop_snapshots(view, touched, spans)
                 # A LevelDB snapshot keeps the versions it sees through any
-                # compaction: this view's must go first.
+                # compaction: this view's must go first, and those of reads
+                # begun before the rewrites (later ones see only husks).
+                # Compacted with one open, old and new versions would end up
+                # in one table, which LevelDB may never compact again: if
+                # such reads outlast the wait, close() compacts instead.
                 del view
-                self._compact_spans(spans)
+                generation = self._hot.resources.next_generation()
+                settled = self._hot.wait_for_older_views(generation, _OLDER_VIEWS_WAIT)
+                self._compact(spans, settled)
             tell("compacted", 0)
+            if not dry_run:
+                # LevelDB's MANIFEST and LOG still name removed keys (as table
+                # bounds, compaction pointers and compaction ranges): they
+                # are rewritten with the database closed, so it is reopened.
+                with self._pause_writes():
+                    self._hot.reopen(_REOPEN_WAIT)
+                tell("reopened", 0)
         return ScavengeResult(
             examined, len(new), n_hot + n_cold, n_files, time.perf_counter() - started
         )
@@ -248,16 +272,22 @@ class Scavenging:
                 _touch(spans, "s", skey)
         batch.write()
 
-    def _compact_spans(self, spans: dict[str, tuple[bytes, bytes]]) -> None:
+    def _compact(self, spans: dict[str, tuple[bytes, bytes]], now: bool) -> None:
         """LevelDB keeps overwritten values in its older tables until they are
-        compacted: compact the namespaces that held the old records. Whole
-        namespaces, not the spans' own keys: LevelDB writes the bounds of a
-        manual compaction into its LOG file, and a removed event's keys hold
-        its stream name and index values."""
-        db = self._hot.db
-        for space in spans:
-            tag = space.encode()
-            db.compact_range(start=tag, stop=keys.prefix_end(tag))
+        compacted: compact the namespaces that held the old records (and
+        those an earlier scavenge left to close), ``now`` or at close.
+        Whole namespaces, not the spans' own keys: LevelDB writes the bounds
+        of a manual compaction into its LOG file, and a removed event's keys
+        hold its stream name and index values."""
+        hot = self._hot
+        ranges = {(space.encode(), keys.prefix_end(space.encode())) for space in spans}
+        ranges |= hot.compact_pending
+        if not now:
+            hot.compact_pending = ranges
+            return
+        for start, stop in sorted(ranges):
+            hot.db.compact_range(start=start, stop=stop)
+        hot.compact_pending = set()
 
     # -- the cold tier ---------------------------------------------------------
 

@@ -425,6 +425,7 @@ class EventStore:
             self._index_types,
             check_open,
             check_readable,
+            self._writer.paused,
         )
         if watermark != bytes(16):  # finish what an interrupted cleanup left
             self._tiering._start_cleanup()
@@ -1577,8 +1578,9 @@ class EventStore:
         """Remove, from every file of the store, the data and metadata of
         the events that deletions, retention rules and redactions hide (see
         eventstore/scavenge.py for how, and docs/guarantees.md). Reads and
-        appends go on meanwhile and answer the same throughout. Backups made
-        before keep the data.
+        appends go on meanwhile and answer the same throughout; they wait
+        while its last step reopens the hot tier (tens of milliseconds) to
+        rewrite LevelDB's MANIFEST. Backups made before keep the data.
 
         ``dry_run`` writes nothing and counts what a scavenge would do:
         ``removed + scrubbed == 0`` means the store holds no byte of an
@@ -1587,6 +1589,8 @@ class EventStore:
         Raises:
             CorruptFile: an archive file or the hot tier is damaged where it is read.
             StoreClosed: the store is closed, or refuses writes.
+            StorageError: the disk failed (rewriting LevelDB's MANIFEST, say);
+                the hot tier is open again, and close() retries the rewrite.
         """
         return self._scavenging.scavenge(dry_run=dry_run, progress=progress)
 

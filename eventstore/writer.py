@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from threading import get_ident
 from typing import Any
@@ -411,6 +411,19 @@ class Writer:
             self._seq = queue[-1].last_seq
             self._streams = queue[-1].streams
             self._reserved.update(queue[-1].versions)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the writer lock with no group being written: nothing reaches
+        LevelDB meanwhile (appends queue up, and are written after)."""
+        with self._lock:
+            self._drain_waiters += 1
+            try:
+                while self._leading:
+                    self._written.wait()
+            finally:
+                self._drain_waiters -= 1
+            yield
 
     def _wait_for_queue(self, written: Callable[[], bool]) -> None:
         """Under the writer lock: wait until ``written()``, leading any append

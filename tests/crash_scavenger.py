@@ -6,7 +6,8 @@ never; the parent then kills it at a random moment instead). The steps are
 the calls that change files: recording removed seqs, each hot record
 rewritten (one synced batch each here), the memtable flush, each archive
 file's number, write, segment keys, commit, old keys and removal, the
-snapshot drop and the final compaction, each killed before and after.
+snapshot drop, the final compaction, and the reopen (the new MANIFEST and
+CURRENT written, the folder fsynced), each killed before and after.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import eventstore.scavenge as scavenge
-from eventstore import EventStore, segments
+from eventstore import EventStore, manifest, segments
+from eventstore.hot import HotTier
 from eventstore.scavenge import Scavenging
 from eventstore.tiering import Tiering
 
@@ -45,7 +47,10 @@ def main() -> None:
     scavenge._CHUNK = 1  # one synced batch per hot record: a kill between any two
     for name in ("write_file", "_husk", "_flush_memtable", "removed_item"):
         setattr(scavenge, name, _step(getattr(scavenge, name), limit))
-    scavenge.segments = type(  # type: ignore[assignment]
+    # The reopen's scrub of LevelDB's MANIFEST: its writes and folder fsyncs.
+    for name in ("_write_synced", "_fsync_dir"):
+        setattr(manifest, name, _step(getattr(manifest, name), limit))
+    scavenge.segments = type(  # type: ignore[assignment,attr-defined]
         "S",
         (),
         {k: staticmethod(_step(getattr(segments, k), limit)) for k in ("write", "delete")}
@@ -55,7 +60,8 @@ def main() -> None:
         (Tiering, "_take_file_number"),
         (Tiering, "_commit_files"),
         (Scavenging, "_drop_snapshots"),
-        (Scavenging, "_compact_spans"),
+        (Scavenging, "_compact"),
+        (HotTier, "reopen"),
         (Scavenging, "_record_removed"),
     ):
         setattr(cls, name, _step(getattr(cls, name), limit))

@@ -19,7 +19,7 @@ ROOT = Path(eventstore.__file__).parent
 # name ending in ".*" stands for the package and every module in it. Keep
 # in step with docs/architecture.md.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundations", ["errors", "events", "keys", "values", "_leveldb", "forks"]),
+    ("foundations", ["errors", "events", "keys", "values", "_leveldb", "forks", "manifest"]),
     ("ids and records", ["ids", "records", "dcb"]),
     ("tiers", ["hot", "esdb.*"]),
     ("archive, views, appends", [
