@@ -64,7 +64,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -170,7 +170,7 @@ class Folded:
     courses_of: dict[str, set[str]] = field(default_factory=dict)  # student -> courses
 
 
-def fold(events: Sequence[Event]) -> Folded:
+def fold(events: Iterable[Event]) -> Folded:
     f = Folded()
     for e in events:
         d = e.data
@@ -325,9 +325,7 @@ def child_main(path: str, seed: int, round_no: int, threads: int, hook: str, at:
         if len(appends) == 1 and rng.random() < 0.5:
             results = [store.append(appends[0][0], appends[0][1], condition=condition)]
         else:
-            results = store.append_many(
-                [(s, evs, ANY) for s, evs in appends], condition=condition
-            )
+            results = store.append_many([(s, evs, ANY) for s, evs in appends], condition=condition)
         seqs = [r.first_seq + n for r in results for n in range(len(r.ids))]
         ids = [str(i) for r in results for i in r.ids]
         emit("A " + json.dumps({"d": did, "seqs": seqs, "ids": ids}))
@@ -472,9 +470,7 @@ def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def run_child(
-    store: str, seed: int, round_no: int, threads: int, rng: random.Random
-) -> ChildRun:
+def run_child(store: str, seed: int, round_no: int, threads: int, rng: random.Random) -> ChildRun:
     mode = rng.choice(["timer", "timer", "timer", "pre", "post", "post", "compact"])
     at = rng.uniform(0.05, 0.6)
     cmd = [
@@ -789,9 +785,7 @@ def between_rounds(path: str, rng: random.Random) -> str:
     return done
 
 
-def verify_round(
-    path: str, run: ChildRun, round_no: int, rng: random.Random
-) -> tuple[Stats, int]:
+def verify_round(path: str, run: ChildRun, round_no: int, rng: random.Random) -> tuple[Stats, int]:
     with EventStore.open(path, sync=True) as store:
         store.verify()
         events = list(store.read_all())
@@ -808,9 +802,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=6, help="decision threads (default 6)")
     p.add_argument("--path", help="a folder for the stores (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the store of a failing round")
-    p.add_argument(
-        "--rounds-per-store", type=int, default=60, help="a fresh store every N rounds"
-    )
+    p.add_argument("--rounds-per-store", type=int, default=60, help="a fresh store every N rounds")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-round", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--hook", default="none", help=argparse.SUPPRESS)
@@ -862,7 +854,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{' hook=' + run.hooked.replace(' ', '/') if run.hooked else ''} "
             f"acked={len(run.acks)} unacked={stats.unacked} condition_failed={run.failed} "
             f"compactions={run.compactions} events={stats.events} decisions={stats.decisions} "
-            f"window={stats.conflicts_checked} files={files}{' then ' + between if between else ''} "
+            f"window={stats.conflicts_checked} files={files}"
+            f"{' then ' + between if between else ''} "
             f"ok ({time.monotonic() - t0:.2f}s)",
             flush=True,
         )
