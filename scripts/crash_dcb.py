@@ -785,10 +785,22 @@ def between_rounds(path: str, rng: random.Random) -> str:
     return done
 
 
-def verify_round(path: str, run: ChildRun, round_no: int, rng: random.Random) -> tuple[Stats, int]:
+def verify_round(
+    path: str, run: ChildRun, round_no: int, rng: random.Random, previous: list[bytes]
+) -> tuple[Stats, int]:
+    """Reopen and check; ``previous`` (the ids of the log the last round
+    left) must be the log's prefix, and becomes this round's log."""
     with EventStore.open(path, sync=True) as store:
         store.verify()
         events = list(store.read_all())
+        ids = [e.id.bytes for e in events]
+        if ids[: len(previous)] != previous:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(ids, previous, strict=False)) if a != b),
+                len(ids),
+            )
+            raise Violation(f"the log changed below the last round's end: at seq {at + 1}")
+        previous[:] = ids
         stats = check_log(events, run.acks, round_no)
         check_store(store, events, rng)
         files = len(store.archive_files())
@@ -829,13 +841,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{store} exists; give an empty --path", file=sys.stderr)
                 return 2
             setup(store)
+            previous: list[bytes] = []
         rng = random.Random(f"round/{args.seed}/{round_no}")
         t0 = time.monotonic()
         try:
             run = run_child(store, args.seed, round_no, args.threads, rng)
             if run.error is not None:
                 raise Violation(f"the child failed: {run.error}")
-            stats, files = verify_round(store, run, round_no, rng)
+            stats, files = verify_round(store, run, round_no, rng, previous)
             between = between_rounds(store, rng)
         except Violation as exc:
             print(f"FAIL round {round_no} (seed {args.seed}, store {store}): {exc}", flush=True)

@@ -3,8 +3,8 @@ its checker shown to fail on the violations it looks for.
 
 The script SIGKILLs a process making conditional appends on overlapping
 boundaries (also inside the writer's group commit), then checks from the
-log that no two conflicting decisions both landed. The README of the
-script gives the command for a long run.
+log that no two conflicting decisions both landed. The script's docstring
+gives the command for a long run.
 """
 
 from __future__ import annotations
@@ -164,3 +164,14 @@ def test_the_checker_catches_half_a_decision(tmp_path: Path) -> None:
         store.append("sub-x", [cd.sub_event(cd.SUBSCRIBED, "s0", course, meta)])
     with pytest.raises(cd.Violation, match=r"decision r1\.t0\.1 incomplete"):
         _check(path)
+
+
+def test_the_checker_catches_a_log_changed_since_the_last_round(tmp_path: Path) -> None:
+    path, _, _ = _world(tmp_path)
+    run = cd.ChildRun({}, "timer", 0.0, 0, 0, None, None)
+    previous: list[bytes] = []
+    cd.verify_round(path, run, 1, cd.random.Random(1), previous)
+    assert len(previous) == cd.FIRST_COURSES + cd.STUDENTS
+    previous[3] = bytes(16)
+    with pytest.raises(cd.Violation, match="the log changed below the last round's end: at seq 4"):
+        cd.verify_round(path, run, 2, cd.random.Random(1), previous)
