@@ -200,7 +200,9 @@ def sub_event(kind: str, student: str, course: str, meta: dict[str, Any]) -> New
     )
 
 
-def child_main(path: str, seed: int, round_no: int, threads: int, hook: str, at: float) -> None:
+def child_main(
+    path: str, seed: int, round_no: int, threads: int, hook: str, at: float, plain: bool = False
+) -> None:
     out_lock = threading.Lock()
 
     def emit(line: str) -> None:
@@ -321,7 +323,8 @@ def child_main(path: str, seed: int, round_no: int, threads: int, hook: str, at:
                     ],
                 )
             ]
-        condition = AppendCondition(to_query(items), after=after)
+        # plain: the checker's own test, decisions appended without their condition
+        condition = None if plain else AppendCondition(to_query(items), after=after)
         if len(appends) == 1 and rng.random() < 0.5:
             results = [store.append(appends[0][0], appends[0][1], condition=condition)]
         else:
@@ -470,7 +473,9 @@ def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def run_child(store: str, seed: int, round_no: int, threads: int, rng: random.Random) -> ChildRun:
+def run_child(
+    store: str, seed: int, round_no: int, threads: int, rng: random.Random, plain: bool = False
+) -> ChildRun:
     mode = rng.choice(["timer", "timer", "timer", "pre", "post", "post", "compact"])
     at = rng.uniform(0.05, 0.6)
     cmd = [
@@ -488,7 +493,7 @@ def run_child(store: str, seed: int, round_no: int, threads: int, rng: random.Ra
         mode if mode in ("pre", "post") else "none",
         "--at",
         str(at),
-    ]
+    ] + (["--unconditioned"] if plain else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, encoding="utf-8")
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
@@ -815,6 +820,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--path", help="a folder for the stores (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the store of a failing round")
     p.add_argument("--rounds-per-store", type=int, default=60, help="a fresh store every N rounds")
+    p.add_argument(
+        "--unconditioned",
+        action="store_true",
+        help="append decisions without their conditions: the checks must then fail",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-round", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--hook", default="none", help=argparse.SUPPRESS)
@@ -825,7 +835,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if args.child:
-        child_main(args.child, args.seed, args.child_round, args.threads, args.hook, args.at)
+        child_main(
+            args.child,
+            args.seed,
+            args.child_round,
+            args.threads,
+            args.hook,
+            args.at,
+            args.unconditioned,
+        )
         return 0
     base = args.path or tempfile.mkdtemp(prefix="crash-dcb-")
     os.makedirs(base, exist_ok=True)
@@ -845,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rng = random.Random(f"round/{args.seed}/{round_no}")
         t0 = time.monotonic()
         try:
-            run = run_child(store, args.seed, round_no, args.threads, rng)
+            run = run_child(store, args.seed, round_no, args.threads, rng, args.unconditioned)
             if run.error is not None:
                 raise Violation(f"the child failed: {run.error}")
             stats, files = verify_round(store, run, round_no, rng, previous)

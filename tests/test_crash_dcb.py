@@ -59,6 +59,33 @@ def test_crash_dcb_script_short_run(tmp_path: Path) -> None:
     assert acked > 50 and failed > 10 and hooked >= 1, proc.stdout[-2000:]
 
 
+def test_crash_dcb_script_fails_when_decisions_skip_their_conditions(tmp_path: Path) -> None:
+    """The whole run as a check of itself: the same decision threads appending
+    without their conditions land conflicting decisions, and the run fails."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--unconditioned",
+            "--rounds",
+            "6",
+            "--seed",
+            "2",
+            "--path",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert re.search(
+        r"FAIL round \d+ .*(conflicting decisions both landed|over capacity|over limit)",
+        proc.stdout,
+    ), proc.stdout[-4000:]
+
+
 def _world(tmp_path: Path, most: bool = False) -> tuple[str, str, int]:
     """A set-up store, and its course of least (or most) capacity."""
     path = str(tmp_path / "s")
