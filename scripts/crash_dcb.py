@@ -376,7 +376,8 @@ def child_main(
         except BaseException:
             die("maintenance thread")
 
-    if random.Random(f"maintains/{seed}/{round_no}").random() < 0.5:
+    # "compact": the parent kills it just after a compaction or merge begins.
+    if hook == "compact" or random.Random(f"maintains/{seed}/{round_no}").random() < 0.5:
         threading.Thread(target=maintain, daemon=True).start()
     emit("READY")
     for t in range(threads):
@@ -490,7 +491,7 @@ def run_child(
         "--threads",
         str(threads),
         "--hook",
-        mode if mode in ("pre", "post") else "none",
+        mode if mode in ("pre", "post", "compact") else "none",
         "--at",
         str(at),
     ] + (["--unconditioned"] if plain else [])
