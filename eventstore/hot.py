@@ -273,7 +273,13 @@ def open_leveldb(path: str, create: bool = True) -> Any:
     except FileNotFoundError:
         logs = []
     for name in logs:
-        found = _damaged_log_tail(os.path.join(path, name))
+        try:
+            found = _damaged_log_tail(os.path.join(path, name))
+        except FileNotFoundError:
+            # Read before LevelDB takes the LOCK: a log that vanished meanwhile
+            # was folded into a table by a process holding the store, and
+            # opening it below says StoreLocked.
+            continue
         if found is not None:
             raise _damaged_store(path, Exception(found[0]))
     try:

@@ -173,6 +173,24 @@ def test_the_store_runs_on_the_binding(tmp_path: Path) -> None:
             open_leveldb(str(tmp_path / "s" / "hot"))
 
 
+def test_a_log_the_owner_folds_away_during_open_is_store_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The log tails are read before LevelDB takes the LOCK: the process that
+    # holds the store may flush a log away meanwhile (seen: a CLI append
+    # beside `eventstore tail`). That is StoreLocked, not FileNotFoundError.
+    from eventstore import hot
+
+    def vanished(log: str) -> None:
+        raise FileNotFoundError(log)
+
+    with EventStore.open(tmp_path / "s") as store:
+        store.append("s", [NewEvent("T")])
+        monkeypatch.setattr(hot, "_damaged_log_tail", vanished)
+        with pytest.raises(StoreLocked):
+            open_leveldb(str(tmp_path / "s" / "hot"))
+
+
 def test_nothing_imports_a_leveldb_binding_but_the_seam() -> None:
     # plyvel is not installed where plyvel-next is (CPython 3.13): a direct
     # import anywhere else fails there, in CI only.
